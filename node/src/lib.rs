@@ -1,0 +1,3 @@
+//! The vmq-rs broker node.
+
+pub mod mqtt;

@@ -1,0 +1,2 @@
+//! `vernemq`: the broker binary.
+fn main() {}

@@ -1,0 +1,1 @@
+//! MQTT 5.0 wire format, one file per packet.

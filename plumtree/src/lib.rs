@@ -1,0 +1,1 @@
+//! Plumtree metadata replica.

@@ -1,0 +1,27 @@
+//! Durable state of a vmq-rs node.
+//!
+//! - [`Store`]: an ordered key-value store with atomic write batches, point reads and prefix
+//!   scans, split into [`Column`]s (one per concern). [`MemStore`] is the reference
+//!   implementation and the test double; the RocksDB one sits behind the `rocksdb` feature.
+//! - [`MessageStore`]: the offline queues of persistent sessions, built on any [`Store`].
+//! - [`metadata`]: the contract shared by the two metadata backends (`vmq-swc`, `vmq-plumtree`),
+//!   so that the node drives either with one driver.
+//!
+//! Nothing here does network I/O; nothing here reads the clock.
+
+mod error;
+mod mem;
+mod message_store;
+pub mod metadata;
+#[cfg(feature = "rocksdb")]
+mod rocks;
+mod store;
+#[cfg(any(test, feature = "contract-tests"))]
+pub mod contract;
+
+pub use error::StoreError;
+pub use mem::MemStore;
+pub use message_store::{MessageSeq, MessageStore, QueueKey, StoreMessageStore, StoredMessage};
+#[cfg(feature = "rocksdb")]
+pub use rocks::{RocksConfig, RocksStore};
+pub use store::{BatchOp, Column, Durability, Store, WriteBatch};

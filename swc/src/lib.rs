@@ -1,0 +1,1 @@
+//! Server-Wide Clocks metadata replica.
