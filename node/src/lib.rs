@@ -1,3 +1,9 @@
-//! The vmq-rs broker node.
+//! The vmq-rs broker node: configuration, MQTT codec, sessions, queues, routing and
+//! listeners. The `vernemq` binary in `main.rs` is a thin shell around [`server::Node`].
 
+pub mod broker;
+pub mod config;
+pub mod listener;
 pub mod mqtt;
+pub mod server;
+pub mod session;

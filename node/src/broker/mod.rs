@@ -1,0 +1,173 @@
+//! Broker state shared by every connection: sessions by client id, the routing trie per
+//! mountpoint, retained messages and the offline message store.
+//!
+//! Connections run in their own tasks and call into [`Broker`] to register, subscribe and
+//! publish. Locks here are std mutexes held for short sections that never await.
+
+pub mod message;
+pub mod persist;
+pub mod queue;
+mod registry;
+pub mod retain;
+mod routing;
+pub mod trie;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+
+use vmq_storage::MessageStore;
+
+pub use registry::{ConnectionHandle, Kick, Registration, SessionSlot, SlotState, SubscriptionRecord};
+pub use routing::PublishOutcome;
+
+use self::queue::{Queue, QueueLimits};
+use self::retain::RetainStore;
+use self::trie::Trie;
+
+/// `shared_subscription_policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SharedPolicy {
+    /// Prefer members on the local node (on one node: random).
+    #[default]
+    PreferLocal,
+    /// Random member.
+    Random,
+    /// Only members on the local node (on one node: random).
+    LocalOnly,
+    /// Prefer online members, then local ones.
+    PreferOnlineBeforeLocal,
+}
+
+/// Broker-wide behaviour settings (from `vernemq.conf`).
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    /// Queue limits for every queue.
+    pub queue: QueueLimits,
+    /// `upgrade_outgoing_qos`.
+    pub upgrade_outgoing_qos: bool,
+    /// `shared_subscription_policy`.
+    pub shared_policy: SharedPolicy,
+    /// `persistent_client_expiration`: offline persistent sessions older than this are removed.
+    pub persistent_client_expiration: Option<Duration>,
+    /// `max_last_will_delay`: caps the will delay; `None` = the client's value.
+    pub max_last_will_delay: Option<Duration>,
+    /// `suppress_lwt_on_session_takeover`.
+    pub suppress_lwt_on_session_takeover: bool,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        Self {
+            queue: QueueLimits::default(),
+            upgrade_outgoing_qos: false,
+            shared_policy: SharedPolicy::PreferLocal,
+            persistent_client_expiration: None,
+            max_last_will_delay: None,
+            suppress_lwt_on_session_takeover: false,
+        }
+    }
+}
+
+/// Counters exposed as metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// PUBLISH packets received from clients.
+    pub publish_received: AtomicU64,
+    /// Messages handed to queues.
+    pub messages_routed: AtomicU64,
+    /// Messages dropped by full queues or offline QoS 0.
+    pub queue_message_drop: AtomicU64,
+    /// Messages that matched no subscriber.
+    pub router_matches_none: AtomicU64,
+    /// Sessions expired by `persistent_client_expiration` or Session Expiry Interval.
+    pub sessions_expired: AtomicU64,
+}
+
+/// The shared broker state.
+pub struct Broker {
+    settings: BrokerSettings,
+    store: Arc<dyn MessageStore>,
+    // Read on every publish, written on (un)subscribe: a RwLock keeps publishers parallel.
+    routes: RwLock<HashMap<Arc<str>, Trie<Arc<Queue>>>>,
+    retained: Mutex<RetainStore>,
+    sessions: Mutex<HashMap<vmq_storage::QueueKey, Arc<SessionSlot>>>,
+    next_connection_id: AtomicU64,
+    rng_state: AtomicU64,
+    /// Metrics counters.
+    pub counters: Counters,
+}
+
+impl std::fmt::Debug for Broker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Broker").finish_non_exhaustive()
+    }
+}
+
+impl Broker {
+    /// A broker with `settings`, keeping offline messages in `store`. Queues that already
+    /// hold messages in `store` (after a restart) are restored as offline sessions.
+    pub fn new(settings: BrokerSettings, store: Arc<dyn MessageStore>) -> Arc<Self> {
+        let broker = Arc::new(Self {
+            settings,
+            store: store.clone(),
+            routes: RwLock::new(HashMap::new()),
+            retained: Mutex::new(RetainStore::default()),
+            sessions: Mutex::new(HashMap::new()),
+            next_connection_id: AtomicU64::new(1),
+            rng_state: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+            counters: Counters::default(),
+        });
+        for (key, _) in store.queues() {
+            broker.restore_offline_session(key);
+        }
+        broker
+    }
+
+    /// Broker settings.
+    pub fn settings(&self) -> &BrokerSettings {
+        &self.settings
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<vmq_storage::QueueKey, Arc<SessionSlot>>> {
+        // Sections leave the map consistent; a poisoned lock is still usable.
+        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn retained(&self) -> MutexGuard<'_, RetainStore> {
+        self.retained.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A fresh id for a connection.
+    pub fn next_connection_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A pseudo-random number (splitmix64), for picking shared-subscription members.
+    pub fn random(&self) -> u64 {
+        let mut z = self.rng_state.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Number of sessions (connected or not).
+    pub fn session_count(&self) -> usize {
+        self.sessions().len()
+    }
+
+    /// Number of retained messages.
+    pub fn retained_count(&self) -> usize {
+        self.retained().len()
+    }
+
+    /// Number of subscriptions across mountpoints.
+    pub fn subscription_count(&self) -> usize {
+        self.routes.read().unwrap_or_else(|e| e.into_inner()).values().map(Trie::len).sum()
+    }
+
+    fn new_queue(&self, key: vmq_storage::QueueKey) -> Arc<Queue> {
+        Arc::new(Queue::new(key, self.settings.queue, self.store.clone()))
+    }
+}

@@ -1,0 +1,342 @@
+//! Per-client message queues (VerneMQ's `vmq_queue`).
+//!
+//! A queue outlives its connection for persistent sessions. While its session is connected it
+//! is *online*: messages wait in memory (at most `max_online_messages`) until the connection's
+//! inflight window has room. While disconnected it is *offline*: QoS 1/2 messages go to the
+//! [`MessageStore`] (at most `max_offline_messages`) and QoS 0 messages are dropped. A message
+//! read back from the store keeps its sequence number and is deleted from the store only when
+//! its delivery completes, so a crash never loses an offline message that was accepted.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::sync::Notify;
+use tracing::warn;
+use vmq_storage::{MessageSeq, MessageStore, QueueKey};
+
+use super::message::Delivery;
+use super::persist;
+use crate::mqtt::QoS;
+
+/// Order in which queued messages are delivered (`queue_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueType {
+    /// Oldest first; when full, new messages are dropped.
+    #[default]
+    Fifo,
+    /// Newest first; when full, the oldest message is dropped.
+    Lifo,
+}
+
+/// Size limits of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// `max_online_messages`; `None` = unlimited.
+    pub max_online: Option<usize>,
+    /// `max_offline_messages`; `None` = unlimited.
+    pub max_offline: Option<usize>,
+    /// `override_max_online_messages`.
+    pub override_max_online: bool,
+    /// `queue_type`.
+    pub queue_type: QueueType,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        Self { max_online: Some(1000), max_offline: Some(1000), override_max_online: false, queue_type: QueueType::Fifo }
+    }
+}
+
+/// A queued message and, if it is also in the message store, its sequence number there.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queued {
+    /// The message and how to deliver it.
+    pub delivery: Delivery,
+    /// Position in the message store; delete it once delivered.
+    pub stored: Option<MessageSeq>,
+}
+
+/// What happened to an enqueued message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnqueueOutcome {
+    /// Waiting in memory for the connected session.
+    Queued,
+    /// Written to the message store for the offline session.
+    Stored,
+    /// Dropped: queue full, QoS 0 to an offline session, or a storage failure.
+    Dropped,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    online: bool,
+    pending: VecDeque<Queued>,
+    /// Messages of this queue in the store that are not yet in `pending` (offline backlog
+    /// still to stream in after reconnect, or everything while offline).
+    backlog: u64,
+    /// Highest sequence already loaded from the store into `pending`.
+    loaded_upto: Option<MessageSeq>,
+    dropped: u64,
+}
+
+/// One client's queue.
+pub struct Queue {
+    key: QueueKey,
+    limits: QueueLimits,
+    store: Arc<dyn MessageStore>,
+    // A std mutex: sections are short and never await; publishers of many tasks enqueue here.
+    inner: Mutex<Inner>,
+    notify: Notify,
+}
+
+impl std::fmt::Debug for Queue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Queue").field("key", &self.key).finish_non_exhaustive()
+    }
+}
+
+/// Number of stored messages read per batch when streaming a backlog.
+const LOAD_BATCH: usize = 100;
+
+impl Queue {
+    /// An offline queue for `key`; messages already in `store` for it become its backlog.
+    pub fn new(key: QueueKey, limits: QueueLimits, store: Arc<dyn MessageStore>) -> Self {
+        let backlog = store.count(&key);
+        let inner = Inner { backlog, ..Inner::default() };
+        Self { key, limits, store, inner: Mutex::new(inner), notify: Notify::new() }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // Every section leaves `Inner` consistent, so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The queue's key.
+    pub fn key(&self) -> &QueueKey {
+        &self.key
+    }
+
+    /// Messages waiting (in memory and in the store).
+    pub fn len(&self) -> u64 {
+        let inner = self.lock();
+        inner.pending.len() as u64 + inner.backlog
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Messages dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.lock().dropped
+    }
+
+    /// True while a connection consumes this queue.
+    pub fn is_online(&self) -> bool {
+        self.lock().online
+    }
+
+    /// Wakes the consumer when messages arrive.
+    pub fn notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.notify.notified()
+    }
+
+    /// Adds a message for the client.
+    pub fn enqueue(&self, delivery: Delivery) -> EnqueueOutcome {
+        let mut inner = self.lock();
+        if inner.online {
+            if inner.backlog > 0 {
+                // Older messages are still in the store: keep order by appending behind them.
+                return self.store_locked(&mut inner, delivery);
+            }
+            if let Some(max) = self.limits.max_online {
+                if inner.pending.len() >= max {
+                    match self.limits.queue_type {
+                        QueueType::Fifo => {
+                            inner.dropped += 1;
+                            return EnqueueOutcome::Dropped;
+                        }
+                        QueueType::Lifo => {
+                            if max == 0 {
+                                inner.dropped += 1;
+                                return EnqueueOutcome::Dropped;
+                            }
+                            if let Some(old) = inner.pending.pop_front() {
+                                inner.dropped += 1;
+                                self.forget(&old);
+                            }
+                        }
+                    }
+                }
+            }
+            let queued = Queued { delivery, stored: None };
+            match self.limits.queue_type {
+                QueueType::Fifo => inner.pending.push_back(queued),
+                QueueType::Lifo => inner.pending.push_front(queued),
+            }
+            drop(inner);
+            self.notify.notify_one();
+            EnqueueOutcome::Queued
+        } else {
+            if delivery.qos == QoS::AtMostOnce {
+                inner.dropped += 1;
+                return EnqueueOutcome::Dropped;
+            }
+            self.store_locked(&mut inner, delivery)
+        }
+    }
+
+    fn store_locked(&self, inner: &mut Inner, delivery: Delivery) -> EnqueueOutcome {
+        if let Some(max) = self.limits.max_offline {
+            if inner.backlog as usize + inner.pending.len() >= max {
+                inner.dropped += 1;
+                return EnqueueOutcome::Dropped;
+            }
+        }
+        let data = persist::encode_delivery(&delivery);
+        match self.store.append(&self.key, &[&data]) {
+            Ok(_) => {
+                inner.backlog += 1;
+                if inner.online {
+                    self.notify.notify_one();
+                }
+                EnqueueOutcome::Stored
+            }
+            Err(e) => {
+                warn!(client_id = %self.key.client_id, error = %e, "offline message not stored");
+                inner.dropped += 1;
+                EnqueueOutcome::Dropped
+            }
+        }
+    }
+
+    fn forget(&self, q: &Queued) {
+        if let Some(seq) = q.stored {
+            if let Err(e) = self.store.delete(&self.key, &[seq]) {
+                warn!(client_id = %self.key.client_id, error = %e, "cannot delete stored message");
+            }
+        }
+    }
+
+    /// Marks the queue online (a connection consumes it). Messages stored while offline are
+    /// streamed in as the consumer takes them; without `override_max_online_messages`, those
+    /// beyond `max_online_messages` are dropped, as VerneMQ does.
+    pub fn set_online(&self) {
+        let mut inner = self.lock();
+        inner.online = true;
+        if !self.limits.override_max_online {
+            if let Some(max) = self.limits.max_online {
+                let excess = (inner.backlog as usize + inner.pending.len()).saturating_sub(max);
+                if excess > 0 {
+                    self.drop_newest_stored(&mut inner, excess as u64);
+                }
+            }
+        }
+        drop(inner);
+        self.notify.notify_one();
+    }
+
+    fn drop_newest_stored(&self, inner: &mut Inner, n: u64) {
+        // The stored backlog is read in order; the newest `n` are the ones over the limit.
+        let mut all = Vec::new();
+        let mut after = inner.loaded_upto;
+        while let Ok(page) = self.store.read(&self.key, after, 1000) {
+            let Some(last) = page.last() else { break };
+            after = Some(last.seq);
+            all.extend(page.into_iter().map(|m| m.seq));
+        }
+        let cut = all.len().saturating_sub(n as usize);
+        let victims = &all[cut..];
+        if let Err(e) = self.store.delete(&self.key, victims) {
+            warn!(client_id = %self.key.client_id, error = %e, "cannot drop excess offline messages");
+            return;
+        }
+        inner.backlog = inner.backlog.saturating_sub(victims.len() as u64);
+        inner.dropped += victims.len() as u64;
+    }
+
+    /// Marks the queue offline. QoS 0 messages waiting in memory are dropped; QoS 1/2 ones
+    /// stay, in order, ahead of what the store receives from now on. Messages in the
+    /// connection's inflight window stay in the session (and, if read from the store, in the
+    /// store) so they are resent with their packet ids on reconnect [MQTT-4.4.0-1].
+    pub fn set_offline(&self) {
+        let mut inner = self.lock();
+        inner.online = false;
+        let before = inner.pending.len();
+        inner.pending.retain(|q| q.delivery.qos != QoS::AtMostOnce);
+        inner.dropped += (before - inner.pending.len()) as u64;
+    }
+
+    /// Moves up to `max` messages into `out` for delivery. Expired messages are dropped on the
+    /// way (their stored copies deleted).
+    pub fn take(&self, max: usize, now: std::time::Instant, out: &mut Vec<Queued>) {
+        let mut inner = self.lock();
+        if !inner.online {
+            return;
+        }
+        let mut taken = 0;
+        while taken < max {
+            if inner.pending.is_empty() && inner.backlog > 0 {
+                self.load_batch(&mut inner);
+            }
+            let Some(q) = inner.pending.pop_front() else { break };
+            if q.delivery.msg.is_expired(now) {
+                self.forget(&q);
+                continue;
+            }
+            out.push(q);
+            taken += 1;
+        }
+    }
+
+    fn load_batch(&self, inner: &mut Inner) {
+        match self.store.read(&self.key, inner.loaded_upto, LOAD_BATCH) {
+            Ok(page) => {
+                if page.is_empty() {
+                    inner.backlog = 0;
+                }
+                for m in page {
+                    inner.loaded_upto = Some(m.seq);
+                    inner.backlog = inner.backlog.saturating_sub(1);
+                    match persist::decode_delivery(&m.data) {
+                        Some(delivery) => inner.pending.push_back(Queued { delivery, stored: Some(m.seq) }),
+                        None => {
+                            warn!(client_id = %self.key.client_id, seq = m.seq.0, "undecodable stored message skipped");
+                            inner.dropped += 1;
+                        }
+                    }
+                }
+            }
+            Err(e) => warn!(client_id = %self.key.client_id, error = %e, "cannot read offline messages"),
+        }
+    }
+
+    /// Puts messages back at the front (a connection closed before sending them).
+    pub fn requeue_front(&self, items: Vec<Queued>) {
+        let mut inner = self.lock();
+        for q in items.into_iter().rev() {
+            inner.pending.push_front(q);
+        }
+    }
+
+    /// The delivery of a message read from the store completed: delete it there.
+    pub fn delivered(&self, stored: Option<MessageSeq>) {
+        if let Some(seq) = stored {
+            if let Err(e) = self.store.delete(&self.key, &[seq]) {
+                warn!(client_id = %self.key.client_id, error = %e, "cannot delete delivered message");
+            }
+        }
+    }
+
+    /// Deletes everything (the session ended).
+    pub fn destroy(&self) {
+        let mut inner = self.lock();
+        inner.pending.clear();
+        inner.backlog = 0;
+        inner.online = false;
+        if let Err(e) = self.store.delete_queue(&self.key) {
+            warn!(client_id = %self.key.client_id, error = %e, "cannot delete offline queue");
+        }
+    }
+}

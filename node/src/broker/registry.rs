@@ -1,0 +1,229 @@
+//! Sessions by client id: registration with takeover, disconnection, expiry (VerneMQ's
+//! `vmq_reg` / `vmq_reg_mgr` on one node).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info};
+use vmq_storage::QueueKey;
+
+use super::Broker;
+use super::queue::Queue;
+use crate::mqtt::SubscriptionOptions;
+use crate::session::SavedInflight;
+
+/// Why a connection is told to go away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kick {
+    /// Another connection registered the same client id [MQTT-3.1.4-3].
+    TakenOver,
+    /// An operator disconnected it.
+    Administrative,
+    /// The broker is shutting down.
+    Shutdown,
+}
+
+/// How the registry reaches a live connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionHandle {
+    /// Connection id, unique per broker run.
+    pub id: u64,
+    /// Tells the connection to close.
+    pub kick: mpsc::Sender<Kick>,
+    /// Becomes true (or closes) when the connection has finished its teardown.
+    pub done: watch::Receiver<bool>,
+}
+
+/// A subscription as the session remembers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubscriptionRecord {
+    /// Options from SUBSCRIBE.
+    pub options: SubscriptionOptions,
+    /// Subscription Identifier.
+    pub id: Option<u32>,
+}
+
+/// Mutable part of a session.
+#[derive(Debug, Default)]
+pub struct SlotState {
+    /// Subscriptions by full filter (including any `$share/group/`).
+    pub subscriptions: HashMap<String, SubscriptionRecord>,
+    /// Messages in flight when the last connection closed, resent on reconnect.
+    pub inflight: SavedInflight,
+    /// The live connection, if any.
+    pub connection: Option<ConnectionHandle>,
+    /// When the session expires after disconnecting; `None` = never.
+    pub expiry: Option<Duration>,
+    /// When the last connection closed.
+    pub disconnected_at: Option<Instant>,
+    /// Bumped at every registration; a delayed will checks it to see the client came back.
+    pub generation: u64,
+}
+
+/// A session: outlives its connections when persistent.
+#[derive(Debug)]
+pub struct SessionSlot {
+    /// Mountpoint and client id.
+    pub key: QueueKey,
+    /// The client's queue.
+    pub queue: Arc<Queue>,
+    state: Mutex<SlotState>,
+}
+
+impl SessionSlot {
+    /// Locks the mutable state.
+    pub fn state(&self) -> MutexGuard<'_, SlotState> {
+        // Every section leaves the state consistent, so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The result of a registration.
+#[derive(Debug)]
+pub struct Registration {
+    /// The session now owned by the connection.
+    pub slot: Arc<SessionSlot>,
+    /// True when an existing session was resumed (CONNACK Session Present).
+    pub session_present: bool,
+    /// In-flight messages to resend [MQTT-4.4.0-1].
+    pub inflight: SavedInflight,
+    /// The registration generation (for delayed wills).
+    pub generation: u64,
+}
+
+/// How long a new connection waits for the one it takes over to finish its teardown.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+impl Broker {
+    pub(super) fn restore_offline_session(&self, key: QueueKey) {
+        let queue = self.new_queue(key.clone());
+        let state = SlotState {
+            disconnected_at: Some(Instant::now()),
+            expiry: self.settings.persistent_client_expiration,
+            ..SlotState::default()
+        };
+        let slot = Arc::new(SessionSlot { key: key.clone(), queue, state: Mutex::new(state) });
+        self.sessions().insert(key, slot);
+    }
+
+    /// Registers a connection for `key`, taking over any live connection with the same client
+    /// id and waiting until it has finished. With `clean_start` an existing session is
+    /// discarded [MQTT-3.1.2-4]; otherwise it is resumed [MQTT-3.1.2-5].
+    pub async fn register(&self, key: QueueKey, clean_start: bool, conn: ConnectionHandle) -> Registration {
+        loop {
+            let live = {
+                let sessions = self.sessions();
+                sessions.get(&key).and_then(|slot| slot.state().connection.clone())
+            };
+            if let Some(old) = live {
+                info!(client_id = %key.client_id, "session taken over by a new connection");
+                let _ = old.kick.try_send(Kick::TakenOver);
+                let mut done = old.done.clone();
+                let finished = tokio::time::timeout(TAKEOVER_WAIT, done.wait_for(|d| *d)).await;
+                if finished.is_err() {
+                    // The old connection is stuck (e.g. blocked writing to a dead peer): detach it.
+                    let sessions = self.sessions();
+                    if let Some(slot) = sessions.get(&key) {
+                        let mut st = slot.state();
+                        if st.connection.as_ref().is_some_and(|c| c.id == old.id) {
+                            st.connection = None;
+                        }
+                    }
+                }
+                continue;
+            }
+            let mut sessions = self.sessions();
+            if let Some(slot) = sessions.get(&key).cloned() {
+                if slot.state().connection.is_some() {
+                    continue; // another connection won the race; take it over in turn
+                }
+                if clean_start {
+                    self.destroy_locked(&mut sessions, &slot);
+                } else {
+                    let (inflight, generation) = {
+                        let mut st = slot.state();
+                        st.connection = Some(conn);
+                        st.disconnected_at = None;
+                        st.generation += 1;
+                        (std::mem::take(&mut st.inflight), st.generation)
+                    };
+                    slot.queue.set_online();
+                    return Registration { slot, session_present: true, inflight, generation };
+                }
+            }
+            let queue = self.new_queue(key.clone());
+            let state = SlotState { connection: Some(conn), generation: 1, ..SlotState::default() };
+            let slot = Arc::new(SessionSlot { key: key.clone(), queue, state: Mutex::new(state) });
+            sessions.insert(key, slot.clone());
+            drop(sessions);
+            slot.queue.set_online();
+            return Registration { slot, session_present: false, inflight: SavedInflight::default(), generation: 1 };
+        }
+    }
+
+    /// The connection `conn_id` of `slot` closed. Its in-flight messages are kept for the next
+    /// connection; the session ends now when `expiry` is zero, or later when it elapses.
+    pub fn disconnected(&self, slot: &Arc<SessionSlot>, conn_id: u64, inflight: SavedInflight, expiry: Option<Duration>) {
+        let mut sessions = self.sessions();
+        {
+            let mut st = slot.state();
+            if st.connection.as_ref().map(|c| c.id) != Some(conn_id) {
+                return;
+            }
+            st.connection = None;
+            st.inflight = inflight;
+            st.disconnected_at = Some(Instant::now());
+            st.expiry = match (expiry, self.settings.persistent_client_expiration) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        slot.queue.set_offline();
+        if expiry == Some(Duration::ZERO) {
+            self.destroy_locked(&mut sessions, slot);
+        }
+    }
+
+    /// Ends every offline session whose expiry has elapsed at `now`; returns how many.
+    pub fn expire_sessions(&self, now: Instant) -> usize {
+        let mut sessions = self.sessions();
+        let expired: Vec<Arc<SessionSlot>> = sessions
+            .values()
+            .filter(|slot| {
+                let st = slot.state();
+                st.connection.is_none()
+                    && matches!((st.disconnected_at, st.expiry), (Some(at), Some(exp)) if now.duration_since(at) >= exp)
+            })
+            .cloned()
+            .collect();
+        for slot in &expired {
+            debug!(client_id = %slot.key.client_id, "session expired");
+            self.destroy_locked(&mut sessions, slot);
+        }
+        self.counters.sessions_expired.fetch_add(expired.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        expired.len()
+    }
+
+    /// Live connections, for shutdown and administration.
+    pub fn connections(&self) -> Vec<ConnectionHandle> {
+        self.sessions().values().filter_map(|s| s.state().connection.clone()).collect()
+    }
+
+    /// Looks a session up.
+    pub fn session(&self, key: &QueueKey) -> Option<Arc<SessionSlot>> {
+        self.sessions().get(key).cloned()
+    }
+
+    fn destroy_locked(&self, sessions: &mut HashMap<QueueKey, Arc<SessionSlot>>, slot: &Arc<SessionSlot>) {
+        if sessions.get(&slot.key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            sessions.remove(&slot.key);
+        }
+        let subs: Vec<String> = slot.state().subscriptions.drain().map(|(f, _)| f).collect();
+        for filter in subs {
+            self.remove_route(&slot.key, &filter);
+        }
+        slot.queue.destroy();
+    }
+}

@@ -1,0 +1,207 @@
+//! CONNECT validation: protocol version, client identifier, authentication, will, keep-alive.
+
+use std::time::Duration;
+
+use super::ListenerSpec;
+use super::connection::ConnectSettings;
+use crate::mqtt::{Connect, ProtocolVersion, ReasonCode, topic};
+
+/// A CONNECT that passed validation, with what the server decided.
+#[derive(Debug)]
+pub struct Accepted {
+    /// Protocol version of the connection.
+    pub version: ProtocolVersion,
+    /// Client id, possibly assigned by the server.
+    pub client_id: String,
+    /// True when the server assigned the client id (5.0 Assigned Client Identifier).
+    pub assigned: bool,
+    /// Keep-alive the server enforces (after `max_keepalive`); zero = none.
+    pub keep_alive: u16,
+    /// True when it differs from the client's (5.0 Server Keep Alive).
+    pub keep_alive_changed: bool,
+    /// Session expiry after disconnect; `None` = never.
+    pub session_expiry: Option<Duration>,
+}
+
+/// A refused CONNECT: the reason code for CONNACK and a log line.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// CONNACK reason code (mapped to a 3.1.1 return code by the encoder).
+    pub code: ReasonCode,
+    /// Why, for the log.
+    pub cause: String,
+}
+
+fn refuse(code: ReasonCode, cause: impl Into<String>) -> Refused {
+    Refused { code, cause: cause.into() }
+}
+
+/// Session expiry of a CONNECT: MQTT 3.x clean session ends at disconnect, a persistent one
+/// never expires (unless `persistent_client_expiration`); MQTT 5 uses Session Expiry Interval,
+/// where 0xFFFFFFFF means never [MQTT-3.1.2-23].
+pub fn session_expiry(c: &Connect, version: ProtocolVersion) -> Option<Duration> {
+    if version.is_v5() {
+        match c.properties.session_expiry_interval.unwrap_or(0) {
+            u32::MAX => None,
+            s => Some(Duration::from_secs(u64::from(s))),
+        }
+    } else if c.clean_start {
+        Some(Duration::ZERO)
+    } else {
+        None
+    }
+}
+
+/// Validates a CONNECT for `listener`. `new_client_id` makes an id for 5.0 clients that sent
+/// none.
+pub fn validate(
+    c: &Connect,
+    listener: &ListenerSpec,
+    settings: &ConnectSettings,
+    new_client_id: impl FnOnce() -> String,
+) -> Result<Accepted, Refused> {
+    let Some(version) = c.protocol else {
+        return Err(refuse(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, "CONNECT without protocol level"));
+    };
+    if !listener.allowed_protocol_versions.contains(&version) {
+        return Err(refuse(
+            ReasonCode::UNSUPPORTED_PROTOCOL_VERSION,
+            format!("protocol level {} not allowed on listener {}", version.level(), listener.name),
+        ));
+    }
+    let mut client_id = c.client_id.clone();
+    let mut assigned = false;
+    if client_id.is_empty() {
+        match version {
+            // MQTT 3.1 requires 1 to 23 characters.
+            ProtocolVersion::V3 => {
+                return Err(refuse(ReasonCode::CLIENT_IDENTIFIER_NOT_VALID, "empty client id (MQTT 3.1)"));
+            }
+            // [MQTT-3.1.3-7], [MQTT-3.1.3-8]: an empty id needs Clean Session 1.
+            ProtocolVersion::V4 if !c.clean_start => {
+                return Err(refuse(
+                    ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+                    "empty client id with clean session 0 [MQTT-3.1.3-8]",
+                ));
+            }
+            // [MQTT-3.1.3-6]: the server assigns an id (returned to 5.0 clients).
+            _ => {
+                client_id = new_client_id();
+                assigned = true;
+            }
+        }
+    }
+    if !assigned && client_id.len() > settings.max_client_id_size {
+        return Err(refuse(
+            ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
+            format!("client id of {} bytes exceeds max_client_id_size {}", client_id.len(), settings.max_client_id_size),
+        ));
+    }
+    if !settings.allow_anonymous && !listener.allow_anonymous_override {
+        // No authentication plugin is configured: with anonymous access off nobody gets in,
+        // as in VerneMQ with no auth hook answering.
+        let code = if c.username.is_some() { ReasonCode::BAD_USER_NAME_OR_PASSWORD } else { ReasonCode::NOT_AUTHORIZED };
+        return Err(refuse(code, "allow_anonymous is off and no authentication plugin accepts the client"));
+    }
+    if let Some(will) = &c.will {
+        if let Err(e) = topic::validate_topic_name(&will.topic, settings.topic_max_depth) {
+            return Err(refuse(ReasonCode::TOPIC_NAME_INVALID, format!("will topic rejected: {e}")));
+        }
+        if settings.max_message_size > 0 && will.payload.len() > settings.max_message_size {
+            return Err(refuse(ReasonCode::PACKET_TOO_LARGE, "will payload exceeds max_message_size"));
+        }
+    }
+    let mut keep_alive = c.keep_alive;
+    if let Some(max) = settings.max_keepalive {
+        if keep_alive == 0 || keep_alive > max {
+            keep_alive = max;
+        }
+    }
+    Ok(Accepted {
+        version,
+        client_id,
+        assigned,
+        keep_alive,
+        keep_alive_changed: keep_alive != c.keep_alive,
+        session_expiry: session_expiry(c, version),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener() -> ListenerSpec {
+        ListenerSpec {
+            name: "default".into(),
+            addr: "127.0.0.1:0".parse().unwrap(),
+            max_connections: None,
+            mountpoint: String::new(),
+            allowed_protocol_versions: vec![ProtocolVersion::V3, ProtocolVersion::V4, ProtocolVersion::V5],
+            max_connection_lifetime: None,
+            allow_anonymous_override: false,
+        }
+    }
+
+    fn connect(version: ProtocolVersion, id: &str, clean: bool) -> Connect {
+        Connect { protocol: Some(version), client_id: id.into(), clean_start: clean, keep_alive: 60, ..Connect::default() }
+    }
+
+    #[test]
+    fn empty_client_id_rules_mqtt_3_1_3_6_to_8() {
+        let s = ConnectSettings::default();
+        let l = listener();
+        let v4_persistent = validate(&connect(ProtocolVersion::V4, "", false), &l, &s, || "x".into());
+        assert_eq!(v4_persistent.unwrap_err().code, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
+        let v4_clean = validate(&connect(ProtocolVersion::V4, "", true), &l, &s, || "gen".into()).unwrap();
+        assert_eq!((v4_clean.client_id.as_str(), v4_clean.assigned), ("gen", true));
+        let v5 = validate(&connect(ProtocolVersion::V5, "", false), &l, &s, || "gen5".into()).unwrap();
+        assert!(v5.assigned);
+        assert!(validate(&connect(ProtocolVersion::V3, "", true), &l, &s, || "x".into()).is_err());
+    }
+
+    #[test]
+    fn client_id_length_and_anonymous_and_versions() {
+        let mut s = ConnectSettings { max_client_id_size: 4, ..ConnectSettings::default() };
+        let mut l = listener();
+        assert_eq!(
+            validate(&connect(ProtocolVersion::V4, "12345", true), &l, &s, String::new).unwrap_err().code,
+            ReasonCode::CLIENT_IDENTIFIER_NOT_VALID
+        );
+        s.allow_anonymous = false;
+        assert_eq!(
+            validate(&connect(ProtocolVersion::V4, "a", true), &l, &s, String::new).unwrap_err().code,
+            ReasonCode::NOT_AUTHORIZED
+        );
+        s.allow_anonymous = true;
+        l.allowed_protocol_versions = vec![ProtocolVersion::V4];
+        assert_eq!(
+            validate(&connect(ProtocolVersion::V5, "a", true), &l, &s, String::new).unwrap_err().code,
+            ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
+        );
+    }
+
+    #[test]
+    fn max_keepalive_caps_and_replaces_zero() {
+        let s = ConnectSettings { max_keepalive: Some(30), ..ConnectSettings::default() };
+        let a = validate(&connect(ProtocolVersion::V5, "a", true), &listener(), &s, String::new).unwrap();
+        assert_eq!((a.keep_alive, a.keep_alive_changed), (30, true));
+        let mut c = connect(ProtocolVersion::V5, "a", true);
+        c.keep_alive = 0;
+        assert_eq!(validate(&c, &listener(), &s, String::new).unwrap().keep_alive, 30);
+        c.keep_alive = 10;
+        assert!(!validate(&c, &listener(), &s, String::new).unwrap().keep_alive_changed);
+    }
+
+    #[test]
+    fn session_expiry_per_version_mqtt_3_1_2_23() {
+        let mut c = connect(ProtocolVersion::V5, "a", true);
+        assert_eq!(session_expiry(&c, ProtocolVersion::V5), Some(Duration::ZERO));
+        c.properties.session_expiry_interval = Some(u32::MAX);
+        assert_eq!(session_expiry(&c, ProtocolVersion::V5), None);
+        c.properties.session_expiry_interval = Some(10);
+        assert_eq!(session_expiry(&c, ProtocolVersion::V5), Some(Duration::from_secs(10)));
+        assert_eq!(session_expiry(&connect(ProtocolVersion::V4, "a", false), ProtocolVersion::V4), None);
+        assert_eq!(session_expiry(&connect(ProtocolVersion::V4, "a", true), ProtocolVersion::V4), Some(Duration::ZERO));
+    }
+}

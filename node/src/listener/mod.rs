@@ -1,0 +1,104 @@
+//! TCP listeners: the accept loop with its connection limit, and one task per connection
+//! (framing, keep-alive, timers) around a sans-IO [`crate::session::Session`].
+
+mod connect;
+mod connection;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tracing::{info, warn};
+
+use crate::broker::Broker;
+use crate::mqtt::ProtocolVersion;
+use crate::session::SessionConfig;
+
+pub use connection::ConnectSettings;
+
+/// One `listener.tcp.<name>`.
+#[derive(Debug, Clone)]
+pub struct ListenerSpec {
+    /// The listener's name (`default` in `listener.tcp.default`).
+    pub name: String,
+    /// Address to bind.
+    pub addr: SocketAddr,
+    /// Connection limit; `None` = unlimited.
+    pub max_connections: Option<usize>,
+    /// Mountpoint of every client of this listener ("" = none).
+    pub mountpoint: String,
+    /// Protocol versions accepted.
+    pub allowed_protocol_versions: Vec<ProtocolVersion>,
+    /// Clients are disconnected after this long; `None` = never.
+    pub max_connection_lifetime: Option<Duration>,
+    /// Accept anonymous clients here even when `allow_anonymous` is off.
+    pub allow_anonymous_override: bool,
+}
+
+/// What every connection task shares.
+#[derive(Debug)]
+pub struct ConnectionContext {
+    /// The broker.
+    pub broker: Arc<Broker>,
+    /// Session settings.
+    pub session: SessionConfig,
+    /// CONNECT handling settings.
+    pub connect: ConnectSettings,
+}
+
+/// Accepts connections on `listener` until `shutdown` turns true; each connection runs in its
+/// own task. Beyond `max_connections`, new connections are closed at once (and logged).
+pub async fn serve(
+    listener: TcpListener,
+    spec: Arc<ListenerSpec>,
+    ctx: Arc<ConnectionContext>,
+    mut shutdown: watch::Receiver<bool>,
+    tasks: tokio::sync::mpsc::Sender<()>,
+) {
+    let limit = spec.max_connections.map(|n| Arc::new(Semaphore::new(n)));
+    let mut backoff = Duration::from_millis(5);
+    info!(listener = %spec.name, addr = %spec.addr, "listening for MQTT over TCP");
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.wait_for(|s| *s) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(5);
+                a
+            }
+            Err(e) => {
+                // Out of file descriptors and similar: back off instead of spinning.
+                warn!(listener = %spec.name, error = %e, "accept failed; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let permit = match &limit {
+            Some(sem) => match sem.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    warn!(listener = %spec.name, %peer, "connection refused: max_connections reached");
+                    drop(stream);
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let _ = stream.set_nodelay(true);
+        let spec = spec.clone();
+        let ctx = ctx.clone();
+        let shutdown = shutdown.clone();
+        let tasks = tasks.clone();
+        tokio::spawn(async move {
+            connection::run(stream, peer, spec, ctx, shutdown).await;
+            drop(permit);
+            drop(tasks);
+        });
+    }
+    info!(listener = %spec.name, "listener stopped");
+}

@@ -1,0 +1,214 @@
+//! A running node: binds the listeners, runs the session sweeper, shuts down gracefully.
+//!
+//! [`Node::start`] takes a validated [`Config`] and returns once every listener is bound
+//! (tests use port 0 and read [`Node::local_addrs`]); [`Node::shutdown`] stops accepting,
+//! disconnects clients (publishing their wills), waits for their tasks and flushes the store.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tracing::info;
+use vmq_storage::{Durability, MemStore, MessageStore, StoreMessageStore};
+
+use crate::broker::queue::{QueueLimits, QueueType};
+use crate::broker::{Broker, BrokerSettings, SharedPolicy};
+use crate::config::{self, Config};
+use crate::listener::{self, ConnectSettings, ConnectionContext, ListenerSpec};
+use crate::session::SessionConfig;
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener address could not be bound.
+    #[error("cannot listen on {addr} (listener.tcp.{name}): {source}")]
+    Bind {
+        /// Listener name.
+        name: String,
+        /// Address.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The message store could not be opened.
+    #[error("cannot open the message store: {0}")]
+    Storage(#[from] vmq_storage::StoreError),
+    /// The configuration has no MQTT listener.
+    #[error("no MQTT listener configured (add e.g. listener.tcp.default = 127.0.0.1:1883)")]
+    NoListener,
+}
+
+/// A started node.
+pub struct Node {
+    broker: Arc<Broker>,
+    local_addrs: Vec<(String, SocketAddr)>,
+    shutdown_tx: watch::Sender<bool>,
+    tasks_rx: mpsc::Receiver<()>,
+    store: Arc<dyn MessageStore>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node").field("local_addrs", &self.local_addrs).finish_non_exhaustive()
+    }
+}
+
+/// Broker settings from the configuration.
+pub fn broker_settings(cfg: &Config) -> BrokerSettings {
+    let m = &cfg.mqtt;
+    BrokerSettings {
+        queue: QueueLimits {
+            max_online: m.max_online_messages,
+            max_offline: m.max_offline_messages,
+            override_max_online: m.override_max_online_messages,
+            queue_type: match m.queue_type {
+                config::QueueType::Fifo => QueueType::Fifo,
+                config::QueueType::Lifo => QueueType::Lifo,
+            },
+        },
+        upgrade_outgoing_qos: m.upgrade_outgoing_qos,
+        shared_policy: match m.shared_subscription_policy {
+            config::SharedSubscriptionPolicy::PreferLocal => SharedPolicy::PreferLocal,
+            config::SharedSubscriptionPolicy::Random => SharedPolicy::Random,
+            config::SharedSubscriptionPolicy::LocalOnly => SharedPolicy::LocalOnly,
+            config::SharedSubscriptionPolicy::PreferOnlineBeforeLocal => SharedPolicy::PreferOnlineBeforeLocal,
+        },
+        persistent_client_expiration: m.persistent_client_expiration,
+        max_last_will_delay: m.max_last_will_delay,
+        suppress_lwt_on_session_takeover: m.suppress_lwt_on_session_takeover,
+    }
+}
+
+/// Session settings from the configuration.
+pub fn session_config(cfg: &Config) -> SessionConfig {
+    let m = &cfg.mqtt;
+    SessionConfig {
+        max_inflight_messages: m.max_inflight_messages,
+        receive_max_broker: m.receive_max_broker,
+        receive_max_client: m.receive_max_client,
+        retry_interval: m.retry_interval,
+        topic_max_depth: m.topic_max_depth,
+        max_message_size: m.max_message_size,
+        topic_alias_max_broker: m.topic_alias_max_broker,
+        topic_alias_max_client: m.topic_alias_max_client,
+        max_message_rate: m.max_message_rate,
+    }
+}
+
+/// CONNECT settings from the configuration.
+pub fn connect_settings(cfg: &Config) -> ConnectSettings {
+    let m = &cfg.mqtt;
+    ConnectSettings {
+        allow_anonymous: m.allow_anonymous,
+        max_client_id_size: m.max_client_id_size,
+        max_keepalive: m.max_keepalive,
+        connect_timeout: m.mqtt_connect_timeout,
+        topic_max_depth: m.topic_max_depth,
+        max_message_size: m.max_message_size,
+        max_last_will_delay: m.max_last_will_delay,
+        suppress_lwt_on_session_takeover: m.suppress_lwt_on_session_takeover,
+        receive_max_broker: m.receive_max_broker,
+        topic_alias_max_broker: m.topic_alias_max_broker,
+    }
+}
+
+fn listener_spec(l: &config::TcpListenerConfig) -> ListenerSpec {
+    ListenerSpec {
+        name: l.name.clone(),
+        addr: l.addr,
+        max_connections: l.max_connections,
+        mountpoint: l.mountpoint.clone(),
+        allowed_protocol_versions: l.allowed_protocol_versions.clone(),
+        max_connection_lifetime: l.max_connection_lifetime,
+        allow_anonymous_override: l.allow_anonymous_override,
+    }
+}
+
+/// How often offline sessions are checked for expiry.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Node {
+    /// Starts a node with an in-memory message store.
+    pub async fn start(cfg: &Config) -> Result<Node, StartError> {
+        let store = StoreMessageStore::open(Arc::new(MemStore::new()), Durability::Buffered)?;
+        Self::start_with_store(cfg, Arc::new(store)).await
+    }
+
+    /// Starts a node keeping offline messages in `store`.
+    pub async fn start_with_store(cfg: &Config, store: Arc<dyn MessageStore>) -> Result<Node, StartError> {
+        if cfg.listeners.is_empty() {
+            return Err(StartError::NoListener);
+        }
+        let broker = Broker::new(broker_settings(cfg), store.clone());
+        let ctx = Arc::new(ConnectionContext {
+            broker: broker.clone(),
+            session: session_config(cfg),
+            connect: connect_settings(cfg),
+        });
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (tasks_tx, tasks_rx) = mpsc::channel(1);
+        let mut bound = Vec::new();
+        for l in &cfg.listeners {
+            let spec = listener_spec(l);
+            let socket = TcpListener::bind(spec.addr).await.map_err(|source| StartError::Bind {
+                name: spec.name.clone(),
+                addr: spec.addr,
+                source,
+            })?;
+            let local = socket.local_addr().unwrap_or(spec.addr);
+            bound.push((socket, spec, local));
+        }
+        let mut local_addrs = Vec::new();
+        for (socket, mut spec, local) in bound {
+            spec.addr = local;
+            local_addrs.push((spec.name.clone(), local));
+            tokio::spawn(listener::serve(socket, Arc::new(spec), ctx.clone(), shutdown_rx.clone(), tasks_tx.clone()));
+        }
+        tokio::spawn(sweep_sessions(broker.clone(), shutdown_rx, tasks_tx));
+        Ok(Node { broker, local_addrs, shutdown_tx, tasks_rx, store })
+    }
+
+    /// The bound address of every listener, by name.
+    pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
+        &self.local_addrs
+    }
+
+    /// The first listener's address.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.local_addrs.first().map(|(_, a)| *a).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The broker state.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Stops accepting, disconnects every client (publishing wills as MQTT requires), waits
+    /// for all connection tasks, then flushes the message store.
+    pub async fn shutdown(mut self) {
+        info!("shutting down");
+        let _ = self.shutdown_tx.send(true);
+        // Every listener and connection task holds a sender; `recv` returns `None` once all
+        // have finished.
+        while self.tasks_rx.recv().await.is_some() {}
+        drop(self.store);
+        info!("stopped");
+    }
+}
+
+async fn sweep_sessions(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>, _tasks: mpsc::Sender<()>) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let n = broker.expire_sessions(Instant::now());
+                if n > 0 {
+                    info!(sessions = n, "expired offline sessions");
+                }
+            }
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+    }
+}

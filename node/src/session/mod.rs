@@ -1,0 +1,438 @@
+//! One connected client's MQTT session: QoS 0/1/2 flows in both directions, packet ids, the
+//! inflight window, retries, topic aliases and subscriptions. Sans-IO: the connection task
+//! feeds packets and time in and sends what [`Session::poll_transmit`] returns.
+//!
+//! Call order for the connection task: after every input (`handle_packet`, `handle_retry`,
+//! a queue notification) call [`Session::pump`] to move queued messages into the inflight
+//! window, then drain [`Session::poll_transmit`].
+
+mod inflight;
+mod publish;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+use vmq_storage::QueueKey;
+
+use crate::broker::queue::Queued;
+use crate::broker::{Broker, SessionSlot, SubscriptionRecord};
+use crate::mqtt::{
+    Packet, ProtocolVersion, PubResp, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, topic,
+};
+
+pub use inflight::{OutFlight, OutState, SavedInflight};
+
+/// Session behaviour settings (from `vernemq.conf`).
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// `max_inflight_messages` (0 = unlimited).
+    pub max_inflight_messages: u16,
+    /// Unreleased incoming QoS 2 messages a client may have at once: `receive_max_broker` for
+    /// MQTT 5 (announced as Receive Maximum), `max_inflight_messages` for MQTT 3.x (VerneMQ
+    /// uses it to protect the incoming side); 0 = unlimited.
+    pub receive_max_broker: u16,
+    /// `receive_max_client`: caps the client's Receive Maximum for our sends.
+    pub receive_max_client: u16,
+    /// `retry_interval` (MQTT 3.x only; MQTT 5 forbids resending except on reconnect).
+    pub retry_interval: Duration,
+    /// `topic_max_depth` (0 = unlimited).
+    pub topic_max_depth: usize,
+    /// `max_message_size` (0 = unlimited).
+    pub max_message_size: usize,
+    /// `topic_alias_max_broker`: aliases the client may use towards us.
+    pub topic_alias_max_broker: u16,
+    /// `topic_alias_max_client`: aliases we may use towards the client.
+    pub topic_alias_max_client: u16,
+    /// `max_message_rate` (publishes per second, 0 = unlimited).
+    pub max_message_rate: u32,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            max_inflight_messages: 20,
+            receive_max_broker: u16::MAX,
+            receive_max_client: u16::MAX,
+            retry_interval: Duration::from_secs(20),
+            topic_max_depth: 10,
+            max_message_size: 0,
+            topic_alias_max_broker: 0,
+            topic_alias_max_client: 0,
+            max_message_rate: 0,
+        }
+    }
+}
+
+/// Why the session wants its connection closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Close {
+    /// Reason code for the server's DISCONNECT (MQTT 5) and the log.
+    pub reason: ReasonCode,
+    /// Human-readable cause for the log line.
+    pub cause: String,
+    /// Send a DISCONNECT before closing (MQTT 5 only; false when the client disconnected).
+    pub send_disconnect: bool,
+    /// Publish the will message.
+    pub publish_will: bool,
+}
+
+impl Close {
+    fn error(reason: ReasonCode, cause: impl Into<String>) -> Self {
+        Close { reason, cause: cause.into(), send_disconnect: true, publish_will: true }
+    }
+}
+
+/// What the client negotiated in CONNECT that the session needs.
+#[derive(Debug, Clone, Default)]
+pub struct ClientLimits {
+    /// Client's Receive Maximum (5.0; 65,535 when absent).
+    pub receive_maximum: u16,
+    /// Client's Maximum Packet Size (5.0).
+    pub maximum_packet_size: Option<u32>,
+    /// Client's Topic Alias Maximum (5.0).
+    pub topic_alias_maximum: u16,
+}
+
+/// A connected session.
+pub struct Session {
+    broker: Arc<Broker>,
+    slot: Arc<SessionSlot>,
+    cfg: SessionConfig,
+    version: ProtocolVersion,
+    client_id: Arc<str>,
+    mountpoint: Arc<str>,
+    limits: ClientLimits,
+    inflight: SavedInflight,
+    /// Incoming topic aliases (client to server).
+    aliases_in: HashMap<u16, Arc<str>>,
+    /// Outgoing topic aliases (server to client).
+    aliases_out: HashMap<Arc<str>, u16>,
+    rate_window: (Instant, u32),
+    out: Vec<Packet>,
+    scratch: Vec<Queued>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("client_id", &self.client_id).finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// A session on `slot` for a connection speaking `version`. `resumed` is the inflight
+    /// state of the previous connection; its messages are resent first [MQTT-4.4.0-1].
+    pub fn new(
+        broker: Arc<Broker>,
+        slot: Arc<SessionSlot>,
+        cfg: SessionConfig,
+        version: ProtocolVersion,
+        limits: ClientLimits,
+        resumed: SavedInflight,
+        now: Instant,
+    ) -> Self {
+        let key: &QueueKey = &slot.key;
+        let mut s = Self {
+            client_id: key.client_id.as_str().into(),
+            mountpoint: key.mountpoint.as_str().into(),
+            broker,
+            cfg,
+            version,
+            limits,
+            inflight: resumed,
+            aliases_in: HashMap::new(),
+            aliases_out: HashMap::new(),
+            rate_window: (now, 0),
+            out: Vec::new(),
+            scratch: Vec::new(),
+            slot,
+        };
+        s.resend_all(now);
+        s
+    }
+
+    /// The session slot.
+    pub fn slot(&self) -> &Arc<SessionSlot> {
+        &self.slot
+    }
+
+    /// Packets to send, in order.
+    pub fn poll_transmit(&mut self) -> std::vec::Drain<'_, Packet> {
+        self.out.drain(..)
+    }
+
+    /// The in-flight state to keep in the session when the connection closes.
+    pub fn into_inflight(self) -> SavedInflight {
+        self.inflight
+    }
+
+    fn window(&self) -> usize {
+        let broker = if self.cfg.max_inflight_messages == 0 { usize::MAX } else { self.cfg.max_inflight_messages as usize };
+        let client = self.limits.receive_maximum.min(self.cfg.receive_max_client).max(1);
+        broker.min(client as usize)
+    }
+
+    /// Handles one packet from the client.
+    pub fn handle_packet(&mut self, packet: Packet, now: Instant) -> Result<(), Close> {
+        match packet {
+            Packet::Publish(p) => self.handle_publish(p, now),
+            Packet::PubAck(r) => {
+                self.handle_puback(r);
+                Ok(())
+            }
+            Packet::PubRec(r) => {
+                self.handle_pubrec(r, now);
+                Ok(())
+            }
+            Packet::PubRel(r) => {
+                self.handle_pubrel(r);
+                Ok(())
+            }
+            Packet::PubComp(r) => {
+                self.handle_pubcomp(r);
+                Ok(())
+            }
+            Packet::Subscribe(s) => self.handle_subscribe(s, now),
+            Packet::Unsubscribe(u) => self.handle_unsubscribe(u),
+            Packet::PingReq => {
+                self.out.push(Packet::PingResp);
+                Ok(())
+            }
+            Packet::Connect(_) => {
+                Err(Close::error(ReasonCode::PROTOCOL_ERROR, "second CONNECT [MQTT-3.1.0-2]"))
+            }
+            Packet::Auth(_) => Err(Close::error(
+                ReasonCode::PROTOCOL_ERROR,
+                "AUTH without an authentication method in CONNECT [MQTT-4.12.0-1]",
+            )),
+            Packet::Disconnect(_) => {
+                // Handled by the connection task (it owns will and session expiry).
+                Ok(())
+            }
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                Err(Close::error(ReasonCode::PROTOCOL_ERROR, "server-only packet sent by the client"))
+            }
+        }
+    }
+
+    fn handle_puback(&mut self, r: PubResp) {
+        let id = r.packet_id.0;
+        match self.inflight.outgoing.get(&id).map(|f| f.state) {
+            Some(OutState::AwaitPubAck) => {
+                if let Some(f) = self.inflight.outgoing.remove(&id) {
+                    self.slot.queue.delivered(f.queued.stored);
+                }
+            }
+            _ => debug!(client_id = %self.client_id, packet_id = id, "PUBACK for unknown packet id ignored"),
+        }
+    }
+
+    fn handle_pubrec(&mut self, r: PubResp, now: Instant) {
+        let id = r.packet_id.0;
+        match self.inflight.outgoing.get_mut(&id) {
+            Some(f) if f.state == OutState::AwaitPubRec => {
+                if r.code.is_error() {
+                    // The client refused the message: the flow ends here [MQTT-4.3.3-?, 4.13].
+                    if let Some(f) = self.inflight.outgoing.remove(&id) {
+                        self.slot.queue.delivered(f.queued.stored);
+                    }
+                    return;
+                }
+                f.state = OutState::AwaitPubComp;
+                f.sent_at = now;
+                // The message is now owned by the client [MQTT-4.3.3-4]: it leaves the store.
+                let stored = f.queued.stored.take();
+                self.slot.queue.delivered(stored);
+                self.out.push(Packet::PubRel(PubResp { packet_id: r.packet_id, ..PubResp::default() }));
+            }
+            Some(f) if f.state == OutState::AwaitPubComp => {
+                self.out.push(Packet::PubRel(PubResp { packet_id: r.packet_id, ..PubResp::default() }));
+            }
+            _ => self.out.push(Packet::PubRel(PubResp {
+                packet_id: r.packet_id,
+                code: ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
+                ..PubResp::default()
+            })),
+        }
+    }
+
+    fn handle_pubrel(&mut self, r: PubResp) {
+        let known = self.inflight.incoming_qos2.remove(&r.packet_id.0);
+        let code = if known { ReasonCode::SUCCESS } else { ReasonCode::PACKET_IDENTIFIER_NOT_FOUND };
+        self.out.push(Packet::PubComp(PubResp { packet_id: r.packet_id, code, ..PubResp::default() }));
+    }
+
+    fn handle_pubcomp(&mut self, r: PubResp) {
+        let id = r.packet_id.0;
+        if self.inflight.outgoing.get(&id).is_some_and(|f| f.state == OutState::AwaitPubComp) {
+            self.inflight.outgoing.remove(&id);
+        }
+    }
+
+    fn handle_subscribe(&mut self, s: Subscribe, now: Instant) -> Result<(), Close> {
+        let sub_id = s.properties.subscription_identifiers.first().copied();
+        let mut codes = Vec::with_capacity(s.filters.len());
+        let mut retained = Vec::new();
+        for f in &s.filters {
+            let parsed = match topic::parse_filter(&f.filter) {
+                Ok(p) => p,
+                Err(_) => {
+                    codes.push(ReasonCode::TOPIC_FILTER_INVALID);
+                    continue;
+                }
+            };
+            if parsed.share.is_some() && f.options.no_local && self.version.is_v5() {
+                return Err(Close::error(
+                    ReasonCode::PROTOCOL_ERROR,
+                    "No Local on a shared subscription [MQTT-3.8.3-4]",
+                ));
+            }
+            if topic::validate_topic_filter(parsed.filter, self.cfg.topic_max_depth).is_err() {
+                codes.push(ReasonCode::TOPIC_FILTER_INVALID);
+                continue;
+            }
+            let record = SubscriptionRecord { options: f.options, id: sub_id };
+            let existed = match self.broker.subscribe(&self.slot, &f.filter, record) {
+                Ok(existed) => existed,
+                Err(_) => {
+                    codes.push(ReasonCode::TOPIC_FILTER_INVALID);
+                    continue;
+                }
+            };
+            codes.push(ReasonCode(f.options.qos as u8));
+            let send_retained = match f.options.retain_handling {
+                0 => true,
+                1 => !existed,
+                _ => false,
+            };
+            if send_retained {
+                for msg in self.broker.retained_for(&self.mountpoint, &f.filter, now) {
+                    retained.push(crate::broker::message::Delivery {
+                        qos: msg.qos.min(f.options.qos),
+                        msg,
+                        // Retained messages sent on subscribe carry RETAIN 1 [MQTT-3.3.1-8].
+                        retain: true,
+                        subscription_ids: sub_id.into_iter().collect(),
+                    });
+                }
+            }
+        }
+        self.out.push(Packet::SubAck(SubAck { packet_id: s.packet_id, codes, ..SubAck::default() }));
+        for d in retained {
+            let _ = self.slot.queue.enqueue(d);
+        }
+        Ok(())
+    }
+
+    fn handle_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), Close> {
+        let codes = u
+            .filters
+            .iter()
+            .map(|f| {
+                if self.broker.unsubscribe(&self.slot, f) {
+                    ReasonCode::SUCCESS
+                } else {
+                    ReasonCode::NO_SUBSCRIPTION_EXISTED
+                }
+            })
+            .collect();
+        self.out.push(Packet::UnsubAck(UnsubAck { packet_id: u.packet_id, codes, ..UnsubAck::default() }));
+        Ok(())
+    }
+
+    /// Moves queued messages into the inflight window and out to the client.
+    pub fn pump(&mut self, now: Instant) {
+        loop {
+            let room = self.window().saturating_sub(self.inflight.outgoing.len());
+            if room == 0 {
+                return;
+            }
+            let mut batch = std::mem::take(&mut self.scratch);
+            self.slot.queue.take(room.min(256), now, &mut batch);
+            if batch.is_empty() {
+                self.scratch = batch;
+                return;
+            }
+            for q in batch.drain(..) {
+                self.send_queued(q, now);
+            }
+            self.scratch = batch;
+        }
+    }
+
+    fn send_queued(&mut self, q: Queued, now: Instant) {
+        if q.delivery.qos == QoS::AtMostOnce {
+            self.send_publish(&q, None, false, now);
+            self.slot.queue.delivered(q.stored);
+            return;
+        }
+        let Some(id) = self.inflight.allocate_packet_id() else {
+            self.slot.queue.requeue_front(vec![q]);
+            return;
+        };
+        if !self.send_publish(&q, Some(id), false, now) {
+            // Too large for the client's Maximum Packet Size: discarded [MQTT-3.1.2-25].
+            self.slot.queue.delivered(q.stored);
+            return;
+        }
+        let state = if q.delivery.qos == QoS::AtLeastOnce { OutState::AwaitPubAck } else { OutState::AwaitPubRec };
+        let order = self.inflight.next_order;
+        self.inflight.next_order += 1;
+        self.inflight.outgoing.insert(id, OutFlight { queued: q, state, sent_at: now, order });
+    }
+
+    /// Resends every in-flight message after a reconnect, in original order, with DUP set
+    /// and full topic names (aliases are per connection) [MQTT-4.4.0-1].
+    fn resend_all(&mut self, now: Instant) {
+        for id in self.inflight.in_send_order() {
+            let Some(f) = self.inflight.outgoing.get(&id).cloned() else { continue };
+            match f.state {
+                OutState::AwaitPubAck | OutState::AwaitPubRec => {
+                    self.send_publish(&f.queued, Some(id), true, now);
+                }
+                OutState::AwaitPubComp => self.out.push(Packet::PubRel(PubResp {
+                    packet_id: crate::mqtt::PacketId(id),
+                    ..PubResp::default()
+                })),
+            }
+            if let Some(f) = self.inflight.outgoing.get_mut(&id) {
+                f.sent_at = now;
+            }
+        }
+    }
+
+    /// When [`Session::handle_retry`] should next run (MQTT 3.x only).
+    pub fn poll_retry_deadline(&self) -> Option<Instant> {
+        if self.version.is_v5() {
+            return None;
+        }
+        self.inflight.outgoing.values().map(|f| f.sent_at + self.cfg.retry_interval).min()
+    }
+
+    /// Resends what was not acknowledged within `retry_interval` (MQTT 3.x).
+    pub fn handle_retry(&mut self, now: Instant) {
+        if self.version.is_v5() {
+            return;
+        }
+        for id in self.inflight.in_send_order() {
+            let Some(f) = self.inflight.outgoing.get(&id) else { continue };
+            if f.sent_at + self.cfg.retry_interval > now {
+                continue;
+            }
+            let f = f.clone();
+            match f.state {
+                OutState::AwaitPubAck | OutState::AwaitPubRec => {
+                    self.send_publish(&f.queued, Some(id), true, now);
+                }
+                OutState::AwaitPubComp => self.out.push(Packet::PubRel(PubResp {
+                    packet_id: crate::mqtt::PacketId(id),
+                    ..PubResp::default()
+                })),
+            }
+            if let Some(f) = self.inflight.outgoing.get_mut(&id) {
+                f.sent_at = now;
+            }
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! PUBLISH in both directions: validation, aliases, routing and acknowledgement of incoming
+//! publishes; building outgoing ones.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{Close, Session};
+use crate::broker::message::{ForwardedProperties, Msg};
+use crate::broker::queue::Queued;
+use crate::mqtt::{self, Packet, PacketId, Properties, PubResp, Publish, QoS, ReasonCode, topic};
+
+impl Session {
+    pub(super) fn handle_publish(&mut self, p: Publish, now: Instant) -> Result<(), Close> {
+        self.broker.counters.publish_received.fetch_add(1, Ordering::Relaxed);
+        if self.cfg.max_message_size > 0 && p.payload.len() > self.cfg.max_message_size {
+            return Err(Close::error(
+                ReasonCode::PACKET_TOO_LARGE,
+                format!("payload of {} bytes exceeds max_message_size {}", p.payload.len(), self.cfg.max_message_size),
+            ));
+        }
+        let topic = self.resolve_topic(&p)?;
+        if let Err(e) = topic::validate_topic_name(&topic, self.cfg.topic_max_depth) {
+            return Err(Close::error(ReasonCode::TOPIC_NAME_INVALID, format!("PUBLISH topic rejected: {e}")));
+        }
+        if p.qos == QoS::ExactlyOnce {
+            let id = p.packet_id.map_or(0, |i| i.0);
+            if self.inflight.incoming_qos2.contains(&id) {
+                // A resend of a message we already routed: acknowledge again, do not route
+                // twice (exactly once, method B of [MQTT-4.3.3]).
+                self.out.push(Packet::PubRec(PubResp { packet_id: PacketId(id), ..PubResp::default() }));
+                return Ok(());
+            }
+            let limit = if self.version.is_v5() {
+                self.cfg.receive_max_broker
+            } else {
+                self.cfg.max_inflight_messages
+            };
+            if limit > 0 && self.inflight.incoming_qos2.len() >= limit as usize {
+                return Err(Close::error(
+                    ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                    "more unacknowledged QoS 2 publishes than Receive Maximum [MQTT-3.3.4-9]",
+                ));
+            }
+        }
+        self.check_rate(now);
+        let msg = Arc::new(Msg {
+            mountpoint: self.mountpoint.clone(),
+            topic,
+            payload: p.payload,
+            qos: p.qos,
+            retain: p.retain,
+            properties: if self.version.is_v5() { ForwardedProperties::from_properties(&p.properties) } else { None },
+            expires_at: p.properties.message_expiry_interval.map(|s| now + Duration::from_secs(u64::from(s))),
+            publisher: Some(self.client_id.clone()),
+        });
+        let outcome = self.broker.publish(msg);
+        let code = if outcome.matched == 0 && self.version.is_v5() {
+            ReasonCode::NO_MATCHING_SUBSCRIBERS
+        } else {
+            ReasonCode::SUCCESS
+        };
+        match (p.qos, p.packet_id) {
+            (QoS::AtMostOnce, _) => {}
+            (QoS::AtLeastOnce, Some(id)) => {
+                self.out.push(Packet::PubAck(PubResp { packet_id: id, code, ..PubResp::default() }));
+            }
+            (QoS::ExactlyOnce, Some(id)) => {
+                self.inflight.incoming_qos2.insert(id.0);
+                self.out.push(Packet::PubRec(PubResp { packet_id: id, code, ..PubResp::default() }));
+            }
+            _ => {
+                return Err(Close::error(ReasonCode::PROTOCOL_ERROR, "QoS > 0 PUBLISH without packet id"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `max_message_rate`: counts publishes per one-second window; past the limit the
+    /// connection task is asked to pause reading (VerneMQ throttles rather than disconnects).
+    fn check_rate(&mut self, now: Instant) {
+        if self.cfg.max_message_rate == 0 {
+            return;
+        }
+        let (start, count) = &mut self.rate_window;
+        if now.duration_since(*start) >= Duration::from_secs(1) {
+            *start = now;
+            *count = 0;
+        }
+        *count += 1;
+    }
+
+    /// How long the connection should stop reading to honour `max_message_rate`.
+    pub fn throttle(&self, now: Instant) -> Option<Instant> {
+        let (start, count) = self.rate_window;
+        (self.cfg.max_message_rate > 0 && count >= self.cfg.max_message_rate)
+            .then_some(start + Duration::from_secs(1))
+            .filter(|until| *until > now)
+    }
+
+    /// The topic of an incoming PUBLISH, resolving a topic alias [MQTT-3.3.2-10..12].
+    fn resolve_topic(&mut self, p: &Publish) -> Result<Arc<str>, Close> {
+        let Some(alias) = p.properties.topic_alias else {
+            return Ok(p.topic.as_str().into());
+        };
+        if alias == 0 || alias > self.cfg.topic_alias_max_broker {
+            return Err(Close::error(
+                ReasonCode::TOPIC_ALIAS_INVALID,
+                format!("topic alias {alias} outside 1..={} [MQTT-3.3.2-9]", self.cfg.topic_alias_max_broker),
+            ));
+        }
+        if p.topic.is_empty() {
+            self.aliases_in.get(&alias).cloned().ok_or_else(|| {
+                Close::error(ReasonCode::PROTOCOL_ERROR, format!("unknown topic alias {alias}"))
+            })
+        } else {
+            let t: Arc<str> = p.topic.as_str().into();
+            self.aliases_in.insert(alias, t.clone());
+            Ok(t)
+        }
+    }
+
+    /// Builds and queues an outgoing PUBLISH; false when it exceeds the client's Maximum
+    /// Packet Size and was not sent.
+    pub(super) fn send_publish(&mut self, q: &Queued, packet_id: Option<u16>, dup: bool, now: Instant) -> bool {
+        let d = &q.delivery;
+        let msg = &d.msg;
+        let mut properties = Properties::default();
+        let mut topic = msg.topic.to_string();
+        if self.version.is_v5() {
+            if let Some(fp) = &msg.properties {
+                fp.apply_to(&mut properties);
+            }
+            properties.message_expiry_interval = msg.remaining_expiry(now);
+            properties.subscription_identifiers.clone_from(&d.subscription_ids);
+            if !dup {
+                self.apply_outgoing_alias(&msg.topic, &mut topic, &mut properties);
+            }
+        }
+        let packet = Packet::Publish(Publish {
+            dup,
+            qos: d.qos,
+            retain: d.retain,
+            topic,
+            packet_id: packet_id.map(PacketId),
+            payload: msg.payload.clone(),
+            properties,
+        });
+        if let Some(max) = self.limits.maximum_packet_size {
+            if mqtt::encoded_len(&packet, self.version) > max as usize {
+                return false;
+            }
+        }
+        self.out.push(packet);
+        true
+    }
+
+    /// Uses a topic alias towards the client when both sides allow it: the first time a topic
+    /// is sent it gets a free alias, later sends carry only the alias [MQTT-3.3.2-12].
+    fn apply_outgoing_alias(&mut self, full: &Arc<str>, topic: &mut String, props: &mut Properties) {
+        let max = self.limits.topic_alias_maximum.min(self.cfg.topic_alias_max_client);
+        if max == 0 {
+            return;
+        }
+        if let Some(alias) = self.aliases_out.get(full) {
+            props.topic_alias = Some(*alias);
+            topic.clear();
+            return;
+        }
+        let next = self.aliases_out.len() as u16 + 1;
+        if next <= max {
+            self.aliases_out.insert(full.clone(), next);
+            props.topic_alias = Some(next);
+        }
+    }
+}
