@@ -300,7 +300,12 @@ async fn serve_session(
     };
     if let Some(code) = reason {
         if version.is_v5() {
-            w.queue(&Packet::Disconnect(Disconnect { code, properties: Properties::default() }));
+            let mut properties = Properties::default();
+            // Reason String only when the client did not opt out [MQTT-3.1.2-29].
+            if connect.properties.request_problem_information != Some(0) {
+                properties.reason_string = Some(log.clone());
+            }
+            w.queue(&Packet::Disconnect(Disconnect { code, properties }));
         }
         // Bounded: a peer that stopped reading must not hold the teardown.
         let _ = tokio::time::timeout(Duration::from_secs(1), w.flush()).await;
@@ -314,13 +319,15 @@ async fn serve_session(
     }
     let shutting_down = matches!(end, End::Kicked(Kick::Shutdown));
     let slot = session.slot().clone();
-    broker.disconnected(&slot, conn_id, session.into_inflight(), session_expiry);
+    // The will goes out before the session is released, so that whoever observes the
+    // session gone (a takeover, a test) also observes the will published.
     if publish_will {
         if let Some(will) = connect.will.as_ref() {
             let delay = will_delay(will, session_expiry, &ctx.connect, shutting_down);
-            publish_will_after(&ctx, &spec.mountpoint, &accepted.client_id, will, delay, slot, reg.generation);
+            publish_will_after(&ctx, &spec.mountpoint, &accepted.client_id, will, delay, slot.clone(), reg.generation);
         }
     }
+    broker.disconnected(&slot, conn_id, session.into_inflight(), session_expiry);
     let _ = done_tx.send(true);
 }
 
