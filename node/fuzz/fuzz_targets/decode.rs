@@ -8,7 +8,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use vmq_node::mqtt::{decode, encode, ProtocolVersion};
+use vmq_node::mqtt::{ProtocolVersion, decode, encode};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {

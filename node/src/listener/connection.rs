@@ -298,6 +298,11 @@ async fn serve_session(
         End::Kicked(Kick::Administrative) => (Some(ReasonCode::ADMINISTRATIVE_ACTION), true, "disconnected by an operator".into()),
         End::Kicked(Kick::Shutdown) => (Some(ReasonCode::SERVER_SHUTTING_DOWN), true, "server shutting down".into()),
     };
+    // Answers to packets handled before the end still go out (e.g. PUBRECs before the one
+    // publish that broke the window).
+    for p in session.poll_transmit() {
+        w.queue(&p);
+    }
     if let Some(code) = reason {
         if version.is_v5() {
             let mut properties = Properties::default();
@@ -307,9 +312,9 @@ async fn serve_session(
             }
             w.queue(&Packet::Disconnect(Disconnect { code, properties }));
         }
-        // Bounded: a peer that stopped reading must not hold the teardown.
-        let _ = tokio::time::timeout(Duration::from_secs(1), w.flush()).await;
     }
+    // Bounded: a peer that stopped reading must not hold the teardown.
+    let _ = tokio::time::timeout(Duration::from_secs(1), w.flush()).await;
     match &end {
         End::ClientDisconnect { .. } | End::Kicked(_) => {
             info!(%peer, client_id = %accepted.client_id, "{log}");

@@ -1,8 +1,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::codec::{
-    field_len, has_wildcard, read_binary, read_string, read_u16, read_u32, read_u8, read_varint,
-    varint_len, write_field, write_varint, MAX_REMAINING_LEN,
+    MAX_REMAINING_LEN, field_len, has_wildcard, read_binary, read_string, read_u8, read_u16,
+    read_u32, read_varint, varint_len, write_field, write_varint,
 };
 use super::{DecodeError, EncodeError};
 
@@ -216,7 +216,9 @@ const KNOWN: u64 = PropertyContext::Connect.allowed()
 /// 2.2.2.2 and the per-property rules of sections 3.1.2.11, 3.2.2.3, 3.3.2.3, ...).
 fn set_once<T>(slot: &mut Option<T>, value: T) -> Result<(), DecodeError> {
     if slot.is_some() {
-        return Err(DecodeError::ProtocolError("property appears more than once"));
+        return Err(DecodeError::ProtocolError(
+            "property appears more than once",
+        ));
     }
     *slot = Some(value);
     Ok(())
@@ -244,7 +246,9 @@ impl Properties {
     pub(crate) fn read(buf: &mut Bytes, ctx: PropertyContext) -> Result<Properties, DecodeError> {
         let len = read_varint(buf)? as usize;
         if len > buf.len() {
-            return Err(DecodeError::MalformedPacket("property length exceeds the packet"));
+            return Err(DecodeError::MalformedPacket(
+                "property length exceeds the packet",
+            ));
         }
         let mut props = Properties::default();
         if len == 0 {
@@ -256,12 +260,16 @@ impl Properties {
             // The identifier is a variable byte integer, although every defined one fits in a
             // single byte (MQTT 5.0 section 2.2.2.2).
             let id = read_varint(&mut buf)?;
-            let Some(id) = u8::try_from(id).ok().filter(|&i| i < 64 && KNOWN & bit(i) != 0)
+            let Some(id) = u8::try_from(id)
+                .ok()
+                .filter(|&i| i < 64 && KNOWN & bit(i) != 0)
             else {
                 return Err(DecodeError::MalformedPacket("unknown property identifier"));
             };
             if allowed & bit(id) == 0 {
-                return Err(DecodeError::ProtocolError("property not allowed in this packet"));
+                return Err(DecodeError::ProtocolError(
+                    "property not allowed in this packet",
+                ));
             }
             props.read_one(id, &mut buf, ctx)?;
         }
@@ -270,15 +278,24 @@ impl Properties {
             && props.authentication_method.is_none()
         {
             // MQTT 5.0 section 3.1.2.11.10: data without a method is a Protocol Error.
-            return Err(DecodeError::ProtocolError("authentication data without method"));
+            return Err(DecodeError::ProtocolError(
+                "authentication data without method",
+            ));
         }
         Ok(props)
     }
 
-    fn read_one(&mut self, pid: u8, buf: &mut Bytes, ctx: PropertyContext) -> Result<(), DecodeError> {
+    fn read_one(
+        &mut self,
+        pid: u8,
+        buf: &mut Bytes,
+        ctx: PropertyContext,
+    ) -> Result<(), DecodeError> {
         use id::*;
         match pid {
-            PAYLOAD_FORMAT_INDICATOR => set_once(&mut self.payload_format_indicator, read_flag(buf)?),
+            PAYLOAD_FORMAT_INDICATOR => {
+                set_once(&mut self.payload_format_indicator, read_flag(buf)?)
+            }
             MESSAGE_EXPIRY_INTERVAL => set_once(&mut self.message_expiry_interval, read_u32(buf)?),
             CONTENT_TYPE => set_once(&mut self.content_type, read_string(buf)?),
             RESPONSE_TOPIC => {
@@ -299,7 +316,9 @@ impl Properties {
                 if ctx != PropertyContext::Publish && !self.subscription_identifiers.is_empty() {
                     // Several in a PUBLISH (one per matching subscription), one in SUBSCRIBE
                     // (MQTT 5.0 section 3.8.2.1.2).
-                    return Err(DecodeError::ProtocolError("subscription identifier repeated"));
+                    return Err(DecodeError::ProtocolError(
+                        "subscription identifier repeated",
+                    ));
                 }
                 self.subscription_identifiers.push(sid);
                 Ok(())
@@ -366,20 +385,37 @@ impl Properties {
         let allowed = ctx.allowed();
         let on = |pid: u8| allowed & bit(pid) != 0;
         // Each fixed-size property is its one-byte identifier plus its value.
-        let fixed = |pid: u8, present: bool, size: usize| if on(pid) && present { 1 + size } else { 0 };
+        let fixed =
+            |pid: u8, present: bool, size: usize| if on(pid) && present { 1 + size } else { 0 };
         let field = |pid: u8, v: Option<&[u8]>| match v {
             Some(v) if on(pid) => field_len(v).map(|n| 1 + n),
             _ => Ok(0),
         };
-        let mut n = fixed(PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator.is_some(), 1)
-            + fixed(MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval.is_some(), 4)
-            + field(CONTENT_TYPE, self.content_type.as_deref().map(str::as_bytes))?
-            + field(RESPONSE_TOPIC, self.response_topic.as_deref().map(str::as_bytes))?
-            + field(CORRELATION_DATA, self.correlation_data.as_deref())?
-            + fixed(SESSION_EXPIRY_INTERVAL, self.session_expiry_interval.is_some(), 4)
+        let mut n = fixed(
+            PAYLOAD_FORMAT_INDICATOR,
+            self.payload_format_indicator.is_some(),
+            1,
+        ) + fixed(
+            MESSAGE_EXPIRY_INTERVAL,
+            self.message_expiry_interval.is_some(),
+            4,
+        ) + field(
+            CONTENT_TYPE,
+            self.content_type.as_deref().map(str::as_bytes),
+        )? + field(
+            RESPONSE_TOPIC,
+            self.response_topic.as_deref().map(str::as_bytes),
+        )? + field(CORRELATION_DATA, self.correlation_data.as_deref())?
+            + fixed(
+                SESSION_EXPIRY_INTERVAL,
+                self.session_expiry_interval.is_some(),
+                4,
+            )
             + field(
                 ASSIGNED_CLIENT_IDENTIFIER,
-                self.assigned_client_identifier.as_deref().map(str::as_bytes),
+                self.assigned_client_identifier
+                    .as_deref()
+                    .map(str::as_bytes),
             )?
             + fixed(SERVER_KEEP_ALIVE, self.server_keep_alive.is_some(), 2)
             + field(
@@ -387,12 +423,29 @@ impl Properties {
                 self.authentication_method.as_deref().map(str::as_bytes),
             )?
             + field(AUTHENTICATION_DATA, self.authentication_data.as_deref())?
-            + fixed(REQUEST_PROBLEM_INFORMATION, self.request_problem_information.is_some(), 1)
+            + fixed(
+                REQUEST_PROBLEM_INFORMATION,
+                self.request_problem_information.is_some(),
+                1,
+            )
             + fixed(WILL_DELAY_INTERVAL, self.will_delay_interval.is_some(), 4)
-            + fixed(REQUEST_RESPONSE_INFORMATION, self.request_response_information.is_some(), 1)
-            + field(RESPONSE_INFORMATION, self.response_information.as_deref().map(str::as_bytes))?
-            + field(SERVER_REFERENCE, self.server_reference.as_deref().map(str::as_bytes))?
-            + field(REASON_STRING, self.reason_string.as_deref().map(str::as_bytes))?
+            + fixed(
+                REQUEST_RESPONSE_INFORMATION,
+                self.request_response_information.is_some(),
+                1,
+            )
+            + field(
+                RESPONSE_INFORMATION,
+                self.response_information.as_deref().map(str::as_bytes),
+            )?
+            + field(
+                SERVER_REFERENCE,
+                self.server_reference.as_deref().map(str::as_bytes),
+            )?
+            + field(
+                REASON_STRING,
+                self.reason_string.as_deref().map(str::as_bytes),
+            )?
             + fixed(RECEIVE_MAXIMUM, self.receive_maximum.is_some(), 2)
             + fixed(TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum.is_some(), 2)
             + fixed(TOPIC_ALIAS, self.topic_alias.is_some(), 2)
@@ -409,10 +462,16 @@ impl Properties {
                 self.subscription_identifier_available.is_some(),
                 1,
             )
-            + fixed(SHARED_SUBSCRIPTION_AVAILABLE, self.shared_subscription_available.is_some(), 1);
+            + fixed(
+                SHARED_SUBSCRIPTION_AVAILABLE,
+                self.shared_subscription_available.is_some(),
+                1,
+            );
         if on(SUBSCRIPTION_IDENTIFIER) && !self.subscription_identifiers.is_empty() {
             if ctx != PropertyContext::Publish && self.subscription_identifiers.len() > 1 {
-                return Err(EncodeError::Invalid("more than one subscription identifier"));
+                return Err(EncodeError::Invalid(
+                    "more than one subscription identifier",
+                ));
             }
             for &sid in &self.subscription_identifiers {
                 if sid == 0 || sid as usize > MAX_REMAINING_LEN {
@@ -466,8 +525,16 @@ impl Properties {
         };
         byte(out, PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator);
         four(out, MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);
-        field(out, CONTENT_TYPE, self.content_type.as_deref().map(str::as_bytes));
-        field(out, RESPONSE_TOPIC, self.response_topic.as_deref().map(str::as_bytes));
+        field(
+            out,
+            CONTENT_TYPE,
+            self.content_type.as_deref().map(str::as_bytes),
+        );
+        field(
+            out,
+            RESPONSE_TOPIC,
+            self.response_topic.as_deref().map(str::as_bytes),
+        );
         field(out, CORRELATION_DATA, self.correlation_data.as_deref());
         if on(SUBSCRIPTION_IDENTIFIER) {
             for &sid in &self.subscription_identifiers {
@@ -479,17 +546,47 @@ impl Properties {
         field(
             out,
             ASSIGNED_CLIENT_IDENTIFIER,
-            self.assigned_client_identifier.as_deref().map(str::as_bytes),
+            self.assigned_client_identifier
+                .as_deref()
+                .map(str::as_bytes),
         );
         two(out, SERVER_KEEP_ALIVE, self.server_keep_alive);
-        field(out, AUTHENTICATION_METHOD, self.authentication_method.as_deref().map(str::as_bytes));
-        field(out, AUTHENTICATION_DATA, self.authentication_data.as_deref());
-        byte(out, REQUEST_PROBLEM_INFORMATION, self.request_problem_information);
+        field(
+            out,
+            AUTHENTICATION_METHOD,
+            self.authentication_method.as_deref().map(str::as_bytes),
+        );
+        field(
+            out,
+            AUTHENTICATION_DATA,
+            self.authentication_data.as_deref(),
+        );
+        byte(
+            out,
+            REQUEST_PROBLEM_INFORMATION,
+            self.request_problem_information,
+        );
         four(out, WILL_DELAY_INTERVAL, self.will_delay_interval);
-        byte(out, REQUEST_RESPONSE_INFORMATION, self.request_response_information);
-        field(out, RESPONSE_INFORMATION, self.response_information.as_deref().map(str::as_bytes));
-        field(out, SERVER_REFERENCE, self.server_reference.as_deref().map(str::as_bytes));
-        field(out, REASON_STRING, self.reason_string.as_deref().map(str::as_bytes));
+        byte(
+            out,
+            REQUEST_RESPONSE_INFORMATION,
+            self.request_response_information,
+        );
+        field(
+            out,
+            RESPONSE_INFORMATION,
+            self.response_information.as_deref().map(str::as_bytes),
+        );
+        field(
+            out,
+            SERVER_REFERENCE,
+            self.server_reference.as_deref().map(str::as_bytes),
+        );
+        field(
+            out,
+            REASON_STRING,
+            self.reason_string.as_deref().map(str::as_bytes),
+        );
         two(out, RECEIVE_MAXIMUM, self.receive_maximum);
         two(out, TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
         two(out, TOPIC_ALIAS, self.topic_alias);
@@ -503,10 +600,26 @@ impl Properties {
             }
         }
         four(out, MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
-        byte(out, WILDCARD_SUBSCRIPTION_AVAILABLE, self.wildcard_subscription_available);
-        byte(out, SUBSCRIPTION_IDENTIFIER_AVAILABLE, self.subscription_identifier_available);
-        byte(out, SHARED_SUBSCRIPTION_AVAILABLE, self.shared_subscription_available);
-        debug_assert_eq!(out.len() - start, len, "property length disagrees with its encoding");
+        byte(
+            out,
+            WILDCARD_SUBSCRIPTION_AVAILABLE,
+            self.wildcard_subscription_available,
+        );
+        byte(
+            out,
+            SUBSCRIPTION_IDENTIFIER_AVAILABLE,
+            self.subscription_identifier_available,
+        );
+        byte(
+            out,
+            SHARED_SUBSCRIPTION_AVAILABLE,
+            self.shared_subscription_available,
+        );
+        debug_assert_eq!(
+            out.len() - start,
+            len,
+            "property length disagrees with its encoding"
+        );
     }
 
     /// Writes the property length and the properties of `ctx`, for a packet whose
@@ -561,7 +674,10 @@ mod tests {
         ));
         // Reason String in UNSUBSCRIBE.
         assert!(matches!(
-            read(&[0x04, 0x1F, 0x00, 0x01, b'x'], PropertyContext::Unsubscribe),
+            read(
+                &[0x04, 0x1F, 0x00, 0x01, b'x'],
+                PropertyContext::Unsubscribe
+            ),
             Err(DecodeError::ProtocolError(_))
         ));
     }
@@ -582,7 +698,10 @@ mod tests {
     fn duplicate_single_property_is_protocol_error() {
         // Two Message Expiry Intervals [MQTT-2.2.2-2 / section 3.3.2.3.3].
         assert!(matches!(
-            read(&[0x0A, 0x02, 0, 0, 0, 1, 0x02, 0, 0, 0, 2], PropertyContext::Publish),
+            read(
+                &[0x0A, 0x02, 0, 0, 0, 1, 0x02, 0, 0, 0, 2],
+                PropertyContext::Publish
+            ),
             Err(DecodeError::ProtocolError(_))
         ));
         // Two Subscription Identifiers in SUBSCRIBE (section 3.8.2.1.2).
@@ -601,7 +720,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             props.user_properties,
-            vec![("b".to_owned(), String::new()), ("a".to_owned(), String::new())]
+            vec![
+                ("b".to_owned(), String::new()),
+                ("a".to_owned(), String::new())
+            ]
         );
     }
 
@@ -638,7 +760,10 @@ mod tests {
     fn response_topic_with_wildcard_is_protocol_error() {
         // [MQTT-3.3.2-14]
         assert!(matches!(
-            read(&[0x05, 0x08, 0x00, 0x02, b'a', b'#'], PropertyContext::Publish),
+            read(
+                &[0x05, 0x08, 0x00, 0x02, b'a', b'#'],
+                PropertyContext::Publish
+            ),
             Err(DecodeError::ProtocolError(_))
         ));
     }
@@ -659,7 +784,10 @@ mod tests {
         ));
         // A string value running past the property length (but not the packet).
         assert!(matches!(
-            read(&[0x03, 0x03, 0x00, 0x05, b'a', b'b', b'c', b'd', b'e'], PropertyContext::Publish),
+            read(
+                &[0x03, 0x03, 0x00, 0x05, b'a', b'b', b'c', b'd', b'e'],
+                PropertyContext::Publish
+            ),
             Err(DecodeError::MalformedPacket(_))
         ));
     }
@@ -680,7 +808,10 @@ mod tests {
 
     #[test]
     fn encoding_refuses_two_subscription_identifiers_in_subscribe() {
-        let props = Properties { subscription_identifiers: vec![1, 2], ..Default::default() };
+        let props = Properties {
+            subscription_identifiers: vec![1, 2],
+            ..Default::default()
+        };
         assert!(props.encoded_len(PropertyContext::Subscribe).is_err());
         assert_eq!(props.encoded_len(PropertyContext::Publish), Ok(4));
     }

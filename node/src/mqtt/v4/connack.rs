@@ -22,7 +22,11 @@ pub(super) fn read(mut buf: Bytes, version: ProtocolVersion) -> Result<ConnAck, 
         }
         _ => flags & 0x01 != 0,
     };
-    Ok(ConnAck { session_present, code, properties: Default::default() })
+    Ok(ConnAck {
+        session_present,
+        code,
+        properties: Default::default(),
+    })
 }
 
 pub(super) fn write(c: &ConnAck, version: ProtocolVersion, out: &mut BytesMut) {
@@ -64,7 +68,7 @@ mod tests {
     use bytes::BytesMut;
 
     use super::reason_to_return_code;
-    use crate::mqtt::{decode, encode, ConnAck, Packet, ProtocolVersion, ReasonCode};
+    use crate::mqtt::{ConnAck, Packet, ProtocolVersion, ReasonCode, decode, encode};
 
     #[test]
     fn connack_session_present_accepted() {
@@ -73,7 +77,10 @@ mod tests {
             0x01, // session present
             0x00, // accepted
         ];
-        let packet = Packet::ConnAck(ConnAck { session_present: true, ..Default::default() });
+        let packet = Packet::ConnAck(ConnAck {
+            session_present: true,
+            ..Default::default()
+        });
         let mut out = BytesMut::new();
         encode(&packet, ProtocolVersion::V4, &mut out).unwrap();
         assert_eq!(&out[..], bytes);
@@ -100,7 +107,10 @@ mod tests {
 
     #[test]
     fn connack_failure_round_trips_through_the_return_code() {
-        let packet = Packet::ConnAck(ConnAck { code: ReasonCode::NOT_AUTHORIZED, ..Default::default() });
+        let packet = Packet::ConnAck(ConnAck {
+            code: ReasonCode::NOT_AUTHORIZED,
+            ..Default::default()
+        });
         let mut out = BytesMut::new();
         encode(&packet, ProtocolVersion::V4, &mut out).unwrap();
         assert_eq!(&out[..], &[0x20, 0x02, 0x00, 0x05]);
@@ -117,7 +127,10 @@ mod tests {
 
     #[test]
     fn connack_3_1_has_no_session_present() {
-        let packet = Packet::ConnAck(ConnAck { session_present: true, ..Default::default() });
+        let packet = Packet::ConnAck(ConnAck {
+            session_present: true,
+            ..Default::default()
+        });
         let mut out = BytesMut::new();
         encode(&packet, ProtocolVersion::V3, &mut out).unwrap();
         assert_eq!(&out[..], &[0x20, 0x02, 0x00, 0x00]);

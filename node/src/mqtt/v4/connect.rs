@@ -4,8 +4,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::mqtt::codec::{
-    expect_end, field_len, protocol_header, read_binary, read_string, read_topic_name, read_u16,
-    read_u8, write_field, ConnectFlags,
+    ConnectFlags, expect_end, field_len, protocol_header, read_binary, read_string,
+    read_topic_name, read_u8, read_u16, write_field,
 };
 use crate::mqtt::{Connect, DecodeError, EncodeError, ProtocolVersion, Will};
 
@@ -27,8 +27,16 @@ pub(super) fn read(protocol: ProtocolVersion, mut buf: Bytes) -> Result<Connect,
         }),
         None => None,
     };
-    let username = if flags.username { Some(read_string(&mut buf)?) } else { None };
-    let password = if flags.password { Some(read_binary(&mut buf)?) } else { None };
+    let username = if flags.username {
+        Some(read_string(&mut buf)?)
+    } else {
+        None
+    };
+    let password = if flags.password {
+        Some(read_binary(&mut buf)?)
+    } else {
+        None
+    };
     expect_end(&buf)?;
     Ok(Connect {
         protocol: Some(protocol),
@@ -44,7 +52,9 @@ pub(super) fn read(protocol: ProtocolVersion, mut buf: Bytes) -> Result<Connect,
 
 pub(super) fn len(c: &Connect, protocol: ProtocolVersion) -> Result<usize, EncodeError> {
     if c.password.is_some() && c.username.is_none() {
-        return Err(EncodeError::Invalid("password without user name before MQTT 5.0"));
+        return Err(EncodeError::Invalid(
+            "password without user name before MQTT 5.0",
+        ));
     }
     let (name, _) = protocol_header(protocol);
     // Protocol name, level, flags, keep alive.
@@ -84,19 +94,46 @@ pub(super) fn write(c: &Connect, protocol: ProtocolVersion, out: &mut BytesMut) 
 mod tests {
     use bytes::BytesMut;
 
-    use crate::mqtt::{decode, encode, Connect, DecodeError, Packet, ProtocolVersion, QoS, Will};
+    use crate::mqtt::{Connect, DecodeError, Packet, ProtocolVersion, QoS, Will, decode, encode};
 
     const FULL_3_1_1: &[u8] = &[
-        0x10, 0x23, // CONNECT, remaining length 35
-        0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name
-        0x04, // level 4
+        0x10,
+        0x23, // CONNECT, remaining length 35
+        0x00,
+        0x04,
+        b'M',
+        b'Q',
+        b'T',
+        b'T',        // protocol name
+        0x04,        // level 4
         0b1111_0110, // user name, password, will retain, will QoS 2, will, clean session
-        0x00, 0x3C, // keep alive 60
-        0x00, 0x02, b'c', b'1', // client id "c1"
-        0x00, 0x03, b'w', b'/', b't', // will topic "w/t"
-        0x00, 0x02, 0xDE, 0xAD, // will payload
-        0x00, 0x04, b'u', b's', b'e', b'r', // user name
-        0x00, 0x04, b'p', b'a', b's', b's', // password
+        0x00,
+        0x3C, // keep alive 60
+        0x00,
+        0x02,
+        b'c',
+        b'1', // client id "c1"
+        0x00,
+        0x03,
+        b'w',
+        b'/',
+        b't', // will topic "w/t"
+        0x00,
+        0x02,
+        0xDE,
+        0xAD, // will payload
+        0x00,
+        0x04,
+        b'u',
+        b's',
+        b'e',
+        b'r', // user name
+        0x00,
+        0x04,
+        b'p',
+        b'a',
+        b's',
+        b's', // password
     ];
 
     fn full_3_1_1() -> Connect {
@@ -149,9 +186,17 @@ mod tests {
             ..Default::default()
         };
         // Decoded by its own name and level although the caller still assumes 3.1.1.
-        assert_eq!(decode_v4(bytes), Ok(Some(Packet::Connect(Box::new(expected.clone())))));
+        assert_eq!(
+            decode_v4(bytes),
+            Ok(Some(Packet::Connect(Box::new(expected.clone()))))
+        );
         let mut out = BytesMut::new();
-        encode(&Packet::Connect(Box::new(expected)), ProtocolVersion::V4, &mut out).unwrap();
+        encode(
+            &Packet::Connect(Box::new(expected)),
+            ProtocolVersion::V4,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(&out[..], bytes);
     }
 
@@ -159,7 +204,10 @@ mod tests {
     fn unknown_level_is_unsupported_protocol_version() {
         let mut bytes = FULL_3_1_1.to_vec();
         bytes[8] = 6;
-        assert_eq!(decode_v4(&bytes), Err(DecodeError::UnsupportedProtocolVersion(6)));
+        assert_eq!(
+            decode_v4(&bytes),
+            Err(DecodeError::UnsupportedProtocolVersion(6))
+        );
     }
 
     #[test]
@@ -174,21 +222,41 @@ mod tests {
         // [MQTT-3.1.2-3]
         let mut bytes = FULL_3_1_1.to_vec();
         bytes[9] |= 0x01;
-        assert!(matches!(decode_v4(&bytes), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            decode_v4(&bytes),
+            Err(DecodeError::MalformedPacket(_))
+        ));
     }
 
     #[test]
     fn will_qos_or_retain_without_will_flag_is_malformed() {
         // [MQTT-3.1.2-11], [MQTT-3.1.2-13], [MQTT-3.1.2-15]: no will, QoS 1.
         let bytes: &[u8] = &[
-            0x10, 0x0C, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, //
+            0x10,
+            0x0C,
+            0x00,
+            0x04,
+            b'M',
+            b'Q',
+            b'T',
+            b'T',
+            0x04,        //
             0b0000_1010, // will QoS 1 without the will flag
-            0x00, 0x00, 0x00, 0x00,
+            0x00,
+            0x00,
+            0x00,
+            0x00,
         ];
-        assert!(matches!(decode_v4(bytes), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            decode_v4(bytes),
+            Err(DecodeError::MalformedPacket(_))
+        ));
         let mut bytes = bytes.to_vec();
         bytes[9] = 0b0010_0010; // will retain without the will flag
-        assert!(matches!(decode_v4(&bytes), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            decode_v4(&bytes),
+            Err(DecodeError::MalformedPacket(_))
+        ));
     }
 
     #[test]
@@ -196,22 +264,52 @@ mod tests {
         // [MQTT-3.1.2-14]
         let mut bytes = FULL_3_1_1.to_vec();
         bytes[9] |= 0b0001_1000;
-        assert!(matches!(decode_v4(&bytes), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            decode_v4(&bytes),
+            Err(DecodeError::MalformedPacket(_))
+        ));
     }
 
     #[test]
     fn password_without_user_name_is_malformed_in_3_1_1() {
         // [MQTT-3.1.2-22]
         let bytes: &[u8] = &[
-            0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, //
+            0x10,
+            0x10,
+            0x00,
+            0x04,
+            b'M',
+            b'Q',
+            b'T',
+            b'T',
+            0x04,        //
             0b0100_0000, // password only
-            0x00, 0x00, 0x00, 0x00, // keep alive, empty client id
-            0x00, 0x02, b'p', b'w',
+            0x00,
+            0x00,
+            0x00,
+            0x00, // keep alive, empty client id
+            0x00,
+            0x02,
+            b'p',
+            b'w',
         ];
-        assert!(matches!(decode_v4(bytes), Err(DecodeError::MalformedPacket(_))));
-        let connect = Connect { password: Some("pw".into()), ..Default::default() };
+        assert!(matches!(
+            decode_v4(bytes),
+            Err(DecodeError::MalformedPacket(_))
+        ));
+        let connect = Connect {
+            password: Some("pw".into()),
+            ..Default::default()
+        };
         let mut out = BytesMut::new();
-        assert!(encode(&Packet::Connect(Box::new(connect)), ProtocolVersion::V4, &mut out).is_err());
+        assert!(
+            encode(
+                &Packet::Connect(Box::new(connect)),
+                ProtocolVersion::V4,
+                &mut out
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -227,7 +325,10 @@ mod tests {
         let mut bytes = FULL_3_1_1.to_vec();
         bytes[1] += 1;
         bytes.push(0);
-        assert!(matches!(decode_v4(&bytes), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            decode_v4(&bytes),
+            Err(DecodeError::MalformedPacket(_))
+        ));
     }
 
     #[test]
@@ -235,6 +336,9 @@ mod tests {
         // Flags announce a user name and password but the payload stops after the will.
         let mut bytes = FULL_3_1_1[..26].to_vec();
         bytes[1] = 24;
-        assert!(matches!(decode_v4(&bytes), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            decode_v4(&bytes),
+            Err(DecodeError::MalformedPacket(_))
+        ));
     }
 }

@@ -20,7 +20,11 @@ use super::{Connect, DecodeError, Disconnect, EncodeError, Packet, ProtocolVersi
 
 /// Decodes the body of a packet other than CONNECT whose first byte is `byte1` (already
 /// checked for type and reserved flags).
-pub(crate) fn decode(byte1: u8, body: Bytes, version: ProtocolVersion) -> Result<Packet, DecodeError> {
+pub(crate) fn decode(
+    byte1: u8,
+    body: Bytes,
+    version: ProtocolVersion,
+) -> Result<Packet, DecodeError> {
     use packet_type::*;
     Ok(match byte1 >> 4 {
         CONNACK => Packet::ConnAck(connack::read(body, version)?),
@@ -46,7 +50,11 @@ pub(crate) fn decode(byte1: u8, body: Bytes, version: ProtocolVersion) -> Result
             expect_end(&body)?;
             Packet::Disconnect(Disconnect::default())
         }
-        _ => return Err(DecodeError::MalformedPacket("packet type not in MQTT 3.1.1")),
+        _ => {
+            return Err(DecodeError::MalformedPacket(
+                "packet type not in MQTT 3.1.1",
+            ));
+        }
     })
 }
 
@@ -94,7 +102,7 @@ pub(crate) fn write_body(packet: &Packet, version: ProtocolVersion, out: &mut By
 mod tests {
     use bytes::BytesMut;
 
-    use crate::mqtt::{decode, encode, Disconnect, Packet, ProtocolVersion};
+    use crate::mqtt::{Disconnect, Packet, ProtocolVersion, decode, encode};
 
     #[test]
     fn pingreq_pingresp_disconnect_are_two_bytes() {

@@ -16,7 +16,15 @@ pub(super) fn read(flags: u8, mut buf: Bytes) -> Result<Publish, DecodeError> {
         QoS::AtMostOnce => None,
         _ => Some(read_nonzero_packet_id(&mut buf)?),
     };
-    Ok(Publish { dup, qos, retain, topic, packet_id, payload: buf, properties: Default::default() })
+    Ok(Publish {
+        dup,
+        qos,
+        retain,
+        topic,
+        packet_id,
+        payload: buf,
+        properties: Default::default(),
+    })
 }
 
 pub(super) fn len(p: &Publish) -> Result<usize, EncodeError> {
@@ -40,7 +48,9 @@ pub(super) fn write(p: &Publish, out: &mut BytesMut) {
 mod tests {
     use bytes::{Bytes, BytesMut};
 
-    use crate::mqtt::{decode, encode, DecodeError, PacketId, Packet, ProtocolVersion, Publish, QoS};
+    use crate::mqtt::{
+        DecodeError, Packet, PacketId, ProtocolVersion, Publish, QoS, decode, encode,
+    };
 
     fn decode_v4(bytes: &[u8]) -> Result<Option<Packet>, DecodeError> {
         decode(&mut BytesMut::from(bytes), ProtocolVersion::V4, usize::MAX)
@@ -77,7 +87,10 @@ mod tests {
             0x03, // remaining length 3
             0x00, 0x01, b't', // topic "t"
         ];
-        let packet = Packet::Publish(Publish { topic: "t".into(), ..Default::default() });
+        let packet = Packet::Publish(Publish {
+            topic: "t".into(),
+            ..Default::default()
+        });
         assert_eq!(decode_v4(bytes), Ok(Some(packet)));
     }
 
@@ -116,13 +129,19 @@ mod tests {
             decode_v4(&[0x30, 0x04, 0x00, 0x02, b'a', b'+']),
             Err(DecodeError::TopicNameInvalid)
         );
-        assert_eq!(decode_v4(&[0x30, 0x03, 0x00, 0x01, b'#']), Err(DecodeError::TopicNameInvalid));
+        assert_eq!(
+            decode_v4(&[0x30, 0x03, 0x00, 0x01, b'#']),
+            Err(DecodeError::TopicNameInvalid)
+        );
     }
 
     #[test]
     fn publish_empty_topic_is_invalid_before_mqtt5() {
         // [MQTT-4.7.3-1]
-        assert_eq!(decode_v4(&[0x30, 0x02, 0x00, 0x00]), Err(DecodeError::TopicNameInvalid));
+        assert_eq!(
+            decode_v4(&[0x30, 0x02, 0x00, 0x00]),
+            Err(DecodeError::TopicNameInvalid)
+        );
     }
 
     #[test]

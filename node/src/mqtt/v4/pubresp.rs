@@ -13,7 +13,10 @@ pub(super) const LEN: usize = 2;
 pub(super) fn read(mut buf: Bytes) -> Result<PubResp, DecodeError> {
     let packet_id = read_packet_id(&mut buf)?;
     expect_end(&buf)?;
-    Ok(PubResp { packet_id, ..Default::default() })
+    Ok(PubResp {
+        packet_id,
+        ..Default::default()
+    })
 }
 
 pub(super) fn write(r: &PubResp, out: &mut BytesMut) {
@@ -24,11 +27,14 @@ pub(super) fn write(r: &PubResp, out: &mut BytesMut) {
 mod tests {
     use bytes::BytesMut;
 
-    use crate::mqtt::{decode, encode, PacketId, Packet, ProtocolVersion, PubResp, ReasonCode};
+    use crate::mqtt::{Packet, PacketId, ProtocolVersion, PubResp, ReasonCode, decode, encode};
 
     #[test]
     fn acks_carry_only_the_packet_id() {
-        let r = PubResp { packet_id: PacketId(0x1234), ..Default::default() };
+        let r = PubResp {
+            packet_id: PacketId(0x1234),
+            ..Default::default()
+        };
         for (packet, byte1) in [
             (Packet::PubAck(r.clone()), 0x40),
             (Packet::PubRec(r.clone()), 0x50),

@@ -13,14 +13,22 @@ pub(super) fn read(mut buf: Bytes) -> Result<Unsubscribe, DecodeError> {
     }
     if filters.is_empty() {
         // [MQTT-3.10.3-2]: at least one topic filter.
-        return Err(DecodeError::ProtocolError("UNSUBSCRIBE without topic filters"));
+        return Err(DecodeError::ProtocolError(
+            "UNSUBSCRIBE without topic filters",
+        ));
     }
-    Ok(Unsubscribe { packet_id, filters, properties: Default::default() })
+    Ok(Unsubscribe {
+        packet_id,
+        filters,
+        properties: Default::default(),
+    })
 }
 
 pub(super) fn len(u: &Unsubscribe) -> Result<usize, EncodeError> {
     if u.packet_id.0 == 0 || u.filters.is_empty() {
-        return Err(EncodeError::Invalid("UNSUBSCRIBE needs a packet id and a topic filter"));
+        return Err(EncodeError::Invalid(
+            "UNSUBSCRIBE needs a packet id and a topic filter",
+        ));
     }
     let mut n = 2;
     for f in &u.filters {
@@ -40,7 +48,9 @@ pub(super) fn write(u: &Unsubscribe, out: &mut BytesMut) {
 mod tests {
     use bytes::BytesMut;
 
-    use crate::mqtt::{decode, encode, DecodeError, PacketId, Packet, ProtocolVersion, Unsubscribe};
+    use crate::mqtt::{
+        DecodeError, Packet, PacketId, ProtocolVersion, Unsubscribe, decode, encode,
+    };
 
     #[test]
     fn unsubscribe_two_filters() {

@@ -24,7 +24,7 @@ pub(super) fn write(a: &Auth, out: &mut BytesMut) {
 mod tests {
     use bytes::{Bytes, BytesMut};
 
-    use crate::mqtt::{decode, encode, Auth, Packet, Properties, ProtocolVersion, ReasonCode};
+    use crate::mqtt::{Auth, Packet, Properties, ProtocolVersion, ReasonCode, decode, encode};
 
     #[test]
     fn auth_continue_with_method_and_data() {

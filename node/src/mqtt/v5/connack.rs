@@ -3,7 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::mqtt::codec::{expect_end, read_u8};
-use crate::mqtt::properties::{with_prefix, PropertyContext};
+use crate::mqtt::properties::{PropertyContext, with_prefix};
 use crate::mqtt::{ConnAck, DecodeError, EncodeError, Properties, ReasonCode};
 
 pub(super) fn read(mut buf: Bytes) -> Result<ConnAck, DecodeError> {
@@ -15,7 +15,11 @@ pub(super) fn read(mut buf: Bytes) -> Result<ConnAck, DecodeError> {
     let code = ReasonCode(read_u8(&mut buf)?);
     let properties = Properties::read(&mut buf, PropertyContext::ConnAck)?;
     expect_end(&buf)?;
-    Ok(ConnAck { session_present: flags & 0x01 != 0, code, properties })
+    Ok(ConnAck {
+        session_present: flags & 0x01 != 0,
+        code,
+        properties,
+    })
 }
 
 pub(super) fn len(c: &ConnAck) -> Result<usize, EncodeError> {
@@ -32,7 +36,7 @@ pub(super) fn write(c: &ConnAck, out: &mut BytesMut) {
 mod tests {
     use bytes::BytesMut;
 
-    use crate::mqtt::{decode, encode, ConnAck, Packet, Properties, ProtocolVersion, ReasonCode};
+    use crate::mqtt::{ConnAck, Packet, Properties, ProtocolVersion, ReasonCode, decode, encode};
 
     #[test]
     fn connack_v5_with_properties() {

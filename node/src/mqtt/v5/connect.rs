@@ -4,10 +4,10 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::mqtt::codec::{
-    expect_end, field_len, protocol_header, read_binary, read_string, read_topic_name, read_u16,
-    read_u8, write_field, ConnectFlags,
+    ConnectFlags, expect_end, field_len, protocol_header, read_binary, read_string,
+    read_topic_name, read_u8, read_u16, write_field,
 };
-use crate::mqtt::properties::{with_prefix, PropertyContext};
+use crate::mqtt::properties::{PropertyContext, with_prefix};
 use crate::mqtt::{Connect, DecodeError, EncodeError, Properties, ProtocolVersion, Will};
 
 pub(super) fn read(mut buf: Bytes) -> Result<Connect, DecodeError> {
@@ -29,8 +29,16 @@ pub(super) fn read(mut buf: Bytes) -> Result<Connect, DecodeError> {
         }
         None => None,
     };
-    let username = if flags.username { Some(read_string(&mut buf)?) } else { None };
-    let password = if flags.password { Some(read_binary(&mut buf)?) } else { None };
+    let username = if flags.username {
+        Some(read_string(&mut buf)?)
+    } else {
+        None
+    };
+    let password = if flags.password {
+        Some(read_binary(&mut buf)?)
+    } else {
+        None
+    };
     expect_end(&buf)?;
     Ok(Connect {
         protocol: Some(ProtocolVersion::V5),
@@ -89,24 +97,55 @@ mod tests {
     use bytes::{Bytes, BytesMut};
 
     use crate::mqtt::{
-        decode, encode, Connect, DecodeError, Packet, Properties, ProtocolVersion, QoS, Will,
+        Connect, DecodeError, Packet, Properties, ProtocolVersion, QoS, Will, decode, encode,
     };
 
     const FULL: &[u8] = &[
-        0x10, 0x2B, // CONNECT, remaining length 43
-        0x00, 0x04, b'M', b'Q', b'T', b'T', // protocol name
-        0x05, // level 5
+        0x10,
+        0x2B, // CONNECT, remaining length 43
+        0x00,
+        0x04,
+        b'M',
+        b'Q',
+        b'T',
+        b'T',        // protocol name
+        0x05,        // level 5
         0b0100_1100, // password, will QoS 1, will, no clean start
-        0x00, 0x1E, // keep alive 30
+        0x00,
+        0x1E, // keep alive 30
         0x08, // property length 8
-        0x11, 0x00, 0x00, 0x0E, 0x10, // session expiry interval 3600
-        0x21, 0x00, 0x0A, // receive maximum 10
-        0x00, 0x01, b'c', // client id "c"
+        0x11,
+        0x00,
+        0x00,
+        0x0E,
+        0x10, // session expiry interval 3600
+        0x21,
+        0x00,
+        0x0A, // receive maximum 10
+        0x00,
+        0x01,
+        b'c', // client id "c"
         0x05, // will property length 5
-        0x18, 0x00, 0x00, 0x00, 0x05, // will delay interval 5
-        0x00, 0x01, b'w', // will topic "w"
-        0x00, 0x02, b'b', b'y', // will payload "by"
-        0x00, 0x06, b's', b'e', b'c', b'r', b'e', b't', // password (no user name)
+        0x18,
+        0x00,
+        0x00,
+        0x00,
+        0x05, // will delay interval 5
+        0x00,
+        0x01,
+        b'w', // will topic "w"
+        0x00,
+        0x02,
+        b'b',
+        b'y', // will payload "by"
+        0x00,
+        0x06,
+        b's',
+        b'e',
+        b'c',
+        b'r',
+        b'e',
+        b't', // password (no user name)
     ];
 
     fn full() -> Connect {
@@ -120,7 +159,10 @@ mod tests {
                 payload: Bytes::from_static(b"by"),
                 qos: QoS::AtLeastOnce,
                 retain: false,
-                properties: Properties { will_delay_interval: Some(5), ..Default::default() },
+                properties: Properties {
+                    will_delay_interval: Some(5),
+                    ..Default::default()
+                },
             }),
             username: None,
             password: Some(Bytes::from_static(b"secret")),
@@ -151,7 +193,10 @@ mod tests {
         // Replace receive maximum (0x21) with topic alias (0x23), a PUBLISH-only property.
         let mut bytes = FULL.to_vec();
         bytes[18] = 0x23;
-        assert!(matches!(decode_any(&bytes), Err(DecodeError::ProtocolError(_))));
+        assert!(matches!(
+            decode_any(&bytes),
+            Err(DecodeError::ProtocolError(_))
+        ));
     }
 
     #[test]
@@ -159,7 +204,10 @@ mod tests {
         // Will Delay Interval belongs to the will properties, not the CONNECT properties.
         let mut bytes = FULL.to_vec();
         bytes[13] = 0x18;
-        assert!(matches!(decode_any(&bytes), Err(DecodeError::ProtocolError(_))));
+        assert!(matches!(
+            decode_any(&bytes),
+            Err(DecodeError::ProtocolError(_))
+        ));
     }
 
     #[test]
@@ -167,13 +215,19 @@ mod tests {
         // [MQTT-3.1.2-3]
         let mut bytes = FULL.to_vec();
         bytes[9] |= 0x01;
-        assert!(matches!(decode_any(&bytes), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            decode_any(&bytes),
+            Err(DecodeError::MalformedPacket(_))
+        ));
     }
 
     #[test]
     fn connect_v5_property_length_past_the_packet_is_malformed() {
         let mut bytes = FULL.to_vec();
         bytes[12] = 0x7F;
-        assert!(matches!(decode_any(&bytes), Err(DecodeError::MalformedPacket(_))));
+        assert!(matches!(
+            decode_any(&bytes),
+            Err(DecodeError::MalformedPacket(_))
+        ));
     }
 }

@@ -25,14 +25,17 @@ mod tests {
     use bytes::BytesMut;
 
     use crate::mqtt::{
-        decode, encode, DecodeError, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode,
+        DecodeError, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode, decode, encode,
     };
 
     fn round_trip(packet: &Packet, bytes: &[u8]) {
         let mut out = BytesMut::new();
         encode(packet, ProtocolVersion::V5, &mut out).unwrap();
         assert_eq!(&out[..], bytes);
-        assert_eq!(decode(&mut out, ProtocolVersion::V5, 100).as_ref(), Ok(&Some(packet.clone())));
+        assert_eq!(
+            decode(&mut out, ProtocolVersion::V5, 100).as_ref(),
+            Ok(&Some(packet.clone()))
+        );
     }
 
     #[test]
@@ -59,7 +62,10 @@ mod tests {
         round_trip(
             &Packet::Disconnect(Disconnect {
                 code: ReasonCode::NORMAL_DISCONNECTION,
-                properties: Properties { session_expiry_interval: Some(0), ..Default::default() },
+                properties: Properties {
+                    session_expiry_interval: Some(0),
+                    ..Default::default()
+                },
             }),
             &[
                 0xE0, 0x07, // DISCONNECT, remaining length 7

@@ -16,7 +16,7 @@ mod unsubscribe;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::codec::{expect_end, packet_type, read_u8};
-use super::properties::{with_prefix, PropertyContext};
+use super::properties::{PropertyContext, with_prefix};
 use super::{Connect, DecodeError, EncodeError, Packet, Properties, ReasonCode};
 
 /// Decodes the body of a packet other than CONNECT whose first byte is `byte1` (already
@@ -96,18 +96,29 @@ pub(crate) fn write_body(packet: &Packet, out: &mut BytesMut) {
 /// DISCONNECT and AUTH, either of which may be omitted: nothing left means Success without
 /// properties, a single byte means that code without properties ([MQTT-3.4.2-1], sections
 /// 3.14.2.1, 3.15.2.1).
-fn read_optional_code(buf: &mut Bytes, ctx: PropertyContext) -> Result<(ReasonCode, Properties), DecodeError> {
+fn read_optional_code(
+    buf: &mut Bytes,
+    ctx: PropertyContext,
+) -> Result<(ReasonCode, Properties), DecodeError> {
     if buf.is_empty() {
         return Ok((ReasonCode::SUCCESS, Properties::default()));
     }
     let code = ReasonCode(read_u8(buf)?);
-    let properties = if buf.is_empty() { Properties::default() } else { Properties::read(buf, ctx)? };
+    let properties = if buf.is_empty() {
+        Properties::default()
+    } else {
+        Properties::read(buf, ctx)?
+    };
     expect_end(buf)?;
     Ok((code, properties))
 }
 
 /// Length of the trailing reason code and properties in their shortest form.
-fn optional_code_len(code: ReasonCode, props: &Properties, ctx: PropertyContext) -> Result<usize, EncodeError> {
+fn optional_code_len(
+    code: ReasonCode,
+    props: &Properties,
+    ctx: PropertyContext,
+) -> Result<usize, EncodeError> {
     Ok(match (props.encoded_len(ctx)?, code) {
         (0, ReasonCode::SUCCESS) => 0,
         (0, _) => 1,
@@ -116,7 +127,12 @@ fn optional_code_len(code: ReasonCode, props: &Properties, ctx: PropertyContext)
 }
 
 /// Writes the trailing reason code and properties in their shortest form.
-fn write_optional_code(code: ReasonCode, props: &Properties, ctx: PropertyContext, out: &mut BytesMut) {
+fn write_optional_code(
+    code: ReasonCode,
+    props: &Properties,
+    ctx: PropertyContext,
+    out: &mut BytesMut,
+) {
     // `body_len` validated these properties before anything was written.
     let len = props.encoded_len(ctx).unwrap_or(0);
     if len == 0 && code == ReasonCode::SUCCESS {
@@ -132,11 +148,14 @@ fn write_optional_code(code: ReasonCode, props: &Properties, ctx: PropertyContex
 mod tests {
     use bytes::BytesMut;
 
-    use crate::mqtt::{decode, encode, Packet, ProtocolVersion};
+    use crate::mqtt::{Packet, ProtocolVersion, decode, encode};
 
     #[test]
     fn pingreq_and_pingresp_are_two_bytes() {
-        for (packet, bytes) in [(Packet::PingReq, [0xC0, 0x00]), (Packet::PingResp, [0xD0, 0x00])] {
+        for (packet, bytes) in [
+            (Packet::PingReq, [0xC0, 0x00]),
+            (Packet::PingResp, [0xD0, 0x00]),
+        ] {
             let mut out = BytesMut::new();
             encode(&packet, ProtocolVersion::V5, &mut out).unwrap();
             assert_eq!(&out[..], &bytes);

@@ -15,7 +15,11 @@ use crate::mqtt::{DecodeError, EncodeError, PubResp};
 pub(super) fn read(mut buf: Bytes) -> Result<PubResp, DecodeError> {
     let packet_id = read_packet_id(&mut buf)?;
     let (code, properties) = read_optional_code(&mut buf, PropertyContext::PubResp)?;
-    Ok(PubResp { packet_id, code, properties })
+    Ok(PubResp {
+        packet_id,
+        code,
+        properties,
+    })
 }
 
 pub(super) fn len(r: &PubResp) -> Result<usize, EncodeError> {
@@ -32,8 +36,8 @@ mod tests {
     use bytes::BytesMut;
 
     use crate::mqtt::{
-        decode, encode, DecodeError, PacketId, Packet, Properties, ProtocolVersion, PubResp,
-        ReasonCode,
+        DecodeError, Packet, PacketId, Properties, ProtocolVersion, PubResp, ReasonCode, decode,
+        encode,
     };
 
     fn decode_v5(bytes: &[u8]) -> Result<Option<Packet>, DecodeError> {
@@ -49,7 +53,10 @@ mod tests {
     #[test]
     fn puback_success_without_properties_uses_the_short_form() {
         // [MQTT-3.4.2-1]: reason code and property length omitted.
-        let packet = Packet::PubAck(PubResp { packet_id: PacketId(5), ..Default::default() });
+        let packet = Packet::PubAck(PubResp {
+            packet_id: PacketId(5),
+            ..Default::default()
+        });
         let bytes = [
             0x40, 0x02, // PUBACK, remaining length 2
             0x00, 0x05, // packet id 5
@@ -82,7 +89,10 @@ mod tests {
             0x00, // success
             0x00, // property length 0
         ];
-        let packet = Packet::PubRel(PubResp { packet_id: PacketId(5), ..Default::default() });
+        let packet = Packet::PubRel(PubResp {
+            packet_id: PacketId(5),
+            ..Default::default()
+        });
         assert_eq!(decode_v5(&bytes), Ok(Some(packet.clone())));
         // Re-encoded in the short form.
         assert_eq!(encode_v5(&packet), [0x62, 0x02, 0x00, 0x05]);
@@ -93,7 +103,10 @@ mod tests {
         let packet = Packet::PubComp(PubResp {
             packet_id: PacketId(1),
             code: ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
-            properties: Properties { reason_string: Some("gone".into()), ..Default::default() },
+            properties: Properties {
+                reason_string: Some("gone".into()),
+                ..Default::default()
+            },
         });
         let bytes = [
             0x70, 0x0B, // PUBCOMP, remaining length 11
@@ -110,6 +123,9 @@ mod tests {
     fn puback_with_disallowed_property_is_protocol_error() {
         // Topic alias in a PUBACK.
         let bytes = [0x40, 0x07, 0x00, 0x01, 0x00, 0x03, 0x23, 0x00, 0x01];
-        assert!(matches!(decode_v5(&bytes), Err(DecodeError::ProtocolError(_))));
+        assert!(matches!(
+            decode_v5(&bytes),
+            Err(DecodeError::ProtocolError(_))
+        ));
     }
 }

@@ -3,7 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::mqtt::codec::{read_packet_id, read_u8};
-use crate::mqtt::properties::{with_prefix, PropertyContext};
+use crate::mqtt::properties::{PropertyContext, with_prefix};
 use crate::mqtt::{DecodeError, EncodeError, Properties, ReasonCode, SubAck};
 
 pub(super) fn read(mut buf: Bytes) -> Result<SubAck, DecodeError> {
@@ -16,7 +16,11 @@ pub(super) fn read(mut buf: Bytes) -> Result<SubAck, DecodeError> {
     if codes.is_empty() {
         return Err(DecodeError::ProtocolError("SUBACK without reason codes"));
     }
-    Ok(SubAck { packet_id, codes, properties })
+    Ok(SubAck {
+        packet_id,
+        codes,
+        properties,
+    })
 }
 
 pub(super) fn len(s: &SubAck) -> Result<usize, EncodeError> {
@@ -38,7 +42,7 @@ pub(super) fn write(s: &SubAck, out: &mut BytesMut) {
 mod tests {
     use bytes::BytesMut;
 
-    use crate::mqtt::{decode, encode, PacketId, Packet, ProtocolVersion, ReasonCode, SubAck};
+    use crate::mqtt::{Packet, PacketId, ProtocolVersion, ReasonCode, SubAck, decode, encode};
 
     #[test]
     fn suback_v5_keeps_every_reason_code() {

@@ -3,7 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::mqtt::codec::{read_packet_id, read_u8};
-use crate::mqtt::properties::{with_prefix, PropertyContext};
+use crate::mqtt::properties::{PropertyContext, with_prefix};
 use crate::mqtt::{DecodeError, EncodeError, Properties, ReasonCode, UnsubAck};
 
 pub(super) fn read(mut buf: Bytes) -> Result<UnsubAck, DecodeError> {
@@ -16,7 +16,11 @@ pub(super) fn read(mut buf: Bytes) -> Result<UnsubAck, DecodeError> {
     if codes.is_empty() {
         return Err(DecodeError::ProtocolError("UNSUBACK without reason codes"));
     }
-    Ok(UnsubAck { packet_id, codes, properties })
+    Ok(UnsubAck {
+        packet_id,
+        codes,
+        properties,
+    })
 }
 
 pub(super) fn len(u: &UnsubAck) -> Result<usize, EncodeError> {
@@ -38,7 +42,7 @@ pub(super) fn write(u: &UnsubAck, out: &mut BytesMut) {
 mod tests {
     use bytes::BytesMut;
 
-    use crate::mqtt::{decode, encode, PacketId, Packet, ProtocolVersion, ReasonCode, UnsubAck};
+    use crate::mqtt::{Packet, PacketId, ProtocolVersion, ReasonCode, UnsubAck, decode, encode};
 
     #[test]
     fn unsuback_v5_with_reason_codes() {

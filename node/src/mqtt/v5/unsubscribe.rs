@@ -3,7 +3,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::mqtt::codec::{field_len, read_nonzero_packet_id, read_string, write_field};
-use crate::mqtt::properties::{with_prefix, PropertyContext};
+use crate::mqtt::properties::{PropertyContext, with_prefix};
 use crate::mqtt::{DecodeError, EncodeError, Properties, Unsubscribe};
 
 pub(super) fn read(mut buf: Bytes) -> Result<Unsubscribe, DecodeError> {
@@ -15,14 +15,22 @@ pub(super) fn read(mut buf: Bytes) -> Result<Unsubscribe, DecodeError> {
     }
     if filters.is_empty() {
         // [MQTT-3.10.3-2]: at least one topic filter.
-        return Err(DecodeError::ProtocolError("UNSUBSCRIBE without topic filters"));
+        return Err(DecodeError::ProtocolError(
+            "UNSUBSCRIBE without topic filters",
+        ));
     }
-    Ok(Unsubscribe { packet_id, filters, properties })
+    Ok(Unsubscribe {
+        packet_id,
+        filters,
+        properties,
+    })
 }
 
 pub(super) fn len(u: &Unsubscribe) -> Result<usize, EncodeError> {
     if u.packet_id.0 == 0 || u.filters.is_empty() {
-        return Err(EncodeError::Invalid("UNSUBSCRIBE needs a packet id and a topic filter"));
+        return Err(EncodeError::Invalid(
+            "UNSUBSCRIBE needs a packet id and a topic filter",
+        ));
     }
     let mut n = 2 + with_prefix(u.properties.encoded_len(PropertyContext::Unsubscribe)?);
     for f in &u.filters {
@@ -33,7 +41,8 @@ pub(super) fn len(u: &Unsubscribe) -> Result<usize, EncodeError> {
 
 pub(super) fn write(u: &Unsubscribe, out: &mut BytesMut) {
     out.put_u16(u.packet_id.0);
-    u.properties.write_validated(PropertyContext::Unsubscribe, out);
+    u.properties
+        .write_validated(PropertyContext::Unsubscribe, out);
     for f in &u.filters {
         write_field(out, f.as_bytes());
     }
@@ -44,7 +53,7 @@ mod tests {
     use bytes::BytesMut;
 
     use crate::mqtt::{
-        decode, encode, DecodeError, PacketId, Packet, Properties, ProtocolVersion, Unsubscribe,
+        DecodeError, Packet, PacketId, Properties, ProtocolVersion, Unsubscribe, decode, encode,
     };
 
     #[test]
