@@ -92,7 +92,8 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         if !cfg.mqtt.allow_anonymous && !cfg.listeners.iter().any(|l| l.allow_anonymous_override) {
             warn!("allow_anonymous is off and no authentication plugin is configured: every client will be refused");
         }
-        info!(nodename = %cfg.nodename, config = %cfg.file_label(), "starting vmq-rs {}", env!("CARGO_PKG_VERSION"));
+        let source = cfg.source.as_ref().map_or_else(|| "embedded defaults".to_string(), |p| p.display().to_string());
+        info!(nodename = %cfg.nodename, config = %source, "starting vmq-rs {}", env!("CARGO_PKG_VERSION"));
         let node = Node::start(&cfg).await?;
         for (name, addr) in node.local_addrs() {
             info!(listener = %name, %addr, "MQTT listener ready");
