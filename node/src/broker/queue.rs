@@ -162,7 +162,8 @@ impl Queue {
                                 inner.dropped += 1;
                                 return EnqueueOutcome::Dropped;
                             }
-                            if let Some(old) = inner.pending.pop_front() {
+                            // Newest messages are at the front, the oldest at the back.
+                            if let Some(old) = inner.pending.pop_back() {
                                 inner.dropped += 1;
                                 self.forget(&old);
                             }
@@ -338,5 +339,107 @@ impl Queue {
         if let Err(e) = self.store.delete_queue(&self.key) {
             warn!(client_id = %self.key.client_id, error = %e, "cannot delete offline queue");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+    use vmq_storage::{Durability, MemStore, StoreMessageStore};
+
+    use super::*;
+    use crate::broker::message::Msg;
+
+    fn queue(limits: QueueLimits) -> Queue {
+        let store = StoreMessageStore::open(Arc::new(MemStore::new()), Durability::Buffered).unwrap();
+        Queue::new(QueueKey::new("", "c"), limits, Arc::new(store))
+    }
+
+    fn delivery(n: u8, qos: QoS) -> Delivery {
+        let msg = Msg {
+            mountpoint: "".into(),
+            topic: "t".into(),
+            payload: Bytes::from(vec![n]),
+            qos,
+            retain: false,
+            properties: None,
+            expires_at: None,
+            publisher: None,
+        };
+        Delivery { msg: Arc::new(msg), qos, retain: false, subscription_ids: vec![] }
+    }
+
+    fn drain(q: &Queue) -> Vec<u8> {
+        let mut out = Vec::new();
+        q.take(usize::MAX, Instant::now(), &mut out);
+        for item in &out {
+            q.delivered(item.stored);
+        }
+        out.iter().map(|q| q.delivery.msg.payload[0]).collect()
+    }
+
+    #[test]
+    fn fifo_drops_new_messages_when_full() {
+        let q = queue(QueueLimits { max_online: Some(2), ..QueueLimits::default() });
+        q.set_online();
+        for n in 0..4 {
+            q.enqueue(delivery(n, QoS::AtLeastOnce));
+        }
+        assert_eq!((drain(&q), q.dropped()), (vec![0, 1], 2));
+    }
+
+    #[test]
+    fn lifo_delivers_newest_first_and_drops_the_oldest() {
+        let q = queue(QueueLimits { max_online: Some(2), queue_type: QueueType::Lifo, ..QueueLimits::default() });
+        q.set_online();
+        for n in 0..4 {
+            q.enqueue(delivery(n, QoS::AtLeastOnce));
+        }
+        assert_eq!((drain(&q), q.dropped()), (vec![3, 2], 2));
+    }
+
+    #[test]
+    fn offline_keeps_qos1_in_the_store_and_drops_qos0() {
+        let q = queue(QueueLimits::default());
+        assert_eq!(q.enqueue(delivery(0, QoS::AtMostOnce)), EnqueueOutcome::Dropped);
+        assert_eq!(q.enqueue(delivery(1, QoS::AtLeastOnce)), EnqueueOutcome::Stored);
+        assert_eq!(q.store.count(&q.key), 1);
+        q.set_online();
+        assert_eq!(drain(&q), vec![1]);
+        assert_eq!(q.store.count(&q.key), 0, "deleted from the store once delivered");
+    }
+
+    #[test]
+    fn reconnect_respects_max_online_unless_overridden() {
+        for (override_max_online, want) in [(false, vec![0, 1]), (true, vec![0, 1, 2, 3])] {
+            let q = queue(QueueLimits { max_online: Some(2), override_max_online, ..QueueLimits::default() });
+            for n in 0..4 {
+                q.enqueue(delivery(n, QoS::AtLeastOnce));
+            }
+            q.set_online();
+            assert_eq!(drain(&q), want, "override_max_online_messages = {override_max_online}");
+        }
+    }
+
+    #[test]
+    fn messages_arriving_online_wait_behind_the_stored_backlog() {
+        let q = queue(QueueLimits { override_max_online: true, ..QueueLimits::default() });
+        q.enqueue(delivery(1, QoS::AtLeastOnce));
+        q.set_online();
+        q.enqueue(delivery(2, QoS::AtLeastOnce));
+        assert_eq!(drain(&q), vec![1, 2]);
+    }
+
+    #[test]
+    fn expired_messages_are_not_delivered_mqtt_3_3_2_5() {
+        let q = queue(QueueLimits::default());
+        q.set_online();
+        let mut d = delivery(1, QoS::AtLeastOnce);
+        Arc::make_mut(&mut d.msg).expires_at = Some(Instant::now());
+        q.enqueue(d);
+        q.enqueue(delivery(2, QoS::AtLeastOnce));
+        assert_eq!(drain(&q), vec![2]);
     }
 }
