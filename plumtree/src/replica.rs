@@ -1,0 +1,778 @@
+//! The plumtree replica: objects, broadcast trees, timers and outputs.
+//!
+//! Anti-entropy exchanges and tombstone reclamation are in `exchange.rs`, as a second `impl`
+//! block of [`Replica`].
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use vmq_storage::WriteBatch;
+use vmq_storage::metadata::{
+    LocalOp, MetaKey, MetaValue, MetadataBackend, MetadataEvent, Millis, NodeId, PendingWrite,
+    Read, WriteToken,
+};
+
+use crate::broadcast::Trees;
+use crate::config::PlumtreeConfig;
+use crate::dvv::VersionVector;
+use crate::exchange::Exchange;
+use crate::hashtree::{HashTree, fnv1a};
+use crate::message::{Hello, IHave, Message, MessageV1, Object, WireError, check_hello};
+use crate::persist::{self, Recovered};
+
+/// Announcements per `i_have` frame, so that one frame stays small.
+const IHAVE_CHUNK: usize = 1000;
+
+/// An object with the hash it contributes to the hash tree.
+#[derive(Debug, Clone)]
+pub(crate) struct Stored {
+    pub(crate) object: Object,
+    pub(crate) hash: u64,
+}
+
+/// A key whose every value is a delete, awaiting reclamation.
+#[derive(Debug, Clone)]
+pub(crate) struct Tombstone {
+    /// When this node last saw the tombstone change.
+    pub(crate) since: Millis,
+    /// Peers an exchange found holding this exact tombstone.
+    pub(crate) confirmed: BTreeSet<NodeId>,
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicaStats {
+    /// Exchanges started by this node that ran to the end.
+    pub exchanges_completed: u64,
+    /// Exchanges started by this node that were abandoned on `metadata_exchange_timeout`.
+    pub exchanges_timed_out: u64,
+    /// Keys changed by anti-entropy (both roles).
+    pub keys_repaired: u64,
+    /// Tombstones reclaimed.
+    pub tombstones_reclaimed: u64,
+    /// Grafts sent (messages this node missed on the tree and asked for).
+    pub grafts_sent: u64,
+}
+
+#[derive(Debug, Default)]
+struct Timers {
+    lazy: Option<Millis>,
+    exchange: Option<Millis>,
+    sweep: Option<Millis>,
+}
+
+/// A plumtree metadata replica (sans-IO).
+///
+/// Drive it as the [`MetadataBackend`] contract says: after each input, drain `poll_write`
+/// (persist, then `handle_persisted`), `poll_transmit`, `poll_event`, then arm `poll_timeout`.
+/// A message is released by `poll_transmit` only once every write staged before it is
+/// persisted, so no peer learns of a state this node could lose in a crash. Timers are armed
+/// by the first input that carries `now` (normally the initial `handle_membership`).
+#[derive(Debug)]
+pub struct Replica {
+    pub(crate) config: PlumtreeConfig,
+    pub(crate) me: NodeId,
+    pub(crate) rng: StdRng,
+    pub(crate) objects: BTreeMap<MetaKey, Stored>,
+    pub(crate) tree: HashTree,
+    pub(crate) tombstones: BTreeMap<MetaKey, Tombstone>,
+    history: bool,
+    /// The highest counter this node used for a dot of its own, on any key (persisted).
+    own_counter: u64,
+    pub(crate) members: BTreeSet<NodeId>,
+    pub(crate) unreachable: BTreeSet<NodeId>,
+    refused: BTreeMap<NodeId, WireError>,
+    trees: Trees,
+    subscriptions: BTreeMap<String, bool>,
+    writes: VecDeque<PendingWrite>,
+    batch: Option<(WriteToken, WriteBatch)>,
+    next_token: u64,
+    last_token: Option<u64>,
+    unpersisted: BTreeSet<u64>,
+    transmits: VecDeque<(Option<u64>, NodeId, Message)>,
+    events: VecDeque<MetadataEvent>,
+    timers: Timers,
+    pub(crate) exchanges: BTreeMap<u64, Exchange>,
+    pub(crate) stats: ReplicaStats,
+}
+
+/// The hash a key contributes to the hash tree: over prefix, key and the encoded object.
+pub(crate) fn object_hash(key: &MetaKey, object: &Object) -> u64 {
+    let bytes = postcard::to_stdvec(object).unwrap_or_default();
+    fnv1a(&[key.prefix.as_bytes(), &key.key, &bytes])
+}
+
+fn live(object: &Object) -> Vec<MetaValue> {
+    object.values().filter_map(|v| v.clone()).collect()
+}
+
+fn is_tombstone(object: &Object) -> bool {
+    object.values().all(Option::is_none)
+}
+
+impl Replica {
+    /// A replica of `node_id` starting from `recovered` (see [`Recovered::load`]), with all
+    /// randomness drawn from `rng_seed`.
+    pub fn new(
+        config: PlumtreeConfig,
+        node_id: NodeId,
+        rng_seed: u64,
+        recovered: Recovered,
+    ) -> Replica {
+        let mut tree = HashTree::new();
+        let mut objects = BTreeMap::new();
+        let mut tombstones = BTreeMap::new();
+        let mut own_counter = recovered.counter;
+        for (key, object) in recovered.objects {
+            own_counter = own_counter.max(object.context().counter(&node_id));
+            let hash = object_hash(&key, &object);
+            tree.update(&key.prefix, &key.key, None, Some(hash));
+            if is_tombstone(&object) {
+                // Confirmations are not persisted: a restart only delays reclamation.
+                tombstones.insert(
+                    key.clone(),
+                    Tombstone {
+                        since: Millis(0),
+                        confirmed: BTreeSet::new(),
+                    },
+                );
+            }
+            objects.insert(key, Stored { object, hash });
+        }
+        let outstanding_limit = config.outstanding_limit.max(1);
+        Replica {
+            config,
+            trees: Trees::new(node_id.clone(), outstanding_limit),
+            members: BTreeSet::from([node_id.clone()]),
+            me: node_id,
+            rng: StdRng::seed_from_u64(rng_seed),
+            objects,
+            tree,
+            tombstones,
+            history: recovered.history,
+            own_counter,
+            unreachable: BTreeSet::new(),
+            refused: BTreeMap::new(),
+            subscriptions: BTreeMap::new(),
+            writes: VecDeque::new(),
+            batch: None,
+            next_token: 0,
+            last_token: None,
+            unpersisted: BTreeSet::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            timers: Timers::default(),
+            exchanges: BTreeMap::new(),
+            stats: ReplicaStats::default(),
+        }
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.me
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &ReplicaStats {
+        &self.stats
+    }
+
+    /// Peers refused at the handshake (they run `vmq_swc` or an unknown protocol version),
+    /// with the reason to show the operator.
+    pub fn refused_peers(&self) -> impl Iterator<Item = (&NodeId, &WireError)> {
+        self.refused.iter()
+    }
+
+    /// True when `peer` was refused at the handshake.
+    pub fn is_refused(&self, peer: &NodeId) -> bool {
+        self.refused.contains_key(peer)
+    }
+
+    /// Number of stored objects, tombstones included.
+    pub fn object_count(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// Number of tombstones awaiting reclamation.
+    pub fn tombstone_count(&self) -> usize {
+        self.tombstones.len()
+    }
+
+    /// Hash of every non-empty prefix: two replicas with equal digests hold the same objects.
+    pub fn digest(&self) -> Vec<(String, u64)> {
+        self.tree.prefixes()
+    }
+
+    /// The eager peers of `root`'s broadcast tree on this node.
+    pub fn eager_peers(&self, root: &NodeId) -> BTreeSet<NodeId> {
+        self.trees.eager_of(root)
+    }
+
+    /// The lazy peers of `root`'s broadcast tree on this node.
+    pub fn lazy_peers(&self, root: &NodeId) -> BTreeSet<NodeId> {
+        self.trees.lazy_of(root)
+    }
+
+    /// Announcements not yet acknowledged by lazy peers.
+    pub fn outstanding_len(&self) -> usize {
+        self.trees.outstanding_len()
+    }
+
+    // ----- outputs -------------------------------------------------------------------------
+
+    fn batch_mut(&mut self) -> &mut WriteBatch {
+        if self.batch.is_none() {
+            let token = self.next_token;
+            self.next_token += 1;
+            self.unpersisted.insert(token);
+            self.last_token = Some(token);
+            self.batch = Some((WriteToken(token), WriteBatch::new()));
+        }
+        &mut self
+            .batch
+            .get_or_insert_with(|| (WriteToken(0), WriteBatch::new()))
+            .1
+    }
+
+    /// Closes the batch of the current input so `poll_write` can hand it out.
+    fn seal(&mut self) {
+        if let Some((token, batch)) = self.batch.take() {
+            self.writes.push_back(PendingWrite { token, batch });
+        }
+    }
+
+    /// Queues `msg` for `peer`, released once every write staged so far is durable.
+    pub(crate) fn send(&mut self, peer: &NodeId, msg: MessageV1) {
+        if *peer == self.me || self.refused.contains_key(peer) {
+            return;
+        }
+        self.transmits
+            .push_back((self.last_token, peer.clone(), Message::V1(msg)));
+    }
+
+    // ----- state changes -------------------------------------------------------------------
+
+    /// Stores `object` under `key`: hash tree, write batch, tombstone index and event.
+    pub(crate) fn store(&mut self, now: Millis, key: &MetaKey, object: Object, local: bool) {
+        let hash = object_hash(key, &object);
+        let old = self.objects.get(key).map(|s| (s.hash, live(&s.object)));
+        self.tree.update(
+            &key.prefix,
+            &key.key,
+            old.as_ref().map(|(h, _)| *h),
+            Some(hash),
+        );
+        if !self.history {
+            self.history = true;
+            persist::put_history(self.batch_mut());
+        }
+        persist::put_object(self.batch_mut(), key, &object);
+        let own = object.context().counter(&self.me);
+        if own > self.own_counter {
+            self.own_counter = own;
+            persist::put_counter(self.batch_mut(), own);
+        }
+        if is_tombstone(&object) {
+            self.tombstones.insert(
+                key.clone(),
+                Tombstone {
+                    since: now,
+                    confirmed: BTreeSet::new(),
+                },
+            );
+        } else {
+            self.tombstones.remove(key);
+        }
+        let new_values = live(&object);
+        let old_values = old.map(|(_, v)| v).unwrap_or_default();
+        self.objects.insert(key.clone(), Stored { object, hash });
+        if old_values != new_values
+            && let Some(skip_local) = self.subscriptions.get(&key.prefix)
+            && !(local && *skip_local)
+        {
+            self.events.push_back(MetadataEvent {
+                key: key.clone(),
+                old: old_values,
+                new: new_values,
+                local,
+            });
+        }
+    }
+
+    /// Removes a reclaimed tombstone.
+    pub(crate) fn forget(&mut self, key: &MetaKey) {
+        if let Some(s) = self.objects.remove(key) {
+            self.tree.update(&key.prefix, &key.key, Some(s.hash), None);
+            persist::delete_object(self.batch_mut(), key);
+        }
+        self.tombstones.remove(key);
+    }
+
+    /// Merges a peer's version of `key`; true when the local object changed.
+    pub(crate) fn merge_remote(&mut self, now: Millis, key: &MetaKey, remote: &Object) -> bool {
+        let merged = match self.objects.get(key) {
+            Some(s) if s.object.descends(remote) => return false,
+            Some(s) => s.object.sync(remote),
+            None => remote.clone(),
+        };
+        if merged.is_empty() {
+            // A set without any value carries no information worth storing.
+            return false;
+        }
+        self.store(now, key, merged, false);
+        true
+    }
+
+    // ----- broadcast -----------------------------------------------------------------------
+
+    /// Eager push to `root`'s eager peers (except `from`), lazy announcement to its lazy peers.
+    fn push(&mut self, root: &NodeId, from: &NodeId, key: &MetaKey, object: &Object) {
+        for peer in self.trees.eager_peers(root, from) {
+            let msg = MessageV1::Broadcast {
+                root: root.clone(),
+                key: key.clone(),
+                object: object.clone(),
+            };
+            self.send(&peer, msg);
+        }
+        self.trees.schedule_lazy(root, from, key, &object.context());
+    }
+
+    fn handle_broadcast(
+        &mut self,
+        now: Millis,
+        from: &NodeId,
+        root: NodeId,
+        key: MetaKey,
+        object: Object,
+    ) {
+        if self.merge_remote(now, &key, &object) {
+            self.trees.add_eager(&root, from);
+            self.push(&root, from, &key, &object);
+        } else {
+            // A duplicate: this link is redundant on root's tree (paper §3.3, PRUNE).
+            self.trees.add_lazy(&root, from);
+            self.send(from, MessageV1::Prune { root });
+        }
+    }
+
+    fn is_stale(&self, ihave: &IHave) -> bool {
+        self.objects
+            .get(&ihave.key)
+            .is_some_and(|s| s.object.context().descends(&ihave.context))
+    }
+
+    fn handle_ihave(&mut self, from: &NodeId, list: Vec<IHave>) {
+        let mut ignored = Vec::new();
+        for ihave in list {
+            if self.is_stale(&ihave) {
+                ignored.push(ihave);
+            } else {
+                // Missed on the tree: repair the tree through this link (paper §3.4, GRAFT).
+                self.trees.add_eager(&ihave.root, from);
+                self.stats.grafts_sent += 1;
+                self.send(from, MessageV1::Graft(ihave));
+            }
+        }
+        if !ignored.is_empty() {
+            self.send(from, MessageV1::IgnoredIHave(ignored));
+        }
+    }
+
+    fn handle_graft(&mut self, from: &NodeId, ihave: IHave) {
+        self.trees.ack(from, &ihave);
+        self.trees.add_eager(&ihave.root, from);
+        if let Some(s) = self.objects.get(&ihave.key)
+            && s.object.context().descends(&ihave.context)
+        {
+            // The current version covers the one asked for (riak_core would answer `stale`
+            // and let the newer broadcast arrive; sending it now is cheaper than waiting).
+            let msg = MessageV1::Broadcast {
+                root: ihave.root,
+                key: ihave.key,
+                object: s.object.clone(),
+            };
+            self.send(from, msg);
+        }
+    }
+
+    fn lazy_tick(&mut self) {
+        if self.transmits.len() > self.config.drop_i_have_threshold {
+            // Overloaded: announcements stay outstanding for the next tick.
+            return;
+        }
+        for (peer, list) in self.trees.outstanding() {
+            if self.unreachable.contains(&peer) || !self.members.contains(&peer) {
+                continue;
+            }
+            for chunk in list.chunks(IHAVE_CHUNK) {
+                self.send(&peer, MessageV1::IHave(chunk.to_vec()));
+            }
+        }
+    }
+
+    fn handle_hello(&mut self, from: &NodeId, hello: &Hello) {
+        match check_hello(from, hello) {
+            Ok(()) => {
+                self.refused.remove(from);
+            }
+            Err(e) => {
+                tracing::error!(peer = %from, error = %e, "refusing metadata peer");
+                self.refused.insert(from.clone(), e);
+            }
+        }
+    }
+
+    // ----- timers --------------------------------------------------------------------------
+
+    fn arm(&mut self, now: Millis) {
+        let every = |ms: u64| (ms > 0).then(|| now.plus(ms));
+        if self.timers.lazy.is_none()
+            && self.timers.exchange.is_none()
+            && self.timers.sweep.is_none()
+        {
+            self.timers.lazy = every(self.config.min_lazy_tick_interval);
+            self.timers.exchange = every(self.config.broadcast_exchange_timer);
+            self.timers.sweep = every(self.config.metadata_hashtree_timer);
+            // Recovered tombstones start their grace period when this life of the node starts.
+            for t in self.tombstones.values_mut() {
+                t.since = now;
+            }
+        }
+    }
+
+    fn due(slot: &mut Option<Millis>, now: Millis, interval: u64) -> bool {
+        match *slot {
+            Some(t) if t <= now => {
+                *slot = Some(now.plus(interval.max(1)));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl MetadataBackend for Replica {
+    type Message = Message;
+    type Context = VersionVector;
+
+    fn handle_local(&mut self, now: Millis, op: LocalOp<VersionVector>) {
+        self.arm(now);
+        let (key, value, context) = match op {
+            LocalOp::Put {
+                key,
+                value,
+                context,
+            } => (key, Some(value), context),
+            LocalOp::Delete { key, context } => {
+                if self
+                    .objects
+                    .get(&key)
+                    .is_none_or(|s| is_tombstone(&s.object))
+                {
+                    // Nothing live to delete here: a tombstone would only add a sibling.
+                    return;
+                }
+                (key, None, context)
+            }
+        };
+        // Dots above every counter issued so far: the key may have lived before, with a
+        // tombstone since reclaimed here but still held elsewhere.
+        let floor = self.own_counter;
+        let object = match self.objects.get(&key) {
+            Some(s) => s.object.update_after(&context, &self.me, value, floor),
+            None => Object::new().update_after(&context, &self.me, value, floor),
+        };
+        self.store(now, &key, object.clone(), true);
+        let me = self.me.clone();
+        self.push(&me, &me, &key, &object);
+        self.seal();
+    }
+
+    fn handle_message(&mut self, now: Millis, from: &NodeId, msg: Message) {
+        self.arm(now);
+        let msg = match msg {
+            Message::Hello(h) => return self.handle_hello(from, &h),
+            Message::V1(m) => m,
+        };
+        if self.refused.contains_key(from) || !self.members.contains(from) || *from == self.me {
+            tracing::debug!(peer = %from, kind = Message::V1(msg).kind(), "ignoring message");
+            return;
+        }
+        match msg {
+            MessageV1::Broadcast { root, key, object } => {
+                self.handle_broadcast(now, from, root, key, object)
+            }
+            MessageV1::IHave(list) => self.handle_ihave(from, list),
+            MessageV1::IgnoredIHave(list) => {
+                for ihave in &list {
+                    self.trees.ack(from, ihave);
+                }
+            }
+            MessageV1::Graft(ihave) => self.handle_graft(from, ihave),
+            MessageV1::Prune { root } => self.trees.add_lazy(&root, from),
+            other => self.handle_exchange(now, from, other),
+        }
+        self.seal();
+    }
+
+    fn handle_timeout(&mut self, now: Millis) {
+        self.arm(now);
+        let c = self.config.clone();
+        if Self::due(&mut self.timers.lazy, now, c.min_lazy_tick_interval) {
+            self.lazy_tick();
+        }
+        self.expire_exchanges(now);
+        if Self::due(&mut self.timers.exchange, now, c.broadcast_exchange_timer) {
+            self.start_exchange(now);
+        }
+        if Self::due(&mut self.timers.sweep, now, c.metadata_hashtree_timer) {
+            self.sweep_tombstones(now);
+        }
+        self.seal();
+    }
+
+    fn handle_persisted(&mut self, token: WriteToken) {
+        self.unpersisted.remove(&token.0);
+    }
+
+    fn handle_membership(&mut self, now: Millis, members: &[NodeId]) {
+        self.arm(now);
+        let mut new: BTreeSet<NodeId> = members.iter().cloned().collect();
+        new.insert(self.me.clone());
+        let added: BTreeSet<NodeId> = new.difference(&self.members).cloned().collect();
+        let removed: BTreeSet<NodeId> = self.members.difference(&new).cloned().collect();
+        if !added.is_empty() {
+            self.trees.reset(&new, &mut self.rng);
+        }
+        if !removed.is_empty() {
+            self.trees.remove(&removed);
+            for t in self.tombstones.values_mut() {
+                t.confirmed.retain(|p| !removed.contains(p));
+            }
+            self.exchanges.retain(|_, x| !removed.contains(&x.peer));
+            self.unreachable.retain(|p| !removed.contains(p));
+            self.refused.retain(|p, _| !removed.contains(p));
+        }
+        self.members = new;
+        for peer in added {
+            if peer != self.me {
+                self.transmits
+                    .push_back((self.last_token, peer, Message::Hello(Hello::ours())));
+            }
+        }
+        self.seal();
+    }
+
+    fn handle_reachability(&mut self, now: Millis, peer: &NodeId, reachable: bool) {
+        self.arm(now);
+        if reachable {
+            self.unreachable.remove(peer);
+        } else {
+            self.unreachable.insert(peer.clone());
+        }
+    }
+
+    fn subscribe(&mut self, prefix: &str, skip_local: bool) {
+        self.subscriptions.insert(prefix.to_owned(), skip_local);
+    }
+
+    fn read(&self, key: &MetaKey) -> Read<VersionVector> {
+        match self.objects.get(key) {
+            Some(s) => Read {
+                values: live(&s.object),
+                context: s.object.context(),
+            },
+            None => Read {
+                values: Vec::new(),
+                context: VersionVector::new(),
+            },
+        }
+    }
+
+    fn fold(&self, prefix: &str, f: &mut dyn FnMut(&MetaKey, &[MetaValue])) {
+        let start = MetaKey::new(prefix, Vec::new());
+        for (key, s) in self
+            .objects
+            .range(start..)
+            .take_while(|(k, _)| k.prefix == prefix)
+        {
+            let values = live(&s.object);
+            if !values.is_empty() {
+                f(key, &values);
+            }
+        }
+    }
+
+    fn is_empty_history(&self) -> bool {
+        !self.history
+    }
+
+    fn poll_write(&mut self) -> Option<PendingWrite> {
+        self.seal();
+        self.writes.pop_front()
+    }
+
+    fn poll_transmit(&mut self) -> Option<(NodeId, Message)> {
+        let (required, _, _) = self.transmits.front()?;
+        let durable = match (required, self.unpersisted.first()) {
+            (Some(req), Some(oldest)) => oldest > req,
+            _ => true,
+        };
+        if !durable {
+            return None;
+        }
+        self.transmits.pop_front().map(|(_, peer, msg)| (peer, msg))
+    }
+
+    fn poll_event(&mut self) -> Option<MetadataEvent> {
+        self.events.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Millis> {
+        let t = &self.timers;
+        [t.lazy, t.exchange, t.sweep]
+            .into_iter()
+            .flatten()
+            .chain(self.exchanges.values().map(|x| x.deadline))
+            .min()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use vmq_storage::metadata::MetadataBackend;
+
+    use super::*;
+
+    fn replica(name: &str) -> Replica {
+        Replica::new(
+            PlumtreeConfig::default(),
+            NodeId::new(name),
+            1,
+            Recovered::empty(),
+        )
+    }
+
+    fn put(r: &mut Replica, key: &MetaKey, ts: u64, data: &[u8]) {
+        let context = r.read(key).context;
+        r.handle_local(
+            Millis(1),
+            LocalOp::Put {
+                key: key.clone(),
+                value: MetaValue {
+                    timestamp: ts,
+                    data: data.to_vec(),
+                },
+                context,
+            },
+        );
+    }
+
+    #[test]
+    fn a_broadcast_waits_for_its_write_to_be_durable() {
+        let mut a = replica("a");
+        a.handle_membership(Millis(0), &[NodeId::new("a"), NodeId::new("b")]);
+        // The hello reveals nothing and goes out at once.
+        assert!(matches!(a.poll_transmit(), Some((_, Message::Hello(_)))));
+        let key = MetaKey::new("retain", b"t".to_vec());
+        put(&mut a, &key, 1, b"x");
+        let write = a.poll_write().expect("a write");
+        assert!(
+            a.poll_transmit().is_none(),
+            "broadcast before the write is durable"
+        );
+        a.handle_persisted(write.token);
+        let (peer, msg) = a.poll_transmit().expect("broadcast");
+        assert_eq!(peer, NodeId::new("b"));
+        assert_eq!(msg.kind(), "broadcast");
+    }
+
+    #[test]
+    fn events_follow_subscriptions_and_skip_local() {
+        let mut a = replica("a");
+        a.subscribe("retain", true);
+        a.subscribe("subscriber", false);
+        put(&mut a, &MetaKey::new("retain", b"t".to_vec()), 1, b"x");
+        assert!(a.poll_event().is_none());
+        put(&mut a, &MetaKey::new("subscriber", b"c".to_vec()), 1, b"x");
+        let ev = a.poll_event().expect("event");
+        assert!(ev.local && ev.old.is_empty() && ev.new.len() == 1);
+        put(&mut a, &MetaKey::new("other", b"c".to_vec()), 1, b"x");
+        assert!(a.poll_event().is_none());
+    }
+
+    #[test]
+    fn delete_hides_the_key_and_read_resolved_collapses_siblings() {
+        let mut a = replica("a");
+        let key = MetaKey::new("subscriber", b"c".to_vec());
+        put(&mut a, &key, 1, b"x");
+        let ctx = a.read(&key).context;
+        a.handle_local(
+            Millis(2),
+            LocalOp::Delete {
+                key: key.clone(),
+                context: ctx,
+            },
+        );
+        assert!(a.read(&key).values.is_empty());
+        assert_eq!(a.tombstone_count(), 1);
+        let mut seen = 0;
+        a.fold("subscriber", &mut |_, _| seen += 1);
+        assert_eq!(seen, 0);
+        // Two writes without context are siblings; the resolved read writes the winner back.
+        let v1 = MetaValue {
+            timestamp: 5,
+            data: b"1".to_vec(),
+        };
+        let v2 = MetaValue {
+            timestamp: 9,
+            data: b"2".to_vec(),
+        };
+        a.handle_local(
+            Millis(3),
+            LocalOp::Put {
+                key: key.clone(),
+                value: v1,
+                context: VersionVector::new(),
+            },
+        );
+        a.handle_local(
+            Millis(4),
+            LocalOp::Put {
+                key: key.clone(),
+                value: v2.clone(),
+                context: VersionVector::new(),
+            },
+        );
+        assert_eq!(a.read(&key).values.len(), 2);
+        assert_eq!(a.read_resolved(Millis(5), &key), Some(v2.clone()));
+        assert_eq!(a.read(&key).values, vec![v2]);
+        assert!(!a.is_empty_history());
+    }
+
+    #[test]
+    fn messages_from_a_swc_peer_are_refused_and_nothing_is_sent_to_it() {
+        let mut a = replica("a");
+        let b = NodeId::new("b");
+        a.handle_membership(Millis(0), &[NodeId::new("a"), b.clone()]);
+        while a.poll_transmit().is_some() {}
+        a.handle_message(
+            Millis(1),
+            &b,
+            Message::Hello(Hello {
+                backend: "vmq_swc".into(),
+                protocol_version: 1,
+            }),
+        );
+        let refused: Vec<_> = a.refused_peers().collect();
+        assert_eq!(refused.len(), 1);
+        assert!(refused[0].1.to_string().contains("vmq_swc"));
+        put(&mut a, &MetaKey::new("retain", b"t".to_vec()), 1, b"x");
+        while let Some(w) = a.poll_write() {
+            a.handle_persisted(w.token);
+        }
+        assert!(a.poll_transmit().is_none());
+    }
+}
