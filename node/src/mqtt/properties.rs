@@ -243,6 +243,7 @@ fn read_nonzero_u16(buf: &mut Bytes) -> Result<u16, DecodeError> {
 
 impl Properties {
     /// Reads a property length and the properties after it, allowing only those of `ctx`.
+    #[inline]
     pub(crate) fn read(buf: &mut Bytes, ctx: PropertyContext) -> Result<Properties, DecodeError> {
         let len = read_varint(buf)? as usize;
         if len > buf.len() {
@@ -250,11 +251,15 @@ impl Properties {
                 "property length exceeds the packet",
             ));
         }
-        let mut props = Properties::default();
+        // Most packets carry none; this path is small enough to inline into the packet readers.
         if len == 0 {
-            return Ok(props);
+            return Ok(Properties::default());
         }
-        let mut buf = buf.split_to(len);
+        Properties::read_list(buf.split_to(len), ctx)
+    }
+
+    fn read_list(mut buf: Bytes, ctx: PropertyContext) -> Result<Properties, DecodeError> {
+        let mut props = Properties::default();
         let allowed = ctx.allowed();
         while !buf.is_empty() {
             // The identifier is a variable byte integer, although every defined one fits in a
@@ -380,6 +385,9 @@ impl Properties {
     /// Properties `ctx` does not allow are not counted (and not written). Fails on a field
     /// longer than 65,535 bytes, a subscription identifier outside 1..=268,435,455, or more
     /// than one subscription identifier outside PUBLISH.
+    // Inlined where `ctx` is a constant, so the checks of properties the packet cannot carry
+    // fold away (about half the cost of encoding a PUBLISH without properties).
+    #[inline(always)]
     pub(crate) fn encoded_len(&self, ctx: PropertyContext) -> Result<usize, EncodeError> {
         use id::*;
         let allowed = ctx.allowed();
@@ -490,6 +498,9 @@ impl Properties {
 
     /// Writes the property length `len` (from [`Properties::encoded_len`] for the same `ctx`)
     /// and then the properties of `ctx`, in identifier order.
+    // Inlined where `ctx` is a constant, so the checks of properties the packet cannot carry
+    // fold away (about half the cost of encoding a PUBLISH without properties).
+    #[inline(always)]
     pub(crate) fn write(&self, ctx: PropertyContext, len: usize, out: &mut BytesMut) {
         use id::*;
         write_varint(out, len);
@@ -624,6 +635,9 @@ impl Properties {
 
     /// Writes the property length and the properties of `ctx`, for a packet whose
     /// `body_len` already validated them.
+    // Inlined where `ctx` is a constant, so the checks of properties the packet cannot carry
+    // fold away (about half the cost of encoding a PUBLISH without properties).
+    #[inline(always)]
     pub(crate) fn write_validated(&self, ctx: PropertyContext, out: &mut BytesMut) {
         // `body_len` ran `encoded_len` on these very properties before anything was written, so
         // this cannot fail; were it to, an empty list is written and the length check in

@@ -562,3 +562,17 @@ proptest! {
         assert_decoded_packets_re_encode(&results, v);
     }
 }
+
+proptest! {
+    #![proptest_config(config("../proptest-regressions/node-codec-scan.txt"))]
+    #[test]
+    fn scan_agrees_with_a_byte_by_byte_search(
+        raw in vec(prop_oneof![any::<u8>(), select(vec![0u8, b'+', b'#', b'/'])], 0..40),
+    ) {
+        let nul = raw.contains(&0);
+        let wildcard = raw.iter().any(|&b| b == b'+' || b == b'#');
+        let found = super::scan(&raw);
+        prop_assert_eq!(found & super::HAS_NUL != 0, nul);
+        prop_assert_eq!(found & super::HAS_WILDCARD != 0, wildcard);
+    }
+}

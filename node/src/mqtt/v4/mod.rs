@@ -19,14 +19,18 @@ use super::codec::{expect_end, packet_type};
 use super::{Connect, DecodeError, Disconnect, EncodeError, Packet, ProtocolVersion};
 
 /// Decodes the body of a packet other than CONNECT whose first byte is `byte1` (already
-/// checked for type and reserved flags).
+/// checked for type and reserved flags). Always `Some` on success: returning [`decode`]'s own
+/// type lets it hand the ~400-byte packet through without a copy.
+///
+/// [`decode`]: crate::mqtt::decode
+#[inline]
 pub(crate) fn decode(
     byte1: u8,
     body: Bytes,
     version: ProtocolVersion,
-) -> Result<Packet, DecodeError> {
+) -> Result<Option<Packet>, DecodeError> {
     use packet_type::*;
-    Ok(match byte1 >> 4 {
+    Ok(Some(match byte1 >> 4 {
         CONNACK => Packet::ConnAck(connack::read(body, version)?),
         PUBLISH => Packet::Publish(publish::read(byte1 & 0x0F, body)?),
         PUBACK => Packet::PubAck(pubresp::read(body)?),
@@ -55,7 +59,7 @@ pub(crate) fn decode(
                 "packet type not in MQTT 3.1.1",
             ));
         }
-    })
+    }))
 }
 
 /// Decodes a CONNECT body after its protocol name and level.

@@ -8,6 +8,7 @@ use crate::mqtt::codec::{
 };
 use crate::mqtt::{DecodeError, EncodeError, Publish, QoS};
 
+#[inline]
 pub(super) fn read(flags: u8, mut buf: Bytes) -> Result<Publish, DecodeError> {
     let (dup, qos, retain) = publish_flags(flags)?;
     // [MQTT-3.3.2-2], [MQTT-4.7.3-1]: a non-empty topic name without wildcards.

@@ -20,10 +20,14 @@ use super::properties::{PropertyContext, with_prefix};
 use super::{Connect, DecodeError, EncodeError, Packet, Properties, ReasonCode};
 
 /// Decodes the body of a packet other than CONNECT whose first byte is `byte1` (already
-/// checked for type and reserved flags).
-pub(crate) fn decode(byte1: u8, body: Bytes) -> Result<Packet, DecodeError> {
+/// checked for type and reserved flags). Always `Some` on success: returning [`decode`]'s own
+/// type lets it hand the ~400-byte packet through without a copy.
+///
+/// [`decode`]: crate::mqtt::decode
+#[inline]
+pub(crate) fn decode(byte1: u8, body: Bytes) -> Result<Option<Packet>, DecodeError> {
     use packet_type::*;
-    Ok(match byte1 >> 4 {
+    Ok(Some(match byte1 >> 4 {
         CONNACK => Packet::ConnAck(connack::read(body)?),
         PUBLISH => Packet::Publish(publish::read(byte1 & 0x0F, body)?),
         PUBACK => Packet::PubAck(pubresp::read(body)?),
@@ -46,7 +50,7 @@ pub(crate) fn decode(byte1: u8, body: Bytes) -> Result<Packet, DecodeError> {
         DISCONNECT => Packet::Disconnect(disconnect::read(body)?),
         AUTH => Packet::Auth(auth::read(body)?),
         _ => return Err(DecodeError::MalformedPacket("reserved packet type")),
-    })
+    }))
 }
 
 /// Decodes a CONNECT body after its protocol name and level.

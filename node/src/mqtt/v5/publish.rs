@@ -8,6 +8,7 @@ use crate::mqtt::codec::{
 use crate::mqtt::properties::{PropertyContext, with_prefix};
 use crate::mqtt::{DecodeError, EncodeError, Properties, Publish, QoS};
 
+#[inline]
 pub(super) fn read(flags: u8, mut buf: Bytes) -> Result<Publish, DecodeError> {
     let (dup, qos, retain) = publish_flags(flags)?;
     // [MQTT-3.3.2-2]: no wildcards. Empty is allowed here and checked against the topic alias
