@@ -2,7 +2,9 @@
 //! listeners. The `vernemq` binary in `main.rs` is a thin shell around [`server::Node`].
 
 pub mod broker;
+pub mod cluster;
 pub mod config;
+pub mod http;
 pub mod listener;
 pub mod mqtt;
 pub mod server;

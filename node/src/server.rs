@@ -6,6 +6,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
@@ -16,6 +17,7 @@ use vmq_storage::{Durability, MemStore, MessageStore, StoreMessageStore};
 use crate::broker::queue::{QueueLimits, QueueType};
 use crate::broker::{Broker, BrokerSettings, SharedPolicy};
 use crate::config::{self, Config};
+use crate::http::{self, HttpState, StandaloneView};
 use crate::listener::{self, ConnectSettings, ConnectionContext, ListenerSpec};
 use crate::session::SessionConfig;
 
@@ -35,6 +37,19 @@ pub enum StartError {
     /// The message store could not be opened.
     #[error("cannot open the message store: {0}")]
     Storage(#[from] vmq_storage::StoreError),
+    /// A delegated configuration entry is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// An HTTP listener address could not be bound.
+    #[error("cannot listen on {addr} (listener.http.{name}): {source}")]
+    BindHttp {
+        /// Listener name.
+        name: String,
+        /// Address.
+        addr: SocketAddr,
+        /// OS error.
+        source: std::io::Error,
+    },
     /// The configuration has no MQTT listener.
     #[error("no MQTT listener configured (add e.g. listener.tcp.default = 127.0.0.1:1883)")]
     NoListener,
@@ -44,6 +59,8 @@ pub enum StartError {
 pub struct Node {
     broker: Arc<Broker>,
     local_addrs: Vec<(String, SocketAddr)>,
+    http_addrs: Vec<(String, SocketAddr)>,
+    accepting: Arc<AtomicBool>,
     shutdown_tx: watch::Sender<bool>,
     tasks_rx: mpsc::Receiver<()>,
     store: Arc<dyn MessageStore>,
@@ -166,13 +183,34 @@ impl Node {
             local_addrs.push((spec.name.clone(), local));
             tokio::spawn(listener::serve(socket, Arc::new(spec), ctx.clone(), shutdown_rx.clone(), tasks_tx.clone()));
         }
+        let accepting = Arc::new(AtomicBool::new(true));
+        let http_state = Arc::new(HttpState {
+            broker: broker.clone(),
+            nodename: cfg.nodename.clone(),
+            cluster: Arc::new(StandaloneView { nodename: cfg.nodename.clone() }),
+            accepting: accepting.clone(),
+            api_keys: Vec::new(),
+        });
+        let mut http_addrs = Vec::new();
+        for l in http::config::http_listeners(cfg)? {
+            let socket = TcpListener::bind(l.addr)
+                .await
+                .map_err(|source| StartError::BindHttp { name: l.name.clone(), addr: l.addr, source })?;
+            http_addrs.push((l.name.clone(), socket.local_addr().unwrap_or(l.addr)));
+            tokio::spawn(http::serve(socket, l.name, http_state.clone(), shutdown_rx.clone()));
+        }
         tokio::spawn(sweep_sessions(broker.clone(), shutdown_rx, tasks_tx));
-        Ok(Node { broker, local_addrs, shutdown_tx, tasks_rx, store })
+        Ok(Node { broker, local_addrs, http_addrs, accepting, shutdown_tx, tasks_rx, store })
     }
 
     /// The bound address of every listener, by name.
     pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
         &self.local_addrs
+    }
+
+    /// The bound address of every HTTP listener, by name.
+    pub fn http_addrs(&self) -> &[(String, SocketAddr)] {
+        &self.http_addrs
     }
 
     /// The first listener's address.
@@ -189,6 +227,7 @@ impl Node {
     /// for all connection tasks, then flushes the message store.
     pub async fn shutdown(mut self) {
         info!("shutting down");
+        self.accepting.store(false, std::sync::atomic::Ordering::Relaxed);
         let _ = self.shutdown_tx.send(true);
         // Every listener and connection task holds a sender; `recv` returns `None` once all
         // have finished.

@@ -83,6 +83,10 @@ pub struct Counters {
     pub router_matches_none: AtomicU64,
     /// Sessions expired by `persistent_client_expiration` or Session Expiry Interval.
     pub sessions_expired: AtomicU64,
+    /// Client connections accepted.
+    pub socket_open: AtomicU64,
+    /// Client connections closed.
+    pub socket_close: AtomicU64,
 }
 
 /// The shared broker state.

@@ -474,6 +474,12 @@ impl Config {
     pub fn embedded_default() -> Config {
         let mut config = Config::vernemq_default();
         config.mqtt.allow_anonymous = true;
+        // VerneMQ's shipped template serves health, metrics and the management API here.
+        config.delegated.push(ConfigEntry {
+            key: "listener.http.default".into(),
+            value: "127.0.0.1:8888".into(),
+            line: 0,
+        });
         config
     }
 

@@ -132,9 +132,15 @@ fn embedded_default_is_a_laptop_broker() {
     assert_eq!(config.distributed_cookie, "vmq");
     assert_eq!(config.metadata_plugin, MetadataPlugin::VmqSwc);
     assert_eq!(config.log_console_level, LogLevel::Info);
-    // Apart from anonymous access, VerneMQ's defaults.
+    // Apart from anonymous access and the HTTP listener of VerneMQ's shipped template,
+    // VerneMQ's defaults.
     let mut vernemq = Config::vernemq_default();
     vernemq.mqtt.allow_anonymous = true;
+    vernemq.delegated.push(ConfigEntry {
+        key: "listener.http.default".into(),
+        value: "127.0.0.1:8888".into(),
+        line: 0,
+    });
     assert_eq!(config, vernemq);
 }
 

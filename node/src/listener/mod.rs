@@ -94,8 +94,10 @@ pub async fn serve(
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         let tasks = tasks.clone();
+        ctx.broker.counters.socket_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tokio::spawn(async move {
-            connection::run(stream, peer, spec, ctx, shutdown).await;
+            connection::run(stream, peer, spec, ctx.clone(), shutdown).await;
+            ctx.broker.counters.socket_close.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             drop(permit);
             drop(tasks);
         });

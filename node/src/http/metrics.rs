@@ -1,0 +1,32 @@
+//! `/metrics` in the Prometheus text exposition format, with VerneMQ's metric names.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use super::HttpState;
+
+pub(super) async fn prometheus(State(s): State<Arc<HttpState>>) -> impl IntoResponse {
+    let c = &s.broker.counters;
+    let node = &s.nodename;
+    let mut out = String::with_capacity(2048);
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{node=\"{node}\"}} {value}");
+    };
+    metric("mqtt_publish_received", "counter", "PUBLISH packets received from clients.", c.publish_received.load(Ordering::Relaxed));
+    metric("router_matches_local", "counter", "Messages routed to local subscriber queues.", c.messages_routed.load(Ordering::Relaxed));
+    metric("router_matches_none", "counter", "Published messages that matched no subscriber.", c.router_matches_none.load(Ordering::Relaxed));
+    metric("queue_message_drop", "counter", "Messages dropped by full queues or offline QoS 0.", c.queue_message_drop.load(Ordering::Relaxed));
+    metric("queue_session_expired", "counter", "Sessions removed after their expiry.", c.sessions_expired.load(Ordering::Relaxed));
+    metric("socket_open", "counter", "Client connections accepted.", c.socket_open.load(Ordering::Relaxed));
+    metric("socket_close", "counter", "Client connections closed.", c.socket_close.load(Ordering::Relaxed));
+    metric("queue_processes", "gauge", "Sessions (connected or offline).", s.broker.session_count() as u64);
+    metric("router_subscriptions", "gauge", "Subscriptions in the routing table.", s.broker.subscription_count() as u64);
+    metric("retain_messages", "gauge", "Retained messages.", s.broker.retained_count() as u64);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}

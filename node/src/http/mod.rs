@@ -1,0 +1,174 @@
+//! The HTTP listeners (`listener.http.<name>`, axum): health checks, Prometheus metrics and the
+//! management API that `vmq-admin` uses, with VerneMQ's paths and response shapes.
+//!
+//! - `GET /health`: 200 `{"status":"OK"}` when the node accepts connections and is ready (every
+//!   cluster member reachable), else 503 with the reason.
+//! - `GET /health/ping`: 200 while the HTTP server runs.
+//! - `GET /health/listeners`: 200 when every MQTT listener is up.
+//! - `GET /health/listeners_full_cluster`: listeners up and every member reachable.
+//! - `GET /metrics`: Prometheus text format.
+//! - `GET /api/v1/<command path>`: `vmq-admin` commands, answered as VerneMQ's HTTP API does
+//!   (`{"type":"table","table":[...]}` or `{"type":"text","text":...}`). Requests from
+//!   loopback addresses are served; others need an API key (HTTP basic auth user name).
+
+pub mod config;
+mod metrics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::info;
+
+use crate::broker::Broker;
+
+/// A cluster member as the admin path shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// The member's node name.
+    pub node: String,
+    /// True when it is reachable (VerneMQ's `Running`).
+    pub running: bool,
+}
+
+/// What the HTTP layer needs to know of the cluster. A single node is its own cluster.
+pub trait ClusterView: Send + Sync + 'static {
+    /// Every member with its reachability.
+    fn members(&self) -> Vec<MemberStatus>;
+    /// True when every member is reachable.
+    fn is_ready(&self) -> bool {
+        self.members().iter().all(|m| m.running)
+    }
+}
+
+/// The view of a node that is not clustered.
+#[derive(Debug)]
+pub struct StandaloneView {
+    /// This node's name.
+    pub nodename: String,
+}
+
+impl ClusterView for StandaloneView {
+    fn members(&self) -> Vec<MemberStatus> {
+        vec![MemberStatus { node: self.nodename.clone(), running: true }]
+    }
+}
+
+/// Shared state of the HTTP handlers.
+pub struct HttpState {
+    /// The broker.
+    pub broker: Arc<Broker>,
+    /// This node's name.
+    pub nodename: String,
+    /// The cluster as this node sees it.
+    pub cluster: Arc<dyn ClusterView>,
+    /// True while the MQTT listeners accept connections.
+    pub accepting: Arc<AtomicBool>,
+    /// API keys accepted from non-loopback clients.
+    pub api_keys: Vec<String>,
+}
+
+impl std::fmt::Debug for HttpState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpState").field("nodename", &self.nodename).finish_non_exhaustive()
+    }
+}
+
+/// The routes.
+pub fn router(state: Arc<HttpState>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/health/ping", get(|| async { "pong" }))
+        .route("/health/listeners", get(health_listeners))
+        .route("/health/listeners_full_cluster", get(health_full_cluster))
+        .route("/metrics", get(metrics::prometheus))
+        .route("/api/v1/{*command}", get(api))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` turns true.
+pub async fn serve(listener: TcpListener, name: String, state: Arc<HttpState>, mut shutdown: watch::Receiver<bool>) {
+    let addr = listener.local_addr().ok();
+    info!(listener = %name, addr = ?addr, "HTTP listener ready");
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        tracing::warn!(listener = %name, error = %e, "HTTP listener failed");
+    }
+}
+
+fn status(ok: bool, reason: &str) -> Response {
+    if ok {
+        (StatusCode::OK, axum::Json(json!({"status": "OK"}))).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(json!({"status": "DOWN", "reason": reason}))).into_response()
+    }
+}
+
+async fn health(State(s): State<Arc<HttpState>>) -> Response {
+    let accepting = s.accepting.load(Ordering::Relaxed);
+    if !accepting {
+        return status(false, "MQTT listeners are not accepting connections");
+    }
+    status(s.cluster.is_ready(), "cluster is not ready: a member is unreachable")
+}
+
+async fn health_listeners(State(s): State<Arc<HttpState>>) -> Response {
+    status(s.accepting.load(Ordering::Relaxed), "MQTT listeners are not accepting connections")
+}
+
+async fn health_full_cluster(State(s): State<Arc<HttpState>>) -> Response {
+    let ok = s.accepting.load(Ordering::Relaxed) && s.cluster.members().iter().all(|m| m.running);
+    status(ok, "a listener is down or a cluster member is offline")
+}
+
+fn authorised(s: &HttpState, peer: SocketAddr, headers: &HeaderMap) -> bool {
+    if peer.ip().is_loopback() {
+        return true;
+    }
+    let Some(auth) = headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(encoded) = auth.strip_prefix("Basic ") else { return false };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded.trim()) else { return false };
+    let user = String::from_utf8_lossy(&decoded);
+    let key = user.split(':').next().unwrap_or_default();
+    s.api_keys.iter().any(|k| k == key)
+}
+
+fn table(rows: Vec<Value>) -> Response {
+    axum::Json(json!({"type": "table", "table": rows})).into_response()
+}
+
+async fn api(
+    State(s): State<Arc<HttpState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(command): Path<String>,
+    Query(_args): Query<Vec<(String, String)>>,
+) -> Response {
+    if !authorised(&s, peer, &headers) {
+        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"type": "text", "text": "API key required"}))).into_response();
+    }
+    match command.as_str() {
+        "cluster/show" => table(
+            s.cluster.members().into_iter().map(|m| json!({"Node": m.node, "Running": m.running})).collect(),
+        ),
+        other => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({"type": "text", "text": format!("unknown command '{}'", other.replace('/', " "))})),
+        )
+            .into_response(),
+    }
+}
