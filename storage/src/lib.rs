@@ -3,13 +3,18 @@
 //! - [`Store`]: an ordered key-value store with atomic write batches, point reads and prefix
 //!   scans, split into [`Column`]s (one per concern). [`MemStore`] is the reference
 //!   implementation and the test double; the RocksDB one sits behind the `rocksdb` feature.
-//! - [`MessageStore`]: the offline queues of persistent sessions, built on any [`Store`].
+//! - [`MessageStore`]: the offline queues of persistent sessions, built on any [`Store`]:
+//!   [`StoreMessageStore`] writes on the caller's thread, [`GroupCommitMessageStore`] groups
+//!   concurrent appends into one write and one fsync (the one the node uses).
+//! - `RocksStore` and `RocksConfig` (feature `rocksdb`): the node's database, one per node,
+//!   one column family per [`Column`]; see the crate README for settings and bad days.
 //! - [`metadata`]: the contract shared by the two metadata backends (`vmq-swc`, `vmq-plumtree`),
 //!   so that the node drives either with one driver.
 //!
 //! Nothing here does network I/O; nothing here reads the clock.
 
 mod error;
+mod group_commit;
 mod mem;
 mod message_store;
 pub mod metadata;
@@ -20,8 +25,13 @@ mod store;
 pub mod contract;
 
 pub use error::StoreError;
+pub use group_commit::{
+    DurabilityPolicy, GroupCommitConfig, GroupCommitMessageStore, GroupCommitStats,
+};
 pub use mem::MemStore;
-pub use message_store::{MessageSeq, MessageStore, QueueKey, StoreMessageStore, StoredMessage};
+pub use message_store::{
+    AppendDone, DeleteDone, MessageSeq, MessageStore, QueueKey, StoreMessageStore, StoredMessage,
+};
 #[cfg(feature = "rocksdb")]
-pub use rocks::{RocksConfig, RocksStore};
-pub use store::{BatchOp, Column, Durability, Store, WriteBatch};
+pub use rocks::{Compression, RocksConfig, RocksStore, format_size, parse_size};
+pub use store::{BatchOp, Column, Durability, KeyValue, Store, WriteBatch};

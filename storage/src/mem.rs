@@ -1,15 +1,17 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use crate::{BatchOp, Column, Durability, Store, StoreError, WriteBatch};
+use crate::{BatchOp, Column, Durability, KeyValue, Store, StoreError, WriteBatch};
 
 /// The in-memory [`Store`]: the reference implementation of the contract and the test double.
 /// It forgets everything when dropped.
 #[derive(Debug, Default)]
 pub struct MemStore {
     // A std mutex: every section is a short map operation that never awaits.
-    columns: Mutex<BTreeMap<Column, BTreeMap<Vec<u8>, Vec<u8>>>>,
+    columns: Mutex<Columns>,
 }
+
+type Columns = BTreeMap<Column, BTreeMap<Vec<u8>, Vec<u8>>>;
 
 impl MemStore {
     /// An empty store.
@@ -17,7 +19,7 @@ impl MemStore {
         Self::default()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Column, BTreeMap<Vec<u8>, Vec<u8>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Columns> {
         // A poisoned lock only means another thread panicked mid-operation; each operation
         // leaves the maps consistent, so the data is still usable.
         self.columns.lock().unwrap_or_else(|e| e.into_inner())
@@ -52,7 +54,7 @@ impl Store for MemStore {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<KeyValue>, StoreError> {
         let columns = self.lock();
         let Some(map) = columns.get(&column) else { return Ok(Vec::new()) };
         let start = match after {

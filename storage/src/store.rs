@@ -105,6 +105,9 @@ impl WriteBatch {
     }
 }
 
+/// One stored entry as a scan returns it: `(key, value)`.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// An ordered key-value store, split into [`Column`]s.
 ///
 /// Contract (checked by `contract::run_all` against every implementation):
@@ -131,7 +134,7 @@ pub trait Store: Send + Sync + 'static {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    ) -> Result<Vec<KeyValue>, StoreError>;
 
     /// Makes every earlier buffered write durable (fsync of the write-ahead log).
     fn flush(&self) -> Result<(), StoreError>;
@@ -150,7 +153,7 @@ impl<S: Store + ?Sized> Store for std::sync::Arc<S> {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<KeyValue>, StoreError> {
         (**self).scan_prefix(column, prefix, after, limit)
     }
     fn flush(&self) -> Result<(), StoreError> {
