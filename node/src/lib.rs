@@ -9,3 +9,4 @@ pub mod listener;
 pub mod mqtt;
 pub mod server;
 pub mod session;
+pub mod storage;

@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 use vmq_node::config::Config;
 use vmq_node::server::Node;
+use vmq_node::storage::NodeStorage;
 
 #[derive(Parser)]
 #[command(name = "vernemq", version, about = "vmq-rs: a clustered MQTT broker compatible with VerneMQ")]
@@ -94,7 +95,8 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         }
         let source = cfg.source.as_ref().map_or_else(|| "embedded defaults".to_string(), |p| p.display().to_string());
         info!(nodename = %cfg.nodename, config = %source, "starting vmq-rs {}", env!("CARGO_PKG_VERSION"));
-        let node = Node::start(&cfg).await?;
+        let storage = NodeStorage::open(&cfg)?;
+        let node = Node::start_with(&cfg, storage).await?;
         for (name, addr) in node.local_addrs() {
             info!(listener = %name, %addr, "MQTT listener ready");
         }

@@ -12,12 +12,15 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::info;
-use vmq_storage::{Durability, MemStore, MessageStore, StoreMessageStore};
+use vmq_storage::MessageStore;
+
+pub use crate::storage::NodeStorage;
 
 use crate::broker::queue::{QueueLimits, QueueType};
 use crate::broker::{Broker, BrokerSettings, SharedPolicy};
 use crate::config::{self, Config};
-use crate::http::{self, HttpState, StandaloneView};
+use crate::cluster::Cluster;
+use crate::http::{self, HttpState};
 use crate::listener::{self, ConnectSettings, ConnectionContext, ListenerSpec};
 use crate::session::SessionConfig;
 
@@ -50,6 +53,9 @@ pub enum StartError {
         /// OS error.
         source: std::io::Error,
     },
+    /// The cluster layer could not start.
+    #[error("cannot start clustering: {0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The configuration has no MQTT listener.
     #[error("no MQTT listener configured (add e.g. listener.tcp.default = 127.0.0.1:1883)")]
     NoListener,
@@ -64,6 +70,8 @@ pub struct Node {
     shutdown_tx: watch::Sender<bool>,
     tasks_rx: mpsc::Receiver<()>,
     store: Arc<dyn MessageStore>,
+    storage: NodeStorage,
+    cluster: Arc<Cluster>,
 }
 
 impl std::fmt::Debug for Node {
@@ -147,18 +155,20 @@ fn listener_spec(l: &config::TcpListenerConfig) -> ListenerSpec {
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 impl Node {
-    /// Starts a node with an in-memory message store.
+    /// Starts a node with in-memory storage.
     pub async fn start(cfg: &Config) -> Result<Node, StartError> {
-        let store = StoreMessageStore::open(Arc::new(MemStore::new()), Durability::Buffered)?;
-        Self::start_with_store(cfg, Arc::new(store)).await
+        Self::start_with(cfg, NodeStorage::in_memory()?).await
     }
 
-    /// Starts a node keeping offline messages in `store`.
-    pub async fn start_with_store(cfg: &Config, store: Arc<dyn MessageStore>) -> Result<Node, StartError> {
+    /// Starts a node on `storage`.
+    pub async fn start_with(cfg: &Config, storage: NodeStorage) -> Result<Node, StartError> {
+        let store = storage.messages.clone();
         if cfg.listeners.is_empty() {
             return Err(StartError::NoListener);
         }
         let broker = Broker::new(broker_settings(cfg), store.clone());
+        // Before the listeners: the routing table is rebuilt from the replica first.
+        let cluster = Arc::new(Cluster::start(cfg, &storage, broker.clone()).await?);
         let ctx = Arc::new(ConnectionContext {
             broker: broker.clone(),
             session: session_config(cfg),
@@ -187,7 +197,7 @@ impl Node {
         let http_state = Arc::new(HttpState {
             broker: broker.clone(),
             nodename: cfg.nodename.clone(),
-            cluster: Arc::new(StandaloneView { nodename: cfg.nodename.clone() }),
+            cluster: cluster.view(),
             accepting: accepting.clone(),
             api_keys: Vec::new(),
         });
@@ -200,7 +210,7 @@ impl Node {
             tokio::spawn(http::serve(socket, l.name, http_state.clone(), shutdown_rx.clone()));
         }
         tokio::spawn(sweep_sessions(broker.clone(), shutdown_rx, tasks_tx));
-        Ok(Node { broker, local_addrs, http_addrs, accepting, shutdown_tx, tasks_rx, store })
+        Ok(Node { broker, local_addrs, http_addrs, accepting, shutdown_tx, tasks_rx, store, storage, cluster })
     }
 
     /// The bound address of every listener, by name.
@@ -218,6 +228,21 @@ impl Node {
         self.local_addrs.first().map(|(_, a)| *a).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
+    /// The node's storage.
+    pub fn storage(&self) -> &NodeStorage {
+        &self.storage
+    }
+
+    /// The cluster layer.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
+    }
+
+    /// The address of the cluster endpoint (`listener.vmq.clustering`, as peers dial it).
+    pub fn cluster_addr(&self) -> SocketAddr {
+        self.cluster.addr()
+    }
+
     /// The broker state.
     pub fn broker(&self) -> &Arc<Broker> {
         &self.broker
@@ -232,6 +257,8 @@ impl Node {
         // Every listener and connection task holds a sender; `recv` returns `None` once all
         // have finished.
         while self.tasks_rx.recv().await.is_some() {}
+        // After the sessions: the removal of their clean-session subscriptions goes out first.
+        self.cluster.shutdown().await;
         drop(self.store);
         info!("stopped");
     }

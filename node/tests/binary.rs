@@ -2,97 +2,12 @@
 //! (`mosquitto_pub`/`mosquitto_sub`, Python paho-mqtt), SIGTERM for a graceful stop.
 //! `.ci/run` installs those clients.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
-const WAIT: Duration = Duration::from_secs(20);
-
-struct Broker {
-    child: Child,
-    addr: SocketAddr,
-    lines: mpsc::Receiver<String>,
-    _dir: tempfile::TempDir,
-}
-
-impl Broker {
-    fn start(extra_config: &str) -> Broker {
-        let dir = tempfile::tempdir().unwrap();
-        let conf = dir.path().join("vernemq.conf");
-        let text = format!(
-            "listener.tcp.default = 127.0.0.1:0\nallow_anonymous = on\nplatform_data_dir = {}\n{extra_config}\n",
-            dir.path().join("data").display()
-        );
-        std::fs::write(&conf, text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vernemq"))
-            .args(["console", "-c"])
-            .arg(&conf)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG_STYLE", "never")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("vernemq starts");
-        let (tx, lines) = mpsc::channel();
-        for out in [Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().unwrap())] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(out).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        let mut b = Broker { child, addr: "127.0.0.1:0".parse().unwrap(), lines, _dir: dir };
-        let ready = b.wait_for_line("MQTT listener ready");
-        let addr = strip_ansi(&ready).split("addr=").nth(1).and_then(|s| s.split_whitespace().next()).expect("addr in log").to_string();
-        b.addr = addr.parse().expect("socket address");
-        b
-    }
-
-    fn wait_for_line(&self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if strip_ansi(&line).contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("no log line containing {needle:?}"),
-            }
-        }
-    }
-
-    fn stop(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(std::time::Instant::now() < deadline, "vernemq did not stop after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+use common::process::Broker;
 
 #[test]
 fn mosquitto_clients_round_trip_every_version_and_qos() {

@@ -14,10 +14,11 @@ pub mod trie;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
 use vmq_storage::MessageStore;
+use vmq_storage::metadata::NodeId;
 
 pub use registry::{ConnectionHandle, Kick, Registration, SessionSlot, SlotState, SubscriptionRecord};
 pub use routing::PublishOutcome;
@@ -89,6 +90,53 @@ pub struct Counters {
     pub socket_close: AtomicU64,
 }
 
+/// Remote subscriptions matching one topic, as the cluster knows them.
+#[derive(Debug, Default)]
+pub struct RemoteMatches {
+    /// Remote nodes with at least one matching plain (non-shared) subscription.
+    pub nodes: Vec<NodeId>,
+    /// Matching shared subscriptions with remote members.
+    pub shared: Vec<RemoteShared>,
+}
+
+/// The remote members of one shared subscription `$share/<group>/<filter>`.
+#[derive(Debug, Clone)]
+pub struct RemoteShared {
+    /// Share group name.
+    pub group: String,
+    /// Topic filter (without the `$share/<group>/` prefix).
+    pub filter: String,
+    /// Members: node and client id.
+    pub members: Vec<(NodeId, Arc<str>)>,
+}
+
+/// A publish to send to one remote node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    /// The node.
+    pub node: NodeId,
+    /// Deliver to the node's matching plain subscriptions.
+    pub plain: bool,
+    /// Deliver to these shared-subscription members only: client id and the full
+    /// `$share/<group>/<filter>` filter.
+    pub shared: Vec<(Arc<str>, String)>,
+}
+
+/// What the broker tells the cluster, and asks it, so that the broker does not depend on the
+/// cluster's implementation. Without a cluster (a single node) none of it is called.
+/// Implementations must not call back into the broker's locking paths (they are called with
+/// no broker lock held, but from connection tasks, so they must return quickly).
+pub trait ClusterHooks: Send + Sync + 'static {
+    /// The subscriptions of a session changed; an empty list means the session is gone.
+    fn subscriptions_changed(&self, key: &vmq_storage::QueueKey, clean_session: bool, subscriptions: Vec<(String, SubscriptionRecord)>);
+    /// A retained message was set (an empty payload clears the topic).
+    fn retained_changed(&self, msg: &Arc<message::Msg>);
+    /// Remote subscriptions matching `topic` in `mountpoint`.
+    fn remote_matches(&self, mountpoint: &str, topic: &str) -> RemoteMatches;
+    /// Sends `msg` to remote nodes, one frame per node, in the order of the calls.
+    fn forward(&self, msg: &Arc<message::Msg>, forwards: Vec<Forward>);
+}
+
 /// The shared broker state.
 pub struct Broker {
     settings: BrokerSettings,
@@ -99,6 +147,7 @@ pub struct Broker {
     sessions: Mutex<HashMap<vmq_storage::QueueKey, Arc<SessionSlot>>>,
     next_connection_id: AtomicU64,
     rng_state: AtomicU64,
+    cluster: OnceLock<Arc<dyn ClusterHooks>>,
     /// Metrics counters.
     pub counters: Counters,
 }
@@ -121,12 +170,33 @@ impl Broker {
             sessions: Mutex::new(HashMap::new()),
             next_connection_id: AtomicU64::new(1),
             rng_state: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+            cluster: OnceLock::new(),
             counters: Counters::default(),
         });
         for (key, _) in store.queues() {
             broker.restore_offline_session(key);
         }
         broker
+    }
+
+    /// Connects the broker to its cluster; only the first call has an effect.
+    pub fn set_cluster(&self, hooks: Arc<dyn ClusterHooks>) {
+        let _ = self.cluster.set(hooks);
+    }
+
+    fn cluster(&self) -> Option<&Arc<dyn ClusterHooks>> {
+        self.cluster.get()
+    }
+
+    /// Applies a retained message replicated from another node (an empty payload clears the
+    /// topic), without announcing it back to the cluster.
+    pub fn set_retained_replica(&self, msg: Arc<message::Msg>) {
+        self.retained().set(msg);
+    }
+
+    /// Removes the retained message of `topic` in `mountpoint` (replicated delete).
+    pub fn clear_retained_replica(&self, mountpoint: &str, topic: &str) {
+        self.retained().remove(mountpoint, topic);
     }
 
     /// Broker settings.

@@ -10,9 +10,9 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, oneshot};
 use tracing::warn;
-use vmq_storage::{MessageSeq, MessageStore, QueueKey};
+use vmq_storage::{MessageSeq, MessageStore, QueueKey, StoreError};
 
 use super::message::Delivery;
 use super::persist;
@@ -56,15 +56,35 @@ pub struct Queued {
     pub stored: Option<MessageSeq>,
 }
 
+/// Resolves once a message handed to the message store is durable (or failed to be).
+/// The broker acknowledges a QoS 1/2 publish only after every such ticket resolved `Ok`.
+#[derive(Debug)]
+#[must_use]
+pub struct Durable(oneshot::Receiver<Result<(), StoreError>>);
+
+impl Durable {
+    /// Waits for the store's answer.
+    pub async fn wait(self) -> Result<(), StoreError> {
+        self.0.await.unwrap_or_else(|_| Err(StoreError::Engine("message store stopped".into())))
+    }
+}
+
 /// What happened to an enqueued message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum EnqueueOutcome {
     /// Waiting in memory for the connected session.
     Queued,
-    /// Written to the message store for the offline session.
-    Stored,
+    /// Handed to the message store; durable when the ticket resolves.
+    Stored(Durable),
     /// Dropped: queue full, QoS 0 to an offline session, or a storage failure.
     Dropped,
+}
+
+impl EnqueueOutcome {
+    /// True for [`EnqueueOutcome::Dropped`].
+    pub fn is_dropped(&self) -> bool {
+        matches!(self, EnqueueOutcome::Dropped)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -74,6 +94,8 @@ struct Inner {
     /// Messages of this queue in the store that are not yet in `pending` (offline backlog
     /// still to stream in after reconnect, or everything while offline).
     backlog: u64,
+    /// Appends handed to the store and not yet durable; they join `backlog` when they are.
+    appending: u64,
     /// Highest sequence already loaded from the store into `pending`.
     loaded_upto: Option<MessageSeq>,
     dropped: u64,
@@ -143,12 +165,12 @@ impl Queue {
     }
 
     /// Adds a message for the client.
-    pub fn enqueue(&self, delivery: Delivery) -> EnqueueOutcome {
+    pub fn enqueue(self: &Arc<Self>, delivery: Delivery) -> EnqueueOutcome {
         let mut inner = self.lock();
         if inner.online {
-            if inner.backlog > 0 {
+            if inner.backlog > 0 || inner.appending > 0 {
                 // Older messages are still in the store: keep order by appending behind them.
-                return self.store_locked(&mut inner, delivery);
+                return self.store(inner, delivery);
             }
             if let Some(max) = self.limits.max_online {
                 if inner.pending.len() >= max {
@@ -184,40 +206,54 @@ impl Queue {
                 inner.dropped += 1;
                 return EnqueueOutcome::Dropped;
             }
-            self.store_locked(&mut inner, delivery)
+            self.store(inner, delivery)
         }
     }
 
-    fn store_locked(&self, inner: &mut Inner, delivery: Delivery) -> EnqueueOutcome {
+    /// Hands a message to the store. The lock is released before the store is called: its
+    /// completion may run synchronously and takes the lock itself.
+    fn store(self: &Arc<Self>, mut inner: MutexGuard<'_, Inner>, delivery: Delivery) -> EnqueueOutcome {
         if let Some(max) = self.limits.max_offline {
-            if inner.backlog as usize + inner.pending.len() >= max {
+            if (inner.backlog + inner.appending) as usize + inner.pending.len() >= max {
                 inner.dropped += 1;
                 return EnqueueOutcome::Dropped;
             }
         }
+        inner.appending += 1;
+        drop(inner);
         let data = persist::encode_delivery(&delivery);
-        match self.store.append(&self.key, &[&data]) {
-            Ok(_) => {
-                inner.backlog += 1;
-                if inner.online {
-                    self.notify.notify_one();
+        let (tx, rx) = oneshot::channel();
+        let queue = Arc::clone(self);
+        self.store.append_deferred(
+            &self.key,
+            &[&data],
+            Box::new(move |result| {
+                let mut inner = queue.lock();
+                inner.appending -= 1;
+                let answer = match result {
+                    Ok(_) => {
+                        inner.backlog += 1;
+                        Ok(())
+                    }
+                    Err(e) => {
+                        warn!(client_id = %queue.key.client_id, error = %e, "offline message not stored");
+                        inner.dropped += 1;
+                        Err(e)
+                    }
+                };
+                let online = inner.online;
+                drop(inner);
+                if online {
+                    queue.notify.notify_one();
                 }
-                EnqueueOutcome::Stored
-            }
-            Err(e) => {
-                warn!(client_id = %self.key.client_id, error = %e, "offline message not stored");
-                inner.dropped += 1;
-                EnqueueOutcome::Dropped
-            }
-        }
+                let _ = tx.send(answer);
+            }),
+        );
+        EnqueueOutcome::Stored(Durable(rx))
     }
 
     fn forget(&self, q: &Queued) {
-        if let Some(seq) = q.stored {
-            if let Err(e) = self.store.delete(&self.key, &[seq]) {
-                warn!(client_id = %self.key.client_id, error = %e, "cannot delete stored message");
-            }
-        }
+        self.delivered(q.stored);
     }
 
     /// Marks the queue online (a connection consumes it). Messages stored while offline are
@@ -261,12 +297,42 @@ impl Queue {
     /// stay, in order, ahead of what the store receives from now on. Messages in the
     /// connection's inflight window stay in the session (and, if read from the store, in the
     /// store) so they are resent with their packet ids on reconnect [MQTT-4.4.0-1].
-    pub fn set_offline(&self) {
+    pub fn set_offline(self: &Arc<Self>) {
         let mut inner = self.lock();
         inner.online = false;
         let before = inner.pending.len();
         inner.pending.retain(|q| q.delivery.qos != QoS::AtMostOnce);
         inner.dropped += (before - inner.pending.len()) as u64;
+        // Messages that arrived while online live only in memory; an offline session's
+        // messages must survive a crash, so they go to the store now. They are newer than every
+        // stored message (arrivals go to the store while a backlog exists), so appending keeps
+        // the order.
+        if inner.backlog > 0 || inner.appending > 0 {
+            return;
+        }
+        let (memory_only, stored): (VecDeque<Queued>, VecDeque<Queued>) =
+            std::mem::take(&mut inner.pending).into_iter().partition(|q| q.stored.is_none());
+        inner.pending = stored;
+        inner.appending += memory_only.len() as u64;
+        drop(inner);
+        for q in memory_only {
+            let data = persist::encode_delivery(&q.delivery);
+            let queue = Arc::clone(self);
+            self.store.append_deferred(&self.key, &[&data], Box::new(move |result| queue.appended(result.map(|_| ()))));
+        }
+    }
+
+    /// Completion of an append started by [`Queue::set_offline`].
+    fn appended(&self, result: Result<(), StoreError>) {
+        let mut inner = self.lock();
+        inner.appending -= 1;
+        match result {
+            Ok(()) => inner.backlog += 1,
+            Err(e) => {
+                warn!(client_id = %self.key.client_id, error = %e, "offline message not stored");
+                inner.dropped += 1;
+            }
+        }
     }
 
     /// Moves up to `max` messages into `out` for delivery. Expired messages are dropped on the
@@ -321,12 +387,20 @@ impl Queue {
         }
     }
 
-    /// The delivery of a message read from the store completed: delete it there.
+    /// The delivery of a message read from the store completed: delete it there. The delete
+    /// is not waited for: at worst a crash redelivers it, as QoS 1 allows.
     pub fn delivered(&self, stored: Option<MessageSeq>) {
         if let Some(seq) = stored {
-            if let Err(e) = self.store.delete(&self.key, &[seq]) {
-                warn!(client_id = %self.key.client_id, error = %e, "cannot delete delivered message");
-            }
+            let client_id = self.key.client_id.clone();
+            self.store.delete_deferred(
+                &self.key,
+                &[seq],
+                Box::new(move |r| {
+                    if let Err(e) = r {
+                        warn!(%client_id, error = %e, "cannot delete delivered message");
+                    }
+                }),
+            );
         }
     }
 
@@ -352,9 +426,9 @@ mod tests {
     use super::*;
     use crate::broker::message::Msg;
 
-    fn queue(limits: QueueLimits) -> Queue {
+    fn queue(limits: QueueLimits) -> Arc<Queue> {
         let store = StoreMessageStore::open(Arc::new(MemStore::new()), Durability::Buffered).unwrap();
-        Queue::new(QueueKey::new("", "c"), limits, Arc::new(store))
+        Arc::new(Queue::new(QueueKey::new("", "c"), limits, Arc::new(store)))
     }
 
     fn delivery(n: u8, qos: QoS) -> Delivery {
@@ -385,7 +459,7 @@ mod tests {
         let q = queue(QueueLimits { max_online: Some(2), ..QueueLimits::default() });
         q.set_online();
         for n in 0..4 {
-            q.enqueue(delivery(n, QoS::AtLeastOnce));
+            let _ = q.enqueue(delivery(n, QoS::AtLeastOnce));
         }
         assert_eq!((drain(&q), q.dropped()), (vec![0, 1], 2));
     }
@@ -395,7 +469,7 @@ mod tests {
         let q = queue(QueueLimits { max_online: Some(2), queue_type: QueueType::Lifo, ..QueueLimits::default() });
         q.set_online();
         for n in 0..4 {
-            q.enqueue(delivery(n, QoS::AtLeastOnce));
+            let _ = q.enqueue(delivery(n, QoS::AtLeastOnce));
         }
         assert_eq!((drain(&q), q.dropped()), (vec![3, 2], 2));
     }
@@ -403,8 +477,8 @@ mod tests {
     #[test]
     fn offline_keeps_qos1_in_the_store_and_drops_qos0() {
         let q = queue(QueueLimits::default());
-        assert_eq!(q.enqueue(delivery(0, QoS::AtMostOnce)), EnqueueOutcome::Dropped);
-        assert_eq!(q.enqueue(delivery(1, QoS::AtLeastOnce)), EnqueueOutcome::Stored);
+        assert!(q.enqueue(delivery(0, QoS::AtMostOnce)).is_dropped());
+        assert!(matches!(q.enqueue(delivery(1, QoS::AtLeastOnce)), EnqueueOutcome::Stored(_)));
         assert_eq!(q.store.count(&q.key), 1);
         q.set_online();
         assert_eq!(drain(&q), vec![1]);
@@ -416,7 +490,7 @@ mod tests {
         for (override_max_online, want) in [(false, vec![0, 1]), (true, vec![0, 1, 2, 3])] {
             let q = queue(QueueLimits { max_online: Some(2), override_max_online, ..QueueLimits::default() });
             for n in 0..4 {
-                q.enqueue(delivery(n, QoS::AtLeastOnce));
+                let _ = q.enqueue(delivery(n, QoS::AtLeastOnce));
             }
             q.set_online();
             assert_eq!(drain(&q), want, "override_max_online_messages = {override_max_online}");
@@ -426,9 +500,9 @@ mod tests {
     #[test]
     fn messages_arriving_online_wait_behind_the_stored_backlog() {
         let q = queue(QueueLimits { override_max_online: true, ..QueueLimits::default() });
-        q.enqueue(delivery(1, QoS::AtLeastOnce));
+        let _ = q.enqueue(delivery(1, QoS::AtLeastOnce));
         q.set_online();
-        q.enqueue(delivery(2, QoS::AtLeastOnce));
+        let _ = q.enqueue(delivery(2, QoS::AtLeastOnce));
         assert_eq!(drain(&q), vec![1, 2]);
     }
 
@@ -438,8 +512,8 @@ mod tests {
         q.set_online();
         let mut d = delivery(1, QoS::AtLeastOnce);
         Arc::make_mut(&mut d.msg).expires_at = Some(Instant::now());
-        q.enqueue(d);
-        q.enqueue(delivery(2, QoS::AtLeastOnce));
+        let _ = q.enqueue(d);
+        let _ = q.enqueue(delivery(2, QoS::AtLeastOnce));
         assert_eq!(drain(&q), vec![2]);
     }
 }

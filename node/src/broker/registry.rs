@@ -60,6 +60,9 @@ pub struct SlotState {
     pub disconnected_at: Option<Instant>,
     /// Bumped at every registration; a delayed will checks it to see the client came back.
     pub generation: u64,
+    /// True when the session was started clean (its subscriptions do not outlive the node
+    /// run that holds them, VerneMQ's `clean_session` in the `subscriber` metadata).
+    pub clean_session: bool,
 }
 
 /// A session: outlives its connections when persistent.
@@ -154,7 +157,7 @@ impl Broker {
                 }
             }
             let queue = self.new_queue(key.clone());
-            let state = SlotState { connection: Some(conn), generation: 1, ..SlotState::default() };
+            let state = SlotState { connection: Some(conn), generation: 1, clean_session: clean_start, ..SlotState::default() };
             let slot = Arc::new(SessionSlot { key: key.clone(), queue, state: Mutex::new(state) });
             sessions.insert(key, slot.clone());
             drop(sessions);
@@ -211,6 +214,47 @@ impl Broker {
         self.sessions().values().filter_map(|s| s.state().connection.clone()).collect()
     }
 
+    /// Tells the cluster (if any) the current subscriptions of `slot`; an empty list removes
+    /// the session from the replicated `subscriber` prefix.
+    pub(super) fn announce_subscriptions(&self, slot: &Arc<SessionSlot>) {
+        let Some(cluster) = self.cluster() else { return };
+        let (clean, subs) = {
+            let st = slot.state();
+            let mut subs: Vec<(String, SubscriptionRecord)> = st.subscriptions.iter().map(|(f, r)| (f.clone(), *r)).collect();
+            subs.sort_by(|a, b| a.0.cmp(&b.0));
+            (st.clean_session, subs)
+        };
+        cluster.subscriptions_changed(&slot.key, clean, subs);
+    }
+
+    /// Recreates an offline persistent session with `subscriptions`, from the replicated
+    /// `subscriber` entries this node held before a restart (VerneMQ rebuilds its queues from
+    /// metadata the same way), so that messages published meanwhile are queued for it.
+    pub fn restore_subscriptions(&self, key: QueueKey, subscriptions: Vec<(String, SubscriptionRecord)>) {
+        let slot = match self.session(&key) {
+            Some(slot) => slot,
+            None => {
+                self.restore_offline_session(key.clone());
+                let Some(slot) = self.session(&key) else { return };
+                slot
+            }
+        };
+        for (filter, record) in subscriptions {
+            let Ok(parsed) = crate::mqtt::topic::parse_filter(&filter) else { continue };
+            let entry = super::trie::SubEntry {
+                client_id: key.client_id.as_str().into(),
+                queue: slot.queue.clone(),
+                options: record.options,
+                id: record.id,
+            };
+            {
+                let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+                routes.entry(key.mountpoint.as_str().into()).or_default().insert(parsed.share, parsed.filter, entry);
+            }
+            slot.state().subscriptions.insert(filter, record);
+        }
+    }
+
     /// Looks a session up.
     pub fn session(&self, key: &QueueKey) -> Option<Arc<SessionSlot>> {
         self.sessions().get(key).cloned()
@@ -221,8 +265,12 @@ impl Broker {
             sessions.remove(&slot.key);
         }
         let subs: Vec<String> = slot.state().subscriptions.drain().map(|(f, _)| f).collect();
+        let had_subscriptions = !subs.is_empty();
         for filter in subs {
             self.remove_route(&slot.key, &filter);
+        }
+        if had_subscriptions {
+            self.announce_subscriptions(slot);
         }
         slot.queue.destroy();
     }

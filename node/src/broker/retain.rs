@@ -41,6 +41,13 @@ impl RetainStore {
         out
     }
 
+    /// Removes the retained message of `topic` in `mountpoint`, if any.
+    pub fn remove(&mut self, mountpoint: &str, topic: &str) {
+        if let Some(topics) = self.by_mountpoint.get_mut(mountpoint) {
+            topics.remove(topic);
+        }
+    }
+
     /// Number of retained messages.
     pub fn len(&self) -> usize {
         self.by_mountpoint.values().map(HashMap::len).sum()

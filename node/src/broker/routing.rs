@@ -5,18 +5,21 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::message::{Delivery, Msg};
-use super::queue::{EnqueueOutcome, Queue};
+use super::queue::{Durable, EnqueueOutcome, Queue};
 use super::trie::{Match, SubEntry, Trie};
-use super::{Broker, SessionSlot, SharedPolicy, SubscriptionRecord};
+use super::{Broker, Forward, SessionSlot, SharedPolicy, SubscriptionRecord};
 use crate::mqtt::topic;
+use vmq_storage::metadata::NodeId;
 
 /// What a publish did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Default)]
 pub struct PublishOutcome {
     /// Subscriptions (counting a shared group once) that received it.
     pub matched: usize,
     /// Of those, how many dropped it (full or offline QoS 0).
     pub dropped: usize,
+    /// Offline queues it went to; acknowledge the publish only once all are durable.
+    pub durable: Vec<Durable>,
 }
 
 struct Target {
@@ -31,8 +34,12 @@ impl Broker {
     pub fn publish(&self, msg: Arc<Msg>) -> PublishOutcome {
         if msg.retain {
             self.retained().set(msg.clone());
+            if let Some(cluster) = self.cluster() {
+                cluster.retained_changed(&msg);
+            }
         }
         let mut targets: Vec<Target> = Vec::new();
+        let mut groups: Vec<LocalGroup> = Vec::new();
         {
             let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
             if let Some(trie) = routes.get(&msg.mountpoint) {
@@ -43,26 +50,31 @@ impl Broker {
                         }
                         targets.push(self.target(&msg, e));
                     }
-                    Match::Shared(_, members) => {
-                        if let Some(e) = self.pick_shared(members) {
-                            targets.push(self.target(&msg, e));
-                        }
+                    Match::Shared(group, filter, members) => {
+                        groups.push(LocalGroup { group: group.into(), filter: filter.into(), members: members.to_vec() });
                     }
                 });
             }
         }
+        let forwards = self.route_shared_and_remote(&msg, groups, &mut targets);
+        let forwarded = !forwards.is_empty();
+        if let Some(cluster) = self.cluster().filter(|_| forwarded) {
+            cluster.forward(&msg, forwards);
+        }
         if targets.len() > 1 {
             merge_overlapping(&mut targets);
         }
-        let mut outcome = PublishOutcome { matched: targets.len(), dropped: 0 };
+        let mut outcome = PublishOutcome { matched: targets.len(), ..PublishOutcome::default() };
         for t in targets {
-            if t.queue.enqueue(t.delivery) == EnqueueOutcome::Dropped {
-                outcome.dropped += 1;
+            match t.queue.enqueue(t.delivery) {
+                EnqueueOutcome::Queued => {}
+                EnqueueOutcome::Stored(ticket) => outcome.durable.push(ticket),
+                EnqueueOutcome::Dropped => outcome.dropped += 1,
             }
         }
         self.counters.messages_routed.fetch_add(outcome.matched as u64, Ordering::Relaxed);
         self.counters.queue_message_drop.fetch_add(outcome.dropped as u64, Ordering::Relaxed);
-        if outcome.matched == 0 {
+        if outcome.matched == 0 && !forwarded {
             self.counters.router_matches_none.fetch_add(1, Ordering::Relaxed);
         }
         outcome
@@ -81,6 +93,126 @@ impl Broker {
                 subscription_ids: e.id.into_iter().collect(),
             },
         }
+    }
+
+    /// Picks the member of every matching shared subscription, across the cluster when there
+    /// is one, following `shared_subscription_policy` (VerneMQ's `vmq_shared_subscriptions`),
+    /// and decides which remote nodes get the message: each node with a matching plain
+    /// subscription once, plus the picked remote shared members (one frame per node).
+    fn route_shared_and_remote(&self, msg: &Arc<Msg>, groups: Vec<LocalGroup>, targets: &mut Vec<Target>) -> Vec<Forward> {
+        let Some(cluster) = self.cluster() else {
+            for g in &groups {
+                if let Some(e) = self.pick_shared(&g.members) {
+                    targets.push(self.target(msg, e));
+                }
+            }
+            return Vec::new();
+        };
+        let remote = cluster.remote_matches(&msg.mountpoint, &msg.topic);
+        let mut forwards: Vec<Forward> =
+            remote.nodes.into_iter().map(|node| Forward { node, plain: true, shared: Vec::new() }).collect();
+        let mut remote_shared = remote.shared;
+        for g in &groups {
+            let remote_members = remote_shared
+                .iter()
+                .position(|r| *r.group == *g.group && *r.filter == *g.filter)
+                .map(|i| remote_shared.swap_remove(i).members)
+                .unwrap_or_default();
+            match self.pick_cluster_member(&g.members, &remote_members) {
+                Some(Pick::Local(i)) => {
+                    if let Some(e) = g.members.get(i) {
+                        targets.push(self.target(msg, e));
+                    }
+                }
+                Some(Pick::Remote(i)) => {
+                    if let Some((node, client_id)) = remote_members.get(i) {
+                        let full = format!("$share/{}/{}", g.group, g.filter);
+                        add_shared_forward(&mut forwards, node, client_id.clone(), full);
+                    }
+                }
+                None => {}
+            }
+        }
+        // Groups with remote members only.
+        for r in remote_shared {
+            if self.settings.shared_policy == SharedPolicy::LocalOnly || r.members.is_empty() {
+                continue;
+            }
+            let i = (self.random() % r.members.len() as u64) as usize;
+            if let Some((node, client_id)) = r.members.get(i) {
+                let full = format!("$share/{}/{}", r.group, r.filter);
+                add_shared_forward(&mut forwards, node, client_id.clone(), full);
+            }
+        }
+        forwards
+    }
+
+    fn pick_cluster_member(&self, local: &[SubEntry<Arc<Queue>>], remote: &[(NodeId, Arc<str>)]) -> Option<Pick> {
+        let online: Vec<usize> = (0..local.len()).filter(|&i| local[i].queue.is_online()).collect();
+        let pick_from = |pool: &[usize]| pool.get((self.random() % pool.len().max(1) as u64) as usize).copied();
+        let random_remote = || (!remote.is_empty()).then(|| Pick::Remote((self.random() % remote.len() as u64) as usize));
+        let random_local = || {
+            if online.is_empty() {
+                (!local.is_empty()).then(|| Pick::Local((self.random() % local.len() as u64) as usize))
+            } else {
+                pick_from(&online).map(Pick::Local)
+            }
+        };
+        match self.settings.shared_policy {
+            SharedPolicy::LocalOnly => random_local(),
+            SharedPolicy::PreferLocal => random_local().or_else(random_remote),
+            // Remote members count as online: their node holds them only while subscribed.
+            SharedPolicy::PreferOnlineBeforeLocal => {
+                if online.is_empty() { random_remote().or_else(random_local) } else { random_local() }
+            }
+            SharedPolicy::Random => {
+                let n = local.len() + remote.len();
+                if n == 0 {
+                    return None;
+                }
+                let i = (self.random() % n as u64) as usize;
+                Some(if i < local.len() { Pick::Local(i) } else { Pick::Remote(i - local.len()) })
+            }
+        }
+    }
+
+    /// Delivers a publish forwarded by another node: to local plain subscribers when `plain`
+    /// and to the named shared-subscription members (client id, `$share/..` filter). It never
+    /// forwards again and never touches the retained store (retained messages replicate
+    /// through the metadata backend).
+    pub fn publish_remote(&self, msg: Arc<Msg>, plain: bool, shared: &[(Arc<str>, String)]) -> PublishOutcome {
+        let mut targets: Vec<Target> = Vec::new();
+        if plain {
+            let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(trie) = routes.get(&msg.mountpoint) {
+                trie.for_each_match(&msg.topic, &mut |m| {
+                    if let Match::Plain(e) = m {
+                        if !(e.options.no_local && msg.publisher.as_deref() == Some(&*e.client_id)) {
+                            targets.push(self.target(&msg, e));
+                        }
+                    }
+                });
+            }
+        }
+        for (client_id, filter) in shared {
+            let key = vmq_storage::QueueKey { mountpoint: msg.mountpoint.to_string(), client_id: client_id.to_string() };
+            let Some(slot) = self.session(&key) else { continue };
+            let Some(record) = slot.state().subscriptions.get(filter).copied() else { continue };
+            let entry = SubEntry { client_id: client_id.clone(), queue: slot.queue.clone(), options: record.options, id: record.id };
+            targets.push(self.target(&msg, &entry));
+        }
+        if targets.len() > 1 {
+            merge_overlapping(&mut targets);
+        }
+        let mut outcome = PublishOutcome { matched: targets.len(), ..PublishOutcome::default() };
+        for t in targets {
+            if matches!(t.queue.enqueue(t.delivery), EnqueueOutcome::Dropped) {
+                outcome.dropped += 1;
+            }
+        }
+        self.counters.messages_routed.fetch_add(outcome.matched as u64, Ordering::Relaxed);
+        self.counters.queue_message_drop.fetch_add(outcome.dropped as u64, Ordering::Relaxed);
+        outcome
     }
 
     fn pick_shared<'a>(&self, members: &'a [SubEntry<Arc<Queue>>]) -> Option<&'a SubEntry<Arc<Queue>>> {
@@ -115,13 +247,18 @@ impl Broker {
             routes.entry(mountpoint).or_insert_with(Trie::default).insert(parsed.share, parsed.filter, entry)
         };
         slot.state().subscriptions.insert(filter.to_string(), record);
+        self.announce_subscriptions(slot);
         Ok(existed)
     }
 
     /// Removes a subscription of the session; true when it existed.
     pub fn unsubscribe(&self, slot: &Arc<SessionSlot>, filter: &str) -> bool {
         let existed = slot.state().subscriptions.remove(filter).is_some();
-        self.remove_route(&slot.key, filter) || existed
+        let removed = self.remove_route(&slot.key, filter) || existed;
+        if removed {
+            self.announce_subscriptions(slot);
+        }
+        removed
     }
 
     pub(super) fn remove_route(&self, key: &vmq_storage::QueueKey, filter: &str) -> bool {
@@ -142,6 +279,25 @@ impl Broker {
             Ok(p) if p.share.is_none() => self.retained().matching(mountpoint, p.filter, now),
             _ => Vec::new(),
         }
+    }
+}
+
+/// A local shared subscription matching a publish, before a member is picked.
+struct LocalGroup {
+    group: Box<str>,
+    filter: Box<str>,
+    members: Vec<SubEntry<Arc<Queue>>>,
+}
+
+enum Pick {
+    Local(usize),
+    Remote(usize),
+}
+
+fn add_shared_forward(forwards: &mut Vec<Forward>, node: &NodeId, client_id: Arc<str>, filter: String) {
+    match forwards.iter_mut().find(|f| &f.node == node) {
+        Some(f) => f.shared.push((client_id, filter)),
+        None => forwards.push(Forward { node: node.clone(), plain: false, shared: vec![(client_id, filter)] }),
     }
 }
 

@@ -25,13 +25,17 @@ pub struct SubEntry<Q> {
 pub enum Match<'a, Q> {
     /// An ordinary subscription.
     Plain(&'a SubEntry<Q>),
-    /// The members of a shared subscription `$share/<group>/<filter>`: exactly one of them
-    /// gets the message.
-    Shared(&'a str, &'a [SubEntry<Q>]),
+    /// The members of a shared subscription `$share/<group>/<filter>` (group, filter,
+    /// members): exactly one of them gets the message. The filter tells apart groups of the
+    /// same name on different filters, which the cluster needs to merge local and remote
+    /// members of one shared subscription.
+    Shared(&'a str, &'a str, &'a [SubEntry<Q>]),
 }
 
 #[derive(Debug)]
 struct Node<Q> {
+    // The filter leading to this node, set when a subscription is inserted here.
+    filter: Box<str>,
     children: HashMap<Box<str>, Node<Q>>,
     subs: Vec<SubEntry<Q>>,
     shared: Vec<(Box<str>, Vec<SubEntry<Q>>)>,
@@ -39,7 +43,7 @@ struct Node<Q> {
 
 impl<Q> Default for Node<Q> {
     fn default() -> Self {
-        Self { children: HashMap::new(), subs: Vec::new(), shared: Vec::new() }
+        Self { filter: Box::default(), children: HashMap::new(), subs: Vec::new(), shared: Vec::new() }
     }
 }
 
@@ -69,6 +73,9 @@ impl<Q: Clone> Trie<Q> {
         let mut node = &mut self.root;
         for level in filter.split('/') {
             node = node.children.entry(level.into()).or_default();
+        }
+        if node.filter.is_empty() {
+            node.filter = filter.into();
         }
         let list = match share {
             None => &mut node.subs,
@@ -128,7 +135,7 @@ fn emit<'a, Q>(node: &'a Node<Q>, f: &mut dyn FnMut(Match<'a, Q>)) {
     }
     for (group, members) in &node.shared {
         if !members.is_empty() {
-            f(Match::Shared(group, members));
+            f(Match::Shared(group, &node.filter, members));
         }
     }
 }
@@ -209,7 +216,7 @@ mod tests {
         let mut out = Vec::new();
         t.for_each_match(topic, &mut |m| match m {
             Match::Plain(e) => out.push(e.client_id.to_string()),
-            Match::Shared(g, members) => {
+            Match::Shared(g, _, members) => {
                 out.extend(members.iter().map(|e| format!("{g}:{}", e.client_id)));
             }
         });

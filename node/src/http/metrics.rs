@@ -27,6 +27,9 @@ pub(super) async fn prometheus(State(s): State<Arc<HttpState>>) -> impl IntoResp
     metric("socket_close", "counter", "Client connections closed.", c.socket_close.load(Ordering::Relaxed));
     metric("queue_processes", "gauge", "Sessions (connected or offline).", s.broker.session_count() as u64);
     metric("router_subscriptions", "gauge", "Subscriptions in the routing table.", s.broker.subscription_count() as u64);
+    let (detected, resolved) = s.cluster.netsplit_counts();
+    metric("netsplit_detected", "counter", "Times a cluster member became unreachable.", detected);
+    metric("netsplit_resolved", "counter", "Times every cluster member became reachable again.", resolved);
     metric("retain_messages", "gauge", "Retained messages.", s.broker.retained_count() as u64);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -40,6 +40,10 @@ pub struct MemberStatus {
     pub running: bool,
 }
 
+/// The answer to an admin command that needs the cluster: the text to show, or why it was
+/// refused.
+pub type AdminFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>;
+
 /// What the HTTP layer needs to know of the cluster. A single node is its own cluster.
 pub trait ClusterView: Send + Sync + 'static {
     /// Every member with its reachability.
@@ -47,6 +51,18 @@ pub trait ClusterView: Send + Sync + 'static {
     /// True when every member is reachable.
     fn is_ready(&self) -> bool {
         self.members().iter().all(|m| m.running)
+    }
+    /// `vmq-admin cluster join discovery-node=<name>@<host>[:<port>]`.
+    fn join(&self, _discovery_node: &str) -> AdminFuture {
+        Box::pin(async { Err("clustering is not enabled on this node".to_string()) })
+    }
+    /// `vmq-admin cluster leave node=<name>`.
+    fn leave(&self, _node: &str) -> AdminFuture {
+        Box::pin(async { Err("clustering is not enabled on this node".to_string()) })
+    }
+    /// `(netsplit_detected, netsplit_resolved)`.
+    fn netsplit_counts(&self) -> (u64, u64) {
+        (0, 0)
     }
 }
 
@@ -147,6 +163,21 @@ fn authorised(s: &HttpState, peer: SocketAddr, headers: &HeaderMap) -> bool {
     s.api_keys.iter().any(|k| k == key)
 }
 
+fn arg<'a>(args: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    args.iter().rev().find(|(k, v)| k == key && !v.is_empty()).map(|(_, v)| v.as_str())
+}
+
+fn text_error(code: StatusCode, text: &str) -> Response {
+    (code, axum::Json(json!({"type": "text", "text": text}))).into_response()
+}
+
+fn text_result(result: Result<String, String>) -> Response {
+    match result {
+        Ok(text) => axum::Json(json!({"type": "text", "text": text})).into_response(),
+        Err(text) => text_error(StatusCode::CONFLICT, &text),
+    }
+}
+
 fn table(rows: Vec<Value>) -> Response {
     axum::Json(json!({"type": "table", "table": rows})).into_response()
 }
@@ -156,7 +187,7 @@ async fn api(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Path(command): Path<String>,
-    Query(_args): Query<Vec<(String, String)>>,
+    Query(args): Query<Vec<(String, String)>>,
 ) -> Response {
     if !authorised(&s, peer, &headers) {
         return (StatusCode::UNAUTHORIZED, axum::Json(json!({"type": "text", "text": "API key required"}))).into_response();
@@ -165,6 +196,14 @@ async fn api(
         "cluster/show" => table(
             s.cluster.members().into_iter().map(|m| json!({"Node": m.node, "Running": m.running})).collect(),
         ),
+        "cluster/join" => match arg(&args, "discovery-node") {
+            Some(node) => text_result(s.cluster.join(node).await),
+            None => text_error(StatusCode::BAD_REQUEST, "missing discovery-node=<name>@<host>[:<port>]"),
+        },
+        "cluster/leave" => match arg(&args, "node") {
+            Some(node) => text_result(s.cluster.leave(node).await),
+            None => text_error(StatusCode::BAD_REQUEST, "missing node=<name>"),
+        },
         other => (
             StatusCode::NOT_FOUND,
             axum::Json(json!({"type": "text", "text": format!("unknown command '{}'", other.replace('/', " "))})),

@@ -18,7 +18,7 @@ use super::{ConnectionContext, ListenerSpec};
 use crate::broker::message::{ForwardedProperties, Msg};
 use crate::broker::{ConnectionHandle, Kick};
 use crate::mqtt::{self, ConnAck, Connect, DecodeError, Disconnect, Packet, ProtocolVersion, Properties, ReasonCode, Will};
-use crate::session::{ClientLimits, Close, Session};
+use crate::session::{ClientLimits, Close, Output, Session};
 
 /// Settings for accepting CONNECT.
 #[derive(Debug, Clone)]
@@ -222,8 +222,16 @@ async fn serve_session(
 
     let end = 'conn: loop {
         session.pump(Instant::now());
-        for p in session.poll_transmit() {
-            w.queue(&p);
+        let outputs: Vec<Output> = session.poll_transmit().collect();
+        for out in outputs {
+            match out {
+                Output::Packet(p) => w.queue(&p),
+                Output::AfterDurable { ack, durable, qos2_id } => {
+                    if let Err(close) = ack_when_durable(&mut w, &mut session, ack, durable, qos2_id).await {
+                        break 'conn End::Close(close);
+                    }
+                }
+            }
         }
         if let Err(e) = w.flush().await {
             break 'conn End::Gone(format!("write failed: {e}"));
@@ -299,9 +307,12 @@ async fn serve_session(
         End::Kicked(Kick::Shutdown) => (Some(ReasonCode::SERVER_SHUTTING_DOWN), true, "server shutting down".into()),
     };
     // Answers to packets handled before the end still go out (e.g. PUBRECs before the one
-    // publish that broke the window).
-    for p in session.poll_transmit() {
-        w.queue(&p);
+    // publish that broke the window). Acknowledgements still waiting for the disk are not
+    // sent: the client resends those publishes.
+    for out in session.poll_transmit() {
+        if let Output::Packet(p) = out {
+            w.queue(&p);
+        }
     }
     if let Some(code) = reason {
         if version.is_v5() {
@@ -334,6 +345,44 @@ async fn serve_session(
     }
     broker.disconnected(&slot, conn_id, session.into_inflight(), session_expiry);
     let _ = done_tx.send(true);
+}
+
+/// Sends `ack` once the publish it acknowledges is durable in every offline queue it went to.
+/// When the store failed (e.g. a full disk) the publish is refused instead of acknowledged and
+/// lost: MQTT 5 clients get the ack with Quota Exceeded, MQTT 3 clients (which have no failure
+/// code for it) are disconnected without the ack and resend after reconnecting.
+async fn ack_when_durable(
+    w: &mut Writer,
+    session: &mut Session,
+    mut ack: Packet,
+    durable: Vec<crate::broker::queue::Durable>,
+    qos2_id: Option<u16>,
+) -> Result<(), Close> {
+    let mut failure = None;
+    for ticket in durable {
+        if let Err(e) = ticket.wait().await {
+            failure = Some(e);
+        }
+    }
+    let Some(e) = failure else {
+        w.queue(&ack);
+        return Ok(());
+    };
+    session.durable_failed(qos2_id);
+    if w.version.is_v5() {
+        if let Packet::PubAck(r) | Packet::PubRec(r) = &mut ack {
+            r.code = ReasonCode::QUOTA_EXCEEDED;
+            r.properties.reason_string = Some(format!("message not stored: {e}"));
+        }
+        w.queue(&ack);
+        return Ok(());
+    }
+    Err(Close {
+        reason: ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
+        cause: format!("publish refused, offline message not stored: {e}"),
+        send_disconnect: false,
+        publish_will: true,
+    })
 }
 
 /// The will is published after the Will Delay Interval or when the session ends, whichever

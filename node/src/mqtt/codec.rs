@@ -8,9 +8,6 @@
 //! encoding computes the length first (validating every field) and only then writes, straight
 //! into the caller's buffer after a single `reserve`.
 
-#[cfg(test)]
-mod proptests;
-
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::{DecodeError, EncodeError, Packet, PacketId, ProtocolVersion, QoS, v4, v5};
@@ -269,7 +266,7 @@ fn decode_connect(mut body: Bytes) -> Result<Packet, DecodeError> {
     Ok(Packet::Connect(Box::new(connect)))
 }
 
-/// The protocol name and level bytes that open a CONNECT body, with their length.
+/// The protocol name and level that open a CONNECT body for `protocol`.
 pub(crate) fn protocol_header(protocol: ProtocolVersion) -> (&'static str, u8) {
     match protocol {
         ProtocolVersion::V3 => ("MQIsdp", 3),
@@ -541,6 +538,9 @@ pub(crate) fn write_field(out: &mut BytesMut, bytes: &[u8]) {
     out.put_u16(bytes.len() as u16);
     out.put_slice(bytes);
 }
+
+#[cfg(test)]
+mod proptests;
 
 #[cfg(test)]
 mod tests {

@@ -86,7 +86,7 @@ impl QoS {
 }
 
 /// A packet identifier (non-zero on the wire for QoS > 0 packets [MQTT-2.2.1-3]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct PacketId(pub u16);
 
 /// Any MQTT control packet.
@@ -199,12 +199,6 @@ pub struct PubResp {
     pub code: ReasonCode,
     /// Properties (5.0): reason string, user properties.
     pub properties: Properties,
-}
-
-impl Default for PacketId {
-    fn default() -> Self {
-        PacketId(0)
-    }
 }
 
 /// Subscription options of one topic filter.

@@ -65,6 +65,24 @@ impl Default for SessionConfig {
     }
 }
 
+/// Something for the connection task to send.
+#[derive(Debug)]
+pub enum Output {
+    /// Send this packet.
+    Packet(Packet),
+    /// Send `ack` (PUBACK or PUBREC) once every ticket in `durable` resolved: the publish went
+    /// to offline queues and is acknowledged only when it is on disk. If a ticket fails, call
+    /// [`Session::durable_failed`] and refuse the publish instead.
+    AfterDurable {
+        /// The acknowledgement to send.
+        ack: Packet,
+        /// Store tickets to wait for.
+        durable: Vec<crate::broker::queue::Durable>,
+        /// The packet id when `ack` is a PUBREC.
+        qos2_id: Option<u16>,
+    },
+}
+
 /// Why the session wants its connection closed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Close {
@@ -110,7 +128,7 @@ pub struct Session {
     /// Outgoing topic aliases (server to client).
     aliases_out: HashMap<Arc<str>, u16>,
     rate_window: (Instant, u32),
-    out: Vec<Packet>,
+    out: Vec<Output>,
     scratch: Vec<Queued>,
 }
 
@@ -157,9 +175,21 @@ impl Session {
         &self.slot
     }
 
-    /// Packets to send, in order.
-    pub fn poll_transmit(&mut self) -> std::vec::Drain<'_, Packet> {
+    /// What to send, in order.
+    pub fn poll_transmit(&mut self) -> std::vec::Drain<'_, Output> {
         self.out.drain(..)
+    }
+
+    fn emit(&mut self, packet: Packet) {
+        self.out.push(Output::Packet(packet));
+    }
+
+    /// A deferred acknowledgement could not be made durable: forget the QoS 2 packet id so a
+    /// resend of the publish is routed again rather than acknowledged as a duplicate.
+    pub fn durable_failed(&mut self, qos2_id: Option<u16>) {
+        if let Some(id) = qos2_id {
+            self.inflight.incoming_qos2.remove(&id);
+        }
     }
 
     /// The in-flight state to keep in the session when the connection closes.
@@ -196,7 +226,7 @@ impl Session {
             Packet::Subscribe(s) => self.handle_subscribe(s, now),
             Packet::Unsubscribe(u) => self.handle_unsubscribe(u),
             Packet::PingReq => {
-                self.out.push(Packet::PingResp);
+                self.emit(Packet::PingResp);
                 Ok(())
             }
             Packet::Connect(_) => {
@@ -244,12 +274,12 @@ impl Session {
                 // The message is now owned by the client [MQTT-4.3.3-4]: it leaves the store.
                 let stored = f.queued.stored.take();
                 self.slot.queue.delivered(stored);
-                self.out.push(Packet::PubRel(PubResp { packet_id: r.packet_id, ..PubResp::default() }));
+                self.emit(Packet::PubRel(PubResp { packet_id: r.packet_id, ..PubResp::default() }));
             }
             Some(f) if f.state == OutState::AwaitPubComp => {
-                self.out.push(Packet::PubRel(PubResp { packet_id: r.packet_id, ..PubResp::default() }));
+                self.emit(Packet::PubRel(PubResp { packet_id: r.packet_id, ..PubResp::default() }));
             }
-            _ => self.out.push(Packet::PubRel(PubResp {
+            _ => self.emit(Packet::PubRel(PubResp {
                 packet_id: r.packet_id,
                 code: ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
                 ..PubResp::default()
@@ -260,7 +290,7 @@ impl Session {
     fn handle_pubrel(&mut self, r: PubResp) {
         let known = self.inflight.incoming_qos2.remove(&r.packet_id.0);
         let code = if known { ReasonCode::SUCCESS } else { ReasonCode::PACKET_IDENTIFIER_NOT_FOUND };
-        self.out.push(Packet::PubComp(PubResp { packet_id: r.packet_id, code, ..PubResp::default() }));
+        self.emit(Packet::PubComp(PubResp { packet_id: r.packet_id, code, ..PubResp::default() }));
     }
 
     fn handle_pubcomp(&mut self, r: PubResp) {
@@ -318,7 +348,7 @@ impl Session {
                 }
             }
         }
-        self.out.push(Packet::SubAck(SubAck { packet_id: s.packet_id, codes, ..SubAck::default() }));
+        self.emit(Packet::SubAck(SubAck { packet_id: s.packet_id, codes, ..SubAck::default() }));
         for d in retained {
             let _ = self.slot.queue.enqueue(d);
         }
@@ -337,7 +367,7 @@ impl Session {
                 }
             })
             .collect();
-        self.out.push(Packet::UnsubAck(UnsubAck { packet_id: u.packet_id, codes, ..UnsubAck::default() }));
+        self.emit(Packet::UnsubAck(UnsubAck { packet_id: u.packet_id, codes, ..UnsubAck::default() }));
         Ok(())
     }
 
@@ -391,7 +421,7 @@ impl Session {
                 OutState::AwaitPubAck | OutState::AwaitPubRec => {
                     self.send_publish(&f.queued, Some(id), true, now);
                 }
-                OutState::AwaitPubComp => self.out.push(Packet::PubRel(PubResp {
+                OutState::AwaitPubComp => self.emit(Packet::PubRel(PubResp {
                     packet_id: crate::mqtt::PacketId(id),
                     ..PubResp::default()
                 })),
@@ -425,7 +455,7 @@ impl Session {
                 OutState::AwaitPubAck | OutState::AwaitPubRec => {
                     self.send_publish(&f.queued, Some(id), true, now);
                 }
-                OutState::AwaitPubComp => self.out.push(Packet::PubRel(PubResp {
+                OutState::AwaitPubComp => self.emit(Packet::PubRel(PubResp {
                     packet_id: crate::mqtt::PacketId(id),
                     ..PubResp::default()
                 })),

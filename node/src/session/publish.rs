@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{Close, Session};
+use super::{Close, Output, Session};
 use crate::broker::message::{ForwardedProperties, Msg};
 use crate::broker::queue::Queued;
 use crate::mqtt::{self, Packet, PacketId, Properties, PubResp, Publish, QoS, ReasonCode, topic};
@@ -28,7 +28,7 @@ impl Session {
             if self.inflight.incoming_qos2.contains(&id) {
                 // A resend of a message we already routed: acknowledge again, do not route
                 // twice (exactly once, method B of [MQTT-4.3.3]).
-                self.out.push(Packet::PubRec(PubResp { packet_id: PacketId(id), ..PubResp::default() }));
+                self.emit(Packet::PubRec(PubResp { packet_id: PacketId(id), ..PubResp::default() }));
                 return Ok(());
             }
             let limit = if self.version.is_v5() {
@@ -60,18 +60,21 @@ impl Session {
         } else {
             ReasonCode::SUCCESS
         };
-        match (p.qos, p.packet_id) {
-            (QoS::AtMostOnce, _) => {}
-            (QoS::AtLeastOnce, Some(id)) => {
-                self.out.push(Packet::PubAck(PubResp { packet_id: id, code, ..PubResp::default() }));
-            }
+        let (ack, qos2_id) = match (p.qos, p.packet_id) {
+            (QoS::AtMostOnce, _) => return Ok(()),
+            (QoS::AtLeastOnce, Some(id)) => (Packet::PubAck(PubResp { packet_id: id, code, ..PubResp::default() }), None),
             (QoS::ExactlyOnce, Some(id)) => {
                 self.inflight.incoming_qos2.insert(id.0);
-                self.out.push(Packet::PubRec(PubResp { packet_id: id, code, ..PubResp::default() }));
+                (Packet::PubRec(PubResp { packet_id: id, code, ..PubResp::default() }), Some(id.0))
             }
             _ => {
                 return Err(Close::error(ReasonCode::PROTOCOL_ERROR, "QoS > 0 PUBLISH without packet id"));
             }
+        };
+        if outcome.durable.is_empty() {
+            self.emit(ack);
+        } else {
+            self.out.push(Output::AfterDurable { ack, durable: outcome.durable, qos2_id });
         }
         Ok(())
     }
@@ -151,7 +154,7 @@ impl Session {
                 return false;
             }
         }
-        self.out.push(packet);
+        self.emit(packet);
         true
     }
 

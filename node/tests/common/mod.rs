@@ -2,6 +2,8 @@
 //! (rumqttc) for MQTT 3.1.1 and 5.0, and a raw client for bytes no library would send.
 #![allow(dead_code)]
 
+pub mod process;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -26,6 +28,14 @@ pub fn init_tracing() {
 /// Starts a broker on 127.0.0.1:0 with the embedded defaults changed by `f`.
 pub async fn start(f: impl FnOnce(&mut Config)) -> Node {
     init_tracing();
+    let mut cfg = test_config();
+    f(&mut cfg);
+    Node::start(&cfg).await.expect("broker starts")
+}
+
+/// The embedded defaults with every listener (MQTT, HTTP, cluster) on 127.0.0.1 port 0, so
+/// that tests running in parallel never collide.
+pub fn test_config() -> Config {
     let mut cfg = Config::embedded_default();
     for l in &mut cfg.listeners {
         l.addr = "127.0.0.1:0".parse().unwrap();
@@ -35,8 +45,14 @@ pub async fn start(f: impl FnOnce(&mut Config)) -> Node {
             e.value = "127.0.0.1:0".into();
         }
     }
-    f(&mut cfg);
-    Node::start(&cfg).await.expect("broker starts")
+    set_delegated(&mut cfg, "listener.vmq.clustering", "127.0.0.1:0");
+    cfg
+}
+
+/// Sets (or replaces) a delegated entry such as `listener.vmq.clustering`.
+pub fn set_delegated(cfg: &mut Config, key: &str, value: &str) {
+    cfg.delegated.retain(|e| e.key != key);
+    cfg.delegated.push(vmq_node::config::ConfigEntry { key: key.into(), value: value.into(), line: 0 });
 }
 
 /// Polls `cond` until it holds, failing after [`WAIT`].

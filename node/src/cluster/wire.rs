@@ -1,0 +1,282 @@
+//! What the cluster layer puts on the transport's streams and into the replicated values:
+//! versioned enums encoded with postcard (ARCHITECTURE.md "Between nodes").
+//!
+//! - `Metadata` stream: [`MetadataFrame`] (replica messages of the configured backend, and
+//!   membership gossip);
+//! - `Rpc` stream: [`RpcFrame`] (join requests);
+//! - `Publish` stream: [`PublishFrame`] (forwarded publishes, in order per publisher).
+//!
+//! Replicated values: [`SubscriberValue`] under `subscriber` (key `(mountpoint, client_id)`)
+//! and [`RetainValue`] under `retain` (key `(mountpoint, topic)`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use vmq_storage::metadata::NodeId;
+
+use super::membership::MembershipState;
+use crate::broker::SubscriptionRecord;
+use crate::broker::message::{ForwardedProperties, Msg};
+use crate::mqtt::{QoS, SubscriptionOptions};
+
+/// A frame on the `Metadata` stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum MetadataFrame {
+    /// A replica message, encoded by the backend's own wire format.
+    Replica(Vec<u8>),
+    /// The sender's membership state (gossip).
+    Membership(MembershipState),
+}
+
+/// A frame on the `Rpc` stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum RpcFrame {
+    /// `node`, reachable at `addr`, asks to be added to the receiver's cluster.
+    JoinRequest {
+        /// The joining node.
+        node: NodeId,
+        /// Its `listener.vmq.clustering` address as peers should dial it.
+        addr: SocketAddr,
+    },
+}
+
+/// A frame on the `Publish` stream.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum PublishFrame {
+    /// Version 1.
+    V1(ForwardedPublish),
+}
+
+/// The forwarded subset of PUBLISH properties.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WireProperties {
+    payload_format_indicator: Option<u8>,
+    content_type: Option<String>,
+    response_topic: Option<String>,
+    correlation_data: Option<Vec<u8>>,
+    user_properties: Vec<(String, String)>,
+}
+
+impl WireProperties {
+    fn from_msg(p: &Option<Arc<ForwardedProperties>>) -> Option<WireProperties> {
+        p.as_ref().map(|p| WireProperties {
+            payload_format_indicator: p.payload_format_indicator,
+            content_type: p.content_type.clone(),
+            response_topic: p.response_topic.clone(),
+            correlation_data: p.correlation_data.as_ref().map(|b| b.to_vec()),
+            user_properties: p.user_properties.clone(),
+        })
+    }
+
+    fn into_msg(self) -> Arc<ForwardedProperties> {
+        Arc::new(ForwardedProperties {
+            payload_format_indicator: self.payload_format_indicator,
+            content_type: self.content_type,
+            response_topic: self.response_topic,
+            correlation_data: self.correlation_data.map(Bytes::from),
+            user_properties: self.user_properties,
+        })
+    }
+}
+
+/// A publish forwarded to one node, with what that node must deliver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ForwardedPublish {
+    pub mountpoint: String,
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: u8,
+    pub retain: bool,
+    pub properties: Option<WireProperties>,
+    /// Remaining message expiry in milliseconds (relative: node clocks may differ).
+    pub expiry_ms: Option<u64>,
+    pub publisher: Option<String>,
+    /// Deliver to the receiver's matching plain subscriptions.
+    pub plain: bool,
+    /// Deliver to these shared-subscription members: client id, full `$share/..` filter.
+    pub shared: Vec<(String, String)>,
+}
+
+impl ForwardedPublish {
+    /// The frame for `msg` with its delivery instructions.
+    pub fn new(msg: &Msg, plain: bool, shared: &[(Arc<str>, String)]) -> ForwardedPublish {
+        let now = Instant::now();
+        ForwardedPublish {
+            mountpoint: msg.mountpoint.to_string(),
+            topic: msg.topic.to_string(),
+            payload: msg.payload.to_vec(),
+            qos: msg.qos as u8,
+            retain: msg.retain,
+            properties: WireProperties::from_msg(&msg.properties),
+            expiry_ms: msg.expires_at.map(|at| at.saturating_duration_since(now).as_millis() as u64),
+            publisher: msg.publisher.as_deref().map(str::to_string),
+            plain,
+            shared: shared.iter().map(|(c, f)| (c.to_string(), f.clone())).collect(),
+        }
+    }
+
+    /// The message to route on the receiving node.
+    pub fn to_msg(&self) -> Msg {
+        Msg {
+            mountpoint: self.mountpoint.as_str().into(),
+            topic: self.topic.as_str().into(),
+            payload: Bytes::from(self.payload.clone()),
+            qos: QoS::from_u8(self.qos).unwrap_or(QoS::AtMostOnce),
+            retain: self.retain,
+            properties: self.properties.clone().map(WireProperties::into_msg),
+            expires_at: self.expiry_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
+            publisher: self.publisher.as_deref().map(Into::into),
+        }
+    }
+}
+
+/// One subscription in a `subscriber` value.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WireSubscription {
+    pub filter: String,
+    pub qos: u8,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    pub retain_handling: u8,
+    pub id: Option<u32>,
+}
+
+impl WireSubscription {
+    pub fn new(filter: String, r: &SubscriptionRecord) -> Self {
+        WireSubscription {
+            filter,
+            qos: r.options.qos as u8,
+            no_local: r.options.no_local,
+            retain_as_published: r.options.retain_as_published,
+            retain_handling: r.options.retain_handling,
+            id: r.id,
+        }
+    }
+
+    pub fn record(&self) -> SubscriptionRecord {
+        SubscriptionRecord {
+            options: SubscriptionOptions {
+                qos: QoS::from_u8(self.qos).unwrap_or(QoS::AtMostOnce),
+                no_local: self.no_local,
+                retain_as_published: self.retain_as_published,
+                retain_handling: self.retain_handling,
+            },
+            id: self.id,
+        }
+    }
+}
+
+/// The subscriptions one node holds for a client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NodeSubscriptions {
+    pub node: NodeId,
+    pub clean_session: bool,
+    pub subscriptions: Vec<WireSubscription>,
+}
+
+/// The value under `subscriber` / `(mountpoint, client_id)`: per node, as VerneMQ's
+/// `[{Node, CleanSession, Subs}]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum SubscriberValue {
+    /// Version 1.
+    V1(Vec<NodeSubscriptions>),
+}
+
+/// The value under `retain` / `(mountpoint, topic)`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) enum RetainValue {
+    /// Version 1.
+    V1 {
+        payload: Vec<u8>,
+        qos: u8,
+        properties: Option<WireProperties>,
+        /// Wall-clock expiry in Unix milliseconds.
+        expires_unix_ms: Option<u64>,
+    },
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl RetainValue {
+    pub fn from_msg(msg: &Msg) -> RetainValue {
+        let now = Instant::now();
+        RetainValue::V1 {
+            payload: msg.payload.to_vec(),
+            qos: msg.qos as u8,
+            properties: WireProperties::from_msg(&msg.properties),
+            expires_unix_ms: msg.expires_at.map(|at| unix_ms() + at.saturating_duration_since(now).as_millis() as u64),
+        }
+    }
+
+    pub fn to_msg(&self, mountpoint: &str, topic: &str) -> Msg {
+        let RetainValue::V1 { payload, qos, properties, expires_unix_ms } = self;
+        Msg {
+            mountpoint: mountpoint.into(),
+            topic: topic.into(),
+            payload: Bytes::from(payload.clone()),
+            qos: QoS::from_u8(*qos).unwrap_or(QoS::AtMostOnce),
+            retain: true,
+            properties: properties.clone().map(WireProperties::into_msg),
+            expires_at: expires_unix_ms
+                .map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(unix_ms()))),
+            publisher: None,
+        }
+    }
+}
+
+/// Encodes a two-part key (`(mountpoint, client_id)` or `(mountpoint, topic)`).
+pub(crate) fn encode_key(a: &str, b: &str) -> Vec<u8> {
+    postcard::to_stdvec(&(a, b)).unwrap_or_default()
+}
+
+/// Decodes a key written by [`encode_key`].
+pub(crate) fn decode_key(bytes: &[u8]) -> Option<(String, String)> {
+    postcard::from_bytes(bytes).ok()
+}
+
+/// Encodes a frame or value; postcard cannot fail on these types.
+pub(crate) fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_stdvec(value).unwrap_or_default()
+}
+
+/// Decodes a frame or value from a peer or the store; `None` when malformed.
+pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
+    postcard::from_bytes(bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_publish_round_trips() {
+        let msg = Msg {
+            mountpoint: "mp".into(),
+            topic: "a/b".into(),
+            payload: Bytes::from_static(b"hello"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: None,
+            expires_at: None,
+            publisher: Some("pub".into()),
+        };
+        let frame = PublishFrame::V1(ForwardedPublish::new(&msg, true, &[("c".into(), "$share/g/a/+".into())]));
+        let back: PublishFrame = decode(&encode(&frame)).unwrap();
+        let PublishFrame::V1(f) = back;
+        assert_eq!(f.to_msg(), msg);
+        assert!(f.plain);
+        assert_eq!(f.shared, vec![("c".to_string(), "$share/g/a/+".to_string())]);
+    }
+
+    #[test]
+    fn keys_round_trip_and_garbage_is_rejected() {
+        assert_eq!(decode_key(&encode_key("", "c1")), Some((String::new(), "c1".into())));
+        assert_eq!(decode::<SubscriberValue>(&[0xff, 0xff, 0xff]), None);
+    }
+}

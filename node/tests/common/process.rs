@@ -1,0 +1,106 @@
+//! The `vernemq` binary as a child process: a config file in a temporary directory, the bound
+//! MQTT address read from its log, SIGTERM or SIGKILL to stop it.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub struct Broker {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub lines: mpsc::Receiver<String>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Broker {
+    pub fn start(extra_config: &str) -> Broker {
+        Broker::start_in(tempfile::tempdir().unwrap(), extra_config)
+    }
+
+    /// Starts on the data kept in `dir` (a restart after [`Broker::kill`]).
+    pub fn start_in(dir: tempfile::TempDir, extra_config: &str) -> Broker {
+        let conf = dir.path().join("vernemq.conf");
+        let text = format!(
+            "listener.tcp.default = 127.0.0.1:0\nlistener.vmq.clustering = 127.0.0.1:0\nallow_anonymous = on\nplatform_data_dir = {}\n{extra_config}\n",
+            dir.path().join("data").display()
+        );
+        std::fs::write(&conf, text).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vernemq"))
+            .args(["console", "-c"])
+            .arg(&conf)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG_STYLE", "never")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("vernemq starts");
+        let (tx, lines) = mpsc::channel();
+        for out in [Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().unwrap())] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let mut b = Broker { child, addr: "127.0.0.1:0".parse().unwrap(), lines, dir };
+        let ready = b.wait_for_line("MQTT listener ready");
+        let addr = strip_ansi(&ready).split("addr=").nth(1).and_then(|s| s.split_whitespace().next()).expect("addr in log").to_string();
+        b.addr = addr.parse().expect("socket address");
+        b
+    }
+
+    pub fn wait_for_line(&self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if strip_ansi(&line).contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no log line containing {needle:?}"),
+            }
+        }
+    }
+
+    /// `kill -9`: no shutdown, no flush. Returns the data directory for a restart.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.dir
+    }
+
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "vernemq did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
