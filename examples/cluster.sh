@@ -10,7 +10,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-cargo build -q -p vmq-node -p vmq-admin
+cargo build -q --offline -p vmq-node -p vmq-admin
 BIN=target/debug
 DIR=$(mktemp -d -t vmq-cluster.XXXXXX)
 PIDS=()
@@ -63,8 +63,8 @@ if command -v mosquitto_sub > /dev/null; then
     SUB2=$!
     mosquitto_sub -p 1885 -t 'demo/#' -C 1 -W 10 -v > "$DIR/sub3.out" &
     SUB3=$!
-    # Give the subscribers time to connect; their subscriptions reach vmq1 in milliseconds.
-    sleep 1
+    # Give the subscribers time to connect and their subscriptions time to replicate.
+    sleep 3
     mosquitto_pub -p 1883 -t demo/hello -m "published on vmq1" -q 1
     wait "$SUB2" "$SUB3"
     echo "vmq2 received: $(cat "$DIR/sub2.out")"
