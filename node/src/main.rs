@@ -55,8 +55,9 @@ fn main() -> ExitCode {
             match run(cfg) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    tracing::error!("{e:#}");
-                    eprintln!("vernemq: {e:#}");
+                    let text = describe(&e);
+                    tracing::error!("{text}");
+                    eprintln!("vernemq: {text}");
                     ExitCode::FAILURE
                 }
             }
@@ -75,6 +76,20 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// The error and its causes, each cause only once: our errors already name their cause in
+/// their own message, context added with `anyhow` does not.
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
 }
 
 fn init_logging(cfg: &Config) {

@@ -158,6 +158,18 @@ impl std::fmt::Debug for Broker {
     }
 }
 
+/// A seed that differs between processes and between brokers of one process: assigned client
+/// ids are drawn from it, and two nodes of a cluster must never hand out the same one (a client
+/// id is unique cluster-wide, so a collision would take over another client's session).
+fn seed() -> u64 {
+    static INSTANCES: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let instance = INSTANCES.fetch_add(1, Ordering::Relaxed);
+    nanos ^ (u64::from(std::process::id()) << 32) ^ instance.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
 impl Broker {
     /// A broker with `settings`, keeping offline messages in `store`. Queues that already
     /// hold messages in `store` (after a restart) are restored as offline sessions.
@@ -169,7 +181,7 @@ impl Broker {
             retained: Mutex::new(RetainStore::default()),
             sessions: Mutex::new(HashMap::new()),
             next_connection_id: AtomicU64::new(1),
-            rng_state: AtomicU64::new(0x9E37_79B9_7F4A_7C15),
+            rng_state: AtomicU64::new(seed()),
             cluster: OnceLock::new(),
             counters: Counters::default(),
         });
@@ -243,5 +255,21 @@ impl Broker {
 
     fn new_queue(&self, key: vmq_storage::QueueKey) -> Arc<Queue> {
         Arc::new(Queue::new(key, self.settings.queue, self.store.clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn brokers_draw_different_assigned_client_ids() {
+        let store = |_| {
+            let s = vmq_storage::StoreMessageStore::open(Arc::new(vmq_storage::MemStore::new()), vmq_storage::Durability::Buffered);
+            Arc::new(s.unwrap()) as Arc<dyn MessageStore>
+        };
+        let a = Broker::new(BrokerSettings::default(), store(0));
+        let b = Broker::new(BrokerSettings::default(), store(1));
+        assert_ne!(a.random(), b.random(), "two nodes must not assign the same client id");
     }
 }
