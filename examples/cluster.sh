@@ -10,7 +10,7 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
-cargo build -q --offline -p vmq-node -p vmq-admin
+cargo build -q -p vmq-node -p vmq-admin
 BIN=target/debug
 DIR=$(mktemp -d -t vmq-cluster.XXXXXX)
 PIDS=()
