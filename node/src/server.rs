@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tracing::info;
-use vmq_storage::MessageStore;
 
 pub use crate::storage::NodeStorage;
 
@@ -69,7 +68,6 @@ pub struct Node {
     accepting: Arc<AtomicBool>,
     shutdown_tx: watch::Sender<bool>,
     tasks_rx: mpsc::Receiver<()>,
-    store: Arc<dyn MessageStore>,
     storage: NodeStorage,
     cluster: Arc<Cluster>,
 }
@@ -162,11 +160,10 @@ impl Node {
 
     /// Starts a node on `storage`.
     pub async fn start_with(cfg: &Config, storage: NodeStorage) -> Result<Node, StartError> {
-        let store = storage.messages.clone();
         if cfg.listeners.is_empty() {
             return Err(StartError::NoListener);
         }
-        let broker = Broker::new(broker_settings(cfg), store.clone());
+        let broker = Broker::new(broker_settings(cfg), storage.messages.clone());
         // Before the listeners: the routing table is rebuilt from the replica first.
         let cluster = Arc::new(Cluster::start(cfg, &storage, broker.clone()).await?);
         let ctx = Arc::new(ConnectionContext {
@@ -210,7 +207,7 @@ impl Node {
             tokio::spawn(http::serve(socket, l.name, http_state.clone(), shutdown_rx.clone()));
         }
         tokio::spawn(sweep_sessions(broker.clone(), shutdown_rx, tasks_tx));
-        Ok(Node { broker, local_addrs, http_addrs, accepting, shutdown_tx, tasks_rx, store, storage, cluster })
+        Ok(Node { broker, local_addrs, http_addrs, accepting, shutdown_tx, tasks_rx, storage, cluster })
     }
 
     /// The bound address of every listener, by name.
@@ -259,7 +256,7 @@ impl Node {
         while self.tasks_rx.recv().await.is_some() {}
         // After the sessions: the removal of their clean-session subscriptions goes out first.
         self.cluster.shutdown().await;
-        drop(self.store);
+        drop(self.storage);
         info!("stopped");
     }
 }

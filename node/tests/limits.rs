@@ -89,5 +89,7 @@ async fn max_message_rate_throttles_without_losing_messages() {
     for i in 0..8u8 {
         assert_eq!(sub.publish_event().await.payload.as_ref(), &[i]);
     }
+    // Eight publishes against a limit of five per second: the connection paused reading.
+    assert!(node.broker().counters.rate_limited.load(std::sync::atomic::Ordering::Relaxed) >= 1);
     node.shutdown().await;
 }

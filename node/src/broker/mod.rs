@@ -88,6 +88,8 @@ pub struct Counters {
     pub socket_open: AtomicU64,
     /// Client connections closed.
     pub socket_close: AtomicU64,
+    /// Times a connection stopped reading to honour `max_message_rate`.
+    pub rate_limited: AtomicU64,
 }
 
 /// Remote subscriptions matching one topic, as the cluster knows them.

@@ -25,6 +25,7 @@ pub(super) async fn prometheus(State(s): State<Arc<HttpState>>) -> impl IntoResp
     metric("queue_session_expired", "counter", "Sessions removed after their expiry.", c.sessions_expired.load(Ordering::Relaxed));
     metric("socket_open", "counter", "Client connections accepted.", c.socket_open.load(Ordering::Relaxed));
     metric("socket_close", "counter", "Client connections closed.", c.socket_close.load(Ordering::Relaxed));
+    metric("mqtt_rate_limited", "counter", "Times a connection paused reading for max_message_rate.", c.rate_limited.load(Ordering::Relaxed));
     metric("queue_processes", "gauge", "Sessions (connected or offline).", s.broker.session_count() as u64);
     metric("router_subscriptions", "gauge", "Subscriptions in the routing table.", s.broker.subscription_count() as u64);
     let (detected, resolved) = s.cluster.netsplit_counts();

@@ -219,6 +219,7 @@ async fn serve_session(
     let lifetime_end = spec.max_connection_lifetime.map(|d| tokio::time::Instant::now() + d);
     let queue = reg.slot.queue.clone();
     let mut last_packet = tokio::time::Instant::now();
+    let mut throttled = false;
 
     let end = 'conn: loop {
         session.pump(Instant::now());
@@ -237,6 +238,10 @@ async fn serve_session(
             break 'conn End::Gone(format!("write failed: {e}"));
         }
         let throttle = session.throttle(Instant::now()).map(tokio::time::Instant::from_std);
+        if throttle.is_some() && !throttled {
+            broker.counters.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        throttled = throttle.is_some();
         let retry = session.poll_retry_deadline().map(tokio::time::Instant::from_std);
         let keepalive_deadline = keep_alive.map(|ka| last_packet + ka);
         tokio::select! {
