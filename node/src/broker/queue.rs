@@ -99,6 +99,9 @@ struct Inner {
     /// Highest sequence already loaded from the store into `pending`.
     loaded_upto: Option<MessageSeq>,
     dropped: u64,
+    /// Something of this queue was handed to the store at some point; a queue that never was
+    /// (every clean session's) has nothing to delete there when it ends.
+    used_store: bool,
 }
 
 /// One client's queue.
@@ -120,11 +123,14 @@ impl std::fmt::Debug for Queue {
 /// Number of stored messages read per batch when streaming a backlog.
 const LOAD_BATCH: usize = 100;
 
+/// Messages per store append when a queue going offline writes out its in-memory messages.
+const PERSIST_CHUNK: usize = 1024;
+
 impl Queue {
     /// An offline queue for `key`; messages already in `store` for it become its backlog.
     pub fn new(key: QueueKey, limits: QueueLimits, store: Arc<dyn MessageStore>) -> Self {
         let backlog = store.count(&key);
-        let inner = Inner { backlog, ..Inner::default() };
+        let inner = Inner { backlog, used_store: backlog > 0, ..Inner::default() };
         Self { key, limits, store, inner: Mutex::new(inner), notify: Notify::new() }
     }
 
@@ -220,6 +226,7 @@ impl Queue {
             }
         }
         inner.appending += 1;
+        inner.used_store = true;
         drop(inner);
         let data = persist::encode_delivery(&delivery);
         let (tx, rx) = oneshot::channel();
@@ -313,24 +320,34 @@ impl Queue {
         let (memory_only, stored): (VecDeque<Queued>, VecDeque<Queued>) =
             std::mem::take(&mut inner.pending).into_iter().partition(|q| q.stored.is_none());
         inner.pending = stored;
+        if memory_only.is_empty() {
+            return;
+        }
         inner.appending += memory_only.len() as u64;
+        inner.used_store = true;
         drop(inner);
-        for q in memory_only {
-            let data = persist::encode_delivery(&q.delivery);
+        // One append per chunk rather than per message: a slow subscriber can leave a long
+        // queue behind, and each append is a job for the store's writer.
+        let encoded: Vec<Vec<u8>> = memory_only.iter().map(|q| persist::encode_delivery(&q.delivery)).collect();
+        for chunk in encoded.chunks(PERSIST_CHUNK) {
+            let parts: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
             let queue = Arc::clone(self);
-            self.store.append_deferred(&self.key, &[&data], Box::new(move |result| queue.appended(result.map(|_| ()))));
+            let n = chunk.len() as u64;
+            self.store.append_deferred(&self.key, &parts, Box::new(move |result| queue.appended(n, result.map(|_| ()))));
         }
     }
 
-    /// Completion of an append started by [`Queue::set_offline`].
-    fn appended(&self, result: Result<(), StoreError>) {
+    /// Completion of an append of `n` messages started by [`Queue::set_offline`]. Runs on the
+    /// store's writer thread, so it only takes the queue lock briefly (and never while the
+    /// queue waits for the store: see [`Queue::destroy`]).
+    fn appended(&self, n: u64, result: Result<(), StoreError>) {
         let mut inner = self.lock();
-        inner.appending -= 1;
+        inner.appending -= n;
         match result {
-            Ok(()) => inner.backlog += 1,
+            Ok(()) => inner.backlog += n,
             Err(e) => {
-                warn!(client_id = %self.key.client_id, error = %e, "offline message not stored");
-                inner.dropped += 1;
+                warn!(client_id = %self.key.client_id, error = %e, messages = n, "offline messages not stored");
+                inner.dropped += n;
             }
         }
     }
@@ -404,14 +421,27 @@ impl Queue {
         }
     }
 
-    /// Deletes everything (the session ended).
+    /// Deletes everything (the session ended). The store's delete is queued behind the appends
+    /// already handed to it, and not waited for: their completions take this queue's lock on
+    /// the store's thread, so waiting here with the lock held would deadlock, and waiting
+    /// without it would stall the caller's task on the disk.
     pub fn destroy(&self) {
         let mut inner = self.lock();
         inner.pending.clear();
         inner.backlog = 0;
         inner.online = false;
-        if let Err(e) = self.store.delete_queue(&self.key) {
-            warn!(client_id = %self.key.client_id, error = %e, "cannot delete offline queue");
+        let used_store = inner.used_store;
+        drop(inner);
+        if used_store {
+            let client_id = self.key.client_id.clone();
+            self.store.delete_queue_deferred(
+                &self.key,
+                Box::new(move |r| {
+                    if let Err(e) = r {
+                        warn!(%client_id, error = %e, "cannot delete offline queue");
+                    }
+                }),
+            );
         }
     }
 }
@@ -504,6 +534,48 @@ mod tests {
         q.set_online();
         let _ = q.enqueue(delivery(2, QoS::AtLeastOnce));
         assert_eq!(drain(&q), vec![1, 2]);
+    }
+
+    /// A persistent session goes offline with a long in-memory queue (its appends are still on
+    /// the store's writer) and ends at once. Ending it used to wait for the store with the
+    /// queue locked while the writer's completions waited for that lock: a deadlock.
+    #[test]
+    fn ending_a_session_while_its_messages_are_written_out_does_not_deadlock() {
+        use vmq_storage::{GroupCommitConfig, GroupCommitMessageStore};
+        let store: Arc<dyn MessageStore> =
+            Arc::new(GroupCommitMessageStore::open(Arc::new(MemStore::new()), GroupCommitConfig::default()).unwrap());
+        let key = QueueKey::new("", "c");
+        let q = Arc::new(Queue::new(key.clone(), QueueLimits { max_online: None, ..QueueLimits::default() }, store.clone()));
+        q.set_online();
+        for n in 0..5000u32 {
+            let _ = q.enqueue(delivery((n % 251) as u8, QoS::AtLeastOnce));
+        }
+        // On a thread of its own, so that a deadlock fails the test instead of hanging it. The
+        // blocking append at the end returns only after every job queued before it, the
+        // delete included.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let probe = store.clone();
+        std::thread::spawn(move || {
+            q.set_offline();
+            q.destroy();
+            tx.send(probe.append(&QueueKey::new("", "probe"), &[b"x"]).is_ok())
+        });
+        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(60)), Ok(true), "store writer stuck");
+        assert_eq!(store.count(&key), 0, "the ended session's messages are deleted");
+    }
+
+    #[test]
+    fn set_offline_writes_in_memory_messages_to_the_store_in_order() {
+        let q = queue(QueueLimits { max_online: None, override_max_online: true, ..QueueLimits::default() });
+        q.set_online();
+        for n in 0..3000u32 {
+            let _ = q.enqueue(delivery((n % 251) as u8, QoS::AtLeastOnce));
+        }
+        q.set_offline();
+        assert_eq!(q.store.count(&q.key), 3000);
+        q.set_online();
+        let want: Vec<u8> = (0..3000u32).map(|n| (n % 251) as u8).collect();
+        assert_eq!(drain(&q), want);
     }
 
     #[test]

@@ -183,9 +183,11 @@ impl Broker {
                 (a, b) => a.or(b),
             };
         }
-        slot.queue.set_offline();
         if expiry == Some(Duration::ZERO) {
+            // The session ends with its connection: nothing of its queue is worth writing out.
             self.destroy_locked(&mut sessions, slot);
+        } else {
+            slot.queue.set_offline();
         }
     }
 
