@@ -104,6 +104,21 @@ struct Inner {
     used_store: bool,
 }
 
+/// Queues whose consumers are still to be woken: a connection that routes a batch of
+/// publishes wakes each subscriber once, after the batch, instead of once per message, so a
+/// subscriber takes many messages per wake-up.
+#[derive(Debug, Default)]
+pub struct Wakes(Vec<Arc<Queue>>);
+
+impl Wakes {
+    /// Wakes every consumer collected so far.
+    pub fn wake_all(&mut self) {
+        for q in self.0.drain(..) {
+            q.notify.notify_one();
+        }
+    }
+}
+
 /// One client's queue.
 pub struct Queue {
     key: QueueKey,
@@ -170,25 +185,47 @@ impl Queue {
         self.notify.notified()
     }
 
-    /// Adds a message for the client.
+    /// Adds a message for the client and wakes its connection.
     pub fn enqueue(self: &Arc<Self>, delivery: Delivery) -> EnqueueOutcome {
+        let (outcome, wake) = self.push(delivery);
+        if wake {
+            self.notify.notify_one();
+        }
+        outcome
+    }
+
+    /// Adds a message for the client; its connection is woken by `wakes` later, once per
+    /// batch of messages rather than once per message.
+    pub fn enqueue_batched(self: &Arc<Self>, delivery: Delivery, wakes: &mut Wakes) -> EnqueueOutcome {
+        let (outcome, wake) = self.push(delivery);
+        if wake {
+            wakes.0.push(Arc::clone(self));
+        }
+        outcome
+    }
+
+    /// Adds a message; true when the consumer needs a wake-up: the message is the first one
+    /// waiting in memory. While messages wait the consumer either was woken already or has a
+    /// full inflight window and takes more as acknowledgements arrive.
+    fn push(self: &Arc<Self>, delivery: Delivery) -> (EnqueueOutcome, bool) {
         let mut inner = self.lock();
         if inner.online {
             if inner.backlog > 0 || inner.appending > 0 {
                 // Older messages are still in the store: keep order by appending behind them.
-                return self.store(inner, delivery);
+                // The store's completion wakes the consumer.
+                return (self.store(inner, delivery), false);
             }
             if let Some(max) = self.limits.max_online {
                 if inner.pending.len() >= max {
                     match self.limits.queue_type {
                         QueueType::Fifo => {
                             inner.dropped += 1;
-                            return EnqueueOutcome::Dropped;
+                            return (EnqueueOutcome::Dropped, false);
                         }
                         QueueType::Lifo => {
                             if max == 0 {
                                 inner.dropped += 1;
-                                return EnqueueOutcome::Dropped;
+                                return (EnqueueOutcome::Dropped, false);
                             }
                             // Newest messages are at the front, the oldest at the back.
                             if let Some(old) = inner.pending.pop_back() {
@@ -200,19 +237,18 @@ impl Queue {
                 }
             }
             let queued = Queued { delivery, stored: None };
+            let first = inner.pending.is_empty();
             match self.limits.queue_type {
                 QueueType::Fifo => inner.pending.push_back(queued),
                 QueueType::Lifo => inner.pending.push_front(queued),
             }
-            drop(inner);
-            self.notify.notify_one();
-            EnqueueOutcome::Queued
+            (EnqueueOutcome::Queued, first)
         } else {
             if delivery.qos == QoS::AtMostOnce {
                 inner.dropped += 1;
-                return EnqueueOutcome::Dropped;
+                return (EnqueueOutcome::Dropped, false);
             }
-            self.store(inner, delivery)
+            (self.store(inner, delivery), false)
         }
     }
 

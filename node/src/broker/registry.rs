@@ -2,10 +2,11 @@
 //! `vmq_reg` / `vmq_reg_mgr` on one node).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::Notify;
 use tracing::{debug, info};
 use vmq_storage::QueueKey;
 
@@ -25,15 +26,88 @@ pub enum Kick {
     Shutdown,
 }
 
-/// How the registry reaches a live connection.
+impl Kick {
+    fn to_u8(self) -> u8 {
+        match self {
+            Kick::TakenOver => 1,
+            Kick::Administrative => 2,
+            Kick::Shutdown => 3,
+        }
+    }
+
+    fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            1 => Some(Kick::TakenOver),
+            2 => Some(Kick::Administrative),
+            3 => Some(Kick::Shutdown),
+            _ => None,
+        }
+    }
+}
+
+/// How the registry reaches a live connection: it can tell the connection to leave and wait
+/// until it has. One small shared block per connection (two flags, two wake-up lists) rather
+/// than a channel each way, since every idle connection carries one.
 #[derive(Debug, Clone)]
 pub struct ConnectionHandle {
     /// Connection id, unique per broker run.
     pub id: u64,
-    /// Tells the connection to close.
-    pub kick: mpsc::Sender<Kick>,
-    /// Becomes true (or closes) when the connection has finished its teardown.
-    pub done: watch::Receiver<bool>,
+    control: Arc<ConnControl>,
+}
+
+#[derive(Debug, Default)]
+struct ConnControl {
+    /// The first [`Kick`] reason (0 = none yet).
+    kick: AtomicU8,
+    kicked: Notify,
+    /// Set when the connection has finished its teardown.
+    done: AtomicBool,
+    finished: Notify,
+}
+
+impl ConnectionHandle {
+    /// A handle for connection `id`.
+    pub fn new(id: u64) -> Self {
+        Self { id, control: Arc::default() }
+    }
+
+    /// Asks the connection to close; the first reason given wins.
+    pub fn kick(&self, why: Kick) {
+        let _ = self.control.kick.compare_exchange(0, why.to_u8(), Ordering::AcqRel, Ordering::Acquire);
+        // Stores a permit when the connection is not waiting right now.
+        self.control.kicked.notify_one();
+    }
+
+    /// Resolves once the connection was asked to close, with the reason.
+    pub async fn kicked(&self) -> Kick {
+        loop {
+            let notified = self.control.kicked.notified();
+            if let Some(why) = Kick::from_u8(self.control.kick.load(Ordering::Acquire)) {
+                return why;
+            }
+            notified.await;
+        }
+    }
+
+    /// The connection finished its teardown (session released, will published).
+    pub fn finish(&self) {
+        self.control.done.store(true, Ordering::Release);
+        self.control.finished.notify_waiters();
+    }
+
+    /// Resolves once [`ConnectionHandle::finish`] was called.
+    pub async fn finished(&self) {
+        loop {
+            let notified = self.control.finished.notified();
+            tokio::pin!(notified);
+            // Registered before the check, so a finish() in between is not missed.
+            notified.as_mut().enable();
+            if self.control.done.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// A subscription as the session remembers it.
@@ -122,9 +196,8 @@ impl Broker {
             };
             if let Some(old) = live {
                 info!(client_id = %key.client_id, "session taken over by a new connection");
-                let _ = old.kick.try_send(Kick::TakenOver);
-                let mut done = old.done.clone();
-                let finished = tokio::time::timeout(TAKEOVER_WAIT, done.wait_for(|d| *d)).await;
+                old.kick(Kick::TakenOver);
+                let finished = tokio::time::timeout(TAKEOVER_WAIT, old.finished()).await;
                 if finished.is_err() {
                     // The old connection is stuck (e.g. blocked writing to a dead peer): detach it.
                     let sessions = self.sessions();

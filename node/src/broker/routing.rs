@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::message::{Delivery, Msg};
-use super::queue::{Durable, EnqueueOutcome, Queue};
+use super::queue::{Durable, EnqueueOutcome, Queue, Wakes};
 use super::trie::{Match, SubEntry, Trie};
 use super::{Broker, Forward, SessionSlot, SharedPolicy, SubscriptionRecord};
 use crate::mqtt::topic;
@@ -32,6 +32,15 @@ impl Broker {
     /// Routes `msg` to every matching subscription of its mountpoint and, when it is
     /// retained, stores it as the topic's retained message.
     pub fn publish(&self, msg: Arc<Msg>) -> PublishOutcome {
+        let mut wakes = Wakes::default();
+        let outcome = self.publish_batched(msg, &mut wakes);
+        wakes.wake_all();
+        outcome
+    }
+
+    /// [`Broker::publish`], leaving the subscribers' wake-ups in `wakes` for the caller to
+    /// send after its batch of publishes.
+    pub fn publish_batched(&self, msg: Arc<Msg>, wakes: &mut Wakes) -> PublishOutcome {
         if msg.retain {
             self.retained().set(msg.clone());
             if let Some(cluster) = self.cluster() {
@@ -66,7 +75,7 @@ impl Broker {
         }
         let mut outcome = PublishOutcome { matched: targets.len(), ..PublishOutcome::default() };
         for t in targets {
-            match t.queue.enqueue(t.delivery) {
+            match t.queue.enqueue_batched(t.delivery, wakes) {
                 EnqueueOutcome::Queued => {}
                 EnqueueOutcome::Stored(ticket) => outcome.durable.push(ticket),
                 EnqueueOutcome::Dropped => outcome.dropped += 1,

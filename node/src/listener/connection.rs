@@ -9,16 +9,16 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 use vmq_storage::QueueKey;
 
 use super::connect::{self, Accepted};
 use super::{ConnectionContext, ListenerSpec};
 use crate::broker::message::{ForwardedProperties, Msg};
-use crate::broker::{ConnectionHandle, Kick};
+use crate::broker::{ConnectionHandle, Kick, Registration};
 use crate::mqtt::{self, ConnAck, Connect, DecodeError, Disconnect, Packet, ProtocolVersion, Properties, ReasonCode, Will};
-use crate::session::{ClientLimits, Close, Output, Session};
+use crate::session::{ClientLimits, Close, DurableAck, Output, Session};
 
 /// Settings for accepting CONNECT.
 #[derive(Debug, Clone)]
@@ -100,13 +100,27 @@ impl Writer {
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            self.half.write_all(&self.buf).await?;
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.half.write_all(&self.buf).await?;
+        // A connection that writes little (most of them, most of the time) gives its buffer
+        // back rather than holding it while idle; one streaming deliveries keeps a bounded one.
+        if self.buf.len() >= KEEP_WRITE_BUFFER_AFTER && self.buf.capacity() <= MAX_KEPT_WRITE_BUFFER {
             self.buf.clear();
+        } else {
+            self.buf = BytesMut::new();
         }
         Ok(())
     }
 }
+
+/// A flush at least this large keeps its write buffer for the next one.
+const KEEP_WRITE_BUFFER_AFTER: usize = 4096;
+/// Largest write buffer kept between flushes.
+const MAX_KEPT_WRITE_BUFFER: usize = 64 * 1024;
+/// Room reserved in the read buffer before a read.
+const READ_CHUNK: usize = 8192;
 
 /// Runs one connection to completion.
 pub async fn run(
@@ -117,52 +131,74 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let (mut rd, wr) = stream.into_split();
-    let mut rbuf = BytesMut::with_capacity(4096);
-    let mut w = Writer { half: wr, buf: BytesMut::with_capacity(4096), version: ProtocolVersion::V4 };
+    let mut rbuf = BytesMut::new();
+    let mut w = Writer { half: wr, buf: BytesMut::new(), version: ProtocolVersion::V4 };
     let max_packet = max_packet_size(&ctx.connect);
-
-    // CONNECT must be the first packet [MQTT-3.1.0-1], within `mqtt.connect.timeout`.
-    let first = tokio::select! {
-        r = tokio::time::timeout(ctx.connect.connect_timeout, read_packet(&mut rd, &mut rbuf, ProtocolVersion::V4, max_packet)) => r,
+    // Boxed, like the other one-off phases (registration, durable acks, teardown): what a
+    // future holds across its awaits is held by every connection for its whole life, a box
+    // only while the phase runs.
+    let handshake = Box::pin(handshake(&mut rd, &mut rbuf, &mut w, peer, &spec, &ctx, max_packet));
+    let accepted = tokio::select! {
+        r = handshake => r,
         _ = shutdown.wait_for(|s| *s) => return,
     };
+    let Some((connect, accepted)) = accepted else { return };
+    serve_session(connect, accepted, peer, spec, ctx, rd, rbuf, w, shutdown, max_packet).await;
+}
+
+/// Reads and validates CONNECT; answers a refusal itself and returns `None` then.
+async fn handshake(
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    rbuf: &mut BytesMut,
+    w: &mut Writer,
+    peer: SocketAddr,
+    spec: &ListenerSpec,
+    ctx: &ConnectionContext,
+    max_packet: usize,
+) -> Option<(Box<Connect>, Accepted)> {
+    // CONNECT must be the first packet [MQTT-3.1.0-1], within `mqtt.connect.timeout`.
+    let first = tokio::time::timeout(ctx.connect.connect_timeout, read_packet(rd, rbuf, ProtocolVersion::V4, max_packet)).await;
     let connect = match first {
         Err(_) => {
             info!(%peer, "no CONNECT within mqtt.connect.timeout; closing");
-            return;
+            return None;
         }
         Ok(Err(ReadError::Decode(e @ (DecodeError::UnsupportedProtocolVersion(_) | DecodeError::InvalidProtocolName)))) => {
             // [MQTT-3.1.2-2]: answer with "unacceptable protocol version", then close.
             info!(%peer, error = %e, "CONNECT refused");
             w.queue(&Packet::ConnAck(ConnAck { code: ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, ..ConnAck::default() }));
             let _ = w.flush().await;
-            return;
+            return None;
         }
         Ok(Err(e)) => {
             info!(%peer, error = %e, "connection closed before CONNECT");
-            return;
+            return None;
         }
         Ok(Ok(Packet::Connect(c))) => c,
         Ok(Ok(other)) => {
             info!(%peer, packet = ?packet_name(&other), "first packet is not CONNECT [MQTT-3.1.0-1]; closing");
-            return;
+            return None;
         }
     };
     if let Some(v) = connect.protocol {
         w.version = v;
     }
-    let accepted = match connect::validate(&connect, &spec, &ctx.connect, || assigned_client_id(&ctx)) {
-        Ok(a) => a,
+    match connect::validate(&connect, spec, &ctx.connect, || assigned_client_id(ctx)) {
+        Ok(a) => Some((connect, a)),
         Err(refused) => {
             info!(%peer, client_id = %connect.client_id, code = refused.code.0, cause = %refused.cause, "CONNECT refused");
             w.queue(&Packet::ConnAck(ConnAck { code: refused.code, ..ConnAck::default() }));
             let _ = w.flush().await;
-            return;
+            None
         }
-    };
-    serve_session(connect, accepted, peer, spec, ctx, rd, rbuf, w, shutdown, max_packet).await;
+    }
 }
 
+/// Serves a connection whose CONNECT was accepted.
+///
+/// Setup and teardown happen in plain functions and boxed futures: locals of an async
+/// function that are in scope across an await are stored in its future, which every
+/// connection holds for its whole life.
 #[allow(clippy::too_many_arguments)]
 async fn serve_session(
     connect: Box<Connect>,
@@ -170,23 +206,45 @@ async fn serve_session(
     peer: SocketAddr,
     spec: Arc<ListenerSpec>,
     ctx: Arc<ConnectionContext>,
-    mut rd: tokio::net::tcp::OwnedReadHalf,
-    mut rbuf: BytesMut,
+    rd: tokio::net::tcp::OwnedReadHalf,
+    rbuf: BytesMut,
     mut w: Writer,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
     max_packet: usize,
 ) {
-    let broker = ctx.broker.clone();
-    let version = accepted.version;
+    let handle = ConnectionHandle::new(ctx.broker.next_connection_id());
     let key = QueueKey::new(spec.mountpoint.clone(), accepted.client_id.clone());
-    let conn_id = broker.next_connection_id();
-    let (kick_tx, mut kick_rx) = mpsc::channel(1);
-    let (done_tx, done_rx) = watch::channel(false);
-    let handle = ConnectionHandle { id: conn_id, kick: kick_tx, done: done_rx };
-    let reg = broker.register(key.clone(), connect.clean_start, handle).await;
-    // A clean start never resumes [MQTT-3.2.2-2]; the registry discarded any old session.
-    let session_present = reg.session_present && !connect.clean_start;
+    let clean_start = connect.clean_start;
+    let mut conn = start_session(
+        Box::pin(ctx.broker.register(key, clean_start, handle.clone())).await,
+        connect,
+        accepted,
+        peer,
+        &spec,
+        &ctx,
+        &mut w,
+        max_packet,
+    );
+    let end = conn.serve(&mut w, rd, rbuf, &handle, shutdown, &ctx).await;
+    Box::pin(finish(end, conn, peer, &spec, &ctx, &mut w, handle.id)).await;
+    handle.finish();
+}
 
+/// Queues CONNACK and builds the connection's session state.
+#[allow(clippy::too_many_arguments)]
+fn start_session(
+    reg: Registration,
+    mut connect: Box<Connect>,
+    accepted: Accepted,
+    peer: SocketAddr,
+    spec: &ListenerSpec,
+    ctx: &ConnectionContext,
+    w: &mut Writer,
+    max_packet: usize,
+) -> Conn {
+    let version = accepted.version;
+    // A clean start never resumes [MQTT-3.1.2-2]; the registry discarded any old session.
+    let session_present = reg.session_present && !connect.clean_start;
     let mut ack = ConnAck { session_present, code: ReasonCode::SUCCESS, properties: Properties::default() };
     if version.is_v5() {
         let p = &mut ack.properties;
@@ -207,97 +265,187 @@ async fn serve_session(
     w.queue(&Packet::ConnAck(ack));
     info!(%peer, client_id = %accepted.client_id, version = version.level(), session_present, "client connected");
 
-    let now = Instant::now();
     let limits = ClientLimits {
         receive_maximum: connect.properties.receive_maximum.unwrap_or(u16::MAX),
         maximum_packet_size: connect.properties.maximum_packet_size,
         topic_alias_maximum: connect.properties.topic_alias_maximum.unwrap_or(0),
     };
-    let mut session = Session::new(broker.clone(), reg.slot.clone(), ctx.session.clone(), version, limits, reg.inflight, now);
-    let mut session_expiry = accepted.session_expiry;
-    let keep_alive = (accepted.keep_alive > 0).then(|| Duration::from_millis(u64::from(accepted.keep_alive) * 1500));
-    let lifetime_end = spec.max_connection_lifetime.map(|d| tokio::time::Instant::now() + d);
-    let queue = reg.slot.queue.clone();
-    let mut last_packet = tokio::time::Instant::now();
-    let mut throttled = false;
+    Conn {
+        session: Session::new(ctx.broker.clone(), reg.slot, ctx.session.clone(), version, limits, reg.inflight, Instant::now()),
+        session_expiry: accepted.session_expiry,
+        keep_alive: (accepted.keep_alive > 0).then(|| Duration::from_millis(u64::from(accepted.keep_alive) * 1500)),
+        lifetime_end: spec.max_connection_lifetime.map(|d| tokio::time::Instant::now() + d),
+        version,
+        max_packet,
+        generation: reg.generation,
+        client_id: accepted.client_id,
+        // Only these parts of CONNECT matter from here on; the rest is freed now.
+        will: connect.will.take().map(Box::new),
+        connect_expiry_set: connect.properties.session_expiry_interval.unwrap_or(0) != 0,
+        problem_information: connect.properties.request_problem_information != Some(0),
+    }
+}
 
-    let end = 'conn: loop {
-        session.pump(Instant::now());
-        let outputs: Vec<Output> = session.poll_transmit().collect();
-        for out in outputs {
-            match out {
-                Output::Packet(p) => w.queue(&p),
-                Output::AfterDurable { ack, durable, qos2_id } => {
-                    if let Err(close) = ack_when_durable(&mut w, &mut session, ack, durable, qos2_id).await {
-                        break 'conn End::Close(close);
-                    }
+/// A connected session and what its connection keeps of CONNECT.
+struct Conn {
+    session: Session,
+    session_expiry: Option<Duration>,
+    keep_alive: Option<Duration>,
+    lifetime_end: Option<tokio::time::Instant>,
+    version: ProtocolVersion,
+    max_packet: usize,
+    /// The registration generation (for delayed wills).
+    generation: u64,
+    client_id: String,
+    will: Option<Box<Will>>,
+    /// CONNECT carried a non-zero Session Expiry Interval.
+    connect_expiry_set: bool,
+    /// The client accepts Reason Strings [MQTT-3.1.2-29].
+    problem_information: bool,
+}
+
+impl Conn {
+    /// Runs the session until the connection ends, and says why.
+    ///
+    /// One timer serves keep-alive, connection lifetime, retries and rate limiting: it is
+    /// armed for the earliest deadline and moved only when a deadline earlier than the armed
+    /// one appears; a deadline that moved later (keep-alive after every packet) is found out
+    /// when the timer fires. Re-registering timers per packet would cost a timer-wheel update
+    /// on every message.
+    async fn serve(
+        &mut self,
+        w: &mut Writer,
+        rd: tokio::net::tcp::OwnedReadHalf,
+        mut rbuf: BytesMut,
+        handle: &ConnectionHandle,
+        mut shutdown: watch::Receiver<bool>,
+        ctx: &ConnectionContext,
+    ) -> End {
+        let queue = self.session.slot().queue.clone();
+        let mut last_packet = tokio::time::Instant::now();
+        let mut throttled = false;
+        let mut outputs = Vec::new();
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(timer);
+        let mut armed: Option<tokio::time::Instant> = None;
+        loop {
+            let session = &mut self.session;
+            session.pump(Instant::now());
+            session.wake_subscribers();
+            session.swap_outputs(&mut outputs);
+            outputs.reverse();
+            while let Some(pending) = queue_until_durable(&mut outputs, w) {
+                if let Err(close) = Box::pin(ack_when_durable(w, session, pending)).await {
+                    return End::Close(close);
                 }
             }
-        }
-        if let Err(e) = w.flush().await {
-            break 'conn End::Gone(format!("write failed: {e}"));
-        }
-        let throttle = session.throttle(Instant::now()).map(tokio::time::Instant::from_std);
-        if throttle.is_some() && !throttled {
-            broker.counters.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        throttled = throttle.is_some();
-        let retry = session.poll_retry_deadline().map(tokio::time::Instant::from_std);
-        let keepalive_deadline = keep_alive.map(|ka| last_packet + ka);
-        tokio::select! {
-            r = rd.read_buf(&mut rbuf), if throttle.is_none() => {
-                match r {
-                    Ok(0) => break 'conn End::Gone("connection closed by client".into()),
-                    Err(e) => break 'conn End::Gone(format!("read failed: {e}")),
-                    Ok(_) => {}
+            if let Err(e) = w.flush().await {
+                return End::Gone(format!("write failed: {e}"));
+            }
+            let throttle = session.throttle(Instant::now()).map(tokio::time::Instant::from_std);
+            if throttle.is_some() && !throttled {
+                ctx.broker.counters.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            throttled = throttle.is_some();
+            let retry = session.poll_retry_deadline().map(tokio::time::Instant::from_std);
+            let keepalive = self.keep_alive.map(|ka| last_packet + ka);
+            let next = [throttle, retry, keepalive, self.lifetime_end].into_iter().flatten().min();
+            if let Some(next) = next {
+                if armed.is_none_or(|at| next < at) {
+                    timer.as_mut().reset(next);
+                    armed = Some(next);
                 }
-                last_packet = tokio::time::Instant::now();
-                loop {
-                    let packet = match mqtt::decode(&mut rbuf, version, max_packet) {
-                        Ok(Some(p)) => p,
-                        Ok(None) => break,
-                        Err(e) => break 'conn End::Close(Close {
-                            reason: e.reason_code(),
-                            cause: format!("bad packet: {e}"),
+            }
+            tokio::select! {
+                r = rd.readable(), if throttle.is_none() => {
+                    if let Err(e) = r {
+                        return End::Gone(format!("read failed: {e}"));
+                    }
+                    if rbuf.capacity() - rbuf.len() < 1024 {
+                        rbuf.reserve(READ_CHUNK);
+                    }
+                    match rd.try_read_buf(&mut rbuf) {
+                        Ok(0) => return End::Gone("connection closed by client".into()),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                        Err(e) => return End::Gone(format!("read failed: {e}")),
+                    }
+                    last_packet = tokio::time::Instant::now();
+                    if let Some(end) = self.handle_input(&mut rbuf) {
+                        return end;
+                    }
+                    // Idle connections hold no read buffer; payloads already decoded keep
+                    // their slices of it alive on their own.
+                    if rbuf.is_empty() {
+                        rbuf = BytesMut::new();
+                    }
+                }
+                _ = queue.notified() => {}
+                _ = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    let now = tokio::time::Instant::now();
+                    if keepalive.is_some_and(|at| at <= now) {
+                        // [MQTT-3.1.2-24]: nothing received within 1.5 times the keep-alive.
+                        return End::Close(Close {
+                            reason: ReasonCode::KEEP_ALIVE_TIMEOUT,
+                            cause: "keep-alive timeout".into(),
                             send_disconnect: true,
                             publish_will: true,
-                        }),
-                    };
-                    if let Packet::Disconnect(d) = packet {
-                        match disconnect_expiry(&d, &connect, session_expiry) {
-                            Ok(exp) => session_expiry = exp,
-                            Err(close) => break 'conn End::Close(close),
-                        }
-                        break 'conn End::ClientDisconnect { with_will: d.code == ReasonCode::DISCONNECT_WITH_WILL };
+                        });
                     }
-                    if let Err(close) = session.handle_packet(packet, Instant::now()) {
-                        break 'conn End::Close(close);
+                    if self.lifetime_end.is_some_and(|at| at <= now) {
+                        return End::Close(Close {
+                            reason: ReasonCode::MAXIMUM_CONNECT_TIME,
+                            cause: "max_connection_lifetime reached".into(),
+                            send_disconnect: true,
+                            publish_will: true,
+                        });
+                    }
+                    if retry.is_some_and(|at| at <= now) {
+                        self.session.handle_retry(now.into_std());
                     }
                 }
+                k = handle.kicked() => return End::Kicked(k),
+                _ = shutdown.wait_for(|s| *s) => return End::Kicked(Kick::Shutdown),
             }
-            _ = queue.notified() => {}
-            _ = sleep_until_opt(throttle) => {}
-            _ = sleep_until_opt(retry) => session.handle_retry(Instant::now()),
-            _ = sleep_until_opt(keepalive_deadline) => {
-                // [MQTT-3.1.2-24]: nothing received within 1.5 times the keep-alive.
-                break 'conn End::Close(Close {
-                    reason: ReasonCode::KEEP_ALIVE_TIMEOUT,
-                    cause: "keep-alive timeout".into(),
-                    send_disconnect: true,
-                    publish_will: true,
+        }
+    }
+
+    /// Decodes and handles every complete packet in `rbuf`; `Some` when the connection ends.
+    fn handle_input(&mut self, rbuf: &mut BytesMut) -> Option<End> {
+        loop {
+            let packet = match mqtt::decode(rbuf, self.version, self.max_packet) {
+                Ok(Some(p)) => p,
+                Ok(None) => return None,
+                Err(e) => {
+                    return Some(End::Close(Close {
+                        reason: e.reason_code(),
+                        cause: format!("bad packet: {e}"),
+                        send_disconnect: true,
+                        publish_will: true,
+                    }));
+                }
+            };
+            if let Packet::Disconnect(d) = packet {
+                return Some(match disconnect_expiry(&d, self.connect_expiry_set, self.session_expiry) {
+                    Ok(exp) => {
+                        self.session_expiry = exp;
+                        End::ClientDisconnect { with_will: d.code == ReasonCode::DISCONNECT_WITH_WILL }
+                    }
+                    Err(close) => End::Close(close),
                 });
             }
-            _ = sleep_until_opt(lifetime_end) => break 'conn End::Close(Close {
-                reason: ReasonCode::MAXIMUM_CONNECT_TIME,
-                cause: "max_connection_lifetime reached".into(),
-                send_disconnect: true,
-                publish_will: true,
-            }),
-            k = kick_rx.recv() => break 'conn End::Kicked(k.unwrap_or(Kick::Shutdown)),
-            _ = shutdown.wait_for(|s| *s) => break 'conn End::Kicked(Kick::Shutdown),
+            if let Err(close) = self.session.handle_packet(packet, Instant::now()) {
+                return Some(End::Close(close));
+            }
         }
-    };
+    }
+}
 
+/// Tears a connection down: tells the client why where the protocol can, publishes the will
+/// when due, and releases the session.
+async fn finish(end: End, conn: Conn, peer: SocketAddr, spec: &ListenerSpec, ctx: &Arc<ConnectionContext>, w: &mut Writer, conn_id: u64) {
+    let Conn { mut session, session_expiry, version, generation, client_id, will, problem_information, .. } = conn;
     // Tell the client why, where the protocol has a way to (MQTT 5 DISCONNECT).
     let (reason, publish_will, log) = match &end {
         End::ClientDisconnect { with_will } => (None, *with_will, "client disconnected".to_string()),
@@ -314,6 +462,7 @@ async fn serve_session(
     // Answers to packets handled before the end still go out (e.g. PUBRECs before the one
     // publish that broke the window). Acknowledgements still waiting for the disk are not
     // sent: the client resends those publishes.
+    session.wake_subscribers();
     for out in session.poll_transmit() {
         if let Output::Packet(p) = out {
             w.queue(&p);
@@ -323,7 +472,7 @@ async fn serve_session(
         if version.is_v5() {
             let mut properties = Properties::default();
             // Reason String only when the client did not opt out [MQTT-3.1.2-29].
-            if connect.properties.request_problem_information != Some(0) {
+            if problem_information {
                 properties.reason_string = Some(log.clone());
             }
             w.queue(&Packet::Disconnect(Disconnect { code, properties }));
@@ -332,37 +481,42 @@ async fn serve_session(
     // Bounded: a peer that stopped reading must not hold the teardown.
     let _ = tokio::time::timeout(Duration::from_secs(1), w.flush()).await;
     match &end {
-        End::ClientDisconnect { .. } | End::Kicked(_) => {
-            info!(%peer, client_id = %accepted.client_id, "{log}");
-        }
-        End::Close(c) => warn!(%peer, client_id = %accepted.client_id, code = c.reason.0, "closing connection: {log}"),
-        End::Gone(_) => debug!(%peer, client_id = %accepted.client_id, "{log}"),
+        End::ClientDisconnect { .. } | End::Kicked(_) => info!(%peer, %client_id, "{log}"),
+        End::Close(c) => warn!(%peer, %client_id, code = c.reason.0, "closing connection: {log}"),
+        End::Gone(_) => debug!(%peer, %client_id, "{log}"),
     }
     let shutting_down = matches!(end, End::Kicked(Kick::Shutdown));
     let slot = session.slot().clone();
     // The will goes out before the session is released, so that whoever observes the
     // session gone (a takeover, a test) also observes the will published.
     if publish_will {
-        if let Some(will) = connect.will.as_ref() {
+        if let Some(will) = will.as_deref() {
             let delay = will_delay(will, session_expiry, &ctx.connect, shutting_down);
-            publish_will_after(&ctx, &spec.mountpoint, &accepted.client_id, will, delay, slot.clone(), reg.generation);
+            publish_will_after(ctx, &spec.mountpoint, &client_id, will, delay, slot.clone(), generation);
         }
     }
-    broker.disconnected(&slot, conn_id, session.into_inflight(), session_expiry);
-    let _ = done_tx.send(true);
+    ctx.broker.disconnected(&slot, conn_id, session.into_inflight(), session_expiry);
+}
+
+/// Queues packets from `outputs` (in reverse order: the next one last) until one that waits
+/// for the disk, which it returns. Kept out of the async loop so that no packet is held
+/// across an await there (it would make every connection's future larger).
+fn queue_until_durable(outputs: &mut Vec<Output>, w: &mut Writer) -> Option<Box<DurableAck>> {
+    while let Some(out) = outputs.pop() {
+        match out {
+            Output::Packet(p) => w.queue(&p),
+            Output::AfterDurable(pending) => return Some(pending),
+        }
+    }
+    None
 }
 
 /// Sends `ack` once the publish it acknowledges is durable in every offline queue it went to.
 /// When the store failed (e.g. a full disk) the publish is refused instead of acknowledged and
 /// lost: MQTT 5 clients get the ack with Quota Exceeded, MQTT 3 clients (which have no failure
 /// code for it) are disconnected without the ack and resend after reconnecting.
-async fn ack_when_durable(
-    w: &mut Writer,
-    session: &mut Session,
-    mut ack: Packet,
-    durable: Vec<crate::broker::queue::Durable>,
-    qos2_id: Option<u16>,
-) -> Result<(), Close> {
+async fn ack_when_durable(w: &mut Writer, session: &mut Session, pending: Box<DurableAck>) -> Result<(), Close> {
+    let DurableAck { mut ack, durable, qos2_id } = *pending;
     let mut failure = None;
     for ticket in durable {
         if let Err(e) = ticket.wait().await {
@@ -445,9 +599,9 @@ fn publish_will_after(
 
 /// Session expiry after a DISCONNECT that may change it. Setting a non-zero interval when
 /// CONNECT had zero is a protocol error [MQTT-3.14.2-2].
-fn disconnect_expiry(d: &Disconnect, c: &Connect, current: Option<Duration>) -> Result<Option<Duration>, Close> {
+fn disconnect_expiry(d: &Disconnect, connect_expiry_set: bool, current: Option<Duration>) -> Result<Option<Duration>, Close> {
     let Some(secs) = d.properties.session_expiry_interval else { return Ok(current) };
-    if c.properties.session_expiry_interval.unwrap_or(0) == 0 && secs != 0 {
+    if !connect_expiry_set && secs != 0 {
         return Err(Close {
             reason: ReasonCode::PROTOCOL_ERROR,
             cause: "DISCONNECT sets a session expiry after CONNECT had none [MQTT-3.14.2-2]".into(),
@@ -456,13 +610,6 @@ fn disconnect_expiry(d: &Disconnect, c: &Connect, current: Option<Duration>) -> 
         });
     }
     Ok(if secs == u32::MAX { None } else { Some(Duration::from_secs(u64::from(secs))) })
-}
-
-async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
 }
 
 fn assigned_client_id(ctx: &ConnectionContext) -> String {

@@ -8,6 +8,8 @@
 //! encoding computes the length first (validating every field) and only then writes, straight
 //! into the caller's buffer after a single `reserve`.
 
+use std::sync::Arc;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use super::{DecodeError, EncodeError, Packet, PacketId, ProtocolVersion, QoS, v4, v5};
@@ -418,8 +420,8 @@ pub(crate) fn read_string(buf: &mut Bytes) -> Result<String, DecodeError> {
 /// A topic name: a string without wildcards [MQTT-3.3.2-2]; empty only where a topic alias
 /// stands in for it (MQTT 5.0 section 3.3.2.1), otherwise at least one character
 /// [MQTT-4.7.3-1].
-pub(crate) fn read_topic_name(buf: &mut Bytes, allow_empty: bool) -> Result<String, DecodeError> {
-    let (topic, found) = read_checked_string(buf)?;
+pub(crate) fn read_topic_name(buf: &mut Bytes, allow_empty: bool) -> Result<Arc<str>, DecodeError> {
+    let (topic, found) = read_checked(buf, |s| Arc::<str>::from(s))?;
     if (topic.is_empty() && !allow_empty) || found & HAS_WILDCARD != 0 {
         return Err(DecodeError::TopicNameInvalid);
     }
@@ -428,6 +430,12 @@ pub(crate) fn read_topic_name(buf: &mut Bytes, allow_empty: bool) -> Result<Stri
 
 /// Reads a string, refuses bad UTF-8 and U+0000, and reports whether it holds wildcards.
 fn read_checked_string(buf: &mut Bytes) -> Result<(String, u8), DecodeError> {
+    read_checked(buf, str::to_owned)
+}
+
+/// [`read_checked_string`] into any owned form, so that a topic goes straight into its shared
+/// `Arc<str>` with one allocation.
+fn read_checked<T>(buf: &mut Bytes, own: impl FnOnce(&str) -> T) -> Result<(T, u8), DecodeError> {
     let len = usize::from(read_u16(buf)?);
     let Some(raw) = buf.get(..len) else {
         return Err(TRUNCATED);
@@ -438,7 +446,7 @@ fn read_checked_string(buf: &mut Bytes) -> Result<(String, u8), DecodeError> {
     if found & HAS_NUL != 0 {
         return Err(DecodeError::MalformedPacket("string contains U+0000"));
     }
-    let owned = s.to_owned();
+    let owned = own(s);
     buf.advance(len);
     Ok((owned, found))
 }
@@ -776,7 +784,7 @@ mod tests {
     #[test]
     fn encode_refuses_oversize_fields_and_writes_nothing() {
         let p = Packet::Publish(Publish {
-            topic: "a".repeat(70_000),
+            topic: "a".repeat(70_000).into(),
             ..Default::default()
         });
         let mut out = BytesMut::new();

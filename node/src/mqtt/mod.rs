@@ -17,6 +17,8 @@ pub mod topic;
 pub mod v4;
 pub mod v5;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 pub use codec::{decode, encode, encoded_len, FixedHeader};
@@ -181,7 +183,7 @@ pub struct Publish {
     /// RETAIN flag.
     pub retain: bool,
     /// Topic name (may be empty in 5.0 when a topic alias is used).
-    pub topic: String,
+    pub topic: Arc<str>,
     /// Packet identifier, present iff QoS > 0.
     pub packet_id: Option<PacketId>,
     /// Application payload.

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use tracing::debug;
 use vmq_storage::QueueKey;
 
-use crate::broker::queue::Queued;
+use crate::broker::queue::{Queued, Wakes};
 use crate::broker::{Broker, SessionSlot, SubscriptionRecord};
 use crate::mqtt::{
     Packet, ProtocolVersion, PubResp, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, topic,
@@ -70,17 +70,21 @@ impl Default for SessionConfig {
 pub enum Output {
     /// Send this packet.
     Packet(Packet),
-    /// Send `ack` (PUBACK or PUBREC) once every ticket in `durable` resolved: the publish went
-    /// to offline queues and is acknowledged only when it is on disk. If a ticket fails, call
-    /// [`Session::durable_failed`] and refuse the publish instead.
-    AfterDurable {
-        /// The acknowledgement to send.
-        ack: Packet,
-        /// Store tickets to wait for.
-        durable: Vec<crate::broker::queue::Durable>,
-        /// The packet id when `ack` is a PUBREC.
-        qos2_id: Option<u16>,
-    },
+    /// Send an acknowledgement once the publish is on disk (boxed: rare, and large).
+    AfterDurable(Box<DurableAck>),
+}
+
+/// A PUBACK or PUBREC to send once every ticket in `durable` resolved: the publish went to
+/// offline queues and is acknowledged only when it is on disk. If a ticket fails, call
+/// [`Session::durable_failed`] and refuse the publish instead.
+#[derive(Debug)]
+pub struct DurableAck {
+    /// The acknowledgement to send.
+    pub ack: Packet,
+    /// Store tickets to wait for.
+    pub durable: Vec<crate::broker::queue::Durable>,
+    /// The packet id when `ack` is a PUBREC.
+    pub qos2_id: Option<u16>,
 }
 
 /// Why the session wants its connection closed.
@@ -128,6 +132,10 @@ pub struct Session {
     /// Outgoing topic aliases (server to client).
     aliases_out: HashMap<Arc<str>, u16>,
     rate_window: (Instant, u32),
+    /// The empty topic name sent with an established alias, allocated once.
+    empty_topic: Arc<str>,
+    /// Subscribers that received this client's publishes and are still to be woken.
+    wakes: Wakes,
     out: Vec<Output>,
     scratch: Vec<Queued>,
 }
@@ -162,6 +170,8 @@ impl Session {
             aliases_in: HashMap::new(),
             aliases_out: HashMap::new(),
             rate_window: (now, 0),
+            empty_topic: Arc::from(""),
+            wakes: Wakes::default(),
             out: Vec::new(),
             scratch: Vec::new(),
             slot,
@@ -178,6 +188,20 @@ impl Session {
     /// What to send, in order.
     pub fn poll_transmit(&mut self) -> std::vec::Drain<'_, Output> {
         self.out.drain(..)
+    }
+
+    /// Wakes the subscribers that received this client's publishes since the last call. The
+    /// connection calls it once per batch of packets read.
+    pub fn wake_subscribers(&mut self) {
+        self.wakes.wake_all();
+    }
+
+    /// Moves what to send into `buf` (which must be empty) by swapping buffers, so the caller
+    /// can hold the outputs while it calls back into the session without a fresh vector per
+    /// round.
+    pub fn swap_outputs(&mut self, buf: &mut Vec<Output>) {
+        debug_assert!(buf.is_empty());
+        std::mem::swap(&mut self.out, buf);
     }
 
     fn emit(&mut self, packet: Packet) {

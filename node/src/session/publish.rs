@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{Close, Output, Session};
+use super::{Close, DurableAck, Output, Session};
 use crate::broker::message::{ForwardedProperties, Msg};
 use crate::broker::queue::Queued;
 use crate::mqtt::{self, Packet, PacketId, Properties, PubResp, Publish, QoS, ReasonCode, topic};
@@ -54,7 +54,7 @@ impl Session {
             expires_at: p.properties.message_expiry_interval.map(|s| now + Duration::from_secs(u64::from(s))),
             publisher: Some(self.client_id.clone()),
         });
-        let outcome = self.broker.publish(msg);
+        let outcome = self.broker.publish_batched(msg, &mut self.wakes);
         let code = if outcome.matched == 0 && self.version.is_v5() {
             ReasonCode::NO_MATCHING_SUBSCRIBERS
         } else {
@@ -74,7 +74,7 @@ impl Session {
         if outcome.durable.is_empty() {
             self.emit(ack);
         } else {
-            self.out.push(Output::AfterDurable { ack, durable: outcome.durable, qos2_id });
+            self.out.push(Output::AfterDurable(Box::new(DurableAck { ack, durable: outcome.durable, qos2_id })));
         }
         Ok(())
     }
@@ -104,7 +104,7 @@ impl Session {
     /// The topic of an incoming PUBLISH, resolving a topic alias [MQTT-3.3.2-10..12].
     fn resolve_topic(&mut self, p: &Publish) -> Result<Arc<str>, Close> {
         let Some(alias) = p.properties.topic_alias else {
-            return Ok(p.topic.as_str().into());
+            return Ok(p.topic.clone());
         };
         if alias == 0 || alias > self.cfg.topic_alias_max_broker {
             return Err(Close::error(
@@ -117,7 +117,7 @@ impl Session {
                 Close::error(ReasonCode::PROTOCOL_ERROR, format!("unknown topic alias {alias}"))
             })
         } else {
-            let t: Arc<str> = p.topic.as_str().into();
+            let t = p.topic.clone();
             self.aliases_in.insert(alias, t.clone());
             Ok(t)
         }
@@ -129,7 +129,8 @@ impl Session {
         let d = &q.delivery;
         let msg = &d.msg;
         let mut properties = Properties::default();
-        let mut topic = msg.topic.to_string();
+        // Shared with the message: no copy of the topic per delivery.
+        let mut topic = msg.topic.clone();
         if self.version.is_v5() {
             if let Some(fp) = &msg.properties {
                 fp.apply_to(&mut properties);
@@ -160,14 +161,14 @@ impl Session {
 
     /// Uses a topic alias towards the client when both sides allow it: the first time a topic
     /// is sent it gets a free alias, later sends carry only the alias [MQTT-3.3.2-12].
-    fn apply_outgoing_alias(&mut self, full: &Arc<str>, topic: &mut String, props: &mut Properties) {
+    fn apply_outgoing_alias(&mut self, full: &Arc<str>, topic: &mut Arc<str>, props: &mut Properties) {
         let max = self.limits.topic_alias_maximum.min(self.cfg.topic_alias_max_client);
         if max == 0 {
             return;
         }
         if let Some(alias) = self.aliases_out.get(full) {
             props.topic_alias = Some(*alias);
-            topic.clear();
+            *topic = self.empty_topic.clone();
             return;
         }
         let next = self.aliases_out.len() as u16 + 1;

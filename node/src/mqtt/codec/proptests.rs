@@ -278,7 +278,7 @@ fn publish(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                 dup: dup && !at_most_once,
                 qos,
                 retain,
-                topic,
+                topic: topic.into(),
                 packet_id: (!at_most_once).then_some(id),
                 payload,
                 properties,

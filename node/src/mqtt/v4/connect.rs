@@ -19,7 +19,7 @@ pub(super) fn read(protocol: ProtocolVersion, mut buf: Bytes) -> Result<Connect,
     let client_id = read_string(&mut buf)?;
     let will = match flags.will {
         Some((qos, retain)) => Some(Will {
-            topic: read_topic_name(&mut buf, false)?,
+            topic: read_topic_name(&mut buf, false)?.to_string(),
             payload: read_binary(&mut buf)?,
             qos,
             retain,

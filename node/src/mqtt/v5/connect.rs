@@ -20,7 +20,7 @@ pub(super) fn read(mut buf: Bytes) -> Result<Connect, DecodeError> {
         Some((qos, retain)) => {
             let properties = Properties::read(&mut buf, PropertyContext::Will)?;
             Some(Will {
-                topic: read_topic_name(&mut buf, false)?,
+                topic: read_topic_name(&mut buf, false)?.to_string(),
                 payload: read_binary(&mut buf)?,
                 qos,
                 retain,
