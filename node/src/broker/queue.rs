@@ -388,17 +388,23 @@ impl Queue {
         }
     }
 
-    /// Moves up to `max` messages into `out` for delivery. Expired messages are dropped on the
-    /// way (their stored copies deleted).
-    pub fn take(&self, max: usize, now: std::time::Instant, out: &mut Vec<Queued>) {
+    /// Moves up to `max` messages into `out` for delivery, of which at most `max_acked` with
+    /// QoS 1 or 2 (those take a place in the inflight window; QoS 0 ones do not). Expired
+    /// messages are dropped on the way (their stored copies deleted).
+    pub fn take(&self, max: usize, max_acked: usize, now: std::time::Instant, out: &mut Vec<Queued>) {
         let mut inner = self.lock();
         if !inner.online {
             return;
         }
-        let mut taken = 0;
+        let (mut taken, mut acked) = (0, 0);
         while taken < max {
             if inner.pending.is_empty() && inner.backlog > 0 {
                 self.load_batch(&mut inner);
+            }
+            let Some(front) = inner.pending.front() else { break };
+            let needs_ack = front.delivery.qos != QoS::AtMostOnce;
+            if needs_ack && acked == max_acked {
+                break;
             }
             let Some(q) = inner.pending.pop_front() else { break };
             if q.delivery.msg.is_expired(now) {
@@ -407,6 +413,7 @@ impl Queue {
             }
             out.push(q);
             taken += 1;
+            acked += usize::from(needs_ack);
         }
     }
 
@@ -513,7 +520,7 @@ mod tests {
 
     fn drain(q: &Queue) -> Vec<u8> {
         let mut out = Vec::new();
-        q.take(usize::MAX, Instant::now(), &mut out);
+        q.take(usize::MAX, usize::MAX, Instant::now(), &mut out);
         for item in &out {
             q.delivered(item.stored);
         }

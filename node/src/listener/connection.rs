@@ -330,7 +330,7 @@ impl Conn {
         let mut armed: Option<tokio::time::Instant> = None;
         loop {
             let session = &mut self.session;
-            session.pump(Instant::now());
+            let more = session.pump(Instant::now());
             session.wake_subscribers();
             session.swap_outputs(&mut outputs);
             outputs.reverse();
@@ -381,6 +381,9 @@ impl Conn {
                     }
                 }
                 _ = queue.notified() => {}
+                // Messages still waiting: go round again, after letting other tasks (the
+                // publishers filling the queue among them) and the other branches run.
+                () = tokio::task::yield_now(), if more => {}
                 _ = &mut timer, if armed.is_some() => {
                     armed = None;
                     let now = tokio::time::Instant::now();

@@ -65,6 +65,11 @@ impl Default for SessionConfig {
     }
 }
 
+/// Most messages [`Session::pump`] takes from the queue per call. While publishers outpace a
+/// subscriber its queue never runs empty; without a limit the subscriber would keep taking
+/// and never write.
+pub const PUMP_BATCH: usize = 256;
+
 /// Something for the connection task to send.
 #[derive(Debug)]
 pub enum Output {
@@ -395,24 +400,20 @@ impl Session {
         Ok(())
     }
 
-    /// Moves queued messages into the inflight window and out to the client.
-    pub fn pump(&mut self, now: Instant) {
-        loop {
-            let room = self.window().saturating_sub(self.inflight.outgoing.len());
-            if room == 0 {
-                return;
-            }
-            let mut batch = std::mem::take(&mut self.scratch);
-            self.slot.queue.take(room.min(256), now, &mut batch);
-            if batch.is_empty() {
-                self.scratch = batch;
-                return;
-            }
-            for q in batch.drain(..) {
-                self.send_queued(q, now);
-            }
-            self.scratch = batch;
+    /// Moves queued messages into the inflight window and out to the client, at most
+    /// [`PUMP_BATCH`] per call so that the connection writes them out before taking more.
+    /// True when it stopped at that limit with messages left: call again without waiting for
+    /// a queue notification (none comes for messages already waiting).
+    pub fn pump(&mut self, now: Instant) -> bool {
+        let room = self.window().saturating_sub(self.inflight.outgoing.len());
+        let mut batch = std::mem::take(&mut self.scratch);
+        self.slot.queue.take(PUMP_BATCH, room, now, &mut batch);
+        let full = batch.len() == PUMP_BATCH;
+        for q in batch.drain(..) {
+            self.send_queued(q, now);
         }
+        self.scratch = batch;
+        full
     }
 
     fn send_queued(&mut self, q: Queued, now: Instant) {
@@ -490,3 +491,6 @@ impl Session {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
