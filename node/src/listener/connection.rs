@@ -18,7 +18,7 @@ use super::{ConnectionContext, ListenerSpec};
 use crate::broker::message::{ForwardedProperties, Msg};
 use crate::broker::{ConnectionHandle, Kick, Registration};
 use crate::mqtt::{self, ConnAck, Connect, DecodeError, Disconnect, Packet, ProtocolVersion, Properties, ReasonCode, Will};
-use crate::session::{ClientLimits, Close, DurableAck, Output, Session};
+use crate::session::{ClientLimits, Close, DurableAck, Session, Transmit};
 
 /// Settings for accepting CONNECT.
 #[derive(Debug, Clone)]
@@ -100,18 +100,48 @@ impl Writer {
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
         self.half.write_all(&self.buf).await?;
-        // A connection that writes little (most of them, most of the time) gives its buffer
-        // back rather than holding it while idle; one streaming deliveries keeps a bounded one.
-        if self.buf.len() >= KEEP_WRITE_BUFFER_AFTER && self.buf.capacity() <= MAX_KEPT_WRITE_BUFFER {
-            self.buf.clear();
-        } else {
-            self.buf = BytesMut::new();
-        }
+        recycle(&mut self.buf);
         Ok(())
+    }
+
+    /// Writes a session's packets: all of them at once, or, when acknowledgements among them
+    /// wait for the disk, up to each of those, then the acknowledgement once it is durable.
+    async fn write_transmit(&mut self, tx: &mut Transmit, session: &mut Session) -> Result<(), End> {
+        self.flush().await.map_err(write_failed)?;
+        if tx.deferred.is_empty() {
+            self.half.write_all(&tx.wire).await.map_err(write_failed)?;
+        } else {
+            Box::pin(self.write_with_durable(tx, session)).await?;
+        }
+        recycle(&mut tx.wire);
+        Ok(())
+    }
+
+    async fn write_with_durable(&mut self, tx: &mut Transmit, session: &mut Session) -> Result<(), End> {
+        let mut from = 0;
+        for (at, pending) in tx.deferred.drain(..) {
+            self.half.write_all(&tx.wire[from..at]).await.map_err(write_failed)?;
+            from = at;
+            ack_when_durable(self, session, pending).await.map_err(End::Close)?;
+            self.flush().await.map_err(write_failed)?;
+        }
+        self.half.write_all(&tx.wire[from..]).await.map_err(write_failed)
+    }
+}
+
+fn write_failed(e: std::io::Error) -> End {
+    End::Gone(format!("write failed: {e}"))
+}
+
+/// Empties a written buffer. A connection that writes little (most of them, most of the time)
+/// gives the buffer back rather than holding it while idle; one streaming deliveries keeps a
+/// bounded one.
+fn recycle(buf: &mut BytesMut) {
+    if buf.len() >= KEEP_WRITE_BUFFER_AFTER && buf.capacity() <= MAX_KEPT_WRITE_BUFFER {
+        buf.clear();
+    } else if buf.capacity() > 0 {
+        *buf = BytesMut::new();
     }
 }
 
@@ -324,7 +354,7 @@ impl Conn {
         let queue = self.session.slot().queue.clone();
         let mut last_packet = tokio::time::Instant::now();
         let mut throttled = false;
-        let mut outputs = Vec::new();
+        let mut tx = Transmit::default();
         let timer = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(timer);
         let mut armed: Option<tokio::time::Instant> = None;
@@ -332,15 +362,9 @@ impl Conn {
             let session = &mut self.session;
             let more = session.pump(Instant::now());
             session.wake_subscribers();
-            session.swap_outputs(&mut outputs);
-            outputs.reverse();
-            while let Some(pending) = queue_until_durable(&mut outputs, w) {
-                if let Err(close) = Box::pin(ack_when_durable(w, session, pending)).await {
-                    return End::Close(close);
-                }
-            }
-            if let Err(e) = w.flush().await {
-                return End::Gone(format!("write failed: {e}"));
+            session.take_transmit(&mut tx);
+            if let Err(end) = w.write_transmit(&mut tx, session).await {
+                return end;
             }
             let throttle = session.throttle(Instant::now()).map(tokio::time::Instant::from_std);
             if throttle.is_some() && !throttled {
@@ -466,11 +490,9 @@ async fn finish(end: End, conn: Conn, peer: SocketAddr, spec: &ListenerSpec, ctx
     // publish that broke the window). Acknowledgements still waiting for the disk are not
     // sent: the client resends those publishes.
     session.wake_subscribers();
-    for out in session.poll_transmit() {
-        if let Output::Packet(p) = out {
-            w.queue(&p);
-        }
-    }
+    let mut tx = Transmit::default();
+    session.take_transmit(&mut tx);
+    w.buf.extend_from_slice(&tx.wire);
     if let Some(code) = reason {
         if version.is_v5() {
             let mut properties = Properties::default();
@@ -499,19 +521,6 @@ async fn finish(end: End, conn: Conn, peer: SocketAddr, spec: &ListenerSpec, ctx
         }
     }
     ctx.broker.disconnected(&slot, conn_id, session.into_inflight(), session_expiry);
-}
-
-/// Queues packets from `outputs` (in reverse order: the next one last) until one that waits
-/// for the disk, which it returns. Kept out of the async loop so that no packet is held
-/// across an await there (it would make every connection's future larger).
-fn queue_until_durable(outputs: &mut Vec<Output>, w: &mut Writer) -> Option<Box<DurableAck>> {
-    while let Some(out) = outputs.pop() {
-        match out {
-            Output::Packet(p) => w.queue(&p),
-            Output::AfterDurable(pending) => return Some(pending),
-        }
-    }
-    None
 }
 
 /// Sends `ack` once the publish it acknowledges is durable in every offline queue it went to.

@@ -1,10 +1,11 @@
 //! One connected client's MQTT session: QoS 0/1/2 flows in both directions, packet ids, the
 //! inflight window, retries, topic aliases and subscriptions. Sans-IO: the connection task
-//! feeds packets and time in and sends what [`Session::poll_transmit`] returns.
+//! feeds packets and time in and writes what [`Session::take_transmit`] hands it.
 //!
 //! Call order for the connection task: after every input (`handle_packet`, `handle_retry`,
 //! a queue notification) call [`Session::pump`] to move queued messages into the inflight
-//! window, then drain [`Session::poll_transmit`].
+//! window, then [`Session::take_transmit`]. Packets are encoded as they are produced, so a
+//! delivery goes from the queue into the bytes to write without an intermediate packet list.
 
 mod inflight;
 mod publish;
@@ -13,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
 use tracing::debug;
 use vmq_storage::QueueKey;
 
@@ -70,13 +72,22 @@ impl Default for SessionConfig {
 /// and never write.
 pub const PUMP_BATCH: usize = 256;
 
-/// Something for the connection task to send.
-#[derive(Debug)]
-pub enum Output {
-    /// Send this packet.
-    Packet(Packet),
-    /// Send an acknowledgement once the publish is on disk (boxed: rare, and large).
-    AfterDurable(Box<DurableAck>),
+/// What a session has to send: its packets, encoded, in order, and the acknowledgements
+/// among them that wait for the disk.
+#[derive(Debug, Default)]
+pub struct Transmit {
+    /// Encoded packets.
+    pub wire: BytesMut,
+    /// Acknowledgements to send once durable, each with its byte offset in `wire`: the bytes
+    /// before it go out first, those after it wait until the acknowledgement was sent.
+    pub deferred: Vec<(usize, Box<DurableAck>)>,
+}
+
+impl Transmit {
+    /// True when there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.wire.is_empty() && self.deferred.is_empty()
+    }
 }
 
 /// A PUBACK or PUBREC to send once every ticket in `durable` resolved: the publish went to
@@ -141,7 +152,7 @@ pub struct Session {
     empty_topic: Arc<str>,
     /// Subscribers that received this client's publishes and are still to be woken.
     wakes: Wakes,
-    out: Vec<Output>,
+    tx: Transmit,
     scratch: Vec<Queued>,
 }
 
@@ -177,7 +188,7 @@ impl Session {
             rate_window: (now, 0),
             empty_topic: Arc::from(""),
             wakes: Wakes::default(),
-            out: Vec::new(),
+            tx: Transmit::default(),
             scratch: Vec::new(),
             slot,
         };
@@ -190,27 +201,38 @@ impl Session {
         &self.slot
     }
 
-    /// What to send, in order.
-    pub fn poll_transmit(&mut self) -> std::vec::Drain<'_, Output> {
-        self.out.drain(..)
-    }
-
     /// Wakes the subscribers that received this client's publishes since the last call. The
     /// connection calls it once per batch of packets read.
     pub fn wake_subscribers(&mut self) {
         self.wakes.wake_all();
     }
 
-    /// Moves what to send into `buf` (which must be empty) by swapping buffers, so the caller
-    /// can hold the outputs while it calls back into the session without a fresh vector per
-    /// round.
-    pub fn swap_outputs(&mut self, buf: &mut Vec<Output>) {
-        debug_assert!(buf.is_empty());
-        std::mem::swap(&mut self.out, buf);
+    /// Hands what to send to the caller by swapping it with `into`, which must be empty: the
+    /// two buffers alternate, so neither is reallocated per round.
+    pub fn take_transmit(&mut self, into: &mut Transmit) {
+        debug_assert!(into.is_empty());
+        std::mem::swap(&mut self.tx, into);
     }
 
     fn emit(&mut self, packet: Packet) {
-        self.out.push(Output::Packet(packet));
+        if let Err(e) = crate::mqtt::encode(&packet, self.version, &mut self.tx.wire) {
+            tracing::warn!(client_id = %self.client_id, error = %e, "packet not encodable; dropped");
+        }
+    }
+
+    /// Queues `ack` to be sent once the publish it acknowledges is on disk.
+    fn emit_after_durable(&mut self, ack: DurableAck) {
+        self.tx.deferred.push((self.tx.wire.len(), Box::new(ack)));
+    }
+
+    /// The packets produced so far, decoded (for tests).
+    #[cfg(test)]
+    pub(crate) fn take_packets(&mut self) -> Vec<Packet> {
+        let mut out = Vec::new();
+        while let Ok(Some(p)) = crate::mqtt::decode(&mut self.tx.wire, self.version, usize::MAX) {
+            out.push(p);
+        }
+        out
     }
 
     /// A deferred acknowledgement could not be made durable: forget the QoS 2 packet id so a

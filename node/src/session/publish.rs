@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{Close, DurableAck, Output, Session};
+use super::{Close, DurableAck, Session};
 use crate::broker::message::{ForwardedProperties, Msg};
 use crate::broker::queue::Queued;
 use crate::mqtt::{self, Packet, PacketId, Properties, PubResp, Publish, QoS, ReasonCode, topic};
@@ -74,7 +74,7 @@ impl Session {
         if outcome.durable.is_empty() {
             self.emit(ack);
         } else {
-            self.out.push(Output::AfterDurable(Box::new(DurableAck { ack, durable: outcome.durable, qos2_id })));
+            self.emit_after_durable(DurableAck { ack, durable: outcome.durable, qos2_id });
         }
         Ok(())
     }

@@ -68,7 +68,7 @@ async fn pump_takes_one_batch_at_a_time_and_says_when_more_wait() {
     let mut rounds = Vec::new();
     loop {
         let more = session.pump(Instant::now());
-        rounds.push(session.poll_transmit().count());
+        rounds.push(session.take_packets().len());
         if !more {
             break;
         }
@@ -112,6 +112,6 @@ async fn qos0_messages_do_not_count_against_the_inflight_window() {
     let limits = ClientLimits { receive_maximum: u16::MAX, ..ClientLimits::default() };
     let mut session = Session::new(broker.clone(), reg.slot.clone(), cfg, ProtocolVersion::V4, limits, reg.inflight, Instant::now());
     assert!(!session.pump(Instant::now()), "stopped by the window, not by the batch limit");
-    assert_eq!(session.poll_transmit().count(), 50);
+    assert_eq!(session.take_packets().len(), 50);
     assert_eq!(queue.len(), 10, "the rest waits for acknowledgements");
 }
