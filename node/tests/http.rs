@@ -34,6 +34,7 @@ async fn health_metrics_and_cluster_show() {
     assert_eq!(status, 200);
     assert!(metrics.contains("mqtt_publish_received{node=\"vmq1@127.0.0.1\"} 1"), "{metrics}");
     assert!(metrics.contains("# TYPE router_subscriptions gauge"));
+    assert!(metrics.contains("cluster_bytes_dropped{node=\"vmq1@127.0.0.1\"} 0"), "{metrics}");
 
     let (status, show) = tokio::task::spawn_blocking(move || get(http, "/api/v1/cluster/show")).await.unwrap();
     assert_eq!(status, 200);

@@ -257,6 +257,11 @@ impl ClusterView for Shared {
     fn netsplit_counts(&self) -> (u64, u64) {
         (self.netsplit_detected.load(Ordering::Relaxed), self.netsplit_resolved.load(Ordering::Relaxed))
     }
+
+    fn cluster_bytes(&self) -> (u64, u64, u64) {
+        let total = self.transport.stats().total;
+        (total.bytes_sent, total.bytes_received, total.bytes_dropped)
+    }
 }
 
 /// Parses `name@host[:port]` (VerneMQ's `discovery-node`; the port is the peer's
@@ -383,6 +388,11 @@ impl Cluster {
     /// `(netsplit_detected, netsplit_resolved)`.
     pub fn netsplit_counts(&self) -> (u64, u64) {
         self.shared.netsplit_counts()
+    }
+
+    /// Bytes to and from the other nodes: `(sent, received, dropped)`.
+    pub fn cluster_bytes(&self) -> (u64, u64, u64) {
+        self.shared.cluster_bytes()
     }
 
     /// Number of subscriptions held by other nodes that this node routes to.

@@ -31,6 +31,10 @@ pub(super) async fn prometheus(State(s): State<Arc<HttpState>>) -> impl IntoResp
     let (detected, resolved) = s.cluster.netsplit_counts();
     metric("netsplit_detected", "counter", "Times a cluster member became unreachable.", detected);
     metric("netsplit_resolved", "counter", "Times every cluster member became reachable again.", resolved);
+    let (sent, received, dropped) = s.cluster.cluster_bytes();
+    metric("cluster_bytes_sent", "counter", "Bytes sent to other cluster nodes.", sent);
+    metric("cluster_bytes_received", "counter", "Bytes received from other cluster nodes.", received);
+    metric("cluster_bytes_dropped", "counter", "Bytes dropped because a node's outgoing cluster buffer was full.", dropped);
     metric("retain_messages", "gauge", "Retained messages.", s.broker.retained_count() as u64);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -64,6 +64,11 @@ pub trait ClusterView: Send + Sync + 'static {
     fn netsplit_counts(&self) -> (u64, u64) {
         (0, 0)
     }
+    /// Bytes between this node and the others: `(sent, received, dropped)`; dropped counts
+    /// frames refused by a full outgoing buffer (`outgoing_clustering_buffer_size`).
+    fn cluster_bytes(&self) -> (u64, u64, u64) {
+        (0, 0, 0)
+    }
 }
 
 /// The view of a node that is not clustered.
