@@ -75,25 +75,7 @@ pub async fn run(
             stop_rx.clone(),
         ));
     }
-    let tasks: Vec<_> = pub_conns
-        .into_iter()
-        .zip(pubs.iter().cloned())
-        .map(|(c, s)| {
-            tokio::spawn(runner::run_publisher(
-                c,
-                s,
-                p.clone(),
-                epoch,
-                deadline,
-                hard_deadline,
-                counters.clone(),
-            ))
-        })
-        .collect();
-    let mut pub_logs = Vec::new();
-    for t in tasks {
-        pub_logs.push(t.await??);
-    }
+    let pub_logs = runner::run_publishers(p, pub_conns, &pubs, epoch, deadline, hard_deadline, &counters).await?;
     let enqueue_secs = epoch.elapsed().as_secs_f64().max(1e-9);
     let _ = stop_tx.send(true);
 

@@ -142,6 +142,29 @@ pub async fn connect_publishers(p: &Params, pubs: &[PubSpec]) -> anyhow::Result<
     Ok(out)
 }
 
+/// Runs one [`run_publisher`] task per connection, all with the same deadlines and counters,
+/// and returns their logs in connection order.
+pub async fn run_publishers(
+    p: &Params,
+    conns: Vec<Connection>,
+    specs: &[PubSpec],
+    epoch: Instant,
+    deadline: Instant,
+    hard_deadline: Instant,
+    counters: &Arc<Counters>,
+) -> anyhow::Result<Vec<PublisherLog>> {
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .zip(specs.iter().cloned())
+        .map(|(c, s)| tokio::spawn(run_publisher(c, s, p.clone(), epoch, deadline, hard_deadline, counters.clone())))
+        .collect();
+    let mut logs = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        logs.push(t.await??);
+    }
+    Ok(logs)
+}
+
 /// Publishes until `deadline` or `max_messages`, then waits for outstanding acknowledgements
 /// until `hard_deadline`. QoS 1/2 keep at most `p.inflight` messages unacknowledged.
 pub async fn run_publisher(

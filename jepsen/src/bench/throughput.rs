@@ -124,25 +124,7 @@ pub async fn run_plan(p: &Params, plan: Plan) -> anyhow::Result<Report> {
             ))
         })
         .collect();
-    let pubs: Vec<_> = pub_conns
-        .into_iter()
-        .zip(plan.pubs.iter().cloned())
-        .map(|(c, s)| {
-            tokio::spawn(runner::run_publisher(
-                c,
-                s,
-                p.clone(),
-                epoch,
-                deadline,
-                hard_deadline,
-                counters.clone(),
-            ))
-        })
-        .collect();
-    let mut pub_logs = Vec::new();
-    for t in pubs {
-        pub_logs.push(t.await??);
-    }
+    let pub_logs = runner::run_publishers(p, pub_conns, &plan.pubs, epoch, deadline, hard_deadline, &counters).await?;
     let publish_end = Instant::now();
     let expected: u64 = plan
         .expect

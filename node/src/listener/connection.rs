@@ -440,6 +440,8 @@ impl Conn {
 
     /// Decodes and handles every complete packet in `rbuf`; `Some` when the connection ends.
     fn handle_input(&mut self, rbuf: &mut BytesMut) -> Option<End> {
+        // One clock read per batch read from the socket, not per packet.
+        let now = Instant::now();
         loop {
             let packet = match mqtt::decode(rbuf, self.version, self.max_packet) {
                 Ok(Some(p)) => p,
@@ -462,7 +464,7 @@ impl Conn {
                     Err(close) => End::Close(close),
                 });
             }
-            if let Err(close) = self.session.handle_packet(packet, Instant::now()) {
+            if let Err(close) = self.session.handle_packet(packet, now) {
                 return Some(End::Close(close));
             }
         }

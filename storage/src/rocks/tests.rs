@@ -242,25 +242,24 @@ fn second_open_in_this_process_is_refused_as_locked() {
 
 const HOLD_ENV: &str = "VMQ_STORAGE_TEST_HOLD_DB";
 
-/// Run by [`open_held_by_another_process_is_refused_as_locked`] in a child process: opens the
-/// database named by the environment, says so, and keeps it open until stdin closes.
-#[test]
-#[ignore = "helper process for open_held_by_another_process_is_refused_as_locked"]
-fn hold_database_open_until_stdin_closes() {
-    let Some(path) = std::env::var_os(HOLD_ENV) else { return };
-    let _store = open(Path::new(&path)).unwrap();
-    println!("HOLDING");
-    std::io::stdout().flush().unwrap();
-    let mut sink = Vec::new();
-    std::io::stdin().read_to_end(&mut sink).unwrap();
-}
-
+/// Runs itself a second time as a child process (the same test, with the database path in the
+/// environment) which opens the database and keeps it until its stdin closes; meanwhile this
+/// process must be refused with "locked by another process".
 #[test]
 fn open_held_by_another_process_is_refused_as_locked() {
+    if let Some(path) = std::env::var_os(HOLD_ENV) {
+        // The child: hold the database open.
+        let _store = open(Path::new(&path)).unwrap();
+        println!("HOLDING");
+        std::io::stdout().flush().unwrap();
+        let mut sink = Vec::new();
+        std::io::stdin().read_to_end(&mut sink).unwrap();
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "rocks::tests::hold_database_open_until_stdin_closes"])
-        .args(["--ignored", "--nocapture", "--test-threads=1"])
+        .args(["--exact", "rocks::tests::open_held_by_another_process_is_refused_as_locked"])
+        .args(["--nocapture", "--test-threads=1"])
         .env(HOLD_ENV, dir.path())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -268,11 +267,11 @@ fn open_held_by_another_process_is_refused_as_locked() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines().map_while(Result::ok);
     let holding = lines.by_ref().any(|l| l.contains("HOLDING"));
-    assert!(holding, "the helper process did not open the database");
+    assert!(holding, "the child process did not open the database");
     let reason = open_reason(open(dir.path()), dir.path());
     assert!(reason.contains("locked by another process"), "{reason}");
     drop(child.stdin.take());
-    // Keep reading, so the helper can print its result and exit.
+    // Keep reading, so the child can print its result and exit.
     lines.for_each(drop);
     assert!(child.wait().unwrap().success());
     open(dir.path()).unwrap();
