@@ -73,6 +73,16 @@ impl DotKeyMap {
         self.dots.is_empty()
     }
 
+    /// The keys holding a dot of `id` with a counter above `counter`, each once, in key order.
+    /// Costs what it returns (a range of one row), not the size of the map: this is how a
+    /// replica finds the writes it made while a peer was unreachable.
+    pub fn keys_above(&self, id: &ReplicaId, counter: u64) -> BTreeSet<MetaKey> {
+        self.dots
+            .get(id)
+            .map(|row| row.range(counter.saturating_add(1)..).map(|(_, k)| k.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Every indexed dot with its key.
     pub fn iter(&self) -> impl Iterator<Item = (Dot, &MetaKey)> {
         self.dots
@@ -97,5 +107,21 @@ mod tests {
         dkm.remove(&Dot::new(id.clone(), 3));
         assert!(dkm.is_empty());
         assert!(!dkm.holds_dots_of(&id));
+    }
+
+    #[test]
+    fn keys_above_lists_each_key_once_from_the_counter_on() {
+        let id = ReplicaId::new(NodeId::new("a"), 1);
+        let other = ReplicaId::new(NodeId::new("b"), 1);
+        let (k1, k2) = (MetaKey::new("p", b"1".to_vec()), MetaKey::new("p", b"2".to_vec()));
+        let mut dkm = DotKeyMap::new();
+        dkm.insert(&Dot::new(id.clone(), 1), &k1);
+        dkm.insert(&Dot::new(id.clone(), 2), &k2);
+        dkm.insert(&Dot::new(id.clone(), 3), &k2);
+        dkm.insert(&Dot::new(other.clone(), 9), &k1);
+        assert_eq!(dkm.keys_above(&id, 1), BTreeSet::from([k2.clone()]));
+        assert_eq!(dkm.keys_above(&id, 0), BTreeSet::from([k1, k2]));
+        assert!(dkm.keys_above(&id, 3).is_empty());
+        assert!(dkm.keys_above(&ReplicaId::new(NodeId::new("c"), 1), 0).is_empty());
     }
 }

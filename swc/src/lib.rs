@@ -34,5 +34,5 @@ pub mod wire;
 pub use clock::{Dot, NodeClock, ReplicaId, VersionVector};
 pub use config::SwcConfig;
 pub use persist::{Recovered, load};
-pub use replica::{Replica, ReplicaStats};
+pub use replica::{PeerExchangeStats, Replica, ReplicaStats};
 pub use wire::SwcMessage;

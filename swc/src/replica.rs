@@ -28,6 +28,21 @@ struct Peer {
     replica: Option<ReplicaId>,
     /// Whether anti-entropy may pick it and broadcasts go to it.
     reachable: bool,
+    /// While it is unreachable: per group, this replica's own counter when it became so. The
+    /// writes made since are the broadcasts it missed; they are offered to it on the heal.
+    missed_after: Option<Vec<u64>>,
+}
+
+/// Anti-entropy with one peer, for metrics: when the last exchange this replica started with
+/// it completed, and what exchanges with it repaired here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PeerExchangeStats {
+    /// Exchanges with this peer completed since start (one per group).
+    pub completed: u64,
+    /// When the last one completed (the replica's clock).
+    pub last_completed: Option<Millis>,
+    /// Keys an exchange with this peer changed here.
+    pub keys_repaired: u64,
 }
 
 /// One anti-entropy exchange this replica started (`vmq_swc_exchange_fsm`).
@@ -70,6 +85,12 @@ pub struct ReplicaStats {
     pub exchanges_completed: u64,
     /// Objects received by anti-entropy since start.
     pub objects_repaired: u64,
+    /// Keys anti-entropy changed here since start (objects that were news).
+    pub keys_repaired: u64,
+    /// Exchanges started because a peer became reachable or joined, not by the timer.
+    pub heal_exchanges: u64,
+    /// Objects offered to peers on a heal (local writes they missed).
+    pub objects_offered: u64,
 }
 
 /// A Server-Wide Clocks metadata replica (sans-IO).
@@ -88,6 +109,9 @@ pub struct Replica {
     peers: BTreeMap<NodeId, Peer>,
     subscriptions: BTreeMap<String, bool>,
     exchanges: Vec<Option<Exchange>>,
+    /// Per group, peers owed an exchange (healed or joined) while the group was busy.
+    pending: Vec<BTreeSet<NodeId>>,
+    peer_stats: BTreeMap<NodeId, PeerExchangeStats>,
     sync_timers: Vec<Option<Millis>>,
     gc_timer: Option<Millis>,
     armed: bool,
@@ -137,6 +161,8 @@ impl Replica {
             peers: BTreeMap::new(),
             subscriptions: BTreeMap::new(),
             exchanges: (0..n).map(|_| None).collect(),
+            pending: vec![BTreeSet::new(); n],
+            peer_stats: BTreeMap::new(),
             sync_timers: vec![None; n],
             gc_timer: None,
             armed: false,
@@ -205,6 +231,11 @@ impl Replica {
             }
         }
         self.finish();
+    }
+
+    /// Anti-entropy per peer, for metrics. Cheap: no scan of the objects.
+    pub fn peer_exchange_stats(&self) -> &BTreeMap<NodeId, PeerExchangeStats> {
+        &self.peer_stats
     }
 
     /// Counters for metrics and tests.
@@ -331,6 +362,75 @@ impl Replica {
         self.send(peer, g, Body::ClockRequest { exchange: id });
     }
 
+    /// This replica's own counter in group `g`: its writes there are the dots up to it.
+    fn own_counter(&self, g: usize) -> u64 {
+        self.groups[g].clock.entry(&self.me).map_or(0, |e| e.max())
+    }
+
+    /// `peer` can be talked to again (or is new): offer it the writes it missed, then pull
+    /// from it in every group, now rather than at the next tick, so that a heal repairs
+    /// within round trips. Its own exchanges, started on the same event on its side, pull
+    /// the rest from here.
+    fn sync_after_heal(&mut self, now: Millis, peer: &NodeId, missed_after: Option<Vec<u64>>) {
+        if let Some(marks) = missed_after.filter(|_| self.config.enable_broadcast) {
+            self.offer_missed(peer, &marks);
+        }
+        for g in 0..self.groups.len() {
+            match &self.exchanges[g] {
+                None => {
+                    self.stats.heal_exchanges += 1;
+                    self.start_exchange(now, g, peer.clone());
+                }
+                Some(ex) if ex.peer == *peer => {}
+                // One exchange per group at a time (`vmq_swc_exchange_fsm` locks the group):
+                // this one starts as soon as the running one ends.
+                Some(_) => {
+                    self.pending[g].insert(peer.clone());
+                }
+            }
+        }
+    }
+
+    /// Broadcasts to `peer` the objects holding a dot this replica minted after `marks` (per
+    /// group): what its broadcasts while the peer was unreachable carried. The dot-key map
+    /// finds them by range, so this costs what was written during the split. Writes lost
+    /// between the cut and its detection are not covered; the exchange that follows is.
+    fn offer_missed(&mut self, peer: &NodeId, marks: &[u64]) {
+        let batch = self.config.exchange_batch_size.max(1);
+        for g in 0..self.groups.len() {
+            let mark = marks.get(g).copied().unwrap_or(0);
+            let group = &self.groups[g];
+            let keys = group.dkm.keys_above(&self.me, mark);
+            if keys.is_empty() {
+                continue;
+            }
+            let objects: Vec<_> = keys.iter().filter_map(|k| group.wire_object(k)).collect();
+            let base = group.base();
+            self.stats.objects_offered += objects.len() as u64;
+            debug!(group = g, %peer, objects = objects.len(), "offering writes missed during the split");
+            for chunk in objects.chunks(batch) {
+                let body = Body::Broadcast { base: base.clone(), objects: chunk.to_vec() };
+                self.send(peer.clone(), g, body);
+            }
+        }
+    }
+
+    /// Starts the exchanges owed to healed or new peers in groups that became idle.
+    fn start_pending(&mut self, now: Millis) {
+        for g in 0..self.groups.len() {
+            if self.exchanges[g].is_some() {
+                continue;
+            }
+            while let Some(peer) = self.pending[g].pop_first() {
+                if self.peers.get(&peer).is_some_and(|p| p.reachable) {
+                    self.stats.heal_exchanges += 1;
+                    self.start_exchange(now, g, peer);
+                    break;
+                }
+            }
+        }
+    }
+
     fn pick_peer(&mut self) -> Option<NodeId> {
         let reachable: Vec<&NodeId> =
             self.peers.iter().filter(|(_, p)| p.reachable).map(|(n, _)| n).collect();
@@ -358,6 +458,9 @@ impl Replica {
                 group.collect(&self.me, &cols, &mut self.fx);
             }
             self.stats.exchanges_completed += 1;
+            let peer_stats = self.peer_stats.entry(ex.peer.clone()).or_default();
+            peer_stats.completed += 1;
+            peer_stats.last_completed = Some(now);
             debug!(group = g, peer = %ex.peer, exchange = ex.id, "anti-entropy exchange done");
             return;
         }
@@ -457,7 +560,9 @@ impl Replica {
                     return;
                 }
                 self.stats.objects_repaired += objects.len() as u64;
-                self.groups[g].apply_remote(&base, objects, &mut self.fx);
+                let changed = self.groups[g].apply_remote(&base, objects, &mut self.fx) as u64;
+                self.stats.keys_repaired += changed;
+                self.peer_stats.entry(from.clone()).or_default().keys_repaired += changed;
                 self.continue_exchange(now, g);
             }
         }
@@ -484,8 +589,10 @@ impl Replica {
             self.fx.batch.delete(Column::Metadata, persist::clock_key(old.index));
             self.fx.batch.delete(Column::Metadata, persist::watermark_key(old.index));
             self.exchanges[g] = None;
+            self.pending[g].clear();
         }
         self.peers.clear();
+        self.peer_stats.clear();
         write_identity(&mut self.fx.batch, &self.node, incarnation, self.config.swc_groups.max(1));
     }
 
@@ -551,6 +658,7 @@ impl MetadataBackend for Replica {
         match msg {
             SwcMessage::V1(env) => self.dispatch(now, from, env),
         }
+        self.start_pending(now);
         self.finish();
     }
 
@@ -570,6 +678,7 @@ impl MetadataBackend for Replica {
                 }
             }
         }
+        self.start_pending(now);
         if self.gc_timer.is_some_and(|t| t <= now) {
             self.gc_timer = Some(now.plus(self.config.gc_interval));
             if let Some(cols) = self.columns() {
@@ -600,29 +709,53 @@ impl MetadataBackend for Replica {
         }
         let wanted: BTreeSet<&NodeId> = members.iter().filter(|m| **m != self.node).collect();
         self.peers.retain(|n, _| wanted.contains(n));
+        self.peer_stats.retain(|n, _| wanted.contains(n));
+        let mut added = Vec::new();
         for n in wanted {
-            self.peers.entry(n.clone()).or_insert(Peer { replica: None, reachable: true });
+            if !self.peers.contains_key(n) {
+                self.peers.insert(n.clone(), Peer { replica: None, reachable: true, missed_after: None });
+                added.push(n.clone());
+            }
         }
-        for ex in &mut self.exchanges {
+        for (ex, pending) in self.exchanges.iter_mut().zip(&mut self.pending) {
             if ex.as_ref().is_some_and(|e| !self.peers.contains_key(&e.peer)) {
                 *ex = None;
             }
+            pending.retain(|p| self.peers.contains_key(p));
         }
+        // A joining node, or this one starting, catches up with each new member at once
+        // instead of after `sync_interval`s of random picks.
+        for peer in added {
+            self.sync_after_heal(now, &peer, None);
+        }
+        self.start_pending(now);
         self.finish();
     }
 
     fn handle_reachability(&mut self, now: Millis, peer: &NodeId, reachable: bool) {
         self.arm(now);
-        if let Some(p) = self.peers.get_mut(peer) {
-            p.reachable = reachable;
-        }
-        if !reachable {
-            for ex in &mut self.exchanges {
+        let marks: Vec<u64> = (0..self.groups.len()).map(|g| self.own_counter(g)).collect();
+        let Some(p) = self.peers.get_mut(peer) else {
+            self.finish();
+            return;
+        };
+        let was = std::mem::replace(&mut p.reachable, reachable);
+        if reachable {
+            if !was {
+                let missed_after = p.missed_after.take();
+                self.sync_after_heal(now, peer, missed_after);
+            }
+        } else {
+            // The first loss counts: writes since then were never broadcast to the peer.
+            p.missed_after.get_or_insert(marks);
+            for (ex, pending) in self.exchanges.iter_mut().zip(&mut self.pending) {
                 if ex.as_ref().is_some_and(|e| e.peer == *peer) {
                     *ex = None;
                 }
+                pending.remove(peer);
             }
         }
+        self.start_pending(now);
         self.finish();
     }
 
@@ -690,6 +823,8 @@ mod tests {
         while let Some(w) = r.poll_write() {
             r.handle_persisted(w.token);
         }
+        // The exchanges a new member gets at once.
+        while r.poll_transmit().is_some() {}
         r
     }
 

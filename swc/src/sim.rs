@@ -262,6 +262,35 @@ impl Sim {
         }
     }
 
+    /// Restores every link now, but lets each side's failure detector learn of it only after
+    /// a random delay of up to `max_delay` ms (per side and link, as transports redial on
+    /// their own schedules); the network runs meanwhile. Returns when the last side learns.
+    pub fn heal_late(&mut self, max_delay: u64) {
+        let cut = std::mem::take(&mut self.cut);
+        let start = self.now;
+        let mut notices: Vec<(u64, NodeId, NodeId)> =
+            cut.into_iter().map(|(a, b)| (self.rng.random_range(0..=max_delay), a, b)).collect();
+        notices.sort();
+        for (delay, at, peer) in notices {
+            let due = start.plus(delay);
+            self.run_for(due.0.saturating_sub(self.now.0));
+            // No link comes up to a crashed node; its recovery reports it.
+            if self.replica(&peer).is_some() {
+                self.tell_reachability(&at, &peer, true);
+            }
+        }
+    }
+
+    /// Changes the network's behaviour from now on (messages in flight keep their fate).
+    pub fn set_net(&mut self, net: NetConfig) {
+        self.net = net;
+    }
+
+    /// True when no message is in flight.
+    pub fn is_idle(&self) -> bool {
+        self.in_flight.is_empty()
+    }
+
     fn tell_reachability(&mut self, at: &NodeId, peer: &NodeId, reachable: bool) {
         let now = self.now;
         if let Some(r) = self.replica_mut(at) {
@@ -270,10 +299,17 @@ impl Sim {
         self.drain(at);
     }
 
-    /// Crashes `node`: its in-memory state is gone, its store stays.
+    /// Crashes `node`: its in-memory state is gone, its store stays. The others' failure
+    /// detectors notice (the transport reports the link down).
     pub fn crash(&mut self, node: &NodeId) {
-        if let Some(n) = self.nodes.get_mut(node) {
-            n.replica = None;
+        let Some(n) = self.nodes.get_mut(node) else { return };
+        if n.replica.take().is_none() {
+            return;
+        }
+        for other in self.nodes() {
+            if other != *node {
+                self.tell_reachability(&other, node, false);
+            }
         }
     }
 
@@ -294,12 +330,20 @@ impl Sim {
         if let Some(r) = self.replica_mut(node) {
             r.handle_membership(now, &members);
         }
-        let unreachable: Vec<NodeId> =
+        // Cut links and crashed peers are down for the new process too, as its transport finds.
+        let mut unreachable: BTreeSet<NodeId> =
             self.cut.iter().filter(|(a, _)| a == node).map(|(_, b)| b.clone()).collect();
+        unreachable.extend(self.nodes.iter().filter(|(_, n)| n.replica.is_none()).map(|(id, _)| id.clone()));
         for peer in unreachable {
             self.tell_reachability(node, &peer, false);
         }
         self.drain(node);
+        // The others see the link come up again where it is not cut.
+        for other in self.nodes() {
+            if other != *node && !self.cut.contains(&(other.clone(), node.clone())) {
+                self.tell_reachability(&other, node, true);
+            }
+        }
     }
 
     /// Adds a new, empty node to the cluster.

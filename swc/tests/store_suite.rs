@@ -24,6 +24,9 @@ fn fast_config() -> SwcConfig {
         sync_interval: 500,
         sync_interval_leeway: 250,
         gc_interval: 1000,
+        // The simulated network loses messages that a live QUIC link would retransmit; an
+        // exchange that lost one holds its group until this timeout.
+        sync_timeout: 2000,
         ..SwcConfig::default()
     }
 }
