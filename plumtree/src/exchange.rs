@@ -65,6 +65,13 @@ impl Replica {
             return;
         }
         let peer = candidates[self.rng.random_range(0..candidates.len())].clone();
+        self.start_exchange_with(now, peer);
+    }
+
+    /// Starts an exchange with `peer` now. Not bounded by `broadcast_start_exchange_limit`,
+    /// which paces the periodic background exchanges: one owed to a healed or new peer is
+    /// what repairs the split, and callers start at most one per peer.
+    pub(crate) fn start_exchange_with(&mut self, now: Millis, peer: NodeId) {
         let id: u64 = self.rng.random();
         let prefixes = self.tree.prefixes();
         let names = prefixes.iter().map(|(p, _)| p.clone()).collect();
@@ -95,9 +102,12 @@ impl Replica {
         self.stats.exchanges_timed_out += (before - self.exchanges.len()) as u64;
     }
 
-    fn finish_exchange(&mut self, id: u64) {
-        if self.exchanges.remove(&id).is_some() {
+    fn finish_exchange(&mut self, now: Millis, id: u64) {
+        if let Some(x) = self.exchanges.remove(&id) {
             self.stats.exchanges_completed += 1;
+            let peer = self.peer_stats.entry(x.peer).or_default();
+            peer.completed += 1;
+            peer.last_completed = Some(now);
         }
     }
 
@@ -129,19 +139,19 @@ impl Replica {
                 objects,
                 want,
             } => {
-                self.merge_all(now, objects);
+                self.merge_all(now, from, objects);
                 let objects = self.objects_for(from, &want);
                 self.send(from, MessageV1::ExchangeObjects { exchange, objects });
             }
             MessageV1::ExchangeObjects { exchange, objects } => {
                 if self.exchange_step(now, from, exchange).is_some() {
-                    self.merge_all(now, objects);
+                    self.merge_all(now, from, objects);
                     let left = self.exchanges.get_mut(&exchange).map(|x| {
                         x.pending_replies = x.pending_replies.saturating_sub(1);
                         x.pending_replies
                     });
                     if left == Some(0) {
-                        self.finish_exchange(exchange);
+                        self.finish_exchange(now, exchange);
                     }
                 }
             }
@@ -210,7 +220,7 @@ impl Replica {
             }
         }
         if differ.is_empty() {
-            self.finish_exchange(exchange);
+            self.finish_exchange(now, exchange);
         } else {
             self.send(
                 from,
@@ -302,7 +312,7 @@ impl Replica {
             .div_ceil(REPAIR_CHUNK)
             .max(want.len().div_ceil(REPAIR_CHUNK));
         if chunks == 0 {
-            self.finish_exchange(exchange);
+            self.finish_exchange(now, exchange);
             return;
         }
         if let Some(x) = self.exchanges.get_mut(&exchange) {
@@ -341,10 +351,11 @@ impl Replica {
             .collect()
     }
 
-    fn merge_all(&mut self, now: Millis, objects: Vec<(MetaKey, Object)>) {
+    fn merge_all(&mut self, now: Millis, from: &NodeId, objects: Vec<(MetaKey, Object)>) {
         for (key, object) in objects {
             if self.merge_remote(now, &key, &object) {
                 self.stats.keys_repaired += 1;
+                self.peer_stats.entry(from.clone()).or_default().keys_repaired += 1;
             }
         }
     }
@@ -449,6 +460,14 @@ mod tests {
         );
     }
 
+    /// Tells `r` its members and drops what that sends, including the exchanges a new member
+    /// gets at once, so that a test starts the exchange it checks itself.
+    fn meet(r: &mut Replica) {
+        r.handle_membership(Millis(0), &[NodeId::new("a"), NodeId::new("b")]);
+        flush(r);
+        r.exchanges.clear();
+    }
+
     fn flush(r: &mut Replica) -> Vec<(NodeId, Message)> {
         while let Some(w) = r.poll_write() {
             r.handle_persisted(w.token);
@@ -499,8 +518,7 @@ mod tests {
         put(&mut b, 6000, b"only on b");
         put(&mut b, 7, b"changed on b");
         for r in [&mut a, &mut b] {
-            r.handle_membership(Millis(0), &[NodeId::new("a"), NodeId::new("b")]);
-            flush(r);
+            meet(r);
         }
         a.start_exchange(Millis(0));
         let first = flush(&mut a);
@@ -531,8 +549,7 @@ mod tests {
     fn a_confirmed_tombstone_is_not_sent_back_to_a_peer_that_reclaimed_it() {
         let (mut a, mut b) = pair();
         for r in [&mut a, &mut b] {
-            r.handle_membership(Millis(0), &[NodeId::new("a"), NodeId::new("b")]);
-            flush(r);
+            meet(r);
         }
         put(&mut a, 1, b"x");
         let key = MetaKey::new("subscriber", 1u32.to_be_bytes().to_vec());
@@ -575,8 +592,7 @@ mod tests {
             put(&mut a, k, b"on a");
         }
         for r in [&mut a, &mut b] {
-            r.handle_membership(Millis(0), &[NodeId::new("a"), NodeId::new("b")]);
-            flush(r);
+            meet(r);
         }
         a.start_exchange(Millis(0));
         let first = flush(&mut a);

@@ -36,4 +36,4 @@ pub use message::{
     PrefixBuckets, SegmentKeys, WireError, check_hello,
 };
 pub use persist::{FORMAT_VERSION, Recovered, load};
-pub use replica::{Replica, ReplicaStats};
+pub use replica::{PeerExchangeStats, Replica, ReplicaStats};

@@ -53,6 +53,31 @@ pub struct ReplicaStats {
     pub tombstones_reclaimed: u64,
     /// Grafts sent (messages this node missed on the tree and asked for).
     pub grafts_sent: u64,
+    /// Exchanges started because a peer became reachable or joined, not by the timer.
+    pub heal_exchanges: u64,
+    /// Announcements (`i_have`) of local writes sent to a peer on its heal.
+    pub writes_offered: u64,
+}
+
+/// Anti-entropy with one peer, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PeerExchangeStats {
+    /// Exchanges this node started with the peer that ran to the end.
+    pub completed: u64,
+    /// When the last of them ended (the replica's clock).
+    pub last_completed: Option<Millis>,
+    /// Keys changed here by exchanges with the peer (both roles).
+    pub keys_repaired: u64,
+}
+
+/// Local writes made while a peer was unreachable, to announce to it on the heal. Bounded:
+/// past `outstanding_limit` keys only the exchange repairs, which costs the same per key.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Missed {
+    #[default]
+    None,
+    Keys(BTreeSet<MetaKey>),
+    Overflowed,
 }
 
 #[derive(Debug, Default)]
@@ -95,6 +120,9 @@ pub struct Replica {
     timers: Timers,
     pub(crate) exchanges: BTreeMap<u64, Exchange>,
     pub(crate) stats: ReplicaStats,
+    pub(crate) peer_stats: BTreeMap<NodeId, PeerExchangeStats>,
+    /// Per unreachable peer, the local writes it did not get.
+    missed: BTreeMap<NodeId, Missed>,
 }
 
 /// The hash a key contributes to the hash tree: over prefix, key and the encoded object.
@@ -165,6 +193,8 @@ impl Replica {
             timers: Timers::default(),
             exchanges: BTreeMap::new(),
             stats: ReplicaStats::default(),
+            peer_stats: BTreeMap::new(),
+            missed: BTreeMap::new(),
         }
     }
 
@@ -176,6 +206,11 @@ impl Replica {
     /// Counters.
     pub fn stats(&self) -> &ReplicaStats {
         &self.stats
+    }
+
+    /// Anti-entropy per peer, for metrics.
+    pub fn peer_exchange_stats(&self) -> &BTreeMap<NodeId, PeerExchangeStats> {
+        &self.peer_stats
     }
 
     /// Peers refused at the handshake (they run `vmq_swc` or an unknown protocol version),
@@ -328,7 +363,15 @@ impl Replica {
 
     /// Eager push to `root`'s eager peers (except `from`), lazy announcement to its lazy peers.
     fn push(&mut self, root: &NodeId, from: &NodeId, key: &MetaKey, object: &Object) {
-        for peer in self.trees.eager_peers(root, from) {
+        let mut targets = self.trees.eager_peers(root, from);
+        if targets.iter().any(|p| self.unreachable.contains(p)) {
+            // The tree runs through a peer that is down: what it would relay goes eagerly to
+            // the reachable lazy peers too, instead of waiting for their next lazy tick
+            // (the paper's NeighborDown repair; duplicates prune the tree back).
+            let lazy = self.trees.lazy_of(root);
+            targets.extend(lazy.into_iter().filter(|p| p != from && !self.unreachable.contains(p)));
+        }
+        for peer in targets {
             let msg = MessageV1::Broadcast {
                 root: root.clone(),
                 key: key.clone(),
@@ -424,6 +467,45 @@ impl Replica {
         }
     }
 
+    // ----- heals ---------------------------------------------------------------------------
+
+    /// `peer` can be talked to again: announce the local writes it missed and what its lazy
+    /// link still owes it, then start an exchange with it now, not at the next
+    /// `broadcast_exchange_timer` tick. Its side does the same on the same event.
+    fn sync_after_heal(&mut self, now: Millis, peer: &NodeId, missed: Missed) {
+        // `min_lazy_tick_interval = 0` switches announcements off, heal offers included, so
+        // that only the exchange repairs.
+        if self.config.min_lazy_tick_interval > 0 {
+            self.offer_missed(peer, missed);
+        }
+        if !self.exchanges.values().any(|x| x.peer == *peer) && !self.is_refused(peer) {
+            self.stats.heal_exchanges += 1;
+            self.start_exchange_with(now, peer.clone());
+        }
+    }
+
+    /// Announces to `peer` the local writes it missed (current versions) and the
+    /// announcements its lazy link still owes it; it grafts what it lacks.
+    fn offer_missed(&mut self, peer: &NodeId, missed: Missed) {
+        let mut offer: Vec<IHave> = Vec::new();
+        if let Missed::Keys(keys) = missed {
+            for key in keys {
+                if let Some(s) = self.objects.get(&key) {
+                    offer.push(IHave { root: self.me.clone(), key, context: s.object.context() });
+                }
+            }
+        }
+        self.stats.writes_offered += offer.len() as u64;
+        for (to, list) in self.trees.outstanding() {
+            if to == *peer {
+                offer.extend(list);
+            }
+        }
+        for chunk in offer.chunks(IHAVE_CHUNK) {
+            self.send(peer, MessageV1::IHave(chunk.to_vec()));
+        }
+    }
+
     // ----- timers --------------------------------------------------------------------------
 
     fn arm(&mut self, now: Millis) {
@@ -485,6 +567,15 @@ impl MetadataBackend for Replica {
             None => Object::new().update_after(&context, &self.me, value, floor),
         };
         self.store(now, &key, object.clone(), true);
+        let limit = self.config.outstanding_limit.max(1);
+        for missed in self.missed.values_mut() {
+            if let Missed::Keys(keys) = missed {
+                keys.insert(key.clone());
+                if keys.len() > limit {
+                    *missed = Missed::Overflowed;
+                }
+            }
+        }
         let me = self.me.clone();
         self.push(&me, &me, &key, &object);
         self.seal();
@@ -556,10 +647,17 @@ impl MetadataBackend for Replica {
             self.refused.retain(|p, _| !removed.contains(p));
         }
         self.members = new;
+        self.peer_stats.retain(|p, _| self.members.contains(p));
+        self.missed.retain(|p, _| self.members.contains(p));
         for peer in added {
             if peer != self.me {
                 self.transmits
-                    .push_back((self.last_token, peer, Message::Hello(Hello::ours())));
+                    .push_back((self.last_token, peer.clone(), Message::Hello(Hello::ours())));
+                // A joining node, or this one starting, catches up with each new member at
+                // once (after the hello, which the peer checks first).
+                if !self.unreachable.contains(&peer) {
+                    self.sync_after_heal(now, &peer, Missed::None);
+                }
             }
         }
         self.seal();
@@ -567,11 +665,20 @@ impl MetadataBackend for Replica {
 
     fn handle_reachability(&mut self, now: Millis, peer: &NodeId, reachable: bool) {
         self.arm(now);
-        if reachable {
-            self.unreachable.remove(peer);
-        } else {
-            self.unreachable.insert(peer.clone());
+        if *peer == self.me {
+            return;
         }
+        if reachable {
+            if self.unreachable.remove(peer) && self.members.contains(peer) {
+                let missed = self.missed.remove(peer).unwrap_or_default();
+                self.sync_after_heal(now, peer, missed);
+            }
+        } else if self.unreachable.insert(peer.clone()) {
+            self.missed.insert(peer.clone(), Missed::Keys(BTreeSet::new()));
+            // Its answers cannot come; the heal starts a fresh exchange.
+            self.exchanges.retain(|_, x| x.peer != *peer);
+        }
+        self.seal();
     }
 
     fn subscribe(&mut self, prefix: &str, skip_local: bool) {
@@ -674,8 +781,10 @@ mod tests {
     fn a_broadcast_waits_for_its_write_to_be_durable() {
         let mut a = replica("a");
         a.handle_membership(Millis(0), &[NodeId::new("a"), NodeId::new("b")]);
-        // The hello reveals nothing and goes out at once.
+        // The hello and the first exchange step with the new member reveal nothing written
+        // and go out at once.
         assert!(matches!(a.poll_transmit(), Some((_, Message::Hello(_)))));
+        assert!(matches!(a.poll_transmit(), Some((_, m)) if m.kind() == "exchange_root"));
         let key = MetaKey::new("retain", b"t".to_vec());
         put(&mut a, &key, 1, b"x");
         let write = a.poll_write().expect("a write");

@@ -254,14 +254,18 @@ impl Sim {
     }
 
     fn tell_reachability(&mut self, a: usize, b: usize, reachable: bool) {
+        self.tell_one(a, b, reachable);
+        self.tell_one(b, a, reachable);
+    }
+
+    /// Tells `at` only that `peer` is (un)reachable, and sends what that starts.
+    fn tell_one(&mut self, at: usize, peer: usize, reachable: bool) {
         let now = self.now;
-        let (ida, idb) = (self.nodes[a].id.clone(), self.nodes[b].id.clone());
-        if let Some(r) = self.nodes[a].replica.as_mut() {
-            r.handle_reachability(now, &idb, reachable);
+        let id = self.nodes[peer].id.clone();
+        if let Some(r) = self.nodes[at].replica.as_mut() {
+            r.handle_reachability(now, &id, reachable);
         }
-        if let Some(r) = self.nodes[b].replica.as_mut() {
-            r.handle_reachability(now, &ida, reachable);
-        }
+        self.drain(at);
     }
 
     /// Cuts the link between `a` and `b` both ways (frames in flight are lost too); both learn
@@ -295,10 +299,32 @@ impl Sim {
         self.drop_next.insert((from, to, kind));
     }
 
-    /// Restores every link.
+    /// Restores every link. No link comes up to a crashed node: its recovery reports it.
     pub fn heal(&mut self) {
         for (a, b) in std::mem::take(&mut self.cut) {
-            self.tell_reachability(a, b, true);
+            if self.nodes[a].replica.is_some() && self.nodes[b].replica.is_some() {
+                self.tell_reachability(a, b, true);
+            }
+        }
+    }
+
+    /// Restores every link now, but lets each side's failure detector learn of it only after
+    /// a random delay of up to `max_delay` ms (per side, as each transport redials on its own
+    /// schedule); the network runs meanwhile. Returns when the last side has learned.
+    pub fn heal_late(&mut self, max_delay: u64) {
+        let start = self.now;
+        let mut notices: Vec<(u64, usize, usize)> = Vec::new();
+        for (a, b) in std::mem::take(&mut self.cut) {
+            notices.push((self.rng.random_range(0..=max_delay), a, b));
+            notices.push((self.rng.random_range(0..=max_delay), b, a));
+        }
+        notices.sort();
+        for (delay, at, peer) in notices {
+            let due = start.plus(delay);
+            self.run_for(due.0.saturating_sub(self.now.0));
+            if self.nodes[peer].replica.is_some() {
+                self.tell_one(at, peer, true);
+            }
         }
     }
 
@@ -353,7 +379,13 @@ impl Sim {
         self.nodes[i].replica = Some(replica);
         self.tell_membership(i);
         for b in 0..self.nodes.len() {
-            if b != i && !self.cut.contains(&pair(i, b)) {
+            if b == i {
+                continue;
+            }
+            if self.cut.contains(&pair(i, b)) || self.nodes[b].replica.is_none() {
+                // Down for the new process too, as its transport finds.
+                self.tell_one(i, b, false);
+            } else {
                 self.tell_reachability(i, b, true);
             }
         }
