@@ -1,5 +1,6 @@
-//! Cost of one anti-entropy exchange with 1,000,000 keys replicated and 1,000 of them changed
-//! during a partition, and the memory a replica holds per key.
+//! Cost of the heal (the offer of missed writes and an exchange both ways) and of one periodic
+//! exchange with 1,000,000 keys replicated and 1,000 of them changed during a partition, and the
+//! memory a replica holds per key.
 //!
 //! Run with `cargo bench -p vmq-swc --bench anti_entropy`. Before divan's timings it prints the
 //! objects and bytes one exchange moves (for 100,000 and 1,000,000 keys, to show they do not
@@ -94,40 +95,57 @@ impl Pair {
         Pair { a: ra, b: rb, keys, now: 2, round: 0 }
     }
 
-    /// `b` is cut off while `a` changes `CHANGED` existing keys.
+    /// `a` and `b` are cut apart while `a` changes `CHANGED` existing keys.
     fn partition_and_change(&mut self) {
         self.round += 1;
         self.now += 1;
         let now = Millis(self.now);
         self.a.handle_reachability(now, &b(), false);
+        self.b.handle_reachability(now, &a(), false);
         drive(&mut self.a);
+        drive(&mut self.b);
         for i in 0..CHANGED {
             let k = (i * 997 + u32::try_from(self.round).unwrap_or(0) * 7919) % self.keys;
             put(&mut self.a, self.now, key(k), value(self.round << 32 | u64::from(i)));
             drive(&mut self.a);
         }
-        self.a.handle_reachability(now, &b(), true);
-        drive(&mut self.a);
     }
 
-    /// `b` pulls from `a` in every group; messages go through postcard both ways.
+    /// The heal, as the node drives it: both sides learn that the other is reachable again,
+    /// `a` offers what it wrote meanwhile, and both exchange in every group; messages go
+    /// through postcard both ways until none is left.
+    fn heal(&mut self) -> Moved {
+        self.now += 1;
+        let now = Millis(self.now);
+        self.a.handle_reachability(now, &b(), true);
+        let to_b = drive(&mut self.a);
+        self.b.handle_reachability(now, &a(), true);
+        let to_a = drive(&mut self.b);
+        self.pump(now, to_a, to_b)
+    }
+
+    /// `b` pulls from `a` in every group (the periodic exchange, without an offer first).
     fn exchange(&mut self) -> Moved {
         self.now += 1;
         let now = Millis(self.now);
-        let mut moved = Moved::default();
         self.b.sync_with(now, &a());
-        let mut to_a = drive(&mut self.b);
-        while !to_a.is_empty() {
-            let mut to_b = Vec::new();
-            for (_, msg) in to_a.drain(..) {
-                let msg = carry(&msg, &mut moved);
-                self.a.handle_message(now, &b(), msg);
-                to_b.extend(drive(&mut self.a));
-            }
-            for (_, msg) in to_b {
+        let to_a = drive(&mut self.b);
+        self.pump(now, to_a, Vec::new())
+    }
+
+    /// Carries messages both ways until neither side sends any.
+    fn pump(&mut self, now: Millis, mut to_a: Vec<(NodeId, SwcMessage)>, mut to_b: Vec<(NodeId, SwcMessage)>) -> Moved {
+        let mut moved = Moved::default();
+        while !to_a.is_empty() || !to_b.is_empty() {
+            for (_, msg) in to_b.drain(..) {
                 let msg = carry(&msg, &mut moved);
                 self.b.handle_message(now, &a(), msg);
                 to_a.extend(drive(&mut self.b));
+            }
+            for (_, msg) in std::mem::take(&mut to_a) {
+                let msg = carry(&msg, &mut moved);
+                self.a.handle_message(now, &b(), msg);
+                to_b.extend(drive(&mut self.a));
             }
         }
         moved
@@ -163,7 +181,9 @@ fn report() {
     let mut small = Pair::build(KEYS / 10);
     let build_small = small_start.elapsed();
     small.partition_and_change();
-    let moved_small = small.exchange();
+    let healed_small = small.heal();
+    small.partition_and_change();
+    let pulled_small = small.exchange();
     drop(small);
 
     let before = resident_bytes();
@@ -173,23 +193,25 @@ fn report() {
     let after = resident_bytes();
     pair.partition_and_change();
     let t = Instant::now();
-    let moved = pair.exchange();
+    let healed = pair.heal();
+    let heal_time = t.elapsed();
+    assert_eq!(pair.b.read(&key(0)).values, pair.a.read(&key(0)).values);
+    pair.partition_and_change();
+    let t = Instant::now();
+    let pulled = pair.exchange();
     let apply = t.elapsed();
     let stats = pair.b.stats();
     println!("swc anti-entropy, {CHANGED} keys changed during a partition:");
-    println!(
-        "  {:>9} keys: {} objects, {} bytes in {} messages (replicated in {:.1?})",
-        KEYS / 10,
-        moved_small.objects,
-        moved_small.bytes,
-        moved_small.messages,
-        build_small
-    );
-    println!(
-        "  {KEYS:>9} keys: {} objects, {} bytes in {} messages; exchange applied in {apply:.1?} \
-         (replicated in {build:.1?})",
-        moved.objects, moved.bytes, moved.messages
-    );
+    for (what, keys, m, took) in [
+        ("heal (offer + exchanges both ways)", KEYS / 10, &healed_small, None),
+        ("heal (offer + exchanges both ways)", KEYS, &healed, Some(heal_time)),
+        ("periodic exchange (pull only)", KEYS / 10, &pulled_small, None),
+        ("periodic exchange (pull only)", KEYS, &pulled, Some(apply)),
+    ] {
+        let took = took.map(|t| format!(" in {t:.1?}")).unwrap_or_default();
+        println!("  {what}, {keys:>9} keys: {} objects, {} bytes, {} messages{took}", m.objects, m.bytes, m.messages);
+    }
+    println!("  (replicated {} keys in {build_small:.1?}, {KEYS} in {build:.1?})", KEYS / 10);
     println!(
         "  memory: {} bytes resident per key per replica ({} live keys on b)",
         after.saturating_sub(before) / (2 * u64::from(KEYS)),
@@ -208,4 +230,10 @@ fn main() {
 #[divan::bench(sample_count = 10, sample_size = 1)]
 fn exchange_after_partition(bencher: divan::Bencher) {
     bencher.with_inputs(|| fixture().partition_and_change()).bench_values(|()| fixture().exchange());
+}
+
+/// The whole heal after each such partition: the offer and both sides' exchanges.
+#[divan::bench(sample_count = 10, sample_size = 1)]
+fn heal_after_partition(bencher: divan::Bencher) {
+    bencher.with_inputs(|| fixture().partition_and_change()).bench_values(|()| fixture().heal());
 }
