@@ -10,8 +10,9 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +29,7 @@ use super::wire::{
     self, MetadataFrame, NodeSubscriptions, PublishFrame, RetainValue, RpcFrame, SubscriberValue, decode_key,
 };
 use crate::broker::Broker;
+use crate::http::{MetadataExchanges, PeerExchange};
 
 /// How often the membership is gossiped to reachable members (repairs lost gossip).
 const GOSSIP_INTERVAL: Duration = Duration::from_secs(2);
@@ -52,9 +54,54 @@ pub(crate) enum Command {
     Shutdown,
 }
 
-/// What the driver needs of a backend beyond the metadata contract: its wire encoding and
-/// its join rule.
+/// One peer's anti-entropy figures as a backend keeps them: `(peer, exchanges completed, when
+/// the last one completed, keys repaired)`.
+pub(crate) type PeerFigures = (NodeId, u64, Option<Millis>, u64);
+
+/// The driver's latest anti-entropy figures, for `/metrics`. The driver publishes after its
+/// inputs, only when the figures moved; scrapes read a copy and never wait on the driver.
+#[derive(Debug, Default)]
+pub(crate) struct ExchangeBoard {
+    /// A digest of what was last published, so that unchanged figures cost no lock.
+    digest: AtomicU64,
+    published: Mutex<MetadataExchanges>,
+}
+
+impl ExchangeBoard {
+    /// What `/metrics` shows.
+    pub(crate) fn snapshot(&self) -> MetadataExchanges {
+        self.published.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Publishes `figures` unless they are what was published last. `unix_ms_at` turns the
+    /// replica's clock into wall-clock milliseconds.
+    fn publish(&self, backend: &'static str, figures: Vec<PeerFigures>, unix_ms_at: impl Fn(Millis) -> f64) {
+        let digest = figures.iter().fold(figures.len() as u64, |h, (_, completed, _, keys)| {
+            h.wrapping_mul(0x0000_0100_0000_01b3) ^ completed.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ keys
+        });
+        if self.digest.swap(digest, Ordering::Relaxed) == digest {
+            return;
+        }
+        let peers = figures
+            .into_iter()
+            .map(|(peer, completed, last, keys_repaired)| PeerExchange {
+                peer: peer.0,
+                completed,
+                last_completed_unix: last.map(|at| unix_ms_at(at) / 1000.0),
+                keys_repaired,
+            })
+            .collect();
+        *self.published.lock().unwrap_or_else(|e| e.into_inner()) = MetadataExchanges { backend, peers };
+    }
+}
+
+/// What the driver needs of a backend beyond the metadata contract: its wire encoding, its
+/// join rule and its anti-entropy figures.
 pub(crate) trait Backend: MetadataBackend + Send + 'static {
+    /// The prefix of its metric names (VerneMQ's `swc_*`; `plumtree_*`).
+    const METRIC_PREFIX: &'static str;
+    /// Anti-entropy per peer; cheap (no scan of the objects), called after every input.
+    fn exchange_figures(&self) -> Vec<PeerFigures>;
     /// Encodes a replica message.
     fn encode_message(msg: &Self::Message) -> Vec<u8>;
     /// Decodes a replica message from a peer; `None` when malformed.
@@ -64,6 +111,13 @@ pub(crate) trait Backend: MetadataBackend + Send + 'static {
 }
 
 impl Backend for vmq_swc::Replica {
+    const METRIC_PREFIX: &'static str = "swc";
+    fn exchange_figures(&self) -> Vec<PeerFigures> {
+        self.peer_exchange_stats()
+            .iter()
+            .map(|(peer, s)| (peer.clone(), s.completed, s.last_completed, s.keys_repaired))
+            .collect()
+    }
     fn encode_message(msg: &Self::Message) -> Vec<u8> {
         msg.to_bytes().unwrap_or_default()
     }
@@ -76,6 +130,13 @@ impl Backend for vmq_swc::Replica {
 }
 
 impl Backend for vmq_plumtree::Replica {
+    const METRIC_PREFIX: &'static str = "plumtree";
+    fn exchange_figures(&self) -> Vec<PeerFigures> {
+        self.peer_exchange_stats()
+            .iter()
+            .map(|(peer, s)| (peer.clone(), s.completed, s.last_completed, s.keys_repaired))
+            .collect()
+    }
     fn encode_message(msg: &Self::Message) -> Vec<u8> {
         msg.encode()
     }
@@ -163,9 +224,18 @@ impl<B: Backend> Driver<B> {
                 self.apply_event(event);
             }
             if !progressed {
-                return;
+                break;
             }
         }
+        self.publish_exchanges();
+    }
+
+    fn publish_exchanges(&self) {
+        // Wall-clock time of the replica's clock origin: read per publication (rare), so a
+        // clock step shows up in the next one.
+        let unix_now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64() * 1000.0).unwrap_or(0.0);
+        let origin = unix_now - self.epoch.elapsed().as_secs_f64() * 1000.0;
+        self.shared.exchanges.publish(B::METRIC_PREFIX, self.replica.exchange_figures(), |at| origin + at.0 as f64);
     }
 
     /// Writes `batch` off the async threads; false (logged) when it failed, in which case

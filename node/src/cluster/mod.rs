@@ -35,14 +35,14 @@ use vmq_storage::metadata::{MetaKey, MetaValue, NodeId, PREFIX_RETAIN, PREFIX_SU
 use vmq_storage::{QueueKey, StoreError};
 
 use self::membership::Membership;
-use self::metadata::{Backend, Command, Driver, JOIN_TIMEOUT};
+use self::metadata::{Backend, Command, Driver, ExchangeBoard, JOIN_TIMEOUT};
 use self::remote::RemoteRoutes;
 use self::transport::{StreamKind, Transport, TransportConfig, TransportError, TransportEvent};
 use self::wire::{ForwardedPublish, NodeSubscriptions, PublishFrame, RetainValue, SubscriberValue, WireSubscription};
 use crate::broker::message::Msg;
 use crate::broker::{Broker, ClusterHooks, Forward, RemoteMatches, SubscriptionRecord};
 use crate::config::{Config, ConfigError, MetadataPlugin};
-use crate::http::{AdminFuture, ClusterView, MemberStatus};
+use crate::http::{AdminFuture, ClusterView, MemberStatus, MetadataExchanges};
 use crate::server::NodeStorage;
 
 /// The default port of `listener.vmq.clustering` (VerneMQ's).
@@ -75,6 +75,8 @@ pub(crate) struct Shared {
     netsplit_resolved: AtomicU64,
     ready: AtomicBool,
     hlc: AtomicU64,
+    /// The metadata backend's anti-entropy figures, published by the driver.
+    exchanges: ExchangeBoard,
 }
 
 #[derive(Debug, Default)]
@@ -262,6 +264,10 @@ impl ClusterView for Shared {
         let total = self.transport.stats().total;
         (total.bytes_sent, total.bytes_received, total.bytes_dropped)
     }
+
+    fn metadata_exchanges(&self) -> MetadataExchanges {
+        self.exchanges.snapshot()
+    }
 }
 
 /// Parses `name@host[:port]` (VerneMQ's `discovery-node`; the port is the peer's
@@ -322,6 +328,7 @@ impl Cluster {
             netsplit_resolved: AtomicU64::new(0),
             ready: AtomicBool::new(true),
             hlc: AtomicU64::new(0),
+            exchanges: ExchangeBoard::default(),
         });
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
             ^ u64::from(std::process::id()).rotate_left(32);

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
-use super::HttpState;
+use super::{HttpState, MetadataExchanges, PeerExchange};
 
 pub(super) async fn prometheus(State(s): State<Arc<HttpState>>) -> impl IntoResponse {
     let c = &s.broker.counters;
@@ -36,5 +36,70 @@ pub(super) async fn prometheus(State(s): State<Arc<HttpState>>) -> impl IntoResp
     metric("cluster_bytes_received", "counter", "Bytes received from other cluster nodes.", received);
     metric("cluster_bytes_dropped", "counter", "Bytes dropped because a node's outgoing cluster buffer was full.", dropped);
     metric("retain_messages", "gauge", "Retained messages.", s.broker.retained_count() as u64);
+    render_exchanges(&mut out, node, &s.cluster.metadata_exchanges());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// Anti-entropy per peer, labelled `peer`. VerneMQ exports no per-peer exchange metrics, so
+/// the names are new, under its backend prefixes (`swc_`, `plumtree_`).
+fn render_exchanges(out: &mut String, node: &str, m: &MetadataExchanges) {
+    if m.backend.is_empty() || m.peers.is_empty() {
+        return;
+    }
+    let b = m.backend;
+    let series: [(&str, &str, &str, &dyn Fn(&PeerExchange) -> Option<String>); 3] = [
+        (
+            "exchange_completed",
+            "counter",
+            "Anti-entropy exchanges this node started with the peer that completed.",
+            &|p| Some(p.completed.to_string()),
+        ),
+        (
+            "exchange_last_completed_seconds",
+            "gauge",
+            "Unix time of the last completed anti-entropy exchange with the peer.",
+            &|p| p.last_completed_unix.map(|t| format!("{t:.3}")),
+        ),
+        (
+            "exchange_keys_repaired",
+            "counter",
+            "Keys that anti-entropy exchanges with the peer changed on this node.",
+            &|p| Some(p.keys_repaired.to_string()),
+        ),
+    ];
+    for (name, kind, help, value) in series {
+        // Writing to a String cannot fail.
+        let _ = writeln!(out, "# HELP {b}_{name} {help}\n# TYPE {b}_{name} {kind}");
+        for p in &m.peers {
+            if let Some(v) = value(p) {
+                let _ = writeln!(out, "{b}_{name}{{node=\"{node}\",peer=\"{}\"}} {v}", p.peer);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exchanges_render_per_peer_with_the_backend_prefix() {
+        let m = MetadataExchanges {
+            backend: "swc",
+            peers: vec![
+                PeerExchange { peer: "b@h".into(), completed: 10, last_completed_unix: Some(1.5), keys_repaired: 3 },
+                PeerExchange { peer: "c@h".into(), completed: 0, last_completed_unix: None, keys_repaired: 0 },
+            ],
+        };
+        let mut out = String::new();
+        render_exchanges(&mut out, "a@h", &m);
+        assert!(out.contains("# TYPE swc_exchange_completed counter\n"), "{out}");
+        assert!(out.contains("swc_exchange_completed{node=\"a@h\",peer=\"b@h\"} 10\n"), "{out}");
+        assert!(out.contains("swc_exchange_last_completed_seconds{node=\"a@h\",peer=\"b@h\"} 1.500\n"), "{out}");
+        assert!(!out.contains("swc_exchange_last_completed_seconds{node=\"a@h\",peer=\"c@h\"}"), "{out}");
+        assert!(out.contains("swc_exchange_keys_repaired{node=\"a@h\",peer=\"c@h\"} 0\n"), "{out}");
+        let mut none = String::new();
+        render_exchanges(&mut none, "a@h", &MetadataExchanges::default());
+        assert!(none.is_empty());
+    }
 }

@@ -40,6 +40,28 @@ pub struct MemberStatus {
     pub running: bool,
 }
 
+/// Anti-entropy of the metadata backend with one peer, for `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PeerExchange {
+    /// The peer's node name.
+    pub peer: String,
+    /// Exchanges started by this node with the peer that completed (swc: one per group).
+    pub completed: u64,
+    /// When the last of them completed, in seconds since the Unix epoch.
+    pub last_completed_unix: Option<f64>,
+    /// Keys an exchange with the peer changed on this node.
+    pub keys_repaired: u64,
+}
+
+/// The metadata backend's anti-entropy as the metrics show it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetadataExchanges {
+    /// The metric name prefix of the backend: `swc` or `plumtree` (VerneMQ's `swc_*` names).
+    pub backend: &'static str,
+    /// Per peer, in node-name order.
+    pub peers: Vec<PeerExchange>,
+}
+
 /// The answer to an admin command that needs the cluster: the text to show, or why it was
 /// refused.
 pub type AdminFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>;
@@ -68,6 +90,10 @@ pub trait ClusterView: Send + Sync + 'static {
     /// frames refused by a full outgoing buffer (`outgoing_clustering_buffer_size`).
     fn cluster_bytes(&self) -> (u64, u64, u64) {
         (0, 0, 0)
+    }
+    /// The metadata backend's anti-entropy per peer.
+    fn metadata_exchanges(&self) -> MetadataExchanges {
+        MetadataExchanges::default()
     }
 }
 

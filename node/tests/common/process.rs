@@ -14,6 +14,8 @@ pub struct Broker {
     pub addr: SocketAddr,
     pub lines: mpsc::Receiver<String>,
     pub dir: tempfile::TempDir,
+    /// Log lines printed before the MQTT listener was ready (startup: bound addresses).
+    pub early: Vec<String>,
 }
 
 impl Broker {
@@ -47,11 +49,27 @@ impl Broker {
                 }
             });
         }
-        let mut b = Broker { child, addr: "127.0.0.1:0".parse().unwrap(), lines, dir };
-        let ready = b.wait_for_line("MQTT listener ready");
-        let addr = strip_ansi(&ready).split("addr=").nth(1).and_then(|s| s.split_whitespace().next()).expect("addr in log").to_string();
-        b.addr = addr.parse().expect("socket address");
+        let mut b = Broker { child, addr: "127.0.0.1:0".parse().unwrap(), lines, dir, early: Vec::new() };
+        let deadline = std::time::Instant::now() + WAIT;
+        let ready = loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match b.lines.recv_timeout(left) {
+                Ok(line) if strip_ansi(&line).contains("MQTT listener ready") => break line,
+                Ok(line) => b.early.push(line),
+                Err(_) => panic!("no log line containing \"MQTT listener ready\"; before it: {:#?}", b.early),
+            }
+        };
+        b.addr = logged_addr(&ready).expect("addr in log");
         b
+    }
+
+    /// The `addr=` of the first log line containing `needle`, from startup or waited for.
+    pub fn logged_addr(&self, needle: &str) -> SocketAddr {
+        let line = match self.early.iter().find(|l| strip_ansi(l).contains(needle)) {
+            Some(line) => line.clone(),
+            None => self.wait_for_line(needle),
+        };
+        logged_addr(&line).unwrap_or_else(|| panic!("no addr= in {line:?}"))
     }
 
     pub fn wait_for_line(&self, needle: &str) -> String {
@@ -85,6 +103,13 @@ impl Broker {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+fn logged_addr(line: &str) -> Option<SocketAddr> {
+    let value = strip_ansi(line).split("addr=").nth(1)?.split_whitespace().next()?.to_string();
+    // `addr=Some(..)` where the address is logged as an `Option`.
+    let value = value.strip_prefix("Some(").and_then(|v| v.strip_suffix(')')).unwrap_or(&value);
+    value.parse().ok()
 }
 
 pub fn strip_ansi(s: &str) -> String {
