@@ -128,6 +128,7 @@ fn transport_config(config: &TransportConfig) -> Result<quinn::TransportConfig, 
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(config.keep_alive));
     t.max_idle_timeout(Some(quinn::IdleTimeout::try_from(config.idle_timeout)?));
+    t.initial_rtt(config.initial_rtt);
     // One bidirectional stream for the hello, one unidirectional stream per kind; a little
     // headroom so a peer replacing a stream is not stalled by credit.
     t.max_concurrent_bidi_streams(1u32.into());
