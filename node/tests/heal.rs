@@ -22,7 +22,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -37,7 +36,7 @@ const REPETITIONS: usize = 20;
 const GIVE_UP: Duration = Duration::from_secs(15);
 
 /// The two backends' runs share the machine's cores; one at a time keeps the timings honest.
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,7 +63,7 @@ impl Cut {
 
     /// Whether nftables can be used here (root, nft installed).
     fn available() -> Result<(), String> {
-        let probe = Cut::new("probe");
+        let probe = Cut::new(&format!("probe{}", UNIQUE.fetch_add(1, Ordering::Relaxed)));
         let out = Command::new("nft")
             .args(["add", "table", "inet", &probe.table])
             .output()
@@ -119,6 +118,18 @@ struct Node {
     broker: Broker,
     http: SocketAddr,
     cluster: SocketAddr,
+}
+
+/// The nodes of one run; killed if the test fails, so that no process outlives it.
+struct Nodes(Vec<Node>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for n in &mut self.0 {
+            let _ = n.broker.child.kill();
+            let _ = n.broker.child.wait();
+        }
+    }
 }
 
 fn start(i: usize, plugin: &str) -> Node {
@@ -250,19 +261,23 @@ where
 
 async fn every_node_agrees_within_a_second_of_a_heal(plugin: &'static str) {
     common::init_tracing();
+    let _turn = ONE_AT_A_TIME.lock().await;
     if let Err(why) = Cut::available() {
         assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must be able to cut links with nftables: {why}");
         eprintln!("skipped: cutting a link needs nftables as root ({why})");
         return;
     }
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let nodes: Vec<Node> = (1..=3).map(|i| start(i, plugin)).collect();
+    let mut guard = Nodes(Vec::new());
+    for i in 1..=3 {
+        guard.0.push(start(i, plugin));
+    }
+    let nodes = &guard.0;
     for n in &nodes[1..] {
         let path = format!("/api/v1/cluster/join?discovery-node={}:{}", nodes[0].name, nodes[0].cluster.port());
         let (status, body) = http_get(n.http, &path);
         assert_eq!(status, 200, "{} joins: {body}", n.name);
     }
-    for n in &nodes {
+    for n in nodes {
         until(&format!("{} sees three running nodes", n.name), Duration::from_secs(20), || {
             let show = cluster_show(n);
             show.len() == 3 && show.iter().all(|(_, up)| *up)
@@ -282,7 +297,7 @@ async fn every_node_agrees_within_a_second_of_a_heal(plugin: &'static str) {
     // Nothing deleted comes back once every exchange has run: no cleared retained message is
     // served anywhere, every set one is.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for n in &nodes {
+    for n in nodes {
         let cleared = retained_served(n, "heal/+/clear", "heal/x/clear").await;
         assert!(cleared.is_empty(), "{}: cleared retained messages came back: {cleared:?}", n.name);
         let set = retained_served(n, "heal/+/set", "heal/x/set").await;
@@ -306,7 +321,7 @@ async fn every_node_agrees_within_a_second_of_a_heal(plugin: &'static str) {
         max.as_millis()
     );
     assert!(max <= BUDGET, "{plugin}: slowest convergence {max:?} exceeds {BUDGET:?} (sorted: {times:?})");
-    for n in nodes {
+    for n in std::mem::take(&mut guard.0) {
         assert!(n.broker.stop().success());
     }
 }
