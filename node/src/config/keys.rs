@@ -334,6 +334,7 @@ pub static DELEGATED_PREFIXES: &[&str] = &[
 /// Exact keys handed to other subsystems (the cluster and queue-migration code).
 pub static DELEGATED_KEYS: &[&str] = &[
     "outgoing_clustering_buffer_size",
+    "outgoing_clustering_outbox_size",
     "max_drain_time",
     "max_msgs_per_drain_step",
 ];

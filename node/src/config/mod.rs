@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigWarning};
-pub use values::ValueError;
+pub use values::{ValueError, parse_bytes};
 
 use crate::mqtt::ProtocolVersion;
 use keys::KeyClass;
