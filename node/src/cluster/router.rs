@@ -32,10 +32,11 @@ impl PublishSink for Router {
         let mut waits: Vec<(u64, Vec<Durable>)> = Vec::new();
         for (seq, payload) in frames {
             match wire::decode::<PublishFrame>(&payload) {
-                Some(PublishFrame::V1(p)) => {
+                Some(PublishFrame::V1(mut p)) => {
                     let shared: Vec<(Arc<str>, String)> =
-                        p.shared.iter().map(|(c, f)| (Arc::from(c.as_str()), f.clone())).collect();
-                    let outcome = self.broker.publish_remote_batched(Arc::new(p.to_msg()), p.plain, &shared, &mut wakes);
+                        std::mem::take(&mut p.shared).into_iter().map(|(c, f)| (Arc::from(c), f)).collect();
+                    let plain = p.plain;
+                    let outcome = self.broker.publish_remote_batched(Arc::new(p.into_msg()), plain, &shared, &mut wakes);
                     if !outcome.durable.is_empty() {
                         waits.push((seq, outcome.durable));
                     }

@@ -118,7 +118,22 @@ impl ForwardedPublish {
         }
     }
 
+    /// The message to route on the receiving node, taking the payload without a copy.
+    pub fn into_msg(self) -> Msg {
+        Msg {
+            mountpoint: self.mountpoint.as_str().into(),
+            topic: self.topic.as_str().into(),
+            payload: Bytes::from(self.payload),
+            qos: QoS::from_u8(self.qos).unwrap_or(QoS::AtMostOnce),
+            retain: self.retain,
+            properties: self.properties.map(WireProperties::into_msg),
+            expires_at: self.expiry_ms.and_then(instant_in_ms),
+            publisher: self.publisher.as_deref().map(Into::into),
+        }
+    }
+
     /// The message to route on the receiving node.
+    #[cfg(test)]
     pub fn to_msg(&self) -> Msg {
         Msg {
             mountpoint: self.mountpoint.as_str().into(),
