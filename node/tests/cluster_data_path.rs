@@ -231,10 +231,12 @@ async fn paused_peer_loses_nothing_acknowledged(backend: &str) {
     nodes.node(1).pause();
     let detected = wait_until("vmq1 sees vmq2 unreachable", Duration::from_secs(10), || !nodes.node(0).is_ready());
     tracing::info!(?detected, "paused peer reported unreachable");
-    assert!(detected < Duration::from_secs(3), "a stopped peer is reported within the failure detector's bound: {detected:?}");
+    // The detector says 1.2 s of silence; the margin is for polling /health on a loaded machine.
+    assert!(detected < Duration::from_secs(2), "a stopped peer is reported unreachable within 1.2 s: {detected:?}");
     nodes.node(1).resume();
     let healed = wait_until("vmq1 sees vmq2 again", Duration::from_secs(10), || nodes.node(0).is_ready());
     tracing::info!(?healed, "resumed peer reachable again");
+    assert!(healed < Duration::from_secs(3), "the cluster heals within 3 s of the peer's return: {healed:?}");
     let acked = publishing.await.unwrap();
     let seen = collector.await.unwrap();
     seen.check("paused/t", acked);

@@ -45,6 +45,8 @@ impl NodeProcess {
             .arg(&conf)
             .env("NO_COLOR", "1")
             .env("RUST_LOG_STYLE", "never")
+            // The test's own log filter must not hide the lines the ports are read from.
+            .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
