@@ -56,6 +56,7 @@ both_backends!(
     policies_set_at_runtime_take_effect_at_once,
     puback_says_success_when_the_only_subscriber_is_remote,
     outbox_delivers_publishes_acknowledged_during_a_split_after_the_heal_in_order,
+    a_message_larger_than_16_mib_is_forwarded_whole,
 );
 
 fn v4(addr: SocketAddr, id: &str, clean: bool) -> rumqttc::MqttOptions {
@@ -470,4 +471,38 @@ async fn outbox_delivers_publishes_acknowledged_during_a_split_after_the_heal_in
     heal_last(&nodes);
     let seen = collect(&mut sub, n, Duration::from_secs(30)).await;
     seen.check("outbox/t", n);
+}
+
+async fn a_message_larger_than_16_mib_is_forwarded_whole(backend: &str) {
+    common::init_tracing();
+    // The cluster frame limit follows the largest message a client may publish: 16 MiB used
+    // to be the limit, and larger messages were dropped after their PUBACK.
+    let nodes = Nodes::start(2, &config(backend, ""));
+    let (src, dst) = (nodes.node(0).mqtt, nodes.node(1).mqtt);
+    let big = 20 * 1024 * 1024;
+    let options = |addr, id| {
+        let mut o = v4(addr, id, true);
+        o.set_max_packet_size(big + 1024, big + 1024);
+        o
+    };
+    let (mut sub, _) = V4::connect(options(dst, "big-sub")).await;
+    sub.subscribe("big/t", QoS::AtLeastOnce).await;
+    drop(routed_subscriber(src, dst, "big-probe-sub", "big/t", QoS::AtMostOnce).await);
+    let (mut publisher, _) = V4::connect(options(src, "big-pub")).await;
+    let payload: Vec<u8> = (0..big).map(|i| (i % 251) as u8).collect();
+    publisher.client.publish("big/t", QoS::AtLeastOnce, false, payload.clone()).await.unwrap();
+    loop {
+        match publisher.next().await {
+            Ok(Event::Incoming(Packet::PubAck(_))) => break,
+            Ok(_) => {}
+            Err(e) => panic!("publisher failed: {e}"),
+        }
+    }
+    loop {
+        let p = sub.publish_event().await;
+        if p.payload.len() == big {
+            assert!(p.payload.as_ref() == payload.as_slice(), "the payload arrives intact");
+            break;
+        }
+    }
 }
