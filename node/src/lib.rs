@@ -1,6 +1,7 @@
 //! The vmq-rs broker node: configuration, MQTT codec, sessions, queues, routing and
 //! listeners. The `vernemq` binary in `main.rs` is a thin shell around [`server::Node`].
 
+pub mod ack;
 pub mod broker;
 pub mod cluster;
 pub mod config;

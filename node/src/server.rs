@@ -16,7 +16,7 @@ use tracing::info;
 pub use crate::storage::NodeStorage;
 
 use crate::broker::queue::{QueueLimits, QueueType};
-use crate::broker::{Broker, BrokerSettings, SharedPolicy};
+use crate::broker::{Broker, BrokerSettings, NetsplitAction, SharedPolicy};
 use crate::config::{self, Config};
 use crate::cluster::Cluster;
 use crate::http::{self, HttpState};
@@ -164,6 +164,15 @@ impl Node {
             return Err(StartError::NoListener);
         }
         let broker = Broker::new(broker_settings(cfg), storage.messages.clone());
+        let n = &cfg.netsplit;
+        for (action, allow) in [
+            (NetsplitAction::Register, n.allow_register),
+            (NetsplitAction::Publish, n.allow_publish),
+            (NetsplitAction::Subscribe, n.allow_subscribe),
+            (NetsplitAction::Unsubscribe, n.allow_unsubscribe),
+        ] {
+            broker.netsplit.set(action, allow);
+        }
         // Before the listeners: the routing table is rebuilt from the replica first.
         let cluster = Arc::new(Cluster::start(cfg, &storage, broker.clone()).await?);
         let ctx = Arc::new(ConnectionContext {

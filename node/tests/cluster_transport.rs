@@ -82,6 +82,9 @@ async fn restart(config: TransportConfig) -> Node {
     }
 }
 
+/// The kinds the layers above send on (`Control` is the transport's own).
+const DATA_KINDS: [StreamKind; 3] = [StreamKind::Metadata, StreamKind::Publish, StreamKind::Rpc];
+
 async fn next(events: &mut Receiver<TransportEvent>) -> TransportEvent {
     tokio::time::timeout(WAIT, events.recv())
         .await
@@ -190,7 +193,7 @@ async fn full_mesh_exchanges_frames_in_order_on_every_kind() {
                 continue;
             }
             for i in 0..N {
-                for kind in StreamKind::ALL {
+                for kind in DATA_KINDS {
                     node.transport.send(peer, kind, numbered(i)).unwrap();
                 }
             }
@@ -323,7 +326,7 @@ async fn wrong_cookie_is_refused_and_nothing_it_sent_is_delivered() {
     mallory_config.cookie = "guessed".into();
     let mut mallory = start(mallory_config);
     mallory.transport.connect(a.name.clone(), a.addr);
-    for kind in StreamKind::ALL {
+    for kind in DATA_KINDS {
         mallory
             .transport
             .send(&a.name, kind, Bytes::from_static(b"intrusion"))
@@ -505,7 +508,7 @@ async fn relay(target: SocketAddr) -> Relay {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_peer_is_reported_down_by_the_idle_timeout() {
+async fn silent_peer_is_reported_down_by_heartbeats_and_up_when_heard_again() {
     init_tracing();
     let mut a = start(config("a@h"));
     let mut b = start(config("b@h"));
@@ -514,15 +517,15 @@ async fn silent_peer_is_reported_down_by_the_idle_timeout() {
     until_up(&mut a, &b.name).await;
     until_up(&mut b, &a.name).await;
 
-    // Packets stop in both directions; nothing is closed. Keep-alives go unanswered and the
-    // idle timeout (1 s by default) reports the peer down on both sides.
+    // Packets stop in both directions; nothing is closed. Heartbeats go unanswered and the
+    // failure detector (1.2 s of silence by default) reports the peer down on both sides.
     link.cut.store(true, Ordering::Relaxed);
     let started = tokio::time::Instant::now();
     until_down(&mut a, &b.name).await;
     until_down(&mut b, &a.name).await;
     tracing::info!(elapsed = ?started.elapsed(), "silent peer detected");
 
-    // The link heals: a's dial loop reconnects through the relay.
+    // The link heals: the peers hear each other again (on the same connection, or a new one).
     link.cut.store(false, Ordering::Relaxed);
     until_up(&mut a, &b.name).await;
     until_up(&mut b, &a.name).await;
@@ -574,8 +577,13 @@ async fn frames_are_buffered_while_unreachable_and_dropped_beyond_the_buffer() {
         frames(&mut b, &a.name, StreamKind::Publish, 10).await,
         expected
     );
+    // Publish frames stay pending until b acknowledges them.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while a.transport.stats().peers[&b_name].pending_frames > 0 {
+        assert!(tokio::time::Instant::now() < deadline, "b never acknowledged");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let stats = a.transport.stats();
-    assert_eq!(stats.peers[&b_name].pending_frames, 0);
     assert_eq!(stats.total.frames_sent, 10);
     assert_eq!(stats.total.frames_dropped, 15);
     a.transport.shutdown().await;
@@ -732,4 +740,47 @@ async fn certificate_mode_connects_members_of_the_cluster_ca_only() {
     for node in [&a, &b, &r, &plain] {
         node.transport.shutdown().await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_frames_lost_with_a_connection_are_replayed_once_in_order() {
+    init_tracing();
+    let quick = |name: &str| {
+        let mut c = config(name);
+        c.idle_timeout = Duration::from_millis(1500);
+        c
+    };
+    let mut a = start(quick("a@h"));
+    let mut b = start(quick("b@h"));
+    let link = relay(b.addr).await;
+    a.transport.connect(b.name.clone(), link.addr);
+    until_up(&mut a, &b.name).await;
+    until_up(&mut b, &a.name).await;
+    for i in 0..50 {
+        let _ = a.transport.send_publish(&b.name, numbered(i), false).unwrap();
+    }
+    assert_eq!(frames(&mut b, &a.name, StreamKind::Publish, 50).await, (0..50).map(numbered).collect::<Vec<_>>());
+    // Written into a connection whose packets are all lost, which then times out.
+    link.cut.store(true, Ordering::Relaxed);
+    let tickets: Vec<_> = (50..100).map(|i| a.transport.send_publish(&b.name, numbered(i), false).unwrap()).collect();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while a.transport.is_connected(&b.name) {
+        assert!(tokio::time::Instant::now() < deadline, "the cut connection never timed out");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    link.cut.store(false, Ordering::Relaxed);
+    // Exactly the frames after the ones delivered, once, in order, on the new connection.
+    let mut rest = Vec::new();
+    while rest.len() < 50 {
+        match next(&mut b.events).await {
+            TransportEvent::Frame { kind: StreamKind::Publish, payload, .. } => rest.push(payload),
+            _ => {}
+        }
+    }
+    assert_eq!(rest, (50..100).map(numbered).collect::<Vec<_>>());
+    for t in tickets {
+        assert_eq!(tokio::time::timeout(WAIT, t.wait()).await.expect("acknowledged"), Ok(()));
+    }
+    a.transport.shutdown().await;
+    b.transport.shutdown().await;
 }

@@ -119,6 +119,9 @@ impl VersionVector {
     }
 }
 
+/// Most counters [`ClockEntry::missing_from`] returns for one replica in one exchange.
+pub const MAX_MISSING_PER_ENTRY: usize = 100_000;
+
 /// One row of a node clock: every counter `<= base`, plus the sparse `extra` counters above it.
 ///
 /// The paper and `swc_node` store `extra` as a bitmap (bit `i` = `base + 1 + i`); a sorted set is
@@ -163,15 +166,23 @@ impl ClockEntry {
         self.extra.last().copied().unwrap_or(self.base).max(self.base)
     }
 
-    /// Counters seen here but not in `other`, ascending.
+    /// Counters seen here but not in `other`, ascending; at most [`MAX_MISSING_PER_ENTRY`],
+    /// the lowest first. The entry may be a peer's: a huge `base` in it must not make this
+    /// loop (or allocate) without end; what is left out is found by the next exchange.
     pub fn missing_from(&self, other: &ClockEntry) -> Vec<u64> {
         let mut out = Vec::new();
-        for c in (other.base + 1)..=self.base {
+        let mut c = other.base.saturating_add(1);
+        while c <= self.base && out.len() < MAX_MISSING_PER_ENTRY {
             if !other.extra.contains(&c) {
                 out.push(c);
             }
+            match c.checked_add(1) {
+                Some(next) => c = next,
+                None => break,
+            }
         }
-        out.extend(self.extra.iter().copied().filter(|c| !other.contains(*c)));
+        let room = MAX_MISSING_PER_ENTRY - out.len();
+        out.extend(self.extra.iter().copied().filter(|c| !other.contains(*c)).take(room));
         out
     }
 
@@ -326,6 +337,16 @@ mod tests {
         assert_eq!(c.event(&id("a")).counter, 1);
         c.add(&Dot::new(id("a"), 5));
         assert_eq!(c.event(&id("a")).counter, 6);
+    }
+
+    #[test]
+    fn a_huge_base_from_a_peer_yields_a_bounded_list() {
+        let peer = entry(u64::MAX, &[]);
+        let ours = entry(0, &[]);
+        let missing = peer.missing_from(&ours);
+        assert_eq!(missing.len(), MAX_MISSING_PER_ENTRY);
+        assert_eq!(missing[..3], [1, 2, 3]);
+        assert!(ours.missing_from(&peer).is_empty());
     }
 
     #[test]

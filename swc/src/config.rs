@@ -26,6 +26,10 @@ pub struct SwcConfig {
     /// `vmq_swc.prevent_nonempty_join`: the node refuses to join a cluster unless
     /// `is_empty_history()`; the replica only reports it, the node enforces it.
     pub prevent_nonempty_join: bool,
+    /// Bytes of values one anti-entropy answer carries at most (at least one object): a batch
+    /// of large retained messages is answered in parts instead of one frame too large to send,
+    /// which would stall the exchange for ever. Not a VerneMQ key.
+    pub exchange_reply_bytes: usize,
 }
 
 impl Default for SwcConfig {
@@ -40,6 +44,7 @@ impl Default for SwcConfig {
             enable_broadcast: true,
             exchange_batch_size: 100,
             prevent_nonempty_join: true,
+            exchange_reply_bytes: 4 * 1024 * 1024,
         }
     }
 }

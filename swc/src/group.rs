@@ -186,6 +186,38 @@ impl Group {
         Some(WireObject { key: key.clone(), object })
     }
 
+    /// The objects holding `dots`, each once, taken in order until their values reach
+    /// `max_bytes` (at least one object); returns them and the dots left for a later request.
+    pub fn objects_within(
+        &self,
+        dots: &[(ReplicaId, Vec<u64>)],
+        max_bytes: usize,
+    ) -> (Vec<WireObject>, Vec<(ReplicaId, Vec<u64>)>) {
+        let mut keys = BTreeSet::new();
+        let mut objects = Vec::new();
+        let mut bytes = 0usize;
+        let mut unserved: Vec<(ReplicaId, Vec<u64>)> = Vec::new();
+        for (id, counters) in dots {
+            for c in counters {
+                if !unserved.is_empty() || (bytes >= max_bytes && !objects.is_empty()) {
+                    match unserved.last_mut() {
+                        Some((last, cs)) if last == id => cs.push(*c),
+                        _ => unserved.push((id.clone(), vec![*c])),
+                    }
+                    continue;
+                }
+                let Some(k) = self.dkm.lookup(&Dot::new(id.clone(), *c)) else { continue };
+                if keys.insert(k.clone()) {
+                    if let Some(o) = self.wire_object(k) {
+                        bytes = bytes.saturating_add(o.approximate_size());
+                        objects.push(o);
+                    }
+                }
+            }
+        }
+        (objects, unserved)
+    }
+
     /// The objects holding any of `dots`, each once (`vmq_swc_store:rpc_sync_missing`).
     pub fn objects_for(&self, dots: &[(ReplicaId, Vec<u64>)]) -> Vec<WireObject> {
         let mut keys = BTreeSet::new();

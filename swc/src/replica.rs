@@ -526,11 +526,12 @@ impl Replica {
             }
             Body::MissingRequest { exchange, batch, dots } => {
                 let group = &self.groups[g];
-                let body = Body::MissingReply {
-                    exchange,
-                    batch,
-                    base: group.base(),
-                    objects: group.objects_for(&dots),
+                let (objects, unserved) = group.objects_within(&dots, self.config.exchange_reply_bytes);
+                let base = group.base();
+                let body = if unserved.is_empty() {
+                    Body::MissingReply { exchange, batch, base, objects }
+                } else {
+                    Body::MissingReplyPart { exchange, batch, base, objects, unserved }
                 };
                 self.send(from.clone(), g, body);
             }
@@ -548,6 +549,23 @@ impl Replica {
                     remaining: missing.into(),
                     batch: 0,
                 };
+                self.continue_exchange(now, g);
+            }
+            Body::MissingReplyPart { exchange, batch, base, objects, unserved } => {
+                let Some(ex) = self.exchanges[g].as_mut() else { return };
+                let (current, remaining) = match &mut ex.phase {
+                    Phase::AwaitObjects { batch, remaining, .. } => (*batch, remaining),
+                    Phase::AwaitClock => return,
+                };
+                if ex.id != exchange || ex.peer != *from || current != batch {
+                    return;
+                }
+                // Asked for again before the rest, so the dots keep their order.
+                for dots in unserved.into_iter().rev() {
+                    remaining.push_front(dots);
+                }
+                self.stats.objects_repaired += objects.len() as u64;
+                self.groups[g].apply_remote(&base, objects, &mut self.fx);
                 self.continue_exchange(now, g);
             }
             Body::MissingReply { exchange, batch, base, objects } => {

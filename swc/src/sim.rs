@@ -404,7 +404,8 @@ impl Sim {
         let SwcMessage::V1(env) = msg;
         self.stats.objects += match &env.body {
             crate::wire::Body::Broadcast { objects, .. }
-            | crate::wire::Body::MissingReply { objects, .. } => objects.len() as u64,
+            | crate::wire::Body::MissingReply { objects, .. }
+            | crate::wire::Body::MissingReplyPart { objects, .. } => objects.len() as u64,
             _ => 0,
         };
         if self.rng.random_bool(self.net.drop.clamp(0.0, 1.0)) {

@@ -36,6 +36,14 @@ pub struct WireObject {
     pub object: Dcc,
 }
 
+impl WireObject {
+    /// Roughly the bytes it takes on the wire: its key and its values.
+    pub fn approximate_size(&self) -> usize {
+        let values: usize = self.object.versions.values().flatten().map(|v| v.data.len() + 16).sum();
+        self.key.key.len() + self.key.prefix.len() + values
+    }
+}
+
 /// The message content.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
@@ -84,6 +92,21 @@ pub enum Body {
         base: VersionVector,
         /// The objects.
         objects: Vec<WireObject>,
+    },
+    /// Like [`Body::MissingReply`] for the part of the requested dots that fit one answer
+    /// (`exchange_reply_bytes`); the requester asks for `unserved` again. A later variant, so
+    /// the encoding of the others is unchanged.
+    MissingReplyPart {
+        /// Echoed exchange id.
+        exchange: u64,
+        /// Echoed batch number.
+        batch: u32,
+        /// The responder's node-clock base.
+        base: VersionVector,
+        /// The objects of the dots served.
+        objects: Vec<WireObject>,
+        /// Requested dots not served in this answer, in request order.
+        unserved: Vec<(ReplicaId, Vec<u64>)>,
     },
 }
 

@@ -349,3 +349,21 @@ fn tombstone_of_a_departed_replica_above_a_gap_is_collected() {
     ];
     replay(9945901696907720289, &ops).expect("converges and collects");
 }
+
+#[test]
+fn large_values_are_repaired_in_answers_of_bounded_size() {
+    // No broadcast: the values reach the other node only through anti-entropy, whose answers
+    // may carry 1 KiB of values while every value is 600 bytes.
+    let config = SwcConfig { enable_broadcast: false, exchange_reply_bytes: 1024, ..config() };
+    let mut sim = Sim::new(7, 2, config, NetConfig::default());
+    let (a, b) = (n(1), n(2));
+    let value = vec![9u8; 600];
+    for k in 0..6 {
+        sim.put(&a, &key(k), &value);
+    }
+    assert!(sim.run_until_quiet(50, 60_000), "exchanges finish");
+    for k in 0..6 {
+        assert_eq!(sim.values(&b, &key(k)).len(), 1, "key {k} repaired on the other node");
+    }
+    assert!(sim.converged());
+}

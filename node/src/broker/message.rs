@@ -70,6 +70,13 @@ impl ForwardedProperties {
     }
 }
 
+/// `ms` milliseconds from now, or `None` when that is beyond what an `Instant` can hold: the
+/// milliseconds come from another node or the disk, and `Instant + Duration` panics on
+/// overflow. A message expiring that far out effectively never expires.
+pub fn instant_in_ms(ms: u64) -> Option<Instant> {
+    Instant::now().checked_add(std::time::Duration::from_millis(ms))
+}
+
 impl Msg {
     /// True when the message expired at `now`.
     pub fn is_expired(&self, now: Instant) -> bool {

@@ -27,6 +27,10 @@ use self::queue::{Queue, QueueLimits};
 use self::retain::RetainStore;
 use self::trie::Trie;
 
+/// The mountpoint of the message-store queues that hold a cluster node's outbox for an
+/// unreachable peer; they are not sessions.
+pub const CLUSTER_OUTBOX_MOUNTPOINT: &str = "$cluster-outbox";
+
 /// `shared_subscription_policy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SharedPolicy {
@@ -80,6 +84,9 @@ pub struct Counters {
     pub messages_routed: AtomicU64,
     /// Messages dropped by full queues or offline QoS 0.
     pub queue_message_drop: AtomicU64,
+    /// Requests refused because the node was not ready (a netsplit) and its
+    /// `allow_*_during_netsplit` setting is off: CONNECT, PUBLISH, SUBSCRIBE, UNSUBSCRIBE.
+    pub netsplit_refused: [AtomicU64; 4],
     /// Messages that matched no subscriber.
     pub router_matches_none: AtomicU64,
     /// Sessions expired by `persistent_client_expiration` or Session Expiry Interval.
@@ -135,8 +142,62 @@ pub trait ClusterHooks: Send + Sync + 'static {
     fn retained_changed(&self, msg: &Arc<message::Msg>);
     /// Remote subscriptions matching `topic` in `mountpoint`.
     fn remote_matches(&self, mountpoint: &str, topic: &str) -> RemoteMatches;
-    /// Sends `msg` to remote nodes, one frame per node, in the order of the calls.
-    fn forward(&self, msg: &Arc<message::Msg>, forwards: Vec<Forward>);
+    /// Sends `msg` to remote nodes, one frame per node, in the order of the calls. For a QoS
+    /// 1/2 message, one ticket per node that resolves once that node accepted it.
+    fn forward(&self, msg: &Arc<message::Msg>, forwards: Vec<Forward>) -> Vec<queue::Durable>;
+    /// Whether every cluster member is reachable (VerneMQ's "ready"; the netsplit policies).
+    fn is_ready(&self) -> bool;
+    /// Whether `node` is reachable now.
+    fn is_reachable(&self, node: &NodeId) -> bool;
+}
+
+/// The `allow_*_during_netsplit` policies: what a node that is not ready (a cluster member is
+/// unreachable) still accepts. Settable at runtime (`/api/v1/set`); read on every CONNECT,
+/// PUBLISH, SUBSCRIBE and UNSUBSCRIBE only while the node is not ready.
+#[derive(Debug, Default)]
+pub struct NetsplitPolicy {
+    /// `allow_register_during_netsplit`.
+    pub allow_register: std::sync::atomic::AtomicBool,
+    /// `allow_publish_during_netsplit`.
+    pub allow_publish: std::sync::atomic::AtomicBool,
+    /// `allow_subscribe_during_netsplit`.
+    pub allow_subscribe: std::sync::atomic::AtomicBool,
+    /// `allow_unsubscribe_during_netsplit`.
+    pub allow_unsubscribe: std::sync::atomic::AtomicBool,
+}
+
+/// What the netsplit policies govern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetsplitAction {
+    /// CONNECT.
+    Register,
+    /// PUBLISH.
+    Publish,
+    /// SUBSCRIBE.
+    Subscribe,
+    /// UNSUBSCRIBE.
+    Unsubscribe,
+}
+
+impl NetsplitPolicy {
+    fn flag(&self, action: NetsplitAction) -> &std::sync::atomic::AtomicBool {
+        match action {
+            NetsplitAction::Register => &self.allow_register,
+            NetsplitAction::Publish => &self.allow_publish,
+            NetsplitAction::Subscribe => &self.allow_subscribe,
+            NetsplitAction::Unsubscribe => &self.allow_unsubscribe,
+        }
+    }
+
+    /// Whether `action` is allowed while the node is not ready.
+    pub fn allows(&self, action: NetsplitAction) -> bool {
+        self.flag(action).load(Ordering::Relaxed)
+    }
+
+    /// Sets the policy of `action`.
+    pub fn set(&self, action: NetsplitAction, allow: bool) {
+        self.flag(action).store(allow, Ordering::Relaxed);
+    }
 }
 
 /// The shared broker state.
@@ -150,6 +211,8 @@ pub struct Broker {
     next_connection_id: AtomicU64,
     rng_state: AtomicU64,
     cluster: OnceLock<Arc<dyn ClusterHooks>>,
+    /// The `allow_*_during_netsplit` settings.
+    pub netsplit: NetsplitPolicy,
     /// Metrics counters.
     pub counters: Counters,
 }
@@ -185,10 +248,13 @@ impl Broker {
             next_connection_id: AtomicU64::new(1),
             rng_state: AtomicU64::new(seed()),
             cluster: OnceLock::new(),
+            netsplit: NetsplitPolicy::default(),
             counters: Counters::default(),
         });
         for (key, _) in store.queues() {
-            broker.restore_offline_session(key);
+            if key.mountpoint != CLUSTER_OUTBOX_MOUNTPOINT {
+                broker.restore_offline_session(key);
+            }
         }
         broker
     }
@@ -200,6 +266,12 @@ impl Broker {
 
     fn cluster(&self) -> Option<&Arc<dyn ClusterHooks>> {
         self.cluster.get()
+    }
+
+    /// Whether `action` may go ahead now: always on a ready node (every member reachable, or
+    /// no cluster), otherwise as its `allow_*_during_netsplit` setting says.
+    pub fn netsplit_allows(&self, action: NetsplitAction) -> bool {
+        self.cluster().is_none_or(|c| c.is_ready()) || self.netsplit.allows(action)
     }
 
     /// Applies a retained message replicated from another node (an empty payload clears the

@@ -4,7 +4,7 @@
 //! as wall-clock time because a monotonic `Instant` means nothing after a restart.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -71,10 +71,9 @@ pub fn encode_delivery(d: &Delivery) -> Vec<u8> {
 /// Decodes what [`encode_delivery`] wrote; `None` for bytes it did not write.
 pub fn decode_delivery(bytes: &[u8]) -> Option<Delivery> {
     let StoredDelivery::V1(s) = postcard::from_bytes(bytes).ok()?;
-    let expires_at = s.expiry_unix_ms.map(|ms| {
-        let now_ms = unix_ms(SystemTime::now());
-        Instant::now() + Duration::from_millis(ms.saturating_sub(now_ms))
-    });
+    let expires_at = s
+        .expiry_unix_ms
+        .and_then(|ms| super::message::instant_in_ms(ms.saturating_sub(unix_ms(SystemTime::now()))));
     let props = ForwardedProperties {
         payload_format_indicator: s.payload_format_indicator,
         content_type: s.content_type,

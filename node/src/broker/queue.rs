@@ -56,16 +56,43 @@ pub struct Queued {
     pub stored: Option<MessageSeq>,
 }
 
-/// Resolves once a message handed to the message store is durable (or failed to be).
-/// The broker acknowledges a QoS 1/2 publish only after every such ticket resolved `Ok`.
+/// Resolves once what a QoS 1/2 publish was handed to holds it: an offline queue's message
+/// store (durable on disk), or another node that must deliver it (accepted there). The broker
+/// acknowledges a publish only after every such ticket resolved `Ok`.
 #[derive(Debug)]
 #[must_use]
-pub struct Durable(oneshot::Receiver<Result<(), StoreError>>);
+pub enum Durable {
+    /// An append to the message store.
+    Stored(oneshot::Receiver<Result<(), StoreError>>),
+    /// A forward to another node.
+    Remote(crate::ack::Ticket),
+    /// Could not even be handed over (e.g. the node shuts down); the reason.
+    Failed(String),
+}
+
+/// Why a [`Durable`] ticket failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NotDurable {
+    /// The message store refused the message.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The other node did not accept it.
+    #[error(transparent)]
+    Remote(#[from] crate::ack::NotAccepted),
+    /// The forward could not be handed over.
+    #[error("{0}")]
+    Failed(String),
+}
 
 impl Durable {
-    /// Waits for the store's answer.
-    pub async fn wait(self) -> Result<(), StoreError> {
-        self.0.await.unwrap_or_else(|_| Err(StoreError::Engine("message store stopped".into())))
+    /// Waits for the answer.
+    pub async fn wait(self) -> Result<(), NotDurable> {
+        match self {
+            Durable::Stored(rx) => rx.await.unwrap_or_else(|_| Err(StoreError::Engine("message store stopped".into())))?,
+            Durable::Remote(ticket) => ticket.wait().await?,
+            Durable::Failed(why) => return Err(NotDurable::Failed(why)),
+        }
+        Ok(())
     }
 }
 
@@ -292,7 +319,7 @@ impl Queue {
                 let _ = tx.send(answer);
             }),
         );
-        EnqueueOutcome::Stored(Durable(rx))
+        EnqueueOutcome::Stored(Durable::Stored(rx))
     }
 
     fn forget(&self, q: &Queued) {

@@ -18,7 +18,10 @@ pub struct PublishOutcome {
     pub matched: usize,
     /// Of those, how many dropped it (full or offline QoS 0).
     pub dropped: usize,
-    /// Offline queues it went to; acknowledge the publish only once all are durable.
+    /// Remote nodes it was forwarded to.
+    pub forwarded: usize,
+    /// Offline queues and remote nodes it went to; acknowledge the publish only once every
+    /// ticket resolved.
     pub durable: Vec<Durable>,
 }
 
@@ -67,13 +70,18 @@ impl Broker {
         }
         let forwards = self.route_shared_and_remote(&msg, groups, &mut targets);
         let forwarded = !forwards.is_empty();
+        let mut outcome = PublishOutcome { forwarded: forwards.len(), ..PublishOutcome::default() };
         if let Some(cluster) = self.cluster().filter(|_| forwarded) {
-            cluster.forward(&msg, forwards);
+            outcome.durable = cluster.forward(&msg, forwards);
+            if cfg!(feature = "fault-ack-before-forward") {
+                // The deliberately broken build the partition harness must catch.
+                outcome.durable.clear();
+            }
         }
         if targets.len() > 1 {
             merge_overlapping(&mut targets);
         }
-        let mut outcome = PublishOutcome { matched: targets.len(), ..PublishOutcome::default() };
+        outcome.matched = targets.len();
         for t in targets {
             match t.queue.enqueue_batched(t.delivery, wakes) {
                 EnqueueOutcome::Queued => {}
@@ -117,7 +125,12 @@ impl Broker {
             }
             return Vec::new();
         };
-        let remote = cluster.remote_matches(&msg.mountpoint, &msg.topic);
+        let mut remote = cluster.remote_matches(&msg.mountpoint, &msg.topic);
+        // A shared-subscription member on an unreachable node is not chosen: the message
+        // would wait there for the heal instead of going to a member that can take it now.
+        for group in &mut remote.shared {
+            group.members.retain(|(node, _)| cluster.is_reachable(node));
+        }
         let mut forwards: Vec<Forward> =
             remote.nodes.into_iter().map(|node| Forward { node, plain: true, shared: Vec::new() }).collect();
         let mut remote_shared = remote.shared;
@@ -188,12 +201,21 @@ impl Broker {
     /// Delivers a publish forwarded by another node: to local plain subscribers when `plain`
     /// and to the named shared-subscription members (client id, `$share/..` filter). It never
     /// forwards again and never touches the retained store (retained messages replicate
-    /// through the metadata backend).
-    pub fn publish_remote(&self, msg: Arc<Msg>, plain: bool, shared: &[(Arc<str>, String)]) -> PublishOutcome {
+    /// through the metadata backend). A named member that is gone by now (unsubscribed, or
+    /// its session ended) is replaced by another local member of its group, if any.
+    pub fn publish_remote_batched(
+        &self,
+        msg: Arc<Msg>,
+        plain: bool,
+        shared: &[(Arc<str>, String)],
+        wakes: &mut Wakes,
+    ) -> PublishOutcome {
         let mut targets: Vec<Target> = Vec::new();
-        if plain {
+        let mut missing: Vec<&str> = Vec::new();
+        {
             let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(trie) = routes.get(&msg.mountpoint) {
+            let trie = routes.get(&msg.mountpoint);
+            if let (true, Some(trie)) = (plain, trie) {
                 trie.for_each_match(&msg.topic, &mut |m| {
                     if let Match::Plain(e) = m {
                         if !(e.options.no_local && msg.publisher.as_deref() == Some(&*e.client_id)) {
@@ -202,26 +224,55 @@ impl Broker {
                     }
                 });
             }
-        }
-        for (client_id, filter) in shared {
-            let key = vmq_storage::QueueKey { mountpoint: msg.mountpoint.to_string(), client_id: client_id.to_string() };
-            let Some(slot) = self.session(&key) else { continue };
-            let Some(record) = slot.state().subscriptions.get(filter).copied() else { continue };
-            let entry = SubEntry { client_id: client_id.clone(), queue: slot.queue.clone(), options: record.options, id: record.id };
-            targets.push(self.target(&msg, &entry));
+            for (client_id, filter) in shared {
+                let key = vmq_storage::QueueKey { mountpoint: msg.mountpoint.to_string(), client_id: client_id.to_string() };
+                let record = self.session(&key).and_then(|slot| {
+                    let record = slot.state().subscriptions.get(filter).copied()?;
+                    Some(SubEntry { client_id: client_id.clone(), queue: slot.queue.clone(), options: record.options, id: record.id })
+                });
+                match record {
+                    Some(entry) => targets.push(self.target(&msg, &entry)),
+                    None => missing.push(filter),
+                }
+            }
+            for filter in missing {
+                let member = trie.and_then(|t| self.other_shared_member(t, filter, &msg.topic));
+                match member {
+                    Some(entry) => targets.push(self.target(&msg, &entry)),
+                    None => tracing::warn!(%filter, topic = %msg.topic, "forwarded message for a shared subscription with no member left here"),
+                }
+            }
         }
         if targets.len() > 1 {
             merge_overlapping(&mut targets);
         }
         let mut outcome = PublishOutcome { matched: targets.len(), ..PublishOutcome::default() };
         for t in targets {
-            if matches!(t.queue.enqueue(t.delivery), EnqueueOutcome::Dropped) {
-                outcome.dropped += 1;
+            match t.queue.enqueue_batched(t.delivery, wakes) {
+                EnqueueOutcome::Queued => {}
+                EnqueueOutcome::Stored(ticket) => outcome.durable.push(ticket),
+                EnqueueOutcome::Dropped => outcome.dropped += 1,
             }
         }
         self.counters.messages_routed.fetch_add(outcome.matched as u64, Ordering::Relaxed);
         self.counters.queue_message_drop.fetch_add(outcome.dropped as u64, Ordering::Relaxed);
         outcome
+    }
+
+    /// A local member of the shared subscription `filter` (`$share/<group>/<f>`) matching
+    /// `topic`, picked as for a local publish.
+    fn other_shared_member(&self, trie: &Trie<Arc<Queue>>, filter: &str, topic: &str) -> Option<SubEntry<Arc<Queue>>> {
+        let parsed = topic::parse_filter(filter).ok()?;
+        let group = parsed.share?;
+        let mut members: Vec<SubEntry<Arc<Queue>>> = Vec::new();
+        trie.for_each_match(topic, &mut |m| {
+            if let Match::Shared(g, f, entries) = m {
+                if *g == *group && *f == *parsed.filter {
+                    members = entries.to_vec();
+                }
+            }
+        });
+        self.pick_shared(&members).cloned()
     }
 
     fn pick_shared<'a>(&self, members: &'a [SubEntry<Arc<Queue>>]) -> Option<&'a SubEntry<Arc<Queue>>> {

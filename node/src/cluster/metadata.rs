@@ -4,18 +4,20 @@
 //!
 //! After every input the outputs are drained in the contract's order: batches are written to
 //! the store (off the async threads) and acknowledged, then messages are sent, then events
-//! update the remote routing table and the retained store. Membership changes, join requests
-//! and forwarded publishes arrive on the same event stream and are handled here too, so that
-//! membership, reachability and the replica never disagree about who the members are.
+//! update the remote routing table and the retained store. Membership changes and join
+//! requests arrive on the same event stream and are handled here too, so that membership,
+//! reachability and the replica never disagree about who the members are. Forwarded publishes
+//! do not come here: they are routed by each link's reader (`router`), so metadata
+//! persistence never delays them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::{debug, info, warn};
 use vmq_storage::metadata::{
     LocalOp, MetaKey, MetaValue, MetadataBackend, MetadataEvent, Millis, NodeId, PREFIX_RETAIN, PREFIX_SUBSCRIBER, lww,
@@ -25,9 +27,7 @@ use vmq_storage::{Durability, QueueKey, Store, WriteBatch};
 use super::Shared;
 use super::membership::{Membership, MembershipState};
 use super::transport::{StreamKind, TransportEvent};
-use super::wire::{
-    self, MetadataFrame, NodeSubscriptions, PublishFrame, RetainValue, RpcFrame, SubscriberValue, decode_key,
-};
+use super::wire::{self, MetadataFrame, NodeSubscriptions, RetainValue, RpcFrame, SubscriberValue, decode_key};
 use crate::broker::Broker;
 use crate::http::{MetadataExchanges, PeerExchange};
 
@@ -41,11 +41,31 @@ const FORGET_DELAY: Duration = Duration::from_secs(3);
 /// The answer to an admin command: the text to show, or why it was refused.
 pub(crate) type Reply = oneshot::Sender<Result<String, String>>;
 
-/// What the rest of the node asks of the driver.
+/// Local writes waiting for the driver: put (`Some`) or delete (`None`) a key, superseding
+/// every value seen here. Only the latest write of a key is kept (it supersedes the earlier
+/// ones anyway), so this holds at most one entry per client and retained topic however fast
+/// they change, and a writer never waits.
+#[derive(Debug, Default)]
+pub(crate) struct PendingWrites {
+    writes: Mutex<HashMap<MetaKey, Option<MetaValue>>>,
+    notify: Notify,
+}
+
+impl PendingWrites {
+    /// Records the write and wakes the driver.
+    pub(crate) fn put(&self, key: MetaKey, value: Option<MetaValue>) {
+        self.writes.lock().unwrap_or_else(|e| e.into_inner()).insert(key, value);
+        self.notify.notify_one();
+    }
+
+    fn take(&self) -> HashMap<MetaKey, Option<MetaValue>> {
+        std::mem::take(&mut *self.writes.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// What an operator asks of the driver.
 #[derive(Debug)]
 pub(crate) enum Command {
-    /// Put (`Some`) or delete (`None`) a key, superseding every value seen here.
-    Write { key: MetaKey, value: Option<MetaValue> },
     /// Join the cluster of `node`, reachable at `addr`.
     Join { node: NodeId, addr: SocketAddr, reply: Reply },
     /// Remove `node` from the cluster.
@@ -167,11 +187,14 @@ impl<B: Backend> Driver<B> {
     }
 
     fn instant_of(&self, at: Millis) -> tokio::time::Instant {
-        tokio::time::Instant::from_std(self.epoch + Duration::from_millis(at.0))
+        // Far in the future rather than a panic if a deadline is beyond what an Instant holds.
+        let at = self.epoch.checked_add(Duration::from_millis(at.0)).unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+        tokio::time::Instant::from_std(at)
     }
 
     /// Runs until [`Command::Shutdown`] or until the transport's events end.
-    pub async fn run(mut self, mut events: mpsc::Receiver<TransportEvent>, mut commands: mpsc::UnboundedReceiver<Command>) {
+    pub async fn run(mut self, mut events: mpsc::Receiver<TransportEvent>, mut commands: mpsc::Receiver<Command>) {
+        let shared = self.shared.clone();
         self.drain().await;
         let mut gossip = tokio::time::interval(GOSSIP_INTERVAL);
         loop {
@@ -189,11 +212,14 @@ impl<B: Backend> Driver<B> {
                 },
                 command = commands.recv() => match command {
                     Some(Command::Shutdown) | None => {
+                        // What sessions that just ended wrote goes out before the driver stops.
+                        self.apply_writes();
                         self.drain().await;
                         break;
                     }
                     Some(command) => self.handle_command(command).await,
                 },
+                () = shared.writes.notify.notified() => self.apply_writes(),
                 () = timer => {
                     let now = self.now();
                     self.replica.handle_timeout(now);
@@ -305,6 +331,12 @@ impl<B: Backend> Driver<B> {
         let _ = self.replica.read_resolved(now, key);
     }
 
+    fn apply_writes(&mut self) {
+        for (key, value) in self.shared.writes.take() {
+            self.write(key, value);
+        }
+    }
+
     /// Puts or deletes `key`, superseding what this replica has seen of it.
     pub fn write(&mut self, key: MetaKey, value: Option<MetaValue>) {
         let now = self.now();
@@ -318,7 +350,6 @@ impl<B: Backend> Driver<B> {
 
     async fn handle_command(&mut self, command: Command) {
         match command {
-            Command::Write { key, value } => self.write(key, value),
             Command::Join { node, addr, reply } => self.handle_join_command(node, addr, reply),
             Command::Leave { node, reply } => {
                 let answer = self.handle_leave_command(&node).await;
@@ -388,13 +419,13 @@ impl<B: Backend> Driver<B> {
                     self.replica.handle_reachability(now, &peer, true);
                     self.send(&peer, StreamKind::Metadata, &MetadataFrame::Membership(self.membership.state().clone()));
                 }
-                self.shared.set_reachable(&peer, true);
             }
+            // The view's reachability and readiness were updated by the transport's hook
+            // already, before this event was queued.
             TransportEvent::Down(peer) => {
                 if self.membership.contains(&peer) {
                     self.replica.handle_reachability(now, &peer, false);
                 }
-                self.shared.set_reachable(&peer, false);
             }
             TransportEvent::Refused { addr, node, reason } => {
                 let for_join = matches!((&self.pending_join, &node), (Some((target, _, _)), Some(n)) if target == n);
@@ -433,14 +464,9 @@ impl<B: Backend> Driver<B> {
                 }
                 None => warn!(peer = %from, "malformed RPC frame ignored"),
             },
-            StreamKind::Publish => match wire::decode::<PublishFrame>(payload) {
-                Some(PublishFrame::V1(p)) => {
-                    let shared: Vec<(Arc<str>, String)> =
-                        p.shared.iter().map(|(c, f)| (Arc::from(c.as_str()), f.clone())).collect();
-                    let _ = self.broker.publish_remote(Arc::new(p.to_msg()), p.plain, &shared);
-                }
-                None => warn!(peer = %from, "malformed forwarded publish ignored"),
-            },
+            // The transport hands forwarded publishes to the router and control frames to
+            // itself; neither reaches the driver.
+            StreamKind::Publish | StreamKind::Control => debug!(peer = %from, %kind, "unexpected frame ignored"),
         }
     }
 

@@ -17,7 +17,9 @@
 
 mod membership;
 mod metadata;
+mod outbox;
 mod remote;
+mod router;
 pub mod transport;
 mod wire;
 
@@ -35,12 +37,15 @@ use vmq_storage::metadata::{MetaKey, MetaValue, NodeId, PREFIX_RETAIN, PREFIX_SU
 use vmq_storage::{QueueKey, StoreError};
 
 use self::membership::Membership;
-use self::metadata::{Backend, Command, Driver, ExchangeBoard, JOIN_TIMEOUT};
+use self::outbox::Outboxes;
+use self::metadata::{Backend, Command, Driver, ExchangeBoard, JOIN_TIMEOUT, PendingWrites};
 use self::remote::RemoteRoutes;
-use self::transport::{StreamKind, Transport, TransportConfig, TransportError, TransportEvent};
+use self::transport::{SendError, Transport, TransportConfig, TransportError, TransportEvent};
 use self::wire::{ForwardedPublish, NodeSubscriptions, PublishFrame, RetainValue, SubscriberValue, WireSubscription};
 use crate::broker::message::Msg;
+use crate::broker::queue::Durable;
 use crate::broker::{Broker, ClusterHooks, Forward, RemoteMatches, SubscriptionRecord};
+use crate::mqtt::QoS;
 use crate::config::{Config, ConfigError, MetadataPlugin};
 use crate::http::{AdminFuture, ClusterView, MemberStatus, MetadataExchanges};
 use crate::server::NodeStorage;
@@ -68,13 +73,23 @@ pub(crate) struct Shared {
     transport: Transport,
     /// The address peers dial this node at.
     addr: SocketAddr,
-    commands: mpsc::UnboundedSender<Command>,
+    /// Admin commands for the driver (join, leave, shutdown): few, from awaiting callers.
+    commands: mpsc::Sender<Command>,
+    /// Local metadata writes for the driver, coalesced per key: bounded by the number of keys
+    /// (clients, retained topics), not by how fast clients change them.
+    writes: PendingWrites,
+    /// Durable outboxes of unreachable peers.
+    outboxes: Outboxes,
     view: Mutex<View>,
     routes: RwLock<RemoteRoutes>,
     netsplit_detected: AtomicU64,
     netsplit_resolved: AtomicU64,
     ready: AtomicBool,
     hlc: AtomicU64,
+    /// Forwarded publishes that could not be handed to the transport (metric).
+    forward_failed: AtomicU64,
+    /// When a forward failure was last logged (ms since the epoch); logs are rate-limited.
+    forward_failed_logged: AtomicU64,
     /// The metadata backend's anti-entropy figures, published by the driver.
     exchanges: ExchangeBoard,
 }
@@ -103,7 +118,14 @@ impl Shared {
         self.update_readiness(&mut view, false);
     }
 
+    fn peer_reachable(&self, peer: &NodeId) -> bool {
+        self.view().reachable.contains(peer)
+    }
+
     fn set_reachable(&self, peer: &NodeId, up: bool) {
+        if !up {
+            self.outboxes.wake(peer);
+        }
         let mut view = self.view();
         if up {
             view.reachable.insert(peer.clone());
@@ -146,9 +168,19 @@ impl Shared {
         }
     }
 
-    fn command(&self, command: Command) {
-        if self.commands.send(command).is_err() {
-            debug!("cluster driver stopped; command dropped");
+    fn write(&self, key: MetaKey, value: Option<MetaValue>) {
+        self.writes.put(key, value);
+    }
+
+    /// Counts a forward that could not be handed over, and logs it at most once a second.
+    fn forward_failed(&self, peer: &NodeId, error: &SendError) {
+        self.forward_failed.fetch_add(1, Ordering::Relaxed);
+        let now = wire::unix_ms();
+        let last = self.forward_failed_logged.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1000
+            && self.forward_failed_logged.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            warn!(%peer, %error, total = self.forward_failed.load(Ordering::Relaxed), "forwarded publish not sent");
         }
     }
 }
@@ -175,10 +207,20 @@ impl ClusterHooks for Hooks {
         self.0.upgrade().map(|shared| shared.remote_matches(mountpoint, topic)).unwrap_or_default()
     }
 
-    fn forward(&self, msg: &Arc<Msg>, forwards: Vec<Forward>) {
-        if let Some(shared) = self.0.upgrade() {
-            shared.forward(msg, forwards);
+    fn forward(&self, msg: &Arc<Msg>, forwards: Vec<Forward>) -> Vec<Durable> {
+        match self.0.upgrade() {
+            Some(shared) => shared.forward(msg, forwards),
+            None if msg.qos == QoS::AtMostOnce => Vec::new(),
+            None => vec![Durable::Failed("the node is shutting down".into())],
         }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.0.upgrade().is_none_or(|s| s.ready.load(Ordering::Relaxed))
+    }
+
+    fn is_reachable(&self, node: &NodeId) -> bool {
+        self.0.upgrade().is_some_and(|s| s.view().reachable.contains(node))
     }
 }
 
@@ -194,7 +236,7 @@ impl ClusterHooks for Shared {
                 subscriptions: subscriptions.into_iter().map(|(f, r)| WireSubscription::new(f, &r)).collect(),
             }])),
         });
-        self.command(Command::Write { key: meta_key, value });
+        self.write(meta_key, value);
     }
 
     fn retained_changed(&self, msg: &Arc<Msg>) {
@@ -202,20 +244,59 @@ impl ClusterHooks for Shared {
         // Written through at once (**beyond** VerneMQ's 1 s write-behind).
         let value = (!msg.payload.is_empty())
             .then(|| MetaValue { timestamp: self.timestamp(), data: wire::encode(&RetainValue::from_msg(msg)) });
-        self.command(Command::Write { key, value });
+        self.write(key, value);
     }
 
     fn remote_matches(&self, mountpoint: &str, topic: &str) -> RemoteMatches {
         self.routes.read().unwrap_or_else(|e| e.into_inner()).matches(mountpoint, topic)
     }
 
-    fn forward(&self, msg: &Arc<Msg>, forwards: Vec<Forward>) {
+    fn forward(&self, msg: &Arc<Msg>, forwards: Vec<Forward>) -> Vec<Durable> {
+        // QoS 0 may be dropped (counted) when the link's buffer is full; anything else is
+        // acknowledged to its publisher only once the receiving node accepted it.
+        let droppable = msg.qos == QoS::AtMostOnce;
+        let mut tickets = Vec::new();
         for f in forwards {
-            let frame = PublishFrame::V1(ForwardedPublish::new(msg, f.plain, &f.shared));
-            if let Err(e) = self.transport.send(&f.node, StreamKind::Publish, Bytes::from(wire::encode(&frame))) {
-                debug!(peer = %f.node, error = %e, "forwarded publish dropped");
+            let frame = Bytes::from(wire::encode(&PublishFrame::V1(ForwardedPublish::new(msg, f.plain, &f.shared))));
+            // To an unreachable peer a QoS 1/2 forward is secured in its durable outbox; one
+            // that does not fit is refused rather than accepted and lost.
+            let unreachable = !droppable && self.outboxes.enabled() && !self.peer_reachable(&f.node);
+            if unreachable && !self.outboxes.has_room(&f.node, frame.len()) {
+                self.forward_failed(&f.node, &SendError::BufferFull {
+                    peer: f.node.clone(),
+                    pending: frame.len(),
+                    limit: self.outboxes.limit(),
+                });
+                tickets.push(Durable::Failed(format!("the cluster outbox for {} is full", f.node)));
+                continue;
+            }
+            let sent = self.transport.send_publish(&f.node, frame, droppable);
+            if unreachable {
+                self.outboxes.wake(&f.node);
+            }
+            match sent {
+                Ok(ticket) if !droppable => tickets.push(Durable::Remote(ticket)),
+                Ok(_) => {}
+                // A route to a node this one does not keep a link to (it left the cluster):
+                // there is nobody to deliver to.
+                Err(e @ SendError::UnknownPeer(_)) => self.forward_failed(&f.node, &e),
+                Err(e) => {
+                    self.forward_failed(&f.node, &e);
+                    if !droppable {
+                        tickets.push(Durable::Failed(e.to_string()));
+                    }
+                }
             }
         }
+        tickets
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    fn is_reachable(&self, node: &NodeId) -> bool {
+        self.view().reachable.contains(node)
     }
 }
 
@@ -238,7 +319,7 @@ impl ClusterView for Shared {
         Box::pin(async move {
             let (node, addr) = parse_discovery_node(&discovery_node).await?;
             let (reply, answer) = oneshot::channel();
-            commands.send(Command::Join { node, addr, reply }).map_err(|_| "the cluster is shutting down".to_string())?;
+            commands.send(Command::Join { node, addr, reply }).await.map_err(|_| "the cluster is shutting down".to_string())?;
             match tokio::time::timeout(JOIN_TIMEOUT * 2, answer).await {
                 Ok(Ok(result)) => result,
                 _ => Err("the join did not complete".into()),
@@ -251,7 +332,7 @@ impl ClusterView for Shared {
         let node = NodeId::new(node);
         Box::pin(async move {
             let (reply, answer) = oneshot::channel();
-            commands.send(Command::Leave { node, reply }).map_err(|_| "the cluster is shutting down".to_string())?;
+            commands.send(Command::Leave { node, reply }).await.map_err(|_| "the cluster is shutting down".to_string())?;
             answer.await.map_err(|_| "the cluster is shutting down".to_string())?
         })
     }
@@ -263,6 +344,10 @@ impl ClusterView for Shared {
     fn cluster_bytes(&self) -> (u64, u64, u64) {
         let total = self.transport.stats().total;
         (total.bytes_sent, total.bytes_received, total.bytes_dropped)
+    }
+
+    fn forward_failures(&self) -> u64 {
+        self.forward_failed.load(Ordering::Relaxed)
     }
 
     fn metadata_exchanges(&self) -> MetadataExchanges {
@@ -316,20 +401,33 @@ impl Cluster {
         let me = transport.local_node().clone();
         let addr = advertised_addr(&me, transport.local_addr().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))));
         let membership = Membership::load(&*storage.store, &me, addr)?;
-        let (commands, commands_rx) = mpsc::unbounded_channel();
+        let (commands, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let shared = Arc::new(Shared {
             me: me.clone(),
             transport,
             addr,
             commands,
+            writes: PendingWrites::default(),
+            outboxes: Outboxes::new(storage.messages.clone(), outbox_size(cfg)?),
             view: Mutex::new(View::default()),
             routes: RwLock::new(RemoteRoutes::default()),
             netsplit_detected: AtomicU64::new(0),
             netsplit_resolved: AtomicU64::new(0),
             ready: AtomicBool::new(true),
             hlc: AtomicU64::new(0),
+            forward_failed: AtomicU64::new(0),
+            forward_failed_logged: AtomicU64::new(0),
             exchanges: ExchangeBoard::default(),
         });
+        // Readiness follows the failure detector at once, not behind the driver's backlog.
+        let weak = Arc::downgrade(&shared);
+        shared.transport.set_reachability_hook(move |peer, up| {
+            if let Some(shared) = weak.upgrade() {
+                shared.set_reachable(peer, up);
+            }
+        });
+        shared.transport.set_publish_sink(Arc::new(router::Router::new(broker.clone())));
+        shared.outboxes.attach(&shared);
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
             ^ u64::from(std::process::id()).rotate_left(32);
         let task = match cfg.metadata_plugin {
@@ -356,6 +454,8 @@ impl Cluster {
                 spawn_driver(replica, &shared, membership, storage, broker.clone(), events, commands_rx)
             }
         };
+        // The links to the members exist now (the driver's recovery set them up).
+        shared.outboxes.recover(&shared);
         broker.set_cluster(Arc::new(Hooks(Arc::downgrade(&shared))));
         info!(node = %me, %addr, backend = ?cfg.metadata_plugin, "cluster layer started");
         Ok(Cluster { shared, task: Mutex::new(Some(task)) })
@@ -378,7 +478,7 @@ impl Cluster {
 
     /// True when every member is reachable.
     pub fn is_ready(&self) -> bool {
-        self.shared.is_ready()
+        self.shared.ready.load(Ordering::Relaxed)
     }
 
     /// Joins the cluster of `discovery_node` (`name@host[:port]`); only from a node with an
@@ -416,7 +516,7 @@ impl Cluster {
     /// the subscriptions of sessions that just ended), then closes the endpoint after
     /// flushing what is queued.
     pub async fn shutdown(&self) {
-        self.shared.command(Command::Shutdown);
+        let _ = self.shared.commands.send(Command::Shutdown).await;
         let task = self.task.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(task) = task {
             let _ = task.await;
@@ -432,7 +532,7 @@ fn spawn_driver<B: Backend>(
     storage: &NodeStorage,
     broker: Arc<Broker>,
     events: mpsc::Receiver<TransportEvent>,
-    commands: mpsc::UnboundedReceiver<Command>,
+    commands: mpsc::Receiver<Command>,
 ) -> JoinHandle<()> {
     replica.subscribe(PREFIX_SUBSCRIBER, false);
     replica.subscribe(PREFIX_RETAIN, false);
@@ -449,6 +549,19 @@ fn spawn_driver<B: Backend>(
     driver.recover();
     tokio::spawn(driver.run(events, commands))
 }
+
+/// `outgoing_clustering_outbox_size` (bytes, `0` = no outbox).
+fn outbox_size(cfg: &Config) -> Result<usize, ConfigError> {
+    match cfg.delegated.iter().rev().find(|e| e.key == "outgoing_clustering_outbox_size") {
+        None => Ok(outbox::DEFAULT_OUTBOX_SIZE),
+        Some(entry) => crate::config::parse_bytes(&entry.value).map_err(|e| {
+            cfg.invalid_entry(entry, e.to_string(), "a size in bytes, e.g. 64MB, or 0 for no outbox")
+        }),
+    }
+}
+
+/// Admin commands queued for the driver at most; senders wait for room.
+const COMMAND_QUEUE: usize = 64;
 
 /// How long a start waits for the cluster port to become free: the endpoint of a node that
 /// just stopped in this process (or a supervisor's quick restart) releases its UDP socket

@@ -11,7 +11,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ use vmq_storage::metadata::NodeId;
 
 use super::membership::MembershipState;
 use crate::broker::SubscriptionRecord;
-use crate::broker::message::{ForwardedProperties, Msg};
+use crate::broker::message::{ForwardedProperties, Msg, instant_in_ms};
 use crate::mqtt::{QoS, SubscriptionOptions};
 
 /// A frame on the `Metadata` stream.
@@ -118,7 +118,22 @@ impl ForwardedPublish {
         }
     }
 
+    /// The message to route on the receiving node, taking the payload without a copy.
+    pub fn into_msg(self) -> Msg {
+        Msg {
+            mountpoint: self.mountpoint.as_str().into(),
+            topic: self.topic.as_str().into(),
+            payload: Bytes::from(self.payload),
+            qos: QoS::from_u8(self.qos).unwrap_or(QoS::AtMostOnce),
+            retain: self.retain,
+            properties: self.properties.map(WireProperties::into_msg),
+            expires_at: self.expiry_ms.and_then(instant_in_ms),
+            publisher: self.publisher.as_deref().map(Into::into),
+        }
+    }
+
     /// The message to route on the receiving node.
+    #[cfg(test)]
     pub fn to_msg(&self) -> Msg {
         Msg {
             mountpoint: self.mountpoint.as_str().into(),
@@ -127,7 +142,7 @@ impl ForwardedPublish {
             qos: QoS::from_u8(self.qos).unwrap_or(QoS::AtMostOnce),
             retain: self.retain,
             properties: self.properties.clone().map(WireProperties::into_msg),
-            expires_at: self.expiry_ms.map(|ms| Instant::now() + Duration::from_millis(ms)),
+            expires_at: self.expiry_ms.and_then(instant_in_ms),
             publisher: self.publisher.as_deref().map(Into::into),
         }
     }
@@ -223,8 +238,7 @@ impl RetainValue {
             qos: QoS::from_u8(*qos).unwrap_or(QoS::AtMostOnce),
             retain: true,
             properties: properties.clone().map(WireProperties::into_msg),
-            expires_at: expires_unix_ms
-                .map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(unix_ms()))),
+            expires_at: expires_unix_ms.and_then(|at| instant_in_ms(at.saturating_sub(unix_ms()))),
             publisher: None,
         }
     }
@@ -252,6 +266,8 @@ pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
@@ -272,6 +288,27 @@ mod tests {
         assert_eq!(f.to_msg(), msg);
         assert!(f.plain);
         assert_eq!(f.shared, vec![("c".to_string(), "$share/g/a/+".to_string())]);
+    }
+
+    #[test]
+    fn an_expiry_beyond_what_an_instant_holds_from_a_peer_means_none() {
+        let msg = Msg {
+            mountpoint: "".into(),
+            topic: "t".into(),
+            payload: Bytes::new(),
+            qos: QoS::AtMostOnce,
+            retain: false,
+            properties: None,
+            expires_at: None,
+            publisher: None,
+        };
+        let mut f = ForwardedPublish::new(&msg, true, &[]);
+        f.expiry_ms = Some(u64::MAX);
+        // Either beyond what an Instant holds (no expiry) or centuries away: never a panic.
+        let far = Instant::now() + Duration::from_secs(100 * 365 * 86_400);
+        assert!(f.to_msg().expires_at.is_none_or(|at| at > far));
+        let r = RetainValue::V1 { payload: vec![1], qos: 0, properties: None, expires_unix_ms: Some(u64::MAX) };
+        assert!(r.to_msg("", "t").expires_at.is_none_or(|at| at > far));
     }
 
     #[test]

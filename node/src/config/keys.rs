@@ -334,6 +334,7 @@ pub static DELEGATED_PREFIXES: &[&str] = &[
 /// Exact keys handed to other subsystems (the cluster and queue-migration code).
 pub static DELEGATED_KEYS: &[&str] = &[
     "outgoing_clustering_buffer_size",
+    "outgoing_clustering_outbox_size",
     "max_drain_time",
     "max_msgs_per_drain_step",
 ];
@@ -347,6 +348,8 @@ pub enum Unsupported {
     NoEquivalent(&'static str),
     /// A key VerneMQ itself deprecated.
     Deprecated(&'static str),
+    /// A key whose value is read or passed on, but which changes nothing yet; says why.
+    NoEffectYet(&'static str),
 }
 
 impl Unsupported {
@@ -358,6 +361,7 @@ impl Unsupported {
                 format!("({what}) has no equivalent in vmq-rs, ignored")
             }
             Unsupported::Deprecated(what) => format!("is deprecated ({what}), ignored"),
+            Unsupported::NoEffectYet(why) => format!("has no effect yet ({why})"),
         }
     }
 }
@@ -531,6 +535,88 @@ pub static KNOWN_UNSUPPORTED: &[KnownKey] = &[
         quiet: &["fanout"],
     },
 ];
+
+const NO_QUEUE_MIGRATION: Unsupported =
+    Unsupported::NoEffectYet("queues do not migrate between nodes yet");
+const NO_ACCEPTOR_POOL: Unsupported =
+    Unsupported::NoEquivalent("Erlang acceptor pool; one task accepts per listener");
+const SWC_IN_ROCKSDB: Unsupported =
+    Unsupported::NoEquivalent("the SWC replica lives in the node's RocksDB in platform_data_dir");
+
+/// Keys that are accepted, and validated or handed to their subsystem, but that change
+/// nothing yet. Unlike [`KNOWN_UNSUPPORTED`], every value warns, the default included: a user
+/// who writes one of these expects it to act, and the warning is the only place they learn
+/// it does not. A key here that gets implemented must leave this list (the example
+/// configuration's test lists the warnings it expects).
+pub static WITHOUT_EFFECT: &[(&str, Unsupported)] = &[
+    (
+        "coordinate_registrations",
+        Unsupported::NoEffectYet(
+            "registrations are local on every node until the registration leader exists",
+        ),
+    ),
+    ("max_drain_time", NO_QUEUE_MIGRATION),
+    ("max_msgs_per_drain_step", NO_QUEUE_MIGRATION),
+    (
+        "plumtree.**",
+        Unsupported::NoEffectYet("the Plumtree backend reads only vmq_plumtree.* keys"),
+    ),
+    (
+        "cluster.**",
+        Unsupported::NoEffectYet("no cluster.* setting is read"),
+    ),
+    // Except the keys in TRANSPORT_KEYS.
+    (
+        "listener.vmq.**",
+        Unsupported::NoEffectYet("the cluster transport reads only listener.vmq.clustering"),
+    ),
+    (
+        "listener.vmqs.**",
+        Unsupported::NoEffectYet(
+            "the cluster transport reads only listener.vmqs.clustering, .cafile, .certfile \
+             and .keyfile",
+        ),
+    ),
+    (
+        "listener.http.*.http_modules",
+        Unsupported::NoEffectYet("every HTTP listener serves every module"),
+    ),
+    (
+        "listener.http.*.http_module.**",
+        Unsupported::NoEffectYet("every HTTP listener serves every module"),
+    ),
+    ("listener.nr_of_acceptors", NO_ACCEPTOR_POOL),
+    ("listener.tcp.nr_of_acceptors", NO_ACCEPTOR_POOL),
+    ("listener.tcp.*.nr_of_acceptors", NO_ACCEPTOR_POOL),
+    ("vmq_swc.directory", SWC_IN_ROCKSDB),
+    ("vmq_swc.dkm_directory", SWC_IN_ROCKSDB),
+    ("vmq_swc.db_backend", SWC_IN_ROCKSDB),
+    (
+        "vmq_swc.fast_call_timeout",
+        Unsupported::NoEquivalent("Erlang call timeout"),
+    ),
+];
+
+/// The keys under `listener.vmq.` and `listener.vmqs.` that the cluster transport reads
+/// (`cluster::transport::config`); the rest of those prefixes is in [`WITHOUT_EFFECT`].
+pub static TRANSPORT_KEYS: &[&str] = &[
+    "listener.vmq.clustering",
+    "listener.vmqs.clustering",
+    "listener.vmqs.cafile",
+    "listener.vmqs.certfile",
+    "listener.vmqs.keyfile",
+];
+
+/// Why an accepted `key` has no effect, if it has none.
+pub fn without_effect(key: &str) -> Option<Unsupported> {
+    if TRANSPORT_KEYS.contains(&key) {
+        return None;
+    }
+    WITHOUT_EFFECT
+        .iter()
+        .find(|(pattern, _)| matches(pattern, key))
+        .map(|(_, why)| *why)
+}
 
 /// Keys older VerneMQ versions used, rejected with the key that replaced them: accepting them
 /// would silently lose the user's intent.
@@ -767,6 +853,41 @@ mod tests {
         };
         assert!(!k.warns_for("console"));
         assert!(k.warns_for("file"));
+    }
+
+    #[test]
+    fn without_effect_spares_the_keys_the_transport_reads() {
+        for key in TRANSPORT_KEYS {
+            assert_eq!(without_effect(key), None, "{key}");
+        }
+        assert!(without_effect("listener.vmqs.ciphers").is_some());
+        assert!(without_effect("listener.vmq.clustering.mountpoint").is_some());
+        assert_eq!(without_effect("vmq_swc.sync_interval"), None);
+        assert_eq!(without_effect("allow_register_during_netsplit"), None);
+        assert_eq!(without_effect("outgoing_clustering_buffer_size"), None);
+    }
+
+    #[test]
+    fn without_effect_lists_only_accepted_keys() {
+        for (pattern, _) in WITHOUT_EFFECT {
+            let key = pattern.replace('*', "x");
+            assert!(
+                !matches!(classify(&key), KeyClass::Unknown | KeyClass::Renamed(_)),
+                "{pattern} is not accepted, so it cannot be silent"
+            );
+            assert!(
+                KNOWN_UNSUPPORTED.iter().all(|k| !matches(k.pattern, &key)),
+                "{pattern} is also in KNOWN_UNSUPPORTED"
+            );
+        }
+    }
+
+    #[test]
+    fn no_effect_yet_message_says_so() {
+        assert_eq!(
+            Unsupported::NoEffectYet("queues do not migrate between nodes yet").message(),
+            "has no effect yet (queues do not migrate between nodes yet)"
+        );
     }
 
     #[test]

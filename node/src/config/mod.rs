@@ -8,7 +8,9 @@
 //!   clustering, the HTTP listener) are kept in [`Config::delegated`] with their line, see
 //!   `keys::DELEGATED_PREFIXES`;
 //! - keys VerneMQ knows but we do not implement yet are accepted with a [`ConfigWarning`] that
-//!   names them (`keys::KNOWN_UNSUPPORTED`);
+//!   names them (`keys::KNOWN_UNSUPPORTED`), and so are accepted keys that have no effect
+//!   yet, whatever their value (`keys::WITHOUT_EFFECT`, and the keys of the metadata backend
+//!   `metadata_plugin` did not choose);
 //! - anything else is a [`ConfigError`] naming the file, line and key, with what is accepted
 //!   and, for a misspelt key, the key it most likely meant. The node must not start then.
 //!
@@ -27,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigWarning};
-pub use values::ValueError;
+pub use values::{ValueError, parse_bytes};
 
 use crate::mqtt::ProtocolVersion;
 use keys::KeyClass;
@@ -58,8 +60,8 @@ pub struct Config {
     /// Entries for other subsystems, in file order, unvalidated; see
     /// [`Config::delegated_entries`] and [`Config::invalid_entry`].
     pub delegated: Vec<ConfigEntry>,
-    /// Keys that were accepted without effect (not implemented yet, deprecated, given twice).
-    /// The node logs each one at start.
+    /// Keys that were accepted without effect (not implemented yet, without effect yet,
+    /// deprecated, given twice), in file order. The node logs each one at start.
     pub warnings: Vec<ConfigWarning>,
 }
 
@@ -200,7 +202,8 @@ pub struct NetsplitConfig {
     /// `allow_unsubscribe_during_netsplit`: accept UNSUBSCRIBE. Default off.
     pub allow_unsubscribe: bool,
     /// `coordinate_registrations`: registrations go through the registration leader so a
-    /// client id's other connection is disconnected at once. Default on.
+    /// client id's other connection is disconnected at once. Default on. Nothing reads it
+    /// until the registration leader exists; setting it logs a warning.
     pub coordinate_registrations: bool,
 }
 
@@ -423,6 +426,7 @@ impl Config {
                 },
                 KeyClass::Unknown => return Err(unknown_key(&file, line, key)),
             };
+            let warning = warning.or_else(|| keys::without_effect(key).map(|why| why.message()));
             if let Some(message) = warning {
                 config.warnings.push(ConfigWarning {
                     line: Some(line),
@@ -434,7 +438,30 @@ impl Config {
         config.listeners = listeners
             .finish()
             .map_err(|e| invalid(e.line, &e.key, e.error))?;
+        config.warn_other_backend_keys();
         Ok(config)
+    }
+
+    /// Only the backend `metadata_plugin` chooses reads (and validates) its keys; the other
+    /// backend's would be dropped silently, so each one gets a warning.
+    fn warn_other_backend_keys(&mut self) {
+        let (chosen, other) = match self.metadata_plugin {
+            MetadataPlugin::VmqSwc => ("vmq_swc", "vmq_plumtree."),
+            MetadataPlugin::VmqPlumtree => ("vmq_plumtree", "vmq_swc."),
+        };
+        for entry in self.delegated.iter().filter(|e| e.key.starts_with(other)) {
+            let line = Some(entry.line);
+            if self.warnings.iter().any(|w| w.line == line) {
+                continue;
+            }
+            self.warnings.push(ConfigWarning {
+                line,
+                key: entry.key.clone(),
+                message: format!("has no effect with metadata_plugin = {chosen}, ignored"),
+            });
+        }
+        // Warnings in file order, as they are read.
+        self.warnings.sort_by_key(|w| w.line);
     }
 
     /// VerneMQ's defaults, as a `vernemq.conf` with no settings gives: one listener `default`

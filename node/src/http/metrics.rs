@@ -36,6 +36,20 @@ pub(super) async fn prometheus(State(s): State<Arc<HttpState>>) -> impl IntoResp
     metric("cluster_bytes_received", "counter", "Bytes received from other cluster nodes.", received);
     metric("cluster_bytes_dropped", "counter", "Bytes dropped because a node's outgoing cluster buffer was full.", dropped);
     metric("retain_messages", "gauge", "Retained messages.", s.broker.retained_count() as u64);
+    metric(
+        "cluster_forward_failed",
+        "counter",
+        "Forwarded publishes that could not be handed to the link of their node.",
+        s.cluster.forward_failures(),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP netsplit_refused Requests refused while a cluster member was unreachable (allow_*_during_netsplit off).\n# TYPE netsplit_refused counter"
+    );
+    for (i, request) in ["connect", "publish", "subscribe", "unsubscribe"].into_iter().enumerate() {
+        let value = c.netsplit_refused[i].load(Ordering::Relaxed);
+        let _ = writeln!(out, "netsplit_refused{{node=\"{node}\",request=\"{request}\"}} {value}");
+    }
     render_exchanges(&mut out, node, &s.cluster.metadata_exchanges());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }

@@ -91,6 +91,10 @@ pub trait ClusterView: Send + Sync + 'static {
     fn cluster_bytes(&self) -> (u64, u64, u64) {
         (0, 0, 0)
     }
+    /// Forwarded publishes that could not be handed to the link of their node.
+    fn forward_failures(&self) -> u64 {
+        0
+    }
     /// The metadata backend's anti-entropy per peer.
     fn metadata_exchanges(&self) -> MetadataExchanges {
         MetadataExchanges::default()
@@ -209,6 +213,36 @@ fn text_result(result: Result<String, String>) -> Response {
     }
 }
 
+/// `vmq-admin set KEY=VALUE ...` / `/api/v1/set?KEY=VALUE`: runtime settings, taking effect at
+/// once (not written back to `vernemq.conf`). Every pair is checked before any is applied.
+fn set_runtime(s: &HttpState, args: &[(String, String)]) -> Response {
+    use crate::broker::NetsplitAction;
+    if args.is_empty() {
+        return text_error(StatusCode::BAD_REQUEST, "nothing to set: give KEY=VALUE pairs");
+    }
+    let mut changes = Vec::with_capacity(args.len());
+    for (key, value) in args {
+        let action = match key.as_str() {
+            "allow_register_during_netsplit" => NetsplitAction::Register,
+            "allow_publish_during_netsplit" => NetsplitAction::Publish,
+            "allow_subscribe_during_netsplit" => NetsplitAction::Subscribe,
+            "allow_unsubscribe_during_netsplit" => NetsplitAction::Unsubscribe,
+            other => return text_error(StatusCode::BAD_REQUEST, &format!("'{other}' cannot be set at runtime")),
+        };
+        let on = match value.as_str() {
+            "on" | "true" => true,
+            "off" | "false" => false,
+            other => return text_error(StatusCode::BAD_REQUEST, &format!("{key}: '{other}' is not on or off")),
+        };
+        changes.push((key, action, on));
+    }
+    for (key, action, on) in changes {
+        s.broker.netsplit.set(action, on);
+        info!(setting = %key, value = if on { "on" } else { "off" }, "runtime setting changed");
+    }
+    text_result(Ok("Done".into()))
+}
+
 fn table(rows: Vec<Value>) -> Response {
     axum::Json(json!({"type": "table", "table": rows})).into_response()
 }
@@ -235,6 +269,7 @@ async fn api(
             Some(node) => text_result(s.cluster.leave(node).await),
             None => text_error(StatusCode::BAD_REQUEST, "missing node=<name>"),
         },
+        "set" => set_runtime(&s, &args),
         other => (
             StatusCode::NOT_FOUND,
             axum::Json(json!({"type": "text", "text": format!("unknown command '{}'", other.replace('/', " "))})),

@@ -16,7 +16,7 @@ use vmq_storage::QueueKey;
 use super::connect::{self, Accepted};
 use super::{ConnectionContext, ListenerSpec};
 use crate::broker::message::{ForwardedProperties, Msg};
-use crate::broker::{ConnectionHandle, Kick, Registration};
+use crate::broker::{ConnectionHandle, Kick, NetsplitAction, Registration};
 use crate::mqtt::{self, ConnAck, Connect, DecodeError, Disconnect, Packet, ProtocolVersion, Properties, ReasonCode, Will};
 use crate::session::{ClientLimits, Close, DurableAck, Session, Transmit};
 
@@ -214,6 +214,15 @@ async fn handshake(
         w.version = v;
     }
     match connect::validate(&connect, spec, &ctx.connect, || assigned_client_id(ctx)) {
+        Ok(_) if !ctx.broker.netsplit_allows(NetsplitAction::Register) => {
+            // `allow_register_during_netsplit = off` while a cluster member is unreachable:
+            // CONNACK 3 (server unavailable), 0x88 in MQTT 5.
+            ctx.broker.counters.netsplit_refused[0].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            info!(%peer, client_id = %connect.client_id, "CONNECT refused: cluster not ready (netsplit)");
+            w.queue(&Packet::ConnAck(ConnAck { code: ReasonCode::SERVER_UNAVAILABLE, ..ConnAck::default() }));
+            let _ = w.flush().await;
+            None
+        }
         Ok(a) => Some((connect, a)),
         Err(refused) => {
             info!(%peer, client_id = %connect.client_id, code = refused.code.0, cause = %refused.cause, "CONNECT refused");
@@ -537,6 +546,9 @@ async fn ack_when_durable(w: &mut Writer, session: &mut Session, pending: Box<Du
             failure = Some(e);
         }
     }
+    if let Some(e) = &failure {
+        warn!(client_id = %session.client_id(), error = %e, "publish not acknowledged: not every receiver took it");
+    }
     let Some(e) = failure else {
         w.queue(&ack);
         return Ok(());
@@ -545,14 +557,14 @@ async fn ack_when_durable(w: &mut Writer, session: &mut Session, pending: Box<Du
     if w.version.is_v5() {
         if let Packet::PubAck(r) | Packet::PubRec(r) = &mut ack {
             r.code = ReasonCode::QUOTA_EXCEEDED;
-            r.properties.reason_string = Some(format!("message not stored: {e}"));
+            r.properties.reason_string = Some(format!("message not taken: {e}"));
         }
         w.queue(&ack);
         return Ok(());
     }
     Err(Close {
         reason: ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
-        cause: format!("publish refused, offline message not stored: {e}"),
+        cause: format!("publish refused, message not taken: {e}"),
         send_disconnect: false,
         publish_will: true,
     })

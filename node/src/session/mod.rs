@@ -201,6 +201,11 @@ impl Session {
         &self.slot
     }
 
+    /// The client id.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
     /// Wakes the subscribers that received this client's publishes since the last call. The
     /// connection calls it once per batch of packets read.
     pub fn wake_subscribers(&mut self) {
@@ -352,6 +357,14 @@ impl Session {
     }
 
     fn handle_subscribe(&mut self, s: Subscribe, now: Instant) -> Result<(), Close> {
+        if !self.broker.netsplit_allows(crate::broker::NetsplitAction::Subscribe) {
+            // `allow_subscribe_during_netsplit = off`: every filter is refused (0x80).
+            self.broker.counters.netsplit_refused[2].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            debug!(client_id = %self.client_id, "SUBSCRIBE refused: cluster not ready (netsplit)");
+            let codes = vec![ReasonCode::UNSPECIFIED_ERROR; s.filters.len()];
+            self.emit(Packet::SubAck(SubAck { packet_id: s.packet_id, codes, ..SubAck::default() }));
+            return Ok(());
+        }
         let sub_id = s.properties.subscription_identifiers.first().copied();
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
@@ -407,6 +420,19 @@ impl Session {
     }
 
     fn handle_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), Close> {
+        if !self.broker.netsplit_allows(crate::broker::NetsplitAction::Unsubscribe) {
+            // `allow_unsubscribe_during_netsplit = off`. MQTT 5 answers each filter with 0x80;
+            // an MQTT 3 UNSUBACK cannot refuse, so the connection is closed unanswered and the
+            // client repeats the UNSUBSCRIBE after reconnecting.
+            self.broker.counters.netsplit_refused[3].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if !self.version.is_v5() {
+                return Err(Close::error(ReasonCode::SERVER_UNAVAILABLE, "UNSUBSCRIBE refused: cluster not ready (netsplit)"));
+            }
+            debug!(client_id = %self.client_id, "UNSUBSCRIBE refused: cluster not ready (netsplit)");
+            let codes = vec![ReasonCode::UNSPECIFIED_ERROR; u.filters.len()];
+            self.emit(Packet::UnsubAck(UnsubAck { packet_id: u.packet_id, codes, ..UnsubAck::default() }));
+            return Ok(());
+        }
         let codes = u
             .filters
             .iter()

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{Close, DurableAck, Session};
+use crate::broker::NetsplitAction;
 use crate::broker::message::{ForwardedProperties, Msg};
 use crate::broker::queue::Queued;
 use crate::mqtt::{self, Packet, PacketId, Properties, PubResp, Publish, QoS, ReasonCode, topic};
@@ -44,6 +45,9 @@ impl Session {
             }
         }
         self.check_rate(now);
+        if !self.broker.netsplit_allows(NetsplitAction::Publish) {
+            return self.refuse_publish_during_netsplit(&p);
+        }
         let msg = Arc::new(Msg {
             mountpoint: self.mountpoint.clone(),
             topic,
@@ -55,7 +59,7 @@ impl Session {
             publisher: Some(self.client_id.clone()),
         });
         let outcome = self.broker.publish_batched(msg, &mut self.wakes);
-        let code = if outcome.matched == 0 && self.version.is_v5() {
+        let code = if outcome.matched == 0 && outcome.forwarded == 0 && self.version.is_v5() {
             ReasonCode::NO_MATCHING_SUBSCRIBERS
         } else {
             ReasonCode::SUCCESS
@@ -76,6 +80,29 @@ impl Session {
         } else {
             self.emit_after_durable(DurableAck { ack, durable: outcome.durable, qos2_id });
         }
+        Ok(())
+    }
+
+    /// `allow_publish_during_netsplit = off` and a cluster member is unreachable: the publish is
+    /// not routed, and a QoS 1/2 publish is not acknowledged. MQTT 5 publishers get the
+    /// acknowledgement with an error code (the exchange ends there); MQTT 3 has no such code,
+    /// so its publishers get nothing and resend after reconnecting.
+    fn refuse_publish_during_netsplit(&mut self, p: &Publish) -> Result<(), Close> {
+        self.broker.counters.netsplit_refused[1].fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(client_id = %self.client_id, topic = %p.topic, "PUBLISH refused: cluster not ready (netsplit)");
+        let Some(packet_id) = p.packet_id.filter(|_| self.version.is_v5()) else { return Ok(()) };
+        let refusal = PubResp {
+            packet_id,
+            code: ReasonCode::UNSPECIFIED_ERROR,
+            properties: Properties {
+                reason_string: Some("cluster not ready: a node is unreachable (netsplit)".into()),
+                ..Properties::default()
+            },
+        };
+        self.emit(match p.qos {
+            QoS::ExactlyOnce => Packet::PubRec(refusal),
+            _ => Packet::PubAck(refusal),
+        });
         Ok(())
     }
 

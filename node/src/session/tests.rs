@@ -115,3 +115,20 @@ async fn qos0_messages_do_not_count_against_the_inflight_window() {
     assert_eq!(session.take_packets().len(), 50);
     assert_eq!(queue.len(), 10, "the rest waits for acknowledgements");
 }
+
+#[tokio::test]
+async fn a_forwarded_message_for_a_shared_member_gone_meanwhile_goes_to_another_member() {
+    let broker = broker();
+    let options = SubscriptionOptions { qos: QoS::AtLeastOnce, ..SubscriptionOptions::default() };
+    let a = connect(&broker, "a").await;
+    let b = connect(&broker, "b").await;
+    for reg in [&a, &b] {
+        broker.subscribe(&reg.slot, "$share/g/t/+", SubscriptionRecord { options, id: None }).unwrap();
+    }
+    // The sending node picked "gone", whose session ended before the message arrived.
+    let shared = [(Arc::from("gone"), "$share/g/t/+".to_string())];
+    let mut wakes = Wakes::default();
+    let outcome = broker.publish_remote_batched(msg("t/x", QoS::AtLeastOnce), false, &shared, &mut wakes);
+    assert_eq!(outcome.matched, 1);
+    assert_eq!(a.slot.queue.len() + b.slot.queue.len(), 1, "delivered to exactly one remaining member");
+}

@@ -2,6 +2,7 @@
 //! (rumqttc) for MQTT 3.1.1 and 5.0, and a raw client for bytes no library would send.
 #![allow(dead_code)]
 
+pub mod nodes;
 pub mod process;
 
 use std::net::SocketAddr;

@@ -17,6 +17,11 @@ pub const DEFAULT_OUTGOING_BUFFER_SIZE: usize = 10_000;
 /// `incoming_clustering_buffer_size`, 64 MiB).
 pub const DEFAULT_CONNECTED_QUEUE_LIMIT: usize = 64 * 1024 * 1024;
 
+/// Largest PUBLISH payload MQTT can carry (the remaining length's maximum).
+const MQTT_MAX_PAYLOAD: usize = 268_435_455;
+/// Room in a frame for what travels with a forwarded payload (topic, properties, ids).
+const FRAME_OVERHEAD: usize = 256 * 1024;
+
 /// PEM files of the cluster CA mode (`listener.vmqs.cafile`, `.certfile`, `.keyfile`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterTlsFiles {
@@ -50,9 +55,16 @@ pub struct TransportConfig {
     pub connected_queue_limit: usize,
     /// Largest frame payload sent or accepted; a larger incoming frame closes the connection.
     pub max_frame_size: usize,
-    /// QUIC keep-alive interval; must be well below `idle_timeout`.
+    /// QUIC keep-alive and heartbeat interval; must be well below `suspect_after`.
     pub keep_alive: Duration,
-    /// QUIC idle timeout: a peer silent this long is reported `Down`.
+    /// A connected peer silent this long is suspected (logged).
+    pub suspect_after: Duration,
+    /// A connected peer silent this long is reported `Down` (unreachable); its connection
+    /// and everything queued for it stay, and it is `Up` again as soon as it is heard.
+    pub down_after: Duration,
+    /// QUIC idle timeout: a peer silent this long loses its connection (then redialed). Far
+    /// above `down_after`: a paused peer keeps its connection, and its unacknowledged frames
+    /// are written again on a new one anyway.
     pub idle_timeout: Duration,
     /// Time allowed for the TLS and hello exchange of a new connection.
     pub handshake_timeout: Duration,
@@ -61,9 +73,9 @@ pub struct TransportConfig {
     /// Largest redial delay (the delay doubles up to it).
     pub reconnect_max: Duration,
     /// Round-trip time QUIC assumes before it has measured one. A dial made while the link
-    /// is cut resends its first packet after three times this, doubling, until the idle
-    /// timeout ends it; a low value lets a dial under way find a healed link within about
-    /// half a second instead of failing at the timeout (quinn's default is 333 ms).
+    /// is cut resends its first packet after three times this, doubling, until the dial gives
+    /// up; a low value lets a dial under way find a healed link within about half a second
+    /// instead of waiting out its timeout (quinn's default is 333 ms).
     pub initial_rtt: Duration,
     /// Capacity of the event channel. Frame delivery waits for room (back-pressure through
     /// QUIC flow control); `Refused` events are dropped when it is full.
@@ -75,8 +87,8 @@ pub struct TransportConfig {
 
 impl TransportConfig {
     /// Defaults for `node` with `cookie` and `backend`: binds `0.0.0.0:44053`, self-signed
-    /// certificate, keep-alive 200 ms, idle timeout 1 s (failure detection in about a second,
-    /// ARCHITECTURE.md "Netsplit"), redial 100 ms .. 250 ms.
+    /// certificate, heartbeats every 200 ms, suspect after 600 ms and unreachable after 1.2 s of
+    /// silence (ARCHITECTURE.md "Netsplit"), connection idle timeout 10 s, redial 100 ms .. 250 ms.
     pub fn new(node: NodeId, cookie: impl Into<String>, backend: MetadataPlugin) -> Self {
         Self {
             node,
@@ -88,7 +100,9 @@ impl TransportConfig {
             connected_queue_limit: DEFAULT_CONNECTED_QUEUE_LIMIT,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             keep_alive: Duration::from_millis(200),
-            idle_timeout: Duration::from_secs(1),
+            suspect_after: Duration::from_millis(600),
+            down_after: Duration::from_millis(1200),
+            idle_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(2),
             reconnect_min: Duration::from_millis(100),
             // A healed link is found again within this (plus a dial), which bounds how soon
@@ -136,6 +150,15 @@ impl TransportConfig {
                 )
             })?;
         }
+        // A forwarded publish is one frame: the frame limit follows the largest message a
+        // client may publish (MQTT's own limit when `max_message_size` is unlimited), plus
+        // room for its topic, properties and framing. A smaller limit used to drop large
+        // messages after their PUBACK.
+        let largest_message = match config.mqtt.max_message_size {
+            0 => MQTT_MAX_PAYLOAD,
+            n => n,
+        };
+        out.max_frame_size = out.max_frame_size.max(largest_message.saturating_add(FRAME_OVERHEAD));
         let files = ["cafile", "certfile", "keyfile"].map(|name| {
             last(&format!("listener.vmqs.{name}")).map(|e| (e, PathBuf::from(&e.value)))
         });
@@ -193,6 +216,7 @@ mod tests {
         assert_eq!(config.outgoing_buffer_size, 10_000);
         assert_eq!(config.tls, None);
         assert_eq!(config.backend_name(), "vmq_swc");
+        assert!(config.max_frame_size > 268_435_455, "any MQTT message fits a frame");
     }
 
     #[test]

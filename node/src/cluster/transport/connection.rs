@@ -1,26 +1,30 @@
 //! An established connection's task: emits `Up`, runs one writer per [`StreamKind`] and one
-//! reader per incoming stream, and emits `Down` once all readers are done, so every frame of
-//! the connection is delivered between its `Up` and its `Down`.
+//! reader per incoming stream, judges the peer's liveness from what it reads, and emits
+//! `Down` once all readers are done (or earlier, when the peer falls silent), so every frame of
+//! the connection is delivered between an `Up` and a `Down` or while the peer counts as silent.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use quinn::{ReadExactError, RecvStream, SendStream};
+use bytes::{BufMut, Bytes, BytesMut};
+use quinn::{RecvStream, SendStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 use vmq_storage::metadata::NodeId;
 
 use super::endpoint::{Shared, until_true};
-use super::frame::{FrameError, STREAM_HEADER_LEN, StreamKind, frame_prefix, parse_frame_len};
+use super::frame::{FRAME_PREFIX_LEN, FrameError, STREAM_HEADER_LEN, StreamKind, frame_prefix, parse_frame_len};
+use super::reliable::{self, Acceptance, ControlFrame, INCARNATION_LEN, Verdict};
 use super::{CloseCode, TransportEvent};
 
 /// Longest wait for a writer to flush and for the peer to acknowledge at shutdown.
 const FLUSH_GRACE: Duration = Duration::from_secs(2);
 /// Bytes of frames written per stream write (VerneMQ's `outgoing_clustering_flush_threshold`).
 const BATCH_BYTES: usize = 64 * 1024;
+/// Largest read from a stream at once.
+const READ_CHUNK: usize = 256 * 1024;
 
 /// A connection that passed the hello exchange and was registered for its peer.
 pub(crate) struct Established {
@@ -39,6 +43,39 @@ pub(crate) fn spawn(shared: Arc<Shared>, established: Established) {
     tokio::spawn(run(shared, established));
 }
 
+/// The failure detector's verdict on a connected peer (ARCHITECTURE.md "Netsplit"): any frame
+/// read counts as a sign of life; heartbeats make sure there is one every `keep_alive`.
+/// Silent for `suspect_after`: suspected (logged); silent for `down_after`: reported
+/// unreachable, without closing the connection or discarding anything queued for it.
+struct Liveness {
+    alive: bool,
+    suspected: bool,
+}
+
+impl Liveness {
+    async fn check(&mut self, shared: &Shared, peer: &NodeId) {
+        let silence = shared.silence(peer);
+        let config = &shared.config;
+        if silence < config.suspect_after {
+            if !self.alive {
+                info!(peer = %peer, "cluster peer heard again: reachable");
+                self.alive = true;
+                shared.reachability_changed(peer, true);
+                let _ = shared.events.send(TransportEvent::Up(peer.clone())).await;
+            }
+            self.suspected = false;
+        } else if self.alive && silence >= config.down_after {
+            warn!(peer = %peer, silent_ms = silence.as_millis() as u64, "cluster peer silent: unreachable");
+            self.alive = false;
+            shared.reachability_changed(peer, false);
+            let _ = shared.events.send(TransportEvent::Down(peer.clone())).await;
+        } else if self.alive && !self.suspected {
+            info!(peer = %peer, silent_ms = silence.as_millis() as u64, "cluster peer suspected");
+            self.suspected = true;
+        }
+    }
+}
+
 async fn run(shared: Arc<Shared>, established: Established) {
     let Established {
         peer,
@@ -52,7 +89,12 @@ async fn run(shared: Arc<Shared>, established: Established) {
     }
     let addr = conn.remote_address();
     info!(peer = %peer, %addr, "cluster link up");
+    shared.heard(&peer, 0, 0);
+    shared.reachability_changed(&peer, true);
     let _ = shared.events.send(TransportEvent::Up(peer.clone())).await;
+    let mut liveness = Liveness { alive: true, suspected: false };
+    // Whatever the previous connection had not seen acknowledged goes out again.
+    shared.rewind_publish_log(&peer);
 
     let mut writers = JoinSet::new();
     for kind in StreamKind::ALL {
@@ -66,6 +108,9 @@ async fn run(shared: Arc<Shared>, established: Established) {
     let mut readers = JoinSet::new();
     let seen = Arc::new(AtomicU8::new(0));
     let mut shutdown = shared.shutdown.subscribe();
+    let mut tick = tokio::time::interval(shared.config.keep_alive / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut beat = false;
     loop {
         tokio::select! {
             stream = conn.accept_uni() => match stream {
@@ -80,6 +125,13 @@ async fn run(shared: Arc<Shared>, established: Established) {
                 }
                 Err(_) => break,
             },
+            _ = tick.tick() => {
+                beat = !beat;
+                if beat {
+                    shared.queue_control(&peer, ControlFrame::Heartbeat);
+                }
+                liveness.check(&shared, &peer).await;
+            }
             _ = until_true(&mut shutdown) => {
                 // Writers see the same flag, flush and finish their streams.
                 let flush = async { while writers.join_next().await.is_some() {} };
@@ -100,7 +152,10 @@ async fn run(shared: Arc<Shared>, established: Established) {
         .map(|e| e.to_string())
         .unwrap_or_default();
     info!(peer = %peer, %addr, %reason, "cluster link down");
-    let _ = shared.events.send(TransportEvent::Down(peer)).await;
+    if liveness.alive {
+        shared.reachability_changed(&peer, false);
+        let _ = shared.events.send(TransportEvent::Down(peer)).await;
+    }
     done.send_replace(true);
 }
 
@@ -116,7 +171,11 @@ async fn write_stream(
     let mut shutdown = shared.shutdown.subscribe();
     let mut stream: Option<SendStream> = None;
     loop {
-        let batch = shared.pop_batch(&peer, kind, BATCH_BYTES);
+        let batch = if kind == StreamKind::Publish {
+            shared.next_publish_batch(&peer, BATCH_BYTES)
+        } else {
+            shared.pop_batch(&peer, kind, BATCH_BYTES).into_iter().map(|f| (0, f)).collect()
+        };
         if batch.is_empty() {
             if shared.is_shutting_down() {
                 break;
@@ -129,14 +188,17 @@ async fn write_stream(
             continue;
         }
         let frames = batch.len() as u64;
-        let bytes = batch.iter().map(|f| f.len() as u64).sum::<u64>();
-        if write_frames(&conn, &mut stream, kind, batch).await.is_err() {
+        let bytes = batch.iter().map(|(_, f)| f.len() as u64).sum::<u64>();
+        if write_frames(&shared, &conn, &mut stream, kind, batch).await.is_err() {
             return;
         }
-        shared.count(&peer, |c| {
-            c.frames_sent += frames;
-            c.bytes_sent += bytes;
-        });
+        // The counters are about what the layers above sent, not heartbeats and acks.
+        if kind != StreamKind::Control {
+            shared.count(&peer, |c| {
+                c.frames_sent += frames;
+                c.bytes_sent += bytes;
+            });
+        }
     }
     if let Some(mut stream) = stream
         && stream.finish().is_ok()
@@ -145,36 +207,51 @@ async fn write_stream(
     }
 }
 
+/// Writes a batch; `Publish` frames are `seq || payload` and their stream opens with this
+/// node's incarnation.
 async fn write_frames(
+    shared: &Shared,
     conn: &quinn::Connection,
     stream: &mut Option<SendStream>,
     kind: StreamKind,
-    batch: Vec<Bytes>,
+    batch: Vec<(u64, Bytes)>,
 ) -> Result<(), ()> {
+    let numbered = kind == StreamKind::Publish;
     if stream.is_none() {
         let mut opened = conn.open_uni().await.map_err(|_| ())?;
-        opened.write_all(&kind.header()).await.map_err(|_| ())?;
+        let mut head = Vec::with_capacity(STREAM_HEADER_LEN + INCARNATION_LEN);
+        head.extend_from_slice(&kind.header());
+        if numbered {
+            head.extend_from_slice(&shared.incarnation.to_be_bytes());
+        }
+        opened.write_all(&head).await.map_err(|_| ())?;
         *stream = Some(opened);
     }
     let Some(stream) = stream.as_mut() else {
         return Err(());
     };
     let mut chunks = Vec::with_capacity(batch.len() * 2);
-    for frame in batch {
+    let extra = if numbered { reliable::SEQ_LEN } else { 0 };
+    for (seq, frame) in batch {
         // `send` bounds frames by `max_frame_size`; a frame above 4 GiB (only possible with
         // such a maximum configured) is not representable on the wire and is skipped rather
         // than corrupting the stream.
-        let Some(prefix) = frame_prefix(frame.len()) else {
+        let Some(prefix) = frame_prefix(frame.len() + extra) else {
             continue;
         };
-        chunks.push(Bytes::copy_from_slice(&prefix));
+        let mut head = BytesMut::with_capacity(FRAME_PREFIX_LEN + extra);
+        head.put_slice(&prefix);
+        if numbered {
+            head.put_u64(seq);
+        }
+        chunks.push(head.freeze());
         chunks.push(frame);
     }
     stream.write_all_chunks(&mut chunks).await.map_err(|_| ())
 }
 
 /// Reads one incoming stream: its header, then frames until the stream or the connection
-/// ends. A framing violation closes the connection.
+/// ends, a whole read at a time. A framing violation closes the connection.
 async fn read_stream(
     shared: Arc<Shared>,
     peer: NodeId,
@@ -182,10 +259,13 @@ async fn read_stream(
     mut recv: RecvStream,
     seen: Arc<AtomicU8>,
 ) {
-    let mut header = [0u8; STREAM_HEADER_LEN];
-    if recv.read_exact(&mut header).await.is_err() {
+    let mut buf = BytesMut::new();
+    let want = STREAM_HEADER_LEN;
+    if !fill(&mut recv, &mut buf, want).await {
         return;
     }
+    let mut header = [0u8; STREAM_HEADER_LEN];
+    header.copy_from_slice(&buf.split_to(STREAM_HEADER_LEN));
     let kind = match StreamKind::parse_header(header) {
         Ok(kind) => kind,
         Err(e) => return protocol_error(&conn, &peer, e),
@@ -194,41 +274,144 @@ async fn read_stream(
     if seen.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
         return protocol_error(&conn, &peer, FrameError::DuplicateStream(kind));
     }
+    let mut incarnation = 0;
+    if kind == StreamKind::Publish {
+        if !fill(&mut recv, &mut buf, INCARNATION_LEN).await {
+            return;
+        }
+        let mut b = [0u8; INCARNATION_LEN];
+        b.copy_from_slice(&buf.split_to(INCARNATION_LEN));
+        incarnation = u64::from_be_bytes(b);
+    }
     let max = shared.config.max_frame_size;
     loop {
-        let mut prefix = [0u8; 4];
-        match recv.read_exact(&mut prefix).await {
-            Ok(()) => {}
-            // The sender finished the stream between frames: a clean end.
-            Err(ReadExactError::FinishedEarly(0)) => return,
-            Err(ReadExactError::FinishedEarly(_)) => {
-                return protocol_error(&conn, &peer, FrameError::Truncated);
+        let mut frames = Vec::new();
+        // A framing violation ends the stream, after the whole frames before it.
+        let mut violation = None;
+        loop {
+            if buf.len() < FRAME_PREFIX_LEN {
+                break;
             }
-            Err(ReadExactError::ReadError(_)) => return,
-        }
-        let len = match parse_frame_len(prefix, max) {
-            Ok(len) => len,
-            Err(e) => return protocol_error(&conn, &peer, e),
-        };
-        let mut payload = vec![0u8; len];
-        match recv.read_exact(&mut payload).await {
-            Ok(()) => {}
-            Err(ReadExactError::FinishedEarly(_)) => {
-                return protocol_error(&conn, &peer, FrameError::Truncated);
+            let mut prefix = [0u8; FRAME_PREFIX_LEN];
+            prefix.copy_from_slice(&buf[..FRAME_PREFIX_LEN]);
+            let len = match parse_frame_len(prefix, max) {
+                Ok(len) => len,
+                Err(e) => {
+                    violation = Some(e);
+                    break;
+                }
+            };
+            if buf.len() < FRAME_PREFIX_LEN + len {
+                buf.reserve(FRAME_PREFIX_LEN + len - buf.len());
+                break;
             }
-            Err(ReadExactError::ReadError(_)) => return,
+            let _ = buf.split_to(FRAME_PREFIX_LEN);
+            frames.push(buf.split_to(len).freeze());
         }
-        shared.count(&peer, |c| {
-            c.frames_received += 1;
-            c.bytes_received += len as u64;
-        });
-        let event = TransportEvent::Frame {
-            from: peer.clone(),
-            kind,
-            payload: Bytes::from(payload),
-        };
-        if shared.events.send(event).await.is_err() {
-            return;
+        if !frames.is_empty() {
+            let (n, bytes) = match kind {
+                StreamKind::Control => (0, 0),
+                _ => (frames.len() as u64, frames.iter().map(|f| f.len() as u64).sum()),
+            };
+            shared.heard(&peer, n, bytes);
+            if !dispatch(&shared, &peer, &conn, kind, incarnation, frames).await {
+                return;
+            }
+        }
+        if let Some(e) = violation {
+            return protocol_error(&conn, &peer, e);
+        }
+        match recv.read_chunk(READ_CHUNK, true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            // The sender finished the stream: clean between frames, truncated inside one.
+            Ok(None) if buf.is_empty() => return,
+            Ok(None) => return protocol_error(&conn, &peer, FrameError::Truncated),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Reads until `buf` holds `n` bytes; false when the stream ended or failed first.
+async fn fill(recv: &mut RecvStream, buf: &mut BytesMut, n: usize) -> bool {
+    while buf.len() < n {
+        match recv.read_chunk(READ_CHUNK, true).await {
+            Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Hands the frames of one read on; false when the connection is to be dropped.
+async fn dispatch(
+    shared: &Arc<Shared>,
+    peer: &NodeId,
+    conn: &quinn::Connection,
+    kind: StreamKind,
+    incarnation: u64,
+    frames: Vec<Bytes>,
+) -> bool {
+    match kind {
+        StreamKind::Control => {
+            for frame in frames {
+                match ControlFrame::decode(&frame) {
+                    Some(ControlFrame::Heartbeat) => {}
+                    Some(ControlFrame::Ack { incarnation, upto, refused }) => {
+                        shared.handle_ack(peer, incarnation, upto, refused);
+                    }
+                    None => {
+                        warn!(peer = %peer, "malformed control frame");
+                        conn.close(CloseCode::Protocol.varint(), b"malformed control frame");
+                        return false;
+                    }
+                }
+            }
+            true
+        }
+        StreamKind::Publish => {
+            let mut numbered = Vec::with_capacity(frames.len());
+            for frame in frames {
+                match reliable::split_seq(frame) {
+                    Some(f) => numbered.push(f),
+                    None => {
+                        protocol_error(conn, peer, FrameError::Truncated);
+                        return false;
+                    }
+                }
+            }
+            let (fresh, skipped) = shared.admit_publishes(peer, incarnation, numbered);
+            let acker = shared.acker(peer);
+            if let Some(upto) = skipped {
+                // A replay of what was delivered before: acknowledge it again (after whatever
+                // verdicts are still pending), or the sender would keep it for ever.
+                let v = Verdict { incarnation, upto, acceptance: Acceptance::Done(Vec::new()) };
+                if acker.send(v).await.is_err() {
+                    return false;
+                }
+            }
+            let Some(upto) = fresh.last().map(|(seq, _)| *seq) else { return true };
+            let acceptance = match shared.sink.get() {
+                Some(sink) => sink.deliver(peer, fresh),
+                None => {
+                    for (_, payload) in fresh {
+                        let event = TransportEvent::Frame { from: peer.clone(), kind, payload };
+                        if shared.events.send(event).await.is_err() {
+                            return false;
+                        }
+                    }
+                    Acceptance::Done(Vec::new())
+                }
+            };
+            acker.send(Verdict { incarnation, upto, acceptance }).await.is_ok()
+        }
+        StreamKind::Metadata | StreamKind::Rpc => {
+            for payload in frames {
+                let event = TransportEvent::Frame { from: peer.clone(), kind, payload };
+                if shared.events.send(event).await.is_err() {
+                    return false;
+                }
+            }
+            true
         }
     }
 }

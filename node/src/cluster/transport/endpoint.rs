@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
@@ -14,7 +14,9 @@ use vmq_storage::metadata::NodeId;
 use super::config::TransportConfig;
 use super::frame::StreamKind;
 use super::handshake::{self, Failure};
-use super::queue::{Counters, PeerQueue};
+use super::queue::{Counters, PeerQueue, ReliableLog};
+use super::reliable::{self, ControlFrame, Inbound, PublishSink};
+use crate::ack::{self, Progress, Ticket};
 use super::{
     CloseCode, PeerStats, RefuseReason, SendError, TransportError, TransportEvent, TransportStats,
     tls,
@@ -46,6 +48,12 @@ pub(crate) struct Shared {
     handshakes: Arc<Semaphore>,
     /// A std mutex: held only for short table updates, never across an await.
     peers: Mutex<HashMap<NodeId, Peer>>,
+    /// Drawn at bind: tells peers that this node's `Publish` numbering started afresh.
+    pub(crate) incarnation: u64,
+    /// Where forwarded publishes go; without one they are delivered as events.
+    pub(crate) sink: OnceLock<Arc<dyn PublishSink>>,
+    /// Told at once when a peer becomes reachable or unreachable (before the event).
+    reachability: OnceLock<Box<dyn Fn(&NodeId, bool) + Send + Sync>>,
 }
 
 /// One peer's entry; kept for the transport's life so counters survive reconnects.
@@ -61,9 +69,17 @@ struct Peer {
     accepting: u32,
     active: Option<Active>,
     queue: PeerQueue,
+    /// Forwarded publishes, kept until acknowledged.
+    log: ReliableLog,
+    /// How far the peer accepted `log`; tickets watch it.
+    progress: watch::Sender<Progress>,
+    /// The peer's log as this node receives it.
+    inbound: Inbound,
+    /// When a frame of the peer was last read (the failure detector's input).
+    last_heard: Instant,
     counters: Counters,
     /// Wakes the writer of each kind when a frame is queued.
-    wake: [Arc<Notify>; 3],
+    wake: [Arc<Notify>; StreamKind::ALL.len()],
 }
 
 /// The established connection of a peer.
@@ -84,12 +100,12 @@ impl Peer {
             accepting: 0,
             active: None,
             queue: PeerQueue::default(),
+            log: ReliableLog::default(),
+            progress: watch::channel(Progress::default()).0,
+            inbound: Inbound::default(),
+            last_heard: Instant::now(),
             counters: Counters::default(),
-            wake: [
-                Arc::new(Notify::new()),
-                Arc::new(Notify::new()),
-                Arc::new(Notify::new()),
-            ],
+            wake: std::array::from_fn(|_| Arc::new(Notify::new())),
         }
     }
 }
@@ -130,6 +146,9 @@ impl Transport {
             next_conn_id: AtomicU64::new(1),
             handshakes: Arc::new(Semaphore::new(config_handshakes)),
             peers: Mutex::new(HashMap::new()),
+            incarnation: incarnation(),
+            sink: OnceLock::new(),
+            reachability: OnceLock::new(),
         });
         tokio::spawn(accept_loop(shared.clone()));
         info!(node = %shared.local, addr = ?shared.endpoint.local_addr().ok(), "cluster endpoint bound");
@@ -182,12 +201,90 @@ impl Transport {
         }
         let (frames, bytes) = entry.queue.clear();
         entry.counters.count_dropped(frames, bytes);
+        abandon_log(entry);
+    }
+
+    /// Routes forwarded publishes to `sink` (the node's router) instead of the event channel.
+    /// Only the first call has an effect.
+    pub fn set_publish_sink(&self, sink: Arc<dyn PublishSink>) {
+        let _ = self.shared.sink.set(sink);
+    }
+
+    /// Calls `hook(peer, reachable)` whenever a peer becomes reachable or unreachable, from
+    /// the task that decides it, before the matching event is queued: readiness must not wait
+    /// behind a backlog of frames. Only the first call has an effect.
+    pub fn set_reachability_hook(&self, hook: impl Fn(&NodeId, bool) + Send + Sync + 'static) {
+        let _ = self.shared.reachability.set(Box::new(hook));
+    }
+
+    /// Appends a forwarded publish to `peer`'s log; the ticket resolves once the peer has
+    /// accepted it. A `droppable` frame (QoS 0) is refused and counted when the unacknowledged
+    /// log holds `outgoing_clustering_buffer_size` bytes (the peer unreachable) or the
+    /// connected limit; any other frame is always taken, and its sender waiting on the ticket
+    /// is what bounds the log (backpressure).
+    pub fn send_publish(&self, peer: &NodeId, payload: Bytes, droppable: bool) -> Result<Ticket, SendError> {
+        if *self.shared.shutdown.borrow() {
+            return Err(SendError::Shutdown);
+        }
+        let max = self.shared.config.max_frame_size.saturating_sub(reliable::SEQ_LEN);
+        if payload.len() > max {
+            return Err(SendError::TooLarge { len: payload.len(), max });
+        }
+        let mut peers = self.shared.lock();
+        let entry = match peers.get_mut(peer) {
+            Some(entry) if entry.dial.is_some() || entry.active.is_some() => entry,
+            _ => return Err(SendError::UnknownPeer(peer.clone())),
+        };
+        let limit = if entry.active.is_some() {
+            self.shared.config.connected_queue_limit
+        } else {
+            self.shared.config.outgoing_buffer_size
+        };
+        let len = payload.len() as u64;
+        match entry.log.push(payload, droppable, limit) {
+            Ok(seq) => {
+                entry.wake[StreamKind::Publish.index()].notify_one();
+                Ok(Ticket::new(entry.progress.subscribe(), seq))
+            }
+            Err(full) => {
+                entry.counters.count_dropped(1, len);
+                Err(SendError::BufferFull { peer: peer.clone(), pending: full.pending, limit: full.limit })
+            }
+        }
+    }
+
+    /// Unacknowledged entries of `peer`'s publish log numbered above `after`, oldest first,
+    /// at most `max` (the outbox persists them while the peer is unreachable).
+    pub fn unacked_after(&self, peer: &NodeId, after: u64, max: usize) -> Vec<(u64, Bytes)> {
+        self.shared.lock().get(peer).map(|p| p.log.after(after, max)).unwrap_or_default()
+    }
+
+    /// Entries of `peer`'s log up to `upto` are durable on this node: their tickets resolve.
+    pub fn secure(&self, peer: &NodeId, upto: u64) {
+        if let Some(p) = self.shared.lock().get(peer) {
+            p.progress.send_if_modified(|p| {
+                let changed = upto > p.secured;
+                p.secured = p.secured.max(upto);
+                changed
+            });
+        }
+    }
+
+    /// Follows how far `peer` accepted this node's publish log.
+    pub fn progress(&self, peer: &NodeId) -> Option<watch::Receiver<Progress>> {
+        self.shared.lock().get(peer).map(|p| p.progress.subscribe())
     }
 
     /// Queues `payload` for `peer` on the stream of `kind`; never waits for the network.
+    /// `Publish` frames sent this way are droppable (see [`Transport::send_publish`]).
     pub fn send(&self, peer: &NodeId, kind: StreamKind, payload: Bytes) -> Result<(), SendError> {
         if *self.shared.shutdown.borrow() {
             return Err(SendError::Shutdown);
+        }
+        match kind {
+            StreamKind::Publish => return self.send_publish(peer, payload, true).map(drop),
+            StreamKind::Control => return Err(SendError::Reserved(kind)),
+            StreamKind::Metadata | StreamKind::Rpc => {}
         }
         let max = self.shared.config.max_frame_size;
         if payload.len() > max {
@@ -262,8 +359,8 @@ impl Transport {
                     counters: peer.counters,
                     connected: peer.active.is_some(),
                     dial_addr: peer.dial,
-                    pending_frames: peer.queue.pending_frames(),
-                    pending_bytes: peer.queue.pending_bytes(),
+                    pending_frames: peer.queue.pending_frames() + peer.log.len(),
+                    pending_bytes: peer.queue.pending_bytes() + peer.log.bytes(),
                 },
             );
         }
@@ -390,6 +487,7 @@ impl Shared {
             previous = Some(old.done.clone());
         }
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        entry.last_heard = Instant::now();
         let (done, done_rx) = watch::channel(false);
         entry.active = Some(Active {
             id,
@@ -411,6 +509,7 @@ impl Shared {
             if entry.dial.is_none() {
                 let (frames, bytes) = entry.queue.clear();
                 entry.counters.count_dropped(frames, bytes);
+                abandon_log(entry);
             }
         }
     }
@@ -434,6 +533,99 @@ impl Shared {
             .get_mut(peer)
             .map(|p| p.queue.pop_batch(kind, max_bytes))
             .unwrap_or_default()
+    }
+
+    /// The next unwritten entries of `peer`'s publish log, see [`ReliableLog::next_batch`].
+    pub(crate) fn next_publish_batch(&self, peer: &NodeId, max_bytes: usize) -> Vec<(u64, Bytes)> {
+        self.lock().get_mut(peer).map(|p| p.log.next_batch(max_bytes)).unwrap_or_default()
+    }
+
+    /// A new connection to `peer` writes every unacknowledged publish again.
+    pub(crate) fn rewind_publish_log(&self, peer: &NodeId) {
+        if let Some(p) = self.lock().get_mut(peer) {
+            p.log.rewind();
+        }
+    }
+
+    /// `peer` acknowledged our publish log up to `upto`.
+    pub(crate) fn handle_ack(&self, peer: &NodeId, incarnation: u64, upto: u64, refused: Vec<u64>) {
+        if incarnation != self.incarnation {
+            return; // an acknowledgement of this node's previous run
+        }
+        let mut peers = self.lock();
+        let Some(entry) = peers.get_mut(peer) else { return };
+        entry.log.acknowledge(upto);
+        entry.progress.send_if_modified(|p| {
+            let advanced = upto > p.accepted;
+            p.accepted = p.accepted.max(upto);
+            if !refused.is_empty() {
+                let mut all: Vec<u64> = p.refused.iter().copied().chain(refused).collect();
+                all.sort_unstable();
+                all.dedup();
+                let keep = all.len().saturating_sub(ack::MAX_REFUSED);
+                p.refused = Arc::from(&all[keep..]);
+                return true;
+            }
+            advanced
+        });
+    }
+
+    /// Frames of `peer`'s publish log that are new (a replay skips what was delivered), and
+    /// the highest number already delivered when some were skipped.
+    pub(crate) fn admit_publishes(
+        &self,
+        peer: &NodeId,
+        incarnation: u64,
+        batch: Vec<(u64, Bytes)>,
+    ) -> (Vec<(u64, Bytes)>, Option<u64>) {
+        self.lock().entry(peer.clone()).or_insert_with(Peer::new).inbound.admit(incarnation, batch)
+    }
+
+    /// The acker of `peer`'s inbound log, started on first use.
+    pub(crate) fn acker(self: &Arc<Self>, peer: &NodeId) -> tokio::sync::mpsc::Sender<reliable::Verdict> {
+        let mut peers = self.lock();
+        let entry = peers.entry(peer.clone()).or_insert_with(Peer::new);
+        if let Some(acker) = &entry.inbound.acker {
+            return acker.clone();
+        }
+        let weak = Arc::downgrade(self);
+        let to = peer.clone();
+        let acker = reliable::spawn_acker(move |frame| {
+            if let Some(shared) = weak.upgrade() {
+                shared.queue_control(&to, frame);
+            }
+        });
+        entry.inbound.acker = Some(acker.clone());
+        acker
+    }
+
+    /// Queues a control frame for `peer` (never refused: control frames are small and few).
+    pub(crate) fn queue_control(&self, peer: &NodeId, frame: ControlFrame) {
+        if let Some(entry) = self.lock().get_mut(peer) {
+            let _ = entry.queue.push(StreamKind::Control, frame.encode(), usize::MAX);
+            entry.wake[StreamKind::Control.index()].notify_one();
+        }
+    }
+
+    /// Records that something of `peer` was read: `frames` frames of `bytes` payload bytes.
+    pub(crate) fn heard(&self, peer: &NodeId, frames: u64, bytes: u64) {
+        if let Some(entry) = self.lock().get_mut(peer) {
+            entry.last_heard = Instant::now();
+            entry.counters.frames_received += frames;
+            entry.counters.bytes_received += bytes;
+        }
+    }
+
+    /// How long `peer` has been silent.
+    pub(crate) fn silence(&self, peer: &NodeId) -> Duration {
+        self.lock().get(peer).map_or(Duration::MAX, |p| p.last_heard.elapsed())
+    }
+
+    /// Tells the reachability hook, if any.
+    pub(crate) fn reachability_changed(&self, peer: &NodeId, reachable: bool) {
+        if let Some(hook) = self.reachability.get() {
+            hook(peer, reachable);
+        }
     }
 
     /// The notifier of `(peer, kind)`'s writer.
@@ -574,6 +766,28 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, generation: u64) {
         }
         backoff = (backoff * 2).min(shared.config.reconnect_max);
     }
+}
+
+/// Gives up `entry`'s publish log: its frames are dropped and counted, and tickets still
+/// waiting on them fail.
+fn abandon_log(entry: &mut Peer) {
+    let (frames, bytes, highest) = entry.log.clear();
+    entry.counters.count_dropped(frames, bytes);
+    entry.progress.send_if_modified(|p| {
+        let changed = highest > p.abandoned;
+        p.abandoned = p.abandoned.max(highest);
+        changed
+    });
+}
+
+/// A number that differs between runs of a node (and between transports of one process).
+fn incarnation() -> u64 {
+    static INSTANCES: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let instance = INSTANCES.fetch_add(1, Ordering::Relaxed);
+    (nanos ^ (u64::from(std::process::id()) << 32) ^ instance.wrapping_mul(0x9E37_79B9_7F4A_7C15)).max(1)
 }
 
 /// Resolves once the flag is `true` (or its sender is gone). Returns nothing, so no watch

@@ -30,11 +30,15 @@ pub enum StreamKind {
     /// Requests and responses with ids: registration, remote enqueue, queue drain, probes,
     /// admin fan-out.
     Rpc,
+    /// The transport's own frames: heartbeats and acknowledgements of the `Publish` log.
+    /// Never handed to the layers above; kept off the data streams so that neither waits
+    /// behind a long batch of publishes.
+    Control,
 }
 
 impl StreamKind {
     /// Every kind, in tag order.
-    pub const ALL: [StreamKind; 3] = [StreamKind::Metadata, StreamKind::Publish, StreamKind::Rpc];
+    pub const ALL: [StreamKind; 4] = [StreamKind::Metadata, StreamKind::Publish, StreamKind::Rpc, StreamKind::Control];
 
     /// The tag byte in the stream header.
     pub fn tag(self) -> u8 {
@@ -42,6 +46,7 @@ impl StreamKind {
             StreamKind::Metadata => 0,
             StreamKind::Publish => 1,
             StreamKind::Rpc => 2,
+            StreamKind::Control => 3,
         }
     }
 
@@ -80,6 +85,7 @@ impl fmt::Display for StreamKind {
             StreamKind::Metadata => "metadata",
             StreamKind::Publish => "publish",
             StreamKind::Rpc => "rpc",
+            StreamKind::Control => "control",
         })
     }
 }
@@ -130,6 +136,7 @@ mod tests {
         assert_eq!(StreamKind::Metadata.header(), [b'v', b'm', b'q', 0]);
         assert_eq!(StreamKind::Publish.header(), [b'v', b'm', b'q', 1]);
         assert_eq!(StreamKind::Rpc.header(), [b'v', b'm', b'q', 2]);
+        assert_eq!(StreamKind::Control.header(), [b'v', b'm', b'q', 3]);
         for kind in StreamKind::ALL {
             assert_eq!(StreamKind::parse_header(kind.header()), Ok(kind));
         }
@@ -137,7 +144,7 @@ mod tests {
 
     #[test]
     fn malformed_stream_headers_are_refused() {
-        for header in [*b"vmq\x03", *b"VMQ\x00", *b"GET "] {
+        for header in [*b"vmq\x04", *b"VMQ\x00", *b"GET "] {
             assert_eq!(
                 StreamKind::parse_header(header),
                 Err(FrameError::BadStreamHeader(header))

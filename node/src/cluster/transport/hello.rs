@@ -25,8 +25,9 @@ use ring::hmac;
 use thiserror::Error;
 use vmq_storage::metadata::NodeId;
 
-/// The protocol version this node speaks; a peer with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// The protocol version this node speaks; a peer with another version is refused. Version 2:
+/// the `Publish` stream carries numbered, acknowledged frames and the `Control` stream exists.
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The first bytes of every hello body.
 pub const MAGIC: [u8; 4] = *b"VMQC";
 /// Length of the cookie MAC (HMAC-SHA256).
@@ -270,7 +271,7 @@ mod tests {
         let mut expected = vec![
             0x00, 0x33, // body length: 19 + 32
             b'V', b'M', b'Q', b'C', // magic
-            0x00, 0x01, // protocol version 1
+            0x00, 0x02, // protocol version 2
             0x00, 0x03, b'a', b'@', b'h', // node name
             0x07, b'v', b'm', b'q', b'_', b's', b'w', b'c', // backend
         ];
@@ -280,14 +281,14 @@ mod tests {
 
     #[test]
     fn mac_matches_golden_value() {
-        // HMAC-SHA256("vmq", "vmq-rs cluster hello v1" 0x01 [7; 32] "VMQC" 00 01 00 03 "a@h"
+        // HMAC-SHA256("vmq", "vmq-rs cluster hello v1" 0x01 [7; 32] "VMQC" 00 02 00 03 "a@h"
         // 07 "vmq_swc"): pins the MAC input layout, so a change breaks compatibility loudly.
         let wire = hello().encode(b"vmq", Role::Dialer, &EXPORTED).unwrap();
         let mac_hex: String = wire[21..].iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(mac_hex, GOLDEN_MAC_HEX);
     }
 
-    const GOLDEN_MAC_HEX: &str = "7a68299727382c7d5ebc1bc27e4e1e6ae5e0f46aeaf34c45572c3f55fe9b9080";
+    const GOLDEN_MAC_HEX: &str = "fef744816d5966da47cffb0008020cffd2d8c0c038e6b587db50aea8725f226b";
 
     #[test]
     fn decode_round_trips_and_verifies() {

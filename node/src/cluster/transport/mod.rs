@@ -13,9 +13,14 @@
 //!   `(peer, kind)` are written in order on one QUIC stream; kinds do not block each other.
 //!   While the peer is unreachable, frames are buffered up to `outgoing_clustering_buffer_size`
 //!   bytes, then dropped and counted ([`Transport::stats`]). Buffered frames are sent, in
-//!   order, once a connection is up again. A frame already handed to a connection that then
-//!   fails may be lost: the transport does not retransmit across connections, the layers
-//!   above (anti-entropy, RPC timeouts, drain acknowledgements) recover.
+//!   order, once a connection is up again. A `Metadata` or `Rpc` frame already handed to a
+//!   connection that then fails may be lost: the layers above (anti-entropy, RPC timeouts)
+//!   recover.
+//! - [`Transport::send_publish`] appends a forwarded publish to the peer's lossless log
+//!   (`reliable`): numbered, kept until the peer acknowledges it, written again on every new
+//!   connection, delivered once and in order. Its [`crate::ack::Ticket`] resolves when the
+//!   peer's [`PublishSink`] accepted it. Only frames the caller marks droppable (QoS 0) are
+//!   ever refused for lack of room.
 //! - Payloads are opaque bytes; the layers above encode versioned enums with postcard.
 //! - All events share one bounded channel and frame delivery waits for room in it, so the
 //!   consumer should hand frames off quickly (e.g. to one task per [`StreamKind`]); a stalled
@@ -73,9 +78,14 @@
 //!
 //! # Failure detection
 //!
-//! QUIC keep-alives every 200 ms and a 1 s idle timeout (both configurable): a peer whose
-//! packets stop is reported `Down` within about a second, instead of VerneMQ's ~60 s
-//! `net_ticktime` (ARCHITECTURE.md "Netsplit", **beyond**).
+//! Application heartbeats on the `Control` stream every 200 ms; any frame read from a peer
+//! counts as a sign of life. A peer silent for 600 ms is suspected (logged), for 1.2 s reported
+//! `Down` (unreachable), well within VerneMQ's ~60 s `net_ticktime` (ARCHITECTURE.md
+//! "Netsplit", **beyond**). A suspicion never closes the connection nor discards what is
+//! queued: a peer heard again is `Up` at once, on the same connection. Only a silence of the
+//! QUIC idle timeout (10 s) closes the connection; the dial loop then reconnects, and the
+//! publish log is replayed on the new connection. Frames read while a peer counts as silent
+//! are delivered before its `Up`.
 
 mod config;
 mod connection;
@@ -84,6 +94,7 @@ mod frame;
 mod handshake;
 mod hello;
 mod queue;
+mod reliable;
 mod tls;
 
 use std::collections::BTreeMap;
@@ -102,6 +113,7 @@ pub use endpoint::Transport;
 pub use frame::{DEFAULT_MAX_FRAME_SIZE, FrameError, StreamKind};
 pub use hello::PROTOCOL_VERSION;
 pub use queue::Counters;
+pub use reliable::{Acceptance, PublishSink};
 pub use tls::TlsError;
 
 /// What the transport reports, in the order described in the module doc.
@@ -222,6 +234,9 @@ pub enum SendError {
     /// The transport is shutting down.
     #[error("transport shut down")]
     Shutdown,
+    /// The stream is the transport's own (`Control`).
+    #[error("the {0} stream is reserved for the transport")]
+    Reserved(StreamKind),
 }
 
 /// Why [`Transport::bind`] failed.

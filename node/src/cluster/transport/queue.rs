@@ -6,6 +6,10 @@
 //! and counted (`cluster_bytes_dropped`). While the peer is reachable VerneMQ's buffer is
 //! unbounded; here a second, larger limit (`connected_limit`) bounds the memory a slow peer can
 //! hold.
+//!
+//! Forwarded publishes are kept apart, in a [`ReliableLog`]: numbered, kept until the peer
+//! acknowledges them, written again on a new connection, never dropped once accepted unless
+//! the caller marked them droppable (QoS 0).
 
 use std::collections::VecDeque;
 
@@ -55,10 +59,11 @@ pub struct Full {
     pub limit: usize,
 }
 
-/// Pending frames of one peer, one FIFO per [`StreamKind`], with a byte total.
+/// Pending frames of one peer, one FIFO per [`StreamKind`], with a byte total. The
+/// `Publish` kind is not kept here but in the peer's [`ReliableLog`].
 #[derive(Debug, Default)]
 pub struct PeerQueue {
-    frames: [VecDeque<Bytes>; 3],
+    frames: [VecDeque<Bytes>; StreamKind::ALL.len()],
     pending_bytes: usize,
 }
 
@@ -124,9 +129,141 @@ impl PeerQueue {
     }
 }
 
+/// The forwarded-publish log of one peer: entries numbered from 1, kept until the peer
+/// acknowledges them cumulatively, and written from a cursor that a new connection rewinds,
+/// so nothing handed to a connection that then fails is lost (ARCHITECTURE.md "Between
+/// nodes").
+#[derive(Debug)]
+pub struct ReliableLog {
+    entries: VecDeque<(u64, Bytes)>,
+    /// Index in `entries` of the next entry to write.
+    cursor: usize,
+    /// The number the next appended entry gets.
+    next_seq: u64,
+    bytes: usize,
+}
+
+impl Default for ReliableLog {
+    fn default() -> Self {
+        Self { entries: VecDeque::new(), cursor: 0, next_seq: 1, bytes: 0 }
+    }
+}
+
+impl ReliableLog {
+    /// Appends `payload` and returns its number. A droppable entry (QoS 0) is refused once
+    /// `limit` bytes are unacknowledged; any other entry is always taken: its sender waits
+    /// for the acknowledgement and so stops taking more (backpressure, not loss).
+    pub fn push(&mut self, payload: Bytes, droppable: bool, limit: usize) -> Result<u64, Full> {
+        if droppable && self.bytes >= limit {
+            return Err(Full { pending: self.bytes, limit });
+        }
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.bytes += payload.len();
+        self.entries.push_back((seq, payload));
+        Ok(seq)
+    }
+
+    /// The next unwritten entries, at least one if any, then more while within `max_bytes`;
+    /// they stay in the log until acknowledged.
+    pub fn next_batch(&mut self, max_bytes: usize) -> Vec<(u64, Bytes)> {
+        let mut batch = Vec::new();
+        let mut total = 0;
+        while let Some((seq, frame)) = self.entries.get(self.cursor) {
+            if !batch.is_empty() && total + frame.len() > max_bytes {
+                break;
+            }
+            total += frame.len();
+            batch.push((*seq, frame.clone()));
+            self.cursor += 1;
+        }
+        batch
+    }
+
+    /// Clones of up to `max` entries numbered above `after`, oldest first.
+    pub fn after(&self, after: u64, max: usize) -> Vec<(u64, Bytes)> {
+        let start = self.entries.partition_point(|(seq, _)| *seq <= after);
+        self.entries.range(start..).take(max).map(|(s, f)| (*s, f.clone())).collect()
+    }
+
+    /// Makes every unacknowledged entry due again (a new connection replays them).
+    pub fn rewind(&mut self) {
+        self.cursor = 0;
+    }
+
+    /// Drops the entries up to `upto`, acknowledged by the peer.
+    pub fn acknowledge(&mut self, upto: u64) {
+        while let Some((seq, frame)) = self.entries.front() {
+            if *seq > upto {
+                break;
+            }
+            self.bytes -= frame.len();
+            self.entries.pop_front();
+            self.cursor = self.cursor.saturating_sub(1);
+        }
+    }
+
+    /// Discards everything; returns `(frames, bytes, highest number handed out)`.
+    pub fn clear(&mut self) -> (u64, u64, u64) {
+        let out = (self.entries.len() as u64, self.bytes as u64, self.next_seq - 1);
+        self.entries.clear();
+        self.cursor = 0;
+        self.bytes = 0;
+        out
+    }
+
+    /// Unacknowledged entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Unacknowledged payload bytes.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_replays_unacknowledged_entries_after_a_rewind() {
+        let mut log = ReliableLog::default();
+        for i in 0..4u8 {
+            assert_eq!(log.push(Bytes::from(vec![i; 10]), false, 0), Ok(u64::from(i) + 1));
+        }
+        let seqs = |b: Vec<(u64, Bytes)>| b.into_iter().map(|(s, _)| s).collect::<Vec<_>>();
+        assert_eq!(seqs(log.next_batch(25)), vec![1, 2]);
+        assert_eq!(seqs(log.next_batch(100)), vec![3, 4]);
+        assert!(log.next_batch(100).is_empty());
+        log.acknowledge(2);
+        assert_eq!((log.len(), log.bytes()), (2, 20));
+        // The connection failed before 3 and 4 were acknowledged: they go out again.
+        log.rewind();
+        assert_eq!(seqs(log.next_batch(100)), vec![3, 4]);
+        assert_eq!(log.clear(), (2, 20, 4));
+    }
+
+    #[test]
+    fn only_droppable_entries_are_refused_by_a_full_log() {
+        let mut log = ReliableLog::default();
+        log.push(frame(100), true, 100).unwrap();
+        assert_eq!(log.push(frame(1), true, 100), Err(Full { pending: 100, limit: 100 }));
+        assert_eq!(log.push(frame(50), false, 100), Ok(2));
+        assert_eq!(log.bytes(), 150);
+    }
+
+    #[test]
+    fn acknowledging_keeps_the_cursor_on_the_next_unwritten_entry() {
+        let mut log = ReliableLog::default();
+        for _ in 0..3 {
+            log.push(frame(1), false, 0).unwrap();
+        }
+        assert_eq!(log.next_batch(1).len(), 1);
+        log.acknowledge(1);
+        assert_eq!(log.next_batch(100).iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![2, 3]);
+    }
 
     fn frame(n: usize) -> Bytes {
         Bytes::from(vec![0u8; n])
