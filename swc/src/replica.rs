@@ -661,8 +661,11 @@ impl MetadataBackend for Replica {
         let object = group.write_local(&self.me, &key, version, &context, &mut self.fx);
         if self.config.enable_broadcast {
             let base = group.base();
-            let targets: Vec<NodeId> =
-                self.peers.iter().filter(|(_, p)| p.reachable).map(|(n, _)| n.clone()).collect();
+            // Unreachable peers too: the cluster link keeps what is sent to a peer it cannot
+            // reach (bounded by `outgoing_clustering_buffer_size`) and delivers it when the
+            // link works again, before the failure detector says so; the offer and exchange of
+            // the heal repair whatever did not get through.
+            let targets: Vec<NodeId> = self.peers.keys().cloned().collect();
             for peer in targets {
                 let body = Body::Broadcast { base: base.clone(), objects: vec![object.clone()] };
                 self.send(peer, g, body);
