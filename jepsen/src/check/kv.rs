@@ -16,6 +16,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use super::{Finding, Report, final_heal};
 use crate::history::{Event, Record};
 
+/// Probe round -> node -> (time, observed state).
+type Rounds = BTreeMap<u32, BTreeMap<usize, (u64, BTreeMap<String, String>)>>;
+
 #[derive(Debug)]
 struct Op {
     key: String,
@@ -53,8 +56,7 @@ fn acceptable(ops: &[&Op]) -> BTreeSet<Option<String>> {
 pub fn check(records: &[Record], report: &mut Report) {
     let mut ops: HashMap<u64, Op> = HashMap::new();
     // round -> node -> (time, state)
-    let mut rounds: BTreeMap<u32, BTreeMap<usize, (u64, BTreeMap<String, String>)>> =
-        BTreeMap::new();
+    let mut rounds = Rounds::new();
     for r in records {
         match &r.event {
             Event::Op { id, key, value, .. } => {

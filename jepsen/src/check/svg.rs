@@ -60,8 +60,7 @@ pub fn timeline(records: &[Record], report: &Report) -> String {
     let verdict = if report.ok() { "GREEN" } else { "RED" };
     let _ = writeln!(
         s,
-        r#"<text x="10" y="20" font-size="15" font-weight="bold">{} — workload {} | nemesis {} | {} | {} nodes | seed {} — {verdict}</text>"#,
-        "vmq-jepsen test",
+        r#"<text x="10" y="20" font-size="15" font-weight="bold">vmq-jepsen test — workload {} | nemesis {} | {} | {} nodes | seed {} — {verdict}</text>"#,
         esc(&i.workload),
         esc(&i.nemesis),
         esc(&i.backend),

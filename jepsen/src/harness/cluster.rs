@@ -18,7 +18,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde_json::Value;
 
-use super::net::{self, namespace, node_ip};
+use super::net::{self, Mode, in_node, node_ip};
 
 /// MQTT port on every node's address.
 pub const MQTT_PORT: u16 = 1883;
@@ -83,12 +83,18 @@ impl Cluster {
             let mut conf = format!(
                 "nodename = {name}\ndistributed_cookie = vmq-jepsen-cookie\nallow_anonymous = on\n\
                  platform_data_dir = {data}\nlistener.tcp.default = {ip}:{MQTT_PORT}\n\
-                 listener.http.default = 127.0.0.1:8888\nlistener.vmq.clustering = {ip}:{CLUSTER_PORT}\n\
+                 listener.http.default = {http}:8888\nlistener.vmq.clustering = {ip}:{CLUSTER_PORT}\n\
                  metadata_plugin = {backend}\nmax_offline_messages = -1\nmax_online_messages = -1\n\
                  max_inflight_messages = 100\n",
                 name = nodename(i),
                 data = dir.join("data").display(),
                 ip = node_ip(i),
+                // In a namespace the API listens on the namespace's own loopback.
+                http = if net::mode() == Mode::Namespaces {
+                    "127.0.0.1".to_owned()
+                } else {
+                    node_ip(i).to_string()
+                },
                 backend = cluster.spec.backend,
             );
             for (k, v) in &cluster.spec.settings {
@@ -118,9 +124,17 @@ impl Cluster {
             .open(dir.join("console.log"))
             .context("cannot open the node's log")?;
         let err: File = log.try_clone().context("cannot open the node's log")?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &namespace(i)])
-            .arg(self.spec.bin_dir.join("vernemq"))
+        let bin = self.spec.bin_dir.join("vernemq");
+        let prefix = in_node(i);
+        let mut cmd = match prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = cmd
             .args(["console", "-c"])
             .arg(dir.join("vernemq.conf"))
             .env("NO_COLOR", "1")
@@ -129,29 +143,34 @@ impl Cluster {
             .stderr(err)
             .spawn()
             .with_context(|| format!("cannot start node {i}"))?;
+        if net::mode() == Mode::Loopback {
+            // Recorded so that the cleanup of a later run can stop it if this one is killed.
+            use std::io::Write;
+            if let Ok(mut f) = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(net::PID_FILE)
+            {
+                let _ = writeln!(f, "{}", child.id());
+            }
+        }
         self.children[i - 1] = Some(child);
         self.paused[i - 1] = false;
         Ok(())
     }
 
-    /// Runs `vmq-admin` inside node `i`'s namespace with its config; stdout on success.
+    /// Runs `vmq-admin` in node `i`'s network with its config; stdout on success.
     pub fn admin(&self, i: usize, args: &[&str]) -> anyhow::Result<String> {
         let conf = self.node_dir(i).join("vernemq.conf");
         let bin = self.spec.bin_dir.join("vmq-admin");
         let (conf, bin) = (path_str(&conf)?, path_str(&bin)?);
-        let ns = namespace(i);
-        let mut full = vec![
-            "netns",
-            "exec",
-            ns.as_str(),
-            "timeout",
-            ADMIN_TIMEOUT_S,
-            bin,
-            "-c",
-            conf,
-        ];
+        let prefix = in_node(i);
+        let mut full = vec![ADMIN_TIMEOUT_S];
+        full.extend(prefix.iter().map(String::as_str));
+        full.extend_from_slice(&[bin, "-c", conf]);
         full.extend_from_slice(args);
-        net::run("ip", &full)
+        // `timeout`: a paused node never answers, and the harness must not hang on it.
+        net::run("timeout", &full)
     }
 
     /// `vmq-admin cluster show` on node `i`: (node name, running) per member.

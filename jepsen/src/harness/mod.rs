@@ -82,6 +82,9 @@ pub struct TestArgs {
     /// Compare the verdict with this known-violations list (exit 0 when it matches).
     #[arg(long)]
     pub known_violations: Option<PathBuf>,
+    /// namespaces (default when available) | loopback (127.0.0.2, 127.0.0.3, ... with filters).
+    #[arg(long)]
+    pub net: Option<String>,
     /// No ANSI colours in the summary.
     #[arg(long)]
     pub no_color: bool,
@@ -182,8 +185,14 @@ pub async fn run(args: &TestArgs) -> anyhow::Result<RunFiles> {
         register_bound_s: args.register_bound,
     }));
 
-    eprintln!("vmq-jepsen: creating {} namespaces", args.nodes);
-    let net = Network::create(args.nodes)?;
+    eprintln!("vmq-jepsen: creating the network of {} nodes", args.nodes);
+    let mode = match args.net.as_deref() {
+        None => None,
+        Some("namespaces") => Some(net::Mode::Namespaces),
+        Some("loopback") => Some(net::Mode::Loopback),
+        Some(other) => bail!("--net must be namespaces or loopback, not {other}"),
+    };
+    let net = Network::create(args.nodes, mode)?;
     let mut cluster = Cluster::start(ClusterSpec {
         bin_dir,
         dir: dir.join("nodes"),

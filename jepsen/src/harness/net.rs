@@ -13,10 +13,16 @@
 //!
 //! Everything is named with the [`PREFIX`]; [`cleanup`] removes whatever carries it, and runs
 //! before a run starts (a killed run leaves its namespaces behind) and when [`Network`] drops.
+//!
+//! Where namespaces are not available ([`Mode::Loopback`]), node `i` binds `127.0.0.{1+i}`
+//! and the same `inet vmqj` table, in the root namespace, drops packets by source and
+//! destination address; the nodes' pids are kept in [`PID_FILE`] so that a later run can
+//! remove what a killed one left.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use anyhow::{Context, bail};
 
@@ -26,9 +32,47 @@ const BRIDGE: &str = "vmqj-br";
 const BRIDGE_ADDR: &str = "10.213.0.1/24";
 const SUBNET: &str = "10.213.0.0/24";
 
-/// Address of node `i` (1-based) inside its namespace.
+/// Where the loopback mode records its node pids.
+pub const PID_FILE: &str = "/tmp/vmqj-loopback.pids";
+
+/// How the nodes are separated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One network namespace per node (the default).
+    Namespaces,
+    /// One loopback address per node, filters in the root namespace.
+    Loopback,
+}
+
+static MODE: OnceLock<Mode> = OnceLock::new();
+
+/// The mode of this process's run (namespaces until a [`Network`] chose).
+pub fn mode() -> Mode {
+    MODE.get().copied().unwrap_or(Mode::Namespaces)
+}
+
+/// Address of node `i` (1-based): inside its namespace, or its loopback alias.
 pub fn node_ip(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(10, 213, 0, 10 + i as u8)
+    match mode() {
+        Mode::Namespaces => Ipv4Addr::new(10, 213, 0, 10 + i as u8),
+        Mode::Loopback => Ipv4Addr::new(127, 0, 0, 1 + i as u8),
+    }
+}
+
+/// The command prefix that runs a program in node `i`'s network.
+pub fn in_node(i: usize) -> Vec<String> {
+    match mode() {
+        Mode::Namespaces => vec!["ip".into(), "netns".into(), "exec".into(), namespace(i)],
+        Mode::Loopback => Vec::new(),
+    }
+}
+
+/// Whether this machine can create network namespaces (tries one and removes it).
+pub fn namespaces_available() -> bool {
+    let probe = format!("{PREFIX}probe");
+    let ok = run("ip", &["netns", "add", &probe]).is_ok();
+    let _ = run("ip", &["netns", "del", &probe]);
+    ok
 }
 
 /// Namespace of node `i`.
@@ -106,6 +150,21 @@ pub fn cleanup() -> Vec<String> {
             }
         }
     }
+    if let Ok(pids) = std::fs::read_to_string(PID_FILE) {
+        for pid in pids.split_whitespace() {
+            // Only a process that still is one of our nodes: pids are reused.
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&cmdline).contains("vernemq")
+                && run("kill", &["-9", pid]).is_ok()
+            {
+                removed.push(format!("node process {pid}"));
+            }
+        }
+        let _ = std::fs::remove_file(PID_FILE);
+    }
+    if run("nft", &["delete", "table", "inet", "vmqj"]).is_ok() {
+        removed.push("nftables table inet vmqj".into());
+    }
     if let Ok(links) = run("ip", &["-o", "link", "show"]) {
         for link in links.lines().filter_map(|l| {
             // "12: vmqj-h1@if11: <...>": the name is the second field, up to '@' or ':'.
@@ -141,13 +200,35 @@ pub struct Network {
 }
 
 impl Network {
-    /// Removes stale state, then creates the bridge and one namespace per node.
-    pub fn create(nodes: usize) -> anyhow::Result<Self> {
+    /// Removes stale state, then creates the bridge and one namespace per node (or, in
+    /// loopback mode, only the filter table). `mode` `None` picks namespaces when available.
+    pub fn create(nodes: usize, mode: Option<Mode>) -> anyhow::Result<Self> {
         if !(1..=200).contains(&nodes) {
             bail!("--nodes must be between 1 and 200");
         }
         for stale in cleanup() {
             eprintln!("vmq-jepsen: removed stale {stale}");
+        }
+        let mode = match mode {
+            Some(m) => m,
+            None if namespaces_available() => Mode::Namespaces,
+            None => {
+                eprintln!(
+                    "vmq-jepsen: network namespaces are not available; using loopback addresses"
+                );
+                Mode::Loopback
+            }
+        };
+        if MODE.get_or_init(|| mode) != &mode {
+            bail!("one process runs one network mode");
+        }
+        if mode == Mode::Loopback {
+            let net = Self {
+                nodes,
+                netem: false,
+            };
+            net.apply(&Faults::default())?;
+            return Ok(net);
         }
         // Our subnet must not already be routed somewhere else on this machine.
         let routes = run("ip", &["-4", "route", "show", SUBNET])?;
@@ -232,6 +313,9 @@ impl Network {
 
     /// Replaces every namespace's filter with `faults`.
     pub fn apply(&self, faults: &Faults) -> anyhow::Result<()> {
+        if mode() == Mode::Loopback {
+            return self.apply_loopback(faults);
+        }
         for i in 1..=self.nodes {
             let ns = namespace(i);
             let mut rules = String::new();
@@ -287,6 +371,35 @@ impl Network {
                 }
             }
         }
+        Ok(())
+    }
+}
+
+impl Network {
+    fn apply_loopback(&self, faults: &Faults) -> anyhow::Result<()> {
+        let mut rules = String::new();
+        for &(from, to) in &faults.blocked {
+            rules.push_str(&format!(
+                "    ip saddr {} ip daddr {} drop\n",
+                node_ip(from),
+                node_ip(to)
+            ));
+        }
+        for &(node, _, loss, _) in &faults.slow {
+            for to in (1..=self.nodes).filter(|&t| t != node) {
+                rules.push_str(&format!(
+                    "    ip saddr {} ip daddr {} numgen random mod 100 < {loss} drop\n",
+                    node_ip(node),
+                    node_ip(to)
+                ));
+            }
+        }
+        let script = format!(
+            "table inet vmqj {{}}\ndelete table inet vmqj\n\
+             table inet vmqj {{\n  chain out {{\n    type filter hook output priority 0; policy accept;\n{rules}  }}\n}}\n"
+        );
+        run_with_input("nft", &["-f", "-"], Some(&script))
+            .context("cannot set the loopback packet filter (is nftables installed?)")?;
         Ok(())
     }
 }

@@ -152,13 +152,12 @@ async fn operate(
                 value: set.then(|| SUBSCRIBED.to_owned()),
                 node,
             });
-            let pid = if set {
+            if set {
                 client.subscribe(&topic, QoS::AtLeastOnce).await
             } else {
                 client.unsubscribe(&topic).await
             }
-            .map_err(|e| e.to_string())?;
-            pid
+            .map_err(|e| e.to_string())?
         }
         Kind::Retain => {
             let topic = format!("jr/k{j}");
