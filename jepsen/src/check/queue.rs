@@ -89,10 +89,20 @@ pub fn check(records: &[Record], report: &mut Report) {
                 }
             }
             Event::Subscribed {
-                client, node, qos, ..
+                client,
+                node,
+                qos,
+                topic,
             } => {
+                // The filter names the QoS its publishers use (`jq/1/#`, `jq/2/#`); the granted
+                // QoS may be lower.
+                let class = topic
+                    .strip_prefix("jq/")
+                    .and_then(|t| t.split('/').next())
+                    .and_then(|d| d.parse().ok())
+                    .unwrap_or(*qos);
                 subs.entry(client.clone())
-                    .or_insert((*qos, Vec::new()))
+                    .or_insert((class, Vec::new()))
                     .1
                     .push((r.t, *node));
             }

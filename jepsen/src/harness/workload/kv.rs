@@ -114,7 +114,7 @@ async fn writer(
                 break "end of run".to_owned();
             }
             // Between operations (and while probing) the subscriptions clients take deliveries.
-            if let Err(e) = receive_until(&mut client, deadline, &seen).await {
+            if let Err(e) = receive_until(&mut client, &name, deadline, &seen).await {
                 break e;
             }
         };
@@ -191,26 +191,36 @@ async fn operate(
                 break;
             }
             Incoming::UnsubAck(pid) | Incoming::PubAck(pid) if pid == want => break,
-            other => handle_delivery(client, other, seen).await?,
+            other => handle_delivery(client, name, other, seen).await?,
         }
     }
     ctx.history.record(Event::OpOk { id });
     Ok(())
 }
 
-async fn receive_until(client: &mut Client, until: Instant, seen: &Seen) -> Result<(), String> {
+async fn receive_until(
+    client: &mut Client,
+    name: &str,
+    until: Instant,
+    seen: &Seen,
+) -> Result<(), String> {
     // A ping per round keeps the session alive and makes a dead connection fail on write.
     client.ping().await.map_err(|e| e.to_string())?;
     loop {
         match client.next(until).await {
-            Ok(Some(p)) => handle_delivery(client, p, seen).await?,
+            Ok(Some(p)) => handle_delivery(client, name, p, seen).await?,
             Ok(None) => return Ok(()),
             Err(e) => return Err(e.to_string()),
         }
     }
 }
 
-async fn handle_delivery(client: &mut Client, p: Incoming, seen: &Seen) -> Result<(), String> {
+async fn handle_delivery(
+    client: &mut Client,
+    name: &str,
+    p: Incoming,
+    seen: &Seen,
+) -> Result<(), String> {
     if let Incoming::Publish {
         topic,
         packet_id,
@@ -219,7 +229,7 @@ async fn handle_delivery(client: &mut Client, p: Incoming, seen: &Seen) -> Resul
         ..
     } = p
     {
-        // Probe payloads are "probe {round} {node} {client}"; the key is "{client} {topic}".
+        // Probe payloads are "probe {round} {node}"; the key is "{receiver} {topic}".
         if let Ok(text) = std::str::from_utf8(&payload)
             && let Some(rest) = text.strip_prefix("probe ")
         {
@@ -228,11 +238,10 @@ async fn handle_delivery(client: &mut Client, p: Incoming, seen: &Seen) -> Resul
                 parts.next().map(str::parse::<u32>),
                 parts.next().map(str::parse::<usize>),
             ) {
-                let client_name = parts.next().unwrap_or_default().to_owned();
                 let mut map = seen.lock().unwrap_or_else(|e| e.into_inner());
                 map.entry((round, node))
                     .or_default()
-                    .insert(format!("{client_name} {topic}"));
+                    .insert(format!("{name} {topic}"));
             }
         }
         if let (QoS::AtLeastOnce, Some(id)) = (qos, packet_id) {
@@ -295,8 +304,8 @@ async fn prober(mut ctx: Ctx, kind: Kind, seen: Seen) {
     ctx.done.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Publishes one probe per topic and client on `node` (payload names the client it is for, so
-/// each delivery identifies exactly one (client, topic) key).
+/// Publishes one probe per topic on `node`; every client that receives it records the key
+/// `"{client} {topic}"` for this round and node.
 async fn publish_probes(node: usize, round: u32) -> Option<BTreeMap<String, String>> {
     let (mut client, _) = Client::connect(
         mqtt_addr(node),
@@ -307,24 +316,22 @@ async fn publish_probes(node: usize, round: u32) -> Option<BTreeMap<String, Stri
     .await
     .ok()?;
     for j in 0..KEYS {
-        for c in 0..CLIENTS {
-            let id = client.next_id();
-            let payload = format!("probe {round} {node} ws{c}");
-            client
-                .publish(
-                    &format!("js/t{j}"),
-                    payload.as_bytes(),
-                    QoS::AtLeastOnce,
-                    false,
-                    Some(id),
-                )
-                .await
-                .ok()?;
-        }
+        let id = client.next_id();
+        let payload = format!("probe {round} {node}");
+        client
+            .publish(
+                &format!("js/t{j}"),
+                payload.as_bytes(),
+                QoS::AtLeastOnce,
+                false,
+                Some(id),
+            )
+            .await
+            .ok()?;
     }
     let deadline = Instant::now() + REQUEST_TIMEOUT;
     let mut acked = 0;
-    while acked < KEYS * CLIENTS {
+    while acked < KEYS {
         match client.next(deadline).await {
             Ok(Some(Incoming::PubAck(_))) => acked += 1,
             Ok(Some(_)) => {}
