@@ -215,6 +215,7 @@ pub async fn run(args: &TestArgs) -> anyhow::Result<RunFiles> {
         phase: phase_rx,
         rate: args.rate,
         done: Arc::new(AtomicBool::new(false)),
+        subscribed: Arc::default(),
     };
     let mut tasks = JoinSet::new();
     match args.workload.as_str() {
@@ -311,19 +312,24 @@ async fn settle(workload: &str, ctx: &Ctx) {
     }
 }
 
-/// Prints one progress line a second to stderr.
+/// Prints a progress line to stderr: rewritten every second on a terminal, a new line every
+/// ten seconds otherwise (a CI log).
 async fn progress(history: Arc<HistoryWriter>, time: u64) {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
     let c = &history.counts;
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_secs(if tty { 1 } else { 10 })).await;
         eprint!(
-            "\r[{:>4}s / {time}s of faults] invoked {} acked {} delivered {} failed connects {} faults {}   ",
+            "{}[{:>4}s / {time}s of faults] invoked {} acked {} delivered {} failed connects {} faults {}   {}",
+            if tty { "\r" } else { "" },
             history.now() / 1000,
             c.invoked.load(Ordering::Relaxed),
             c.acked.load(Ordering::Relaxed),
             c.delivered.load(Ordering::Relaxed),
             c.connect_failed.load(Ordering::Relaxed),
             c.faults.load(Ordering::Relaxed),
+            if tty { "" } else { "\n" },
         );
     }
 }

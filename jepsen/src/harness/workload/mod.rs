@@ -6,7 +6,7 @@ pub mod queue;
 pub mod register;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -41,6 +41,8 @@ pub struct Ctx {
     pub rate: u32,
     /// Set by a workload when its final reading is complete (the kv probes).
     pub done: Arc<AtomicBool>,
+    /// Subscribers that have their first SUBACK (queue): publishers wait for all of them.
+    pub subscribed: Arc<AtomicUsize>,
 }
 
 impl Ctx {

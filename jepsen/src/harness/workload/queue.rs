@@ -9,6 +9,7 @@
 //! has taken ownership of it ([MQTT-4.3.3]).
 
 use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -24,6 +25,8 @@ use crate::mqtt::{PacketId, QoS};
 
 /// In-flight window per publisher.
 const WINDOW: usize = 10;
+/// Time given to the first subscriptions to replicate before publishing starts.
+const REPLICATION: Duration = Duration::from_secs(1);
 /// How long subscribers wait for more deliveries once publishing stopped.
 const DRAIN_IDLE: Duration = Duration::from_secs(5);
 
@@ -59,6 +62,7 @@ async fn subscriber(mut ctx: Ctx, name: String, home: usize, qos: QoS) {
     let mut awaiting_rel: HashSet<u16> = HashSet::new();
     let mut attempt = 0u32;
     let mut conn_no = 0u32;
+    let mut subscribed_once = false;
     while ctx.phase() < Phase::End {
         let node = if attempt == 0 {
             home
@@ -90,6 +94,7 @@ async fn subscriber(mut ctx: Ctx, name: String, home: usize, qos: QoS) {
             qos,
             !present,
             &mut awaiting_rel,
+            &mut subscribed_once,
         )
         .await;
         let reason = match result {
@@ -120,6 +125,7 @@ async fn serve_subscriber(
     qos: QoS,
     subscribe: bool,
     awaiting_rel: &mut HashSet<u16>,
+    subscribed_once: &mut bool,
 ) -> Result<(), String> {
     let mut suback: Option<(PacketId, Instant)> = None;
     if subscribe {
@@ -170,6 +176,10 @@ async fn serve_subscriber(
                     return Err(format!("SUBACK refused ({code:#x})"));
                 }
                 suback = None;
+                if !*subscribed_once {
+                    *subscribed_once = true;
+                    ctx.subscribed.fetch_add(1, Ordering::Relaxed);
+                }
                 ctx.history.record(Event::Subscribed {
                     client: name.to_owned(),
                     node,
@@ -228,12 +238,24 @@ fn record_connect(ctx: &Ctx, client: &str, conn: &str, node: usize, r: Result<bo
     });
 }
 
+/// Publishing starts once every subscriber has its first SUBACK and the subscriptions had
+/// [`REPLICATION`] to reach the other nodes, so that the first messages do not race them.
+async fn wait_for_subscribers(ctx: &Ctx) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let all = 2 * ctx.nodes;
+    while ctx.subscribed.load(Ordering::Relaxed) < all && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(REPLICATION).await;
+}
+
 async fn publisher(ctx: Ctx, name: String, home: usize, qos: QoS) {
     let mut rng = Rng::new(ctx.seed, stream_id(&name));
     let topic = format!("jq/{}/{name}", qos.as_u8().max(1));
     let interval = Duration::from_secs_f64(1.0 / f64::from(ctx.rate.max(1)));
     let mut seq = 0u64;
     let mut epoch = 0u32;
+    wait_for_subscribers(&ctx).await;
     while ctx.phase() < Phase::Settle {
         let node = if epoch == 0 {
             home
