@@ -189,7 +189,7 @@ pub struct HistoryWriter {
 /// Running totals of a history, for the progress line.
 #[derive(Debug, Default)]
 pub struct Counts {
-    /// Publishes and operations invoked.
+    /// Publishes, operations and successful connects.
     pub invoked: AtomicU64,
     /// Publishes and operations acknowledged.
     pub acked: AtomicU64,
@@ -222,7 +222,9 @@ impl HistoryWriter {
     pub fn record(&self, event: Event) {
         let c = &self.counts;
         let counter = match &event {
-            Event::Publish { .. } | Event::Op { .. } => Some(&c.invoked),
+            Event::Publish { .. } | Event::Op { .. } | Event::Connect { ok: true, .. } => {
+                Some(&c.invoked)
+            }
             Event::PublishOk { .. } | Event::OpOk { .. } => Some(&c.acked),
             Event::Deliver { .. } => Some(&c.delivered),
             Event::Connect { ok: false, .. } => Some(&c.connect_failed),

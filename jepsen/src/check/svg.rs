@@ -7,7 +7,7 @@ use super::{Report, fault_windows};
 use crate::history::{Event, Record};
 
 const W: f64 = 1200.0;
-const LEFT: f64 = 150.0;
+const LEFT: f64 = 210.0;
 const RIGHT: f64 = 20.0;
 
 fn esc(s: &str) -> String {
@@ -102,6 +102,16 @@ pub fn timeline(records: &[Record], report: &Report) -> String {
             start,
             stop
         );
+        let label = fault.trim_start_matches("partition-");
+        if x1 - x0 > 8.0 * label.len() as f64 * 0.75 {
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{}" fill="white" font-size="11">{}</text>"#,
+                x0 + 3.0,
+                y + 22.0,
+                esc(label)
+            );
+        }
     }
     for r in records {
         if let Event::Nemesis { fault, .. } = &r.event
@@ -116,6 +126,21 @@ pub fn timeline(records: &[Record], report: &Report) -> String {
             );
         }
     }
+    // Phases after the faults: quiet, settle.
+    for r in records {
+        if let Event::Phase { name } = &r.event
+            && (name == "quiet" || name == "settle")
+        {
+            let xx = x(r.t);
+            let _ = writeln!(
+                s,
+                r##"<line x1="{xx}" y1="{y}" x2="{xx}" y2="{}" stroke="#27ae60" stroke-dasharray="4 3"/><text x="{}" y="{}" fill="#27ae60" font-size="11">{name}</text>"##,
+                h - 25.0,
+                xx + 3.0,
+                y + 46.0
+            );
+        }
+    }
     y += row_h;
     // Operations per second.
     for (name, per_s) in &series {
@@ -126,8 +151,10 @@ pub fn timeline(records: &[Record], report: &Report) -> String {
             y + 20.0
         );
         let mut path = String::new();
-        for (sec, n) in per_s {
-            let yy = y + 36.0 - (f64::from(*n) / max) * 32.0;
+        // Every second of the run, zeros included, so that a stall shows as a drop to zero.
+        for sec in 0..=(report.duration_ms / 1000) {
+            let n = per_s.get(&sec).copied().unwrap_or(0);
+            let yy = y + 36.0 - (f64::from(n) / max) * 32.0;
             let _ = write!(
                 path,
                 "{}{:.1},{:.1} ",
@@ -169,7 +196,7 @@ pub fn timeline(records: &[Record], report: &Report) -> String {
     }
     let _ = writeln!(
         s,
-        r##"<text x="10" y="{}" fill="#555">bars: partition (orange), kill (red), pause (purple), slow (blue); green line: final heal; red ticks: violations; yellow: allowed anomalies</text>"##,
+        r##"<text x="10" y="{}" fill="#555">bars: partition (orange), kill (red), pause (purple), slow (blue); green line: final heal, dashed: quiet and settle phases; red ticks: violations; yellow: allowed anomalies</text>"##,
         h - 8.0
     );
     s.push_str("</svg>\n");
