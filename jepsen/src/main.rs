@@ -110,6 +110,12 @@ timeline: {}",
     }
 }
 
+/// Colours only for a terminal, and never with `--no-color` or `NO_COLOR`.
+fn color(no_color: bool) -> bool {
+    use std::io::IsTerminal;
+    !no_color && std::env::var_os("NO_COLOR").is_none() && std::io::stdout().is_terminal()
+}
+
 fn run_test(runtime: &tokio::runtime::Runtime, args: &TestArgs) -> ExitCode {
     if !net::is_root() {
         eprintln!(
@@ -142,7 +148,7 @@ fn run_test(runtime: &tokio::runtime::Runtime, args: &TestArgs) -> ExitCode {
             &files.history,
             args.known_violations.as_deref(),
             None,
-            !args.no_color && std::env::var_os("NO_COLOR").is_none(),
+            color(args.no_color),
         ),
         Err(e) => {
             eprintln!("vmq-jepsen test: {e:#}");
@@ -173,7 +179,7 @@ fn main() -> ExitCode {
             &args.history,
             args.known_violations.as_deref(),
             args.svg.as_deref(),
-            !args.no_color && std::env::var_os("NO_COLOR").is_none(),
+            color(args.no_color),
         ),
         Command::Cleanup => {
             if !net::is_root() {

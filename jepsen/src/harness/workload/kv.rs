@@ -12,8 +12,8 @@
 //!   on random nodes; a probe round subscribes to `jr/#` on each node with a fresh client and
 //!   records the retained messages it is sent.
 //!
-//! Probe rounds repeat once a second after the quiet period until every node shows the same
-//! state twice in a row, or [`PROBE_LIMIT`] passes; the checker compares them with the last
+//! Writers stop at the final heal. Probe rounds start then and repeat once a second until every
+//! node shows the same state twice in a row, or [`PROBE_LIMIT`] passes; the checker compares them with the last
 //! acknowledged operation per key and reports the convergence time.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -255,7 +255,9 @@ async fn handle_delivery(
 }
 
 async fn prober(mut ctx: Ctx, kind: Kind, seen: Seen) {
-    ctx.until(Phase::Settle).await;
+    // Writers stop at the final heal, so probing starts there and the first round that agrees
+    // measures the convergence time.
+    ctx.until(Phase::Quiet).await;
     let start = Instant::now();
     let mut previous: Option<BTreeMap<usize, BTreeMap<String, String>>> = None;
     let mut round = 0u32;
