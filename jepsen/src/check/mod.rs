@@ -19,8 +19,8 @@ use crate::history::{Event, Record, RunInfo};
 
 /// Examples kept per finding.
 const EXAMPLES: usize = 5;
-/// Times kept per finding for the timeline.
-const TIMES: usize = 2_000;
+/// Times kept per finding for the timeline (a bound on memory, far above any real run's count).
+const TIMES: usize = 1_000_000;
 
 /// One kind of anomaly found in a history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -33,7 +33,8 @@ pub struct Finding {
     pub meaning: String,
     /// A few instances, spelled out.
     pub examples: Vec<String>,
-    /// When instances happened (ms), for the timeline; capped.
+    /// When instances happened (ms), for the timeline; not in `report.json`.
+    #[serde(skip)]
     pub times: Vec<u64>,
 }
 

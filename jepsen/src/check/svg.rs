@@ -183,8 +183,10 @@ pub fn timeline(records: &[Record], report: &Report) -> String {
             esc(&f.kind),
             f.count
         );
-        for &t in &f.times {
-            let xx = x(t);
+        // One tick per pixel column: thousands of instances in a second draw the same line.
+        let columns: std::collections::BTreeSet<i64> =
+            f.times.iter().map(|&t| x(t).round() as i64).collect();
+        for xx in columns {
             let _ = writeln!(
                 s,
                 r#"<line x1="{xx}" y1="{}" x2="{xx}" y2="{}" stroke="{color}"/>"#,
