@@ -70,6 +70,13 @@ pub enum Event {
         /// True when the fault begins, false when it ends.
         active: bool,
     },
+    /// A node process exited without the nemesis killing it.
+    NodeExit {
+        /// The node (1-based).
+        node: usize,
+        /// Its exit status.
+        status: String,
+    },
     /// A client connection attempt and its outcome.
     Connect {
         /// Client id.

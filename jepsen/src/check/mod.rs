@@ -114,6 +114,21 @@ pub fn check(records: &[Record]) -> anyhow::Result<Report> {
         "subscriptions" | "retain" => kv::check(records, &mut report),
         other => bail!("unknown workload '{other}' in the history"),
     }
+    let mut exits = Finding::new(
+        "node-crashed",
+        "a node process exited that the nemesis did not kill",
+    );
+    for r in records {
+        if let Event::NodeExit { node, status } = &r.event {
+            exits.add(r.t, || {
+                format!(
+                    "node {node} exited ({status}) at t={} ms; see its console.log",
+                    r.t
+                )
+            });
+        }
+    }
+    report.push(exits, false);
     Ok(report)
 }
 
@@ -182,6 +197,32 @@ pub(crate) mod tests {
     #[test]
     fn a_history_without_run_record_is_an_error() {
         assert!(check(&[]).is_err());
+    }
+
+    #[test]
+    fn a_node_that_exits_on_its_own_is_a_violation() {
+        let h = [
+            run("register", "off"),
+            at(
+                5,
+                Event::NodeExit {
+                    node: 2,
+                    status: "signal: 6 (SIGABRT)".into(),
+                },
+            ),
+            at(
+                9,
+                Event::Live {
+                    client: "r0".into(),
+                    conn: "a".into(),
+                    node: 1,
+                    alive: true,
+                },
+            ),
+        ];
+        let r = check(&h).unwrap();
+        assert_eq!(r.violations.len(), 1);
+        assert_eq!(r.violations[0].kind, "node-crashed");
     }
 
     #[test]

@@ -266,9 +266,7 @@ pub async fn run(args: &TestArgs) -> anyhow::Result<RunFiles> {
     }
     progress.abort();
     eprintln!();
-    for (node, status) in cluster.crashed() {
-        eprintln!("vmq-jepsen: node {node} exited on its own ({status}); see its console.log");
-    }
+    nemesis::record_exits(&mut cluster, &history);
     history.flush()?;
     drop(cluster);
     drop(net);

@@ -88,6 +88,7 @@ impl Nemesis {
         // Let the workload settle before the first fault.
         tokio::time::sleep(Duration::from_secs(2).min(duration)).await;
         while tokio::time::Instant::now() + Duration::from_secs(3) < end {
+            record_exits(cluster, history);
             if self.kinds.is_empty() {
                 tokio::time::sleep_until(end).await;
                 break;
@@ -233,6 +234,7 @@ impl Nemesis {
         cluster: &mut Cluster,
         history: &HistoryWriter,
     ) -> anyhow::Result<()> {
+        record_exits(cluster, history);
         net.apply(&Faults::default())?;
         let revived = cluster.revive_all()?;
         history.record(Event::Nemesis {
@@ -242,6 +244,13 @@ impl Nemesis {
             active: false,
         });
         Ok(())
+    }
+}
+
+/// Records nodes that exited on their own (a crash is a finding, not a fault we made).
+pub fn record_exits(cluster: &mut Cluster, history: &HistoryWriter) {
+    for (node, status) in cluster.crashed() {
+        history.record(Event::NodeExit { node, status });
     }
 }
 
