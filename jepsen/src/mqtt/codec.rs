@@ -97,6 +97,8 @@ pub enum Packet<'a> {
     Publish {
         /// DUP flag: a redelivery.
         dup: bool,
+        /// RETAIN flag: on a delivery, the message came from the retained store ([MQTT-3.3.1-8]).
+        retain: bool,
         /// Delivery QoS.
         qos: QoS,
         /// Topic name bytes.
@@ -272,6 +274,41 @@ pub fn encode_publish(
     buf.put_bytes(0, payload_len - header.len());
 }
 
+/// Appends a PUBLISH with the given payload and RETAIN flag ([MQTT-3.3.1-5]); an empty
+/// retained payload clears the topic's retained message ([MQTT-3.3.1-10]).
+pub fn encode_publish_retain(
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+    qos: QoS,
+    id: Option<PacketId>,
+    topic: &[u8],
+    payload: &[u8],
+    retain: bool,
+) {
+    let at = buf.len();
+    encode_publish(buf, version, qos, id, topic, payload, payload.len());
+    if retain {
+        buf[at] |= 0x01;
+    }
+}
+
+/// Appends an UNSUBSCRIBE for one filter ([MQTT-3.10]).
+pub fn encode_unsubscribe(
+    buf: &mut BytesMut,
+    version: ProtocolVersion,
+    id: PacketId,
+    filter: &str,
+) {
+    let v5 = usize::from(version == ProtocolVersion::V5);
+    buf.put_u8(0xa2);
+    put_varint(buf, 2 + v5 + 2 + filter.len());
+    buf.put_u16(id.0);
+    if v5 == 1 {
+        buf.put_u8(0);
+    }
+    put_str(buf, filter.as_bytes());
+}
+
 /// The four two-byte acknowledgements of the QoS flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ack {
@@ -429,6 +466,7 @@ pub fn decode(
             let payload = body.get(at..).ok_or(DecodeError::Truncated("PUBLISH"))?;
             Packet::Publish {
                 dup: first & 0x08 != 0,
+                retain: first & 0x01 != 0,
                 qos,
                 topic,
                 packet_id,
@@ -502,6 +540,41 @@ mod tests {
     }
 
     #[test]
+    fn retained_publish_carries_the_retain_flag_and_exact_payload() {
+        let mut b = BytesMut::new();
+        encode_publish_retain(
+            &mut b,
+            ProtocolVersion::V5,
+            QoS::AtLeastOnce,
+            Some(PacketId(3)),
+            b"r/k",
+            b"v1",
+            true,
+        );
+        let (p, used) = decode(&b, ProtocolVersion::V5).unwrap().unwrap();
+        assert_eq!(used, b.len());
+        assert!(
+            matches!(
+                p,
+                Packet::Publish {
+                    retain: true,
+                    payload: b"v1",
+                    ..
+                }
+            ),
+            "{p:?}"
+        );
+    }
+
+    #[test]
+    fn unsubscribe_encodes_packet_id_and_filter() {
+        let mut b = BytesMut::new();
+        encode_unsubscribe(&mut b, ProtocolVersion::V311, PacketId(7), "a/b");
+        // type 0xa2, remaining length 7, packet id 7, filter length 3, "a/b"
+        assert_eq!(&b[..], &[0xa2, 7, 0, 7, 0, 3, b'a', b'/', b'b']);
+    }
+
+    #[test]
     fn publish_roundtrips_in_both_versions() {
         for v in [ProtocolVersion::V311, ProtocolVersion::V5] {
             for qos in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
@@ -515,6 +588,7 @@ mod tests {
                     packet_id,
                     payload,
                     dup,
+                    ..
                 } = p
                 else {
                     panic!("not a publish: {p:?}");
