@@ -186,8 +186,9 @@ impl Group {
         Some(WireObject { key: key.clone(), object })
     }
 
-    /// The objects holding `dots`, each once, taken in order until their values reach
-    /// `max_bytes` (at least one object); returns them and the dots left for a later request.
+    /// The objects holding `dots`, each once (`vmq_swc_store:rpc_sync_missing`), taken in
+    /// order until their values reach `max_bytes` (at least one object); returns them and the
+    /// dots left for a later request.
     pub fn objects_within(
         &self,
         dots: &[(ReplicaId, Vec<u64>)],
@@ -216,19 +217,6 @@ impl Group {
             }
         }
         (objects, unserved)
-    }
-
-    /// The objects holding any of `dots`, each once (`vmq_swc_store:rpc_sync_missing`).
-    pub fn objects_for(&self, dots: &[(ReplicaId, Vec<u64>)]) -> Vec<WireObject> {
-        let mut keys = BTreeSet::new();
-        for (id, counters) in dots {
-            for c in counters {
-                if let Some(k) = self.dkm.lookup(&Dot::new(id.clone(), *c)) {
-                    keys.insert(k.clone());
-                }
-            }
-        }
-        keys.iter().filter_map(|k| self.wire_object(k)).collect()
     }
 
     /// The node clock as the local side of a dot comparison: retired replicas count as seen up
