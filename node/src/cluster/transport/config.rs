@@ -59,14 +59,14 @@ pub struct TransportConfig {
     pub keep_alive: Duration,
     /// A connected peer silent this long is suspected (logged).
     pub suspect_after: Duration,
-    /// A connected peer silent this long is reported `Down` (unreachable); its connection
-    /// and everything queued for it stay, and it is `Up` again as soon as it is heard.
+    /// A connected peer silent this long is reported `Down` (unreachable) and its connection
+    /// closed and redialed; everything queued for it stays.
     pub down_after: Duration,
-    /// QUIC idle timeout: a peer silent this long loses its connection (then redialed). Far
-    /// above `down_after`: a paused peer keeps its connection, and its unacknowledged frames
-    /// are written again on a new one anyway.
+    /// QUIC idle timeout, a backstop above `down_after` (the failure detector closes a silent
+    /// connection first).
     pub idle_timeout: Duration,
-    /// Time allowed for the TLS and hello exchange of a new connection.
+    /// Time allowed for the TLS and hello exchange of a new connection. Short, so that a dial
+    /// made while the link was cut gives way to a fresh one soon after the heal.
     pub handshake_timeout: Duration,
     /// First redial delay after a failed dial or a lost connection.
     pub reconnect_min: Duration,
@@ -103,7 +103,7 @@ impl TransportConfig {
             suspect_after: Duration::from_millis(600),
             down_after: Duration::from_millis(1200),
             idle_timeout: Duration::from_secs(10),
-            handshake_timeout: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(1),
             reconnect_min: Duration::from_millis(100),
             // A healed link is found again within this (plus a dial), which bounds how soon
             // the metadata backends can repair the split (issue 18: within a second).
