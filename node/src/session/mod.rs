@@ -421,14 +421,15 @@ impl Session {
 
     fn handle_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), Close> {
         if !self.broker.netsplit_allows(crate::broker::NetsplitAction::Unsubscribe) {
-            // `allow_unsubscribe_during_netsplit = off`. MQTT 5 answers each filter with 0x80;
-            // an MQTT 3 UNSUBACK cannot refuse, so the connection is closed unanswered and the
-            // client repeats the UNSUBSCRIBE after reconnecting.
+            // `allow_unsubscribe_during_netsplit = off`. MQTT 5 answers each filter with 0x80.
+            // An MQTT 3 UNSUBACK cannot refuse: it is not sent, and the subscriptions stay (closing
+            // the connection instead would end a clean session and drop every subscription the
+            // client still believes it has).
             self.broker.counters.netsplit_refused[3].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            if !self.version.is_v5() {
-                return Err(Close::error(ReasonCode::SERVER_UNAVAILABLE, "UNSUBSCRIBE refused: cluster not ready (netsplit)"));
-            }
             debug!(client_id = %self.client_id, "UNSUBSCRIBE refused: cluster not ready (netsplit)");
+            if !self.version.is_v5() {
+                return Ok(());
+            }
             let codes = vec![ReasonCode::UNSPECIFIED_ERROR; u.filters.len()];
             self.emit(Packet::UnsubAck(UnsubAck { packet_id: u.packet_id, codes, ..UnsubAck::default() }));
             return Ok(());
