@@ -227,8 +227,13 @@ async fn paused_peer_loses_nothing_acknowledged(backend: &str) {
     let (mut publisher, _) = V4::connect(v4(src, "paused-pub", true)).await;
     let collector = tokio::spawn(async move { collect(&mut sub, n, Duration::from_secs(120)).await });
     let publishing = tokio::spawn(async move { publish_numbered(&mut publisher, "paused/t", QoS::AtLeastOnce, n).await });
-    // Pause the subscriber's node mid-run, long enough to be declared unreachable.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Pause the subscriber's node mid-run (once it has routed a first part of the messages),
+    // long enough to be declared unreachable.
+    let node1 = nodes.node(1);
+    let started = tokio::task::block_in_place(|| {
+        wait_until("the subscriber's node routes messages", Duration::from_secs(30), || node1.metric("router_matches_local") >= 300)
+    });
+    tracing::info!(?started, "load running");
     nodes.node(1).pause();
     let detected = wait_until("vmq1 sees vmq2 unreachable", Duration::from_secs(10), || !nodes.node(0).is_ready());
     tracing::info!(?detected, "paused peer reported unreachable");

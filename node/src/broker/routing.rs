@@ -128,8 +128,10 @@ impl Broker {
         let mut remote = cluster.remote_matches(&msg.mountpoint, &msg.topic);
         // A shared-subscription member on an unreachable node is not chosen: the message
         // would wait there for the heal instead of going to a member that can take it now.
-        for group in &mut remote.shared {
-            group.members.retain(|(node, _)| cluster.is_reachable(node));
+        if !cluster.is_ready() {
+            for group in &mut remote.shared {
+                group.members.retain(|(node, _)| cluster.is_reachable(node));
+            }
         }
         let mut forwards: Vec<Forward> =
             remote.nodes.into_iter().map(|node| Forward { node, plain: true, shared: Vec::new() }).collect();

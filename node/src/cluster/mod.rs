@@ -84,7 +84,9 @@ pub(crate) struct Shared {
     routes: RwLock<RemoteRoutes>,
     netsplit_detected: AtomicU64,
     netsplit_resolved: AtomicU64,
-    ready: AtomicBool,
+    /// Shared with the broker's handle, which reads it on every publish without upgrading
+    /// its weak reference.
+    ready: Arc<AtomicBool>,
     hlc: AtomicU64,
     /// Forwarded publishes that could not be handed to the transport (metric).
     forward_failed: AtomicU64,
@@ -118,8 +120,11 @@ impl Shared {
         self.update_readiness(&mut view, false);
     }
 
+    /// Whether `peer` counts as reachable. On a ready node (every member reachable, the usual
+    /// case) the view's lock is not taken, so forwarding a publish takes no lock for it; a node
+    /// that is not a member has no link and its forward is refused by the transport anyway.
     fn peer_reachable(&self, peer: &NodeId) -> bool {
-        self.view().reachable.contains(peer)
+        self.ready.load(Ordering::Relaxed) || self.view().reachable.contains(peer)
     }
 
     fn set_reachable(&self, peer: &NodeId, up: bool) {
@@ -188,7 +193,7 @@ impl Shared {
 /// The broker's handle on the cluster. It is weak so that the broker (which outlives the
 /// node in tasks finishing their teardown) does not keep the cluster endpoint, and with it
 /// the UDP port, alive after shutdown: a restarted node must be able to bind it again.
-struct Hooks(std::sync::Weak<Shared>);
+struct Hooks(std::sync::Weak<Shared>, Arc<AtomicBool>);
 
 impl ClusterHooks for Hooks {
     fn subscriptions_changed(&self, key: &QueueKey, clean_session: bool, subscriptions: Vec<(String, SubscriptionRecord)>) {
@@ -216,11 +221,11 @@ impl ClusterHooks for Hooks {
     }
 
     fn is_ready(&self) -> bool {
-        self.0.upgrade().is_none_or(|s| s.ready.load(Ordering::Relaxed))
+        self.1.load(Ordering::Relaxed)
     }
 
     fn is_reachable(&self, node: &NodeId) -> bool {
-        self.0.upgrade().is_some_and(|s| s.view().reachable.contains(node))
+        self.0.upgrade().is_some_and(|s| s.peer_reachable(node))
     }
 }
 
@@ -296,7 +301,7 @@ impl ClusterHooks for Shared {
     }
 
     fn is_reachable(&self, node: &NodeId) -> bool {
-        self.view().reachable.contains(node)
+        self.peer_reachable(node)
     }
 }
 
@@ -413,7 +418,7 @@ impl Cluster {
             routes: RwLock::new(RemoteRoutes::default()),
             netsplit_detected: AtomicU64::new(0),
             netsplit_resolved: AtomicU64::new(0),
-            ready: AtomicBool::new(true),
+            ready: Arc::new(AtomicBool::new(true)),
             hlc: AtomicU64::new(0),
             forward_failed: AtomicU64::new(0),
             forward_failed_logged: AtomicU64::new(0),
@@ -456,7 +461,7 @@ impl Cluster {
         };
         // The links to the members exist now (the driver's recovery set them up).
         shared.outboxes.recover(&shared);
-        broker.set_cluster(Arc::new(Hooks(Arc::downgrade(&shared))));
+        broker.set_cluster(Arc::new(Hooks(Arc::downgrade(&shared), shared.ready.clone())));
         info!(node = %me, %addr, backend = ?cfg.metadata_plugin, "cluster layer started");
         Ok(Cluster { shared, task: Mutex::new(Some(task)) })
     }
