@@ -14,7 +14,7 @@ use vmq_storage::metadata::NodeId;
 use super::config::TransportConfig;
 use super::frame::StreamKind;
 use super::handshake::{self, Failure};
-use super::queue::{Counters, PeerQueue, ReliableLog};
+use super::queue::{Counters, Full, PeerQueue, ReliableLog};
 use super::reliable::{self, ControlFrame, Inbound, PublishSink};
 use crate::ack::{self, Progress, Ticket};
 use super::{
@@ -223,10 +223,27 @@ impl Transport {
     /// connected limit; any other frame is always taken, and its sender waiting on the ticket
     /// is what bounds the log (backpressure).
     pub fn send_publish(&self, peer: &NodeId, payload: Bytes, droppable: bool) -> Result<Ticket, SendError> {
+        let max = self.shared.config.max_frame_size.saturating_sub(reliable::SEQ_LEN);
+        self.enqueue(peer, StreamKind::Publish, payload, max, |entry, payload, limit| {
+            let seq = entry.log.push(payload, droppable, limit)?;
+            Ok(Ticket::new(entry.progress.subscribe(), seq))
+        })
+    }
+
+    /// What [`Transport::send`] and [`Transport::send_publish`] share: refuses at shutdown,
+    /// above `max` bytes and for a peer nobody keeps a link to; `push` adds the frame under the
+    /// limit that applies (connected or not); a refused frame is counted as dropped.
+    fn enqueue<T>(
+        &self,
+        peer: &NodeId,
+        kind: StreamKind,
+        payload: Bytes,
+        max: usize,
+        push: impl FnOnce(&mut Peer, Bytes, usize) -> Result<T, Full>,
+    ) -> Result<T, SendError> {
         if *self.shared.shutdown.borrow() {
             return Err(SendError::Shutdown);
         }
-        let max = self.shared.config.max_frame_size.saturating_sub(reliable::SEQ_LEN);
         if payload.len() > max {
             return Err(SendError::TooLarge { len: payload.len(), max });
         }
@@ -241,10 +258,10 @@ impl Transport {
             self.shared.config.outgoing_buffer_size
         };
         let len = payload.len() as u64;
-        match entry.log.push(payload, droppable, limit) {
-            Ok(seq) => {
-                entry.wake[StreamKind::Publish.index()].notify_one();
-                Ok(Ticket::new(entry.progress.subscribe(), seq))
+        match push(entry, payload, limit) {
+            Ok(out) => {
+                entry.wake[kind.index()].notify_one();
+                Ok(out)
             }
             Err(full) => {
                 entry.counters.count_dropped(1, len);
@@ -278,44 +295,12 @@ impl Transport {
     /// Queues `payload` for `peer` on the stream of `kind`; never waits for the network.
     /// `Publish` frames sent this way are droppable (see [`Transport::send_publish`]).
     pub fn send(&self, peer: &NodeId, kind: StreamKind, payload: Bytes) -> Result<(), SendError> {
-        if *self.shared.shutdown.borrow() {
-            return Err(SendError::Shutdown);
-        }
         match kind {
-            StreamKind::Publish => return self.send_publish(peer, payload, true).map(drop),
-            StreamKind::Control => return Err(SendError::Reserved(kind)),
-            StreamKind::Metadata | StreamKind::Rpc => {}
-        }
-        let max = self.shared.config.max_frame_size;
-        if payload.len() > max {
-            return Err(SendError::TooLarge {
-                len: payload.len(),
-                max,
-            });
-        }
-        let mut peers = self.shared.lock();
-        let entry = match peers.get_mut(peer) {
-            Some(entry) if entry.dial.is_some() || entry.active.is_some() => entry,
-            _ => return Err(SendError::UnknownPeer(peer.clone())),
-        };
-        let limit = if entry.active.is_some() {
-            self.shared.config.connected_queue_limit
-        } else {
-            self.shared.config.outgoing_buffer_size
-        };
-        let len = payload.len() as u64;
-        match entry.queue.push(kind, payload, limit) {
-            Ok(()) => {
-                entry.wake[kind.index()].notify_one();
-                Ok(())
-            }
-            Err(full) => {
-                entry.counters.count_dropped(1, len);
-                Err(SendError::BufferFull {
-                    peer: peer.clone(),
-                    pending: full.pending,
-                    limit: full.limit,
-                })
+            StreamKind::Publish => self.send_publish(peer, payload, true).map(drop),
+            StreamKind::Control => Err(SendError::Reserved(kind)),
+            StreamKind::Metadata | StreamKind::Rpc => {
+                let max = self.shared.config.max_frame_size;
+                self.enqueue(peer, kind, payload, max, |entry, payload, limit| entry.queue.push(kind, payload, limit))
             }
         }
     }
