@@ -49,6 +49,8 @@ pub struct NetStats {
     pub objects: u64,
     /// Messages lost (dropped, cut link or crashed receiver).
     pub lost: u64,
+    /// Encoded size of the largest message.
+    pub largest: u64,
 }
 
 struct SimNode {
@@ -401,6 +403,7 @@ impl Sim {
         };
         self.stats.messages += 1;
         self.stats.bytes += bytes.len() as u64;
+        self.stats.largest = self.stats.largest.max(bytes.len() as u64);
         let SwcMessage::V1(env) = msg;
         self.stats.objects += match &env.body {
             crate::wire::Body::Broadcast { objects, .. }
