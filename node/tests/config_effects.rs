@@ -232,10 +232,10 @@ fn log_console_level_filters_the_console_log_and_warnings_name_silent_keys() {
     std::fs::write(&blocker, "").unwrap();
     let base = format!(
         "listener.tcp.default = 127.0.0.1:0\nlistener.vmq.clustering = 127.0.0.1:0\n\
-         allow_anonymous = on\nplatform_data_dir = {}\ncoordinate_registrations = on\n",
+         allow_anonymous = on\nplatform_data_dir = {}\nplumtree.outstanding_limit = 5\n",
         blocker.display()
     );
-    let silent_key = "vernemq.conf:5: 'coordinate_registrations' has no effect yet";
+    let silent_key = "vernemq.conf:5: 'plumtree.outstanding_limit' has no effect yet";
 
     let info = console_until_exit(dir.path(), &format!("{base}log.console.level = info\n"));
     assert!(info.contains("starting vmq-rs"), "{info}");
@@ -259,7 +259,7 @@ fn vernemq_check_prints_the_warnings_of_the_example_configuration() {
         .unwrap();
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for key in ["coordinate_registrations", "listener.nr_of_acceptors"] {
+    for key in ["logging.obfuscation_secret", "listener.nr_of_acceptors"] {
         let needle = format!("'{key}' ");
         assert_eq!(
             stdout

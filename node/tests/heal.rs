@@ -126,11 +126,39 @@ struct Nodes(Vec<Node>);
 impl Drop for Nodes {
     fn drop(&mut self) {
         for n in &mut self.0 {
+            // With HEAL_STACKS set, a failing run also keeps every thread's stack of each node
+            // (needs gdb): a node that stopped answering shows where it waits.
+            if std::thread::panicking() && std::env::var("HEAL_STACKS").is_ok() {
+                let out = Command::new("gdb")
+                    .args(["-p", &n.broker.child.id().to_string(), "-batch", "-ex", "thread apply all bt"])
+                    .output();
+                if let Ok(out) = out {
+                    let path = std::env::temp_dir().join(format!("heal-{}-{}.stacks", std::process::id(), n.name));
+                    let _ = std::fs::write(&path, &out.stdout);
+                }
+            }
             let _ = n.broker.child.kill();
             let _ = n.broker.child.wait();
+            if std::thread::panicking() {
+                // What each node logged is the first thing to read when a run fails: the
+                // cluster's lines here, everything in a file.
+                let lines: Vec<String> = n.broker.lines.try_iter().collect();
+                let path = std::env::temp_dir().join(format!("heal-{}-{}.log", std::process::id(), n.name));
+                let _ = std::fs::write(&path, lines.join("\n"));
+                let cluster: Vec<&String> =
+                    lines.iter().filter(|l| l.contains("cluster") || l.contains("netsplit") || l.contains("WARN")).collect();
+                let tail = &cluster[cluster.len().saturating_sub(LOG_TAIL)..];
+                eprintln!("--- {} (whole log: {}) ---", n.name, path.display());
+                for l in tail {
+                    eprintln!("{l}");
+                }
+            }
         }
     }
 }
+
+/// How many of a node's last cluster log lines a failing run prints.
+const LOG_TAIL: usize = 200;
 
 fn start(i: usize, plugin: &str) -> Node {
     let name = format!("n{i}@127.0.0.1");
@@ -442,6 +470,14 @@ async fn repetition(plugin: &str, rep: usize, n1: &Node, n2: &Node, n3: &Node, p
 
     let _ = sub_old.client.disconnect().await;
     let _ = sub_new.client.disconnect().await;
+    if routed.max(served).max(unrouted) > BUDGET {
+        eprintln!(
+            "{plugin} rep {rep}: routes to n3 after {} ms, retained state after {} ms, unsubscribe after {} ms",
+            routed.as_millis(),
+            served.as_millis(),
+            unrouted.as_millis()
+        );
+    }
     routed.max(served).max(unrouted)
 }
 

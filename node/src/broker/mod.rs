@@ -7,6 +7,7 @@
 pub mod message;
 pub mod persist;
 pub mod queue;
+mod handover;
 mod registry;
 pub mod retain;
 mod routing;
@@ -20,7 +21,10 @@ use std::time::Duration;
 use vmq_storage::MessageStore;
 use vmq_storage::metadata::NodeId;
 
-pub use registry::{ConnectionHandle, Kick, Registration, SessionSlot, SlotState, SubscriptionRecord};
+pub use handover::HandedOver;
+pub use registry::{
+    ConnectionHandle, Grant, GrantFuture, Kick, RegisterError, Registration, SessionSlot, SlotState, SubscriptionRecord,
+};
 pub use routing::PublishOutcome;
 
 use self::queue::{Queue, QueueLimits};
@@ -136,8 +140,13 @@ pub struct Forward {
 /// Implementations must not call back into the broker's locking paths (they are called with
 /// no broker lock held, but from connection tasks, so they must return quickly).
 pub trait ClusterHooks: Send + Sync + 'static {
-    /// The subscriptions of a session changed; an empty list means the session is gone.
-    fn subscriptions_changed(&self, key: &vmq_storage::QueueKey, clean_session: bool, subscriptions: Vec<(String, SubscriptionRecord)>);
+    /// A session registered with `epoch` exists with these subscriptions (`Some`), or has
+    /// ended (`None`).
+    fn session_changed(&self, key: &vmq_storage::QueueKey, epoch: u64, session: Option<SessionAnnounce>);
+    /// Asks the client id's registration leader whether this node may register the client:
+    /// the fencing epoch, and the session another node handed over. Resolves once every other
+    /// session of the client id is disconnected; an error says why the CONNECT is refused.
+    fn coordinate(&self, key: &vmq_storage::QueueKey, clean_start: bool) -> registry::GrantFuture;
     /// A retained message was set (an empty payload clears the topic).
     fn retained_changed(&self, msg: &Arc<message::Msg>);
     /// Remote subscriptions matching `topic` in `mountpoint`.
@@ -149,6 +158,15 @@ pub trait ClusterHooks: Send + Sync + 'static {
     fn is_ready(&self) -> bool;
     /// Whether `node` is reachable now.
     fn is_reachable(&self, node: &NodeId) -> bool;
+}
+
+/// What the cluster is told of a live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionAnnounce {
+    /// Started clean: it does not outlive the node run that holds it.
+    pub clean_session: bool,
+    /// Its subscriptions, sorted by filter.
+    pub subscriptions: Vec<(String, SubscriptionRecord)>,
 }
 
 /// The `allow_*_during_netsplit` policies: what a node that is not ready (a cluster member is
@@ -208,6 +226,9 @@ pub struct Broker {
     routes: RwLock<HashMap<Arc<str>, Trie<Arc<Queue>>>>,
     retained: Mutex<RetainStore>,
     sessions: Mutex<HashMap<vmq_storage::QueueKey, Arc<SessionSlot>>>,
+    /// Client ids whose session a registration on another node superseded: its epoch, and
+    /// since when (see `handover`).
+    fences: Mutex<HashMap<vmq_storage::QueueKey, (u64, std::time::Instant)>>,
     next_connection_id: AtomicU64,
     rng_state: AtomicU64,
     cluster: OnceLock<Arc<dyn ClusterHooks>>,
@@ -245,6 +266,7 @@ impl Broker {
             routes: RwLock::new(HashMap::new()),
             retained: Mutex::new(RetainStore::default()),
             sessions: Mutex::new(HashMap::new()),
+            fences: Mutex::new(HashMap::new()),
             next_connection_id: AtomicU64::new(1),
             rng_state: AtomicU64::new(seed()),
             cluster: OnceLock::new(),
@@ -293,6 +315,10 @@ impl Broker {
     fn sessions(&self) -> MutexGuard<'_, HashMap<vmq_storage::QueueKey, Arc<SessionSlot>>> {
         // Sections leave the map consistent; a poisoned lock is still usable.
         self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fences(&self) -> MutexGuard<'_, HashMap<vmq_storage::QueueKey, (u64, std::time::Instant)>> {
+        self.fences.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn retained(&self) -> MutexGuard<'_, RetainStore> {

@@ -415,6 +415,11 @@ impl Queue {
         }
     }
 
+    /// True when no append of this queue is on its way to the store.
+    pub fn is_settled(&self) -> bool {
+        self.lock().appending == 0
+    }
+
     /// Moves up to `max` messages into `out` for delivery, of which at most `max_acked` with
     /// QoS 1 or 2 (those take a place in the inflight window; QoS 0 ones do not). Expired
     /// messages are dropped on the way (their stored copies deleted).

@@ -137,6 +137,9 @@ pub struct SlotState {
     /// True when the session was started clean (its subscriptions do not outlive the node
     /// run that holds them, VerneMQ's `clean_session` in the `subscriber` metadata).
     pub clean_session: bool,
+    /// The fencing epoch of the registration that owns the session (0 on a single node): a
+    /// session of the same client id with a higher epoch elsewhere supersedes this one.
+    pub epoch: u64,
 }
 
 /// A session: outlives its connections when persistent.
@@ -171,7 +174,34 @@ pub struct Registration {
 }
 
 /// How long a new connection waits for the one it takes over to finish its teardown.
-const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+pub(super) const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// What the registration leader granted a CONNECT.
+#[derive(Default)]
+pub struct Grant {
+    /// The fencing epoch of this registration.
+    pub epoch: u64,
+    /// The subscriptions of a persistent session another node handed over; its messages
+    /// follow in drain steps.
+    pub handed_over: Option<Vec<(String, SubscriptionRecord)>>,
+    /// The cluster's claim on the client id while the session is being installed (drain steps
+    /// that arrive meanwhile wait for it); released when dropped.
+    pub claim: Option<Box<dyn std::any::Any + Send>>,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant").field("epoch", &self.epoch).field("handed_over", &self.handed_over).finish_non_exhaustive()
+    }
+}
+
+/// The cluster's answer to a registration.
+pub type GrantFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Grant, String>> + Send>>;
+
+/// Why a CONNECT could not be registered (answered with CONNACK 3 / MQTT 5 0x88).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct RegisterError(pub String);
 
 impl Broker {
     pub(super) fn restore_offline_session(&self, key: QueueKey) {
@@ -186,29 +216,41 @@ impl Broker {
     }
 
     /// Registers a connection for `key`, taking over any live connection with the same client
-    /// id and waiting until it has finished. With `clean_start` an existing session is
-    /// discarded [MQTT-3.1.2-4]; otherwise it is resumed [MQTT-3.1.2-5].
-    pub async fn register(&self, key: QueueKey, clean_start: bool, conn: ConnectionHandle) -> Registration {
+    /// id, on this node or (through the registration leader) on another, and waiting until it
+    /// has finished. With `clean_start` an existing session is discarded [MQTT-3.1.2-4];
+    /// otherwise it is resumed [MQTT-3.1.2-5], also when another node handed it over.
+    pub async fn register(&self, key: QueueKey, clean_start: bool, conn: ConnectionHandle) -> Result<Registration, RegisterError> {
+        let mut grant = match self.cluster() {
+            Some(cluster) => cluster.coordinate(&key, clean_start).await.map_err(RegisterError)?,
+            None => Grant::default(),
+        };
+        let claim = grant.claim.take();
+        let reg = self.register_local(key, clean_start, conn, grant).await?;
+        self.announce_subscriptions(&reg.slot);
+        drop(claim);
+        Ok(reg)
+    }
+
+    async fn register_local(&self, key: QueueKey, clean_start: bool, conn: ConnectionHandle, grant: Grant) -> Result<Registration, RegisterError> {
         loop {
-            let live = {
+            let (live, newer) = {
                 let sessions = self.sessions();
-                sessions.get(&key).and_then(|slot| slot.state().connection.clone())
+                let slot = sessions.get(&key);
+                (slot.and_then(|s| s.state().connection.clone()), slot.is_some_and(|s| s.state().epoch > grant.epoch))
             };
+            if newer {
+                // Granted after this registration by the leader, installed before it here.
+                return Err(RegisterError("a newer connection of this client id registered meanwhile".into()));
+            }
             if let Some(old) = live {
                 info!(client_id = %key.client_id, "session taken over by a new connection");
-                old.kick(Kick::TakenOver);
-                let finished = tokio::time::timeout(TAKEOVER_WAIT, old.finished()).await;
-                if finished.is_err() {
-                    // The old connection is stuck (e.g. blocked writing to a dead peer): detach it.
-                    let sessions = self.sessions();
-                    if let Some(slot) = sessions.get(&key) {
-                        let mut st = slot.state();
-                        if st.connection.as_ref().is_some_and(|c| c.id == old.id) {
-                            st.connection = None;
-                        }
-                    }
-                }
+                self.take_over_local(&key, old).await;
                 continue;
+            }
+            if self.fenced_above(&key, grant.epoch) {
+                // A later registration of this client id (on another node) was granted while
+                // this one was on its way: it has already won.
+                return Err(RegisterError("a newer connection of this client id registered meanwhile".into()));
             }
             let mut sessions = self.sessions();
             if let Some(slot) = sessions.get(&key).cloned() {
@@ -223,19 +265,73 @@ impl Broker {
                         st.connection = Some(conn);
                         st.disconnected_at = None;
                         st.generation += 1;
+                        st.epoch = st.epoch.max(grant.epoch);
                         (std::mem::take(&mut st.inflight), st.generation)
                     };
+                    drop(sessions);
+                    if let Some(subs) = grant.handed_over {
+                        self.add_routes(&slot, subs);
+                    }
                     slot.queue.set_online();
-                    return Registration { slot, session_present: true, inflight, generation };
+                    return Ok(Registration { slot, session_present: true, inflight, generation });
                 }
             }
             let queue = self.new_queue(key.clone());
-            let state = SlotState { connection: Some(conn), generation: 1, clean_session: clean_start, ..SlotState::default() };
+            let state = SlotState {
+                connection: Some(conn),
+                generation: 1,
+                clean_session: clean_start,
+                epoch: grant.epoch,
+                ..SlotState::default()
+            };
             let slot = Arc::new(SessionSlot { key: key.clone(), queue, state: Mutex::new(state) });
             sessions.insert(key, slot.clone());
             drop(sessions);
+            // A persistent session resumed from another node: its subscriptions now, its
+            // messages as the old node drains them.
+            let session_present = match grant.handed_over {
+                Some(subs) if !clean_start => {
+                    self.add_routes(&slot, subs);
+                    true
+                }
+                _ => false,
+            };
             slot.queue.set_online();
-            return Registration { slot, session_present: false, inflight: SavedInflight::default(), generation: 1 };
+            return Ok(Registration { slot, session_present, inflight: SavedInflight::default(), generation: 1 });
+        }
+    }
+
+    /// Kicks the live connection `old` of `key` and waits for its teardown; a connection stuck
+    /// in its teardown (e.g. blocked writing to a dead peer) is detached.
+    pub(super) async fn take_over_local(&self, key: &QueueKey, old: ConnectionHandle) {
+        old.kick(Kick::TakenOver);
+        let finished = tokio::time::timeout(TAKEOVER_WAIT, old.finished()).await;
+        if finished.is_err() {
+            let sessions = self.sessions();
+            if let Some(slot) = sessions.get(key) {
+                let mut st = slot.state();
+                if st.connection.as_ref().is_some_and(|c| c.id == old.id) {
+                    st.connection = None;
+                }
+            }
+        }
+    }
+
+    /// Routes `subscriptions` to the session of `slot` (a session handed over by another node).
+    pub(super) fn add_routes(&self, slot: &Arc<SessionSlot>, subscriptions: Vec<(String, SubscriptionRecord)>) {
+        for (filter, record) in subscriptions {
+            let Ok(parsed) = crate::mqtt::topic::parse_filter(&filter) else { continue };
+            let entry = super::trie::SubEntry {
+                client_id: slot.key.client_id.as_str().into(),
+                queue: slot.queue.clone(),
+                options: record.options,
+                id: record.id,
+            };
+            {
+                let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+                routes.entry(slot.key.mountpoint.as_str().into()).or_default().insert(parsed.share, parsed.filter, entry);
+            }
+            slot.state().subscriptions.insert(filter, record);
         }
     }
 
@@ -289,23 +385,38 @@ impl Broker {
         self.sessions().values().filter_map(|s| s.state().connection.clone()).collect()
     }
 
-    /// Tells the cluster (if any) the current subscriptions of `slot`; an empty list removes
-    /// the session from the replicated `subscriber` prefix.
+    /// Tells the cluster (if any) that the session of `slot` exists, with its current
+    /// subscriptions.
     pub(super) fn announce_subscriptions(&self, slot: &Arc<SessionSlot>) {
         let Some(cluster) = self.cluster() else { return };
-        let (clean, subs) = {
+        // Under the sessions lock, as the session's end is announced: a session taken over
+        // meanwhile (by another node) must not announce itself after its end.
+        let sessions = self.sessions();
+        if !sessions.get(&slot.key).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            return;
+        }
+        let (epoch, announce) = {
             let st = slot.state();
-            let mut subs: Vec<(String, SubscriptionRecord)> = st.subscriptions.iter().map(|(f, r)| (f.clone(), *r)).collect();
-            subs.sort_by(|a, b| a.0.cmp(&b.0));
-            (st.clean_session, subs)
+            let mut subscriptions: Vec<(String, SubscriptionRecord)> =
+                st.subscriptions.iter().map(|(f, r)| (f.clone(), *r)).collect();
+            subscriptions.sort_by(|a, b| a.0.cmp(&b.0));
+            (st.epoch, super::SessionAnnounce { clean_session: st.clean_session, subscriptions })
         };
-        cluster.subscriptions_changed(&slot.key, clean, subs);
+        cluster.session_changed(&slot.key, epoch, Some(announce));
+    }
+
+    /// Tells the cluster (if any) that the session of `slot` has ended here.
+    fn announce_ended(&self, slot: &Arc<SessionSlot>) {
+        if let Some(cluster) = self.cluster() {
+            let epoch = slot.state().epoch;
+            cluster.session_changed(&slot.key, epoch, None);
+        }
     }
 
     /// Recreates an offline persistent session with `subscriptions`, from the replicated
     /// `subscriber` entries this node held before a restart (VerneMQ rebuilds its queues from
     /// metadata the same way), so that messages published meanwhile are queued for it.
-    pub fn restore_subscriptions(&self, key: QueueKey, subscriptions: Vec<(String, SubscriptionRecord)>) {
+    pub fn restore_subscriptions(&self, key: QueueKey, epoch: u64, subscriptions: Vec<(String, SubscriptionRecord)>) {
         let slot = match self.session(&key) {
             Some(slot) => slot,
             None => {
@@ -314,20 +425,8 @@ impl Broker {
                 slot
             }
         };
-        for (filter, record) in subscriptions {
-            let Ok(parsed) = crate::mqtt::topic::parse_filter(&filter) else { continue };
-            let entry = super::trie::SubEntry {
-                client_id: key.client_id.as_str().into(),
-                queue: slot.queue.clone(),
-                options: record.options,
-                id: record.id,
-            };
-            {
-                let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-                routes.entry(key.mountpoint.as_str().into()).or_default().insert(parsed.share, parsed.filter, entry);
-            }
-            slot.state().subscriptions.insert(filter, record);
-        }
+        slot.state().epoch = epoch;
+        self.add_routes(&slot, subscriptions);
     }
 
     /// Looks a session up.
@@ -340,13 +439,10 @@ impl Broker {
             sessions.remove(&slot.key);
         }
         let subs: Vec<String> = slot.state().subscriptions.drain().map(|(f, _)| f).collect();
-        let had_subscriptions = !subs.is_empty();
         for filter in subs {
             self.remove_route(&slot.key, &filter);
         }
-        if had_subscriptions {
-            self.announce_subscriptions(slot);
-        }
+        self.announce_ended(slot);
         slot.queue.destroy();
     }
 }

@@ -26,6 +26,7 @@ use vmq_storage::{Durability, QueueKey, Store, WriteBatch};
 
 use super::Shared;
 use super::membership::{Membership, MembershipState};
+use super::registration::Owner;
 use super::transport::{StreamKind, TransportEvent};
 use super::wire::{self, MetadataFrame, NodeSubscriptions, RetainValue, RpcFrame, SubscriberValue, decode_key};
 use crate::broker::Broker;
@@ -47,20 +48,50 @@ pub(crate) type Reply = oneshot::Sender<Result<String, String>>;
 /// they change, and a writer never waits.
 #[derive(Debug, Default)]
 pub(crate) struct PendingWrites {
-    writes: Mutex<HashMap<MetaKey, Option<MetaValue>>>,
+    writes: Mutex<HashMap<MetaKey, PendingWrite>>,
     notify: Notify,
+}
+
+/// One pending write, and the registration epoch that fences it (`subscriber` entries).
+#[derive(Debug)]
+struct PendingWrite {
+    value: Option<MetaValue>,
+    epoch: Option<u64>,
 }
 
 impl PendingWrites {
     /// Records the write and wakes the driver.
     pub(crate) fn put(&self, key: MetaKey, value: Option<MetaValue>) {
-        self.writes.lock().unwrap_or_else(|e| e.into_inner()).insert(key, value);
+        self.insert(key, PendingWrite { value, epoch: None });
+    }
+
+    /// Records a write of a `subscriber` entry by a registration with `epoch`; the driver
+    /// drops it if the replica holds an entry of a higher epoch (a newer registration
+    /// elsewhere owns the client id).
+    pub(crate) fn put_fenced(&self, key: MetaKey, value: Option<MetaValue>, epoch: u64) {
+        self.insert(key, PendingWrite { value, epoch: Some(epoch) });
+    }
+
+    fn insert(&self, key: MetaKey, write: PendingWrite) {
+        self.writes.lock().unwrap_or_else(|e| e.into_inner()).insert(key, write);
         self.notify.notify_one();
     }
 
-    fn take(&self) -> HashMap<MetaKey, Option<MetaValue>> {
+    fn take(&self) -> HashMap<MetaKey, PendingWrite> {
         std::mem::take(&mut *self.writes.lock().unwrap_or_else(|e| e.into_inner()))
     }
+}
+
+/// The value of `key` every node settles on among concurrent ones: last writer wins, except
+/// that a `subscriber` entry of a later registration (higher fencing epoch) beats any entry
+/// of an earlier one however recently that was written, so that duplicate sessions resolve
+/// to the newest registration everywhere.
+fn winner_of<'a>(key: &MetaKey, values: &'a [MetaValue]) -> Option<&'a MetaValue> {
+    if key.prefix != PREFIX_SUBSCRIBER {
+        return lww(values);
+    }
+    let epoch = |v: &MetaValue| wire::decode::<SubscriberValue>(&v.data).map_or(0, |s| s.into_parts().0);
+    values.iter().max_by(|a, b| (epoch(a), a.timestamp, &a.data).cmp(&(epoch(b), b.timestamp, &b.data)))
 }
 
 /// What an operator asks of the driver.
@@ -295,19 +326,23 @@ impl<B: Backend> Driver<B> {
         if event.new.len() > 1 {
             self.resolve_siblings(&event.key, &event.new);
         }
-        let winner = lww(&event.new);
+        let winner = winner_of(&event.key, &event.new);
         match event.key.prefix.as_str() {
             PREFIX_SUBSCRIBER => {
-                let entries = match winner.map(|v| wire::decode::<SubscriberValue>(&v.data)) {
-                    Some(Some(SubscriberValue::V1(entries))) => entries,
+                let (epoch, entries) = match winner.map(|v| wire::decode::<SubscriberValue>(&v.data)) {
+                    Some(Some(value)) => value.into_parts(),
                     Some(None) => {
                         warn!(client_id = %name, "undecodable subscriber value ignored");
                         return;
                     }
-                    None => Vec::new(),
+                    None => (0, Vec::new()),
                 };
-                let mut routes = self.shared.routes.write().unwrap_or_else(|e| e.into_inner());
-                routes.apply(&self.shared.me, &mountpoint, &name, &entries);
+                {
+                    let mut routes = self.shared.routes.write().unwrap_or_else(|e| e.into_inner());
+                    routes.apply(&self.shared.me, &mountpoint, &name, &entries);
+                }
+                let owner = entries.first().map(|e| Owner { node: e.node.clone(), epoch, clean_session: e.clean_session });
+                self.shared.observe_owner(QueueKey { mountpoint, client_id: name }, owner);
             }
             // The broker already holds its own retained messages.
             PREFIX_RETAIN if !event.local => match winner.map(|v| wire::decode::<RetainValue>(&v.data)) {
@@ -323,17 +358,29 @@ impl<B: Backend> Driver<B> {
     /// siblings collapse everywhere, as VerneMQ does. Identical siblings (two nodes writing
     /// back the same winner) are left alone, otherwise the write-backs would never end.
     fn resolve_siblings(&mut self, key: &MetaKey, values: &[MetaValue]) {
-        let Some(winner) = lww(values) else { return };
+        let Some(winner) = winner_of(key, values) else { return };
         if values.iter().all(|v| v == winner) {
             return;
         }
         let now = self.now();
-        let _ = self.replica.read_resolved(now, key);
+        let read = self.replica.read(key);
+        if let Some(winner) = winner_of(key, &read.values).cloned() {
+            self.replica.handle_local(now, LocalOp::Put { key: key.clone(), value: winner, context: read.context });
+        }
     }
 
     fn apply_writes(&mut self) {
-        for (key, value) in self.shared.writes.take() {
-            self.write(key, value);
+        for (key, write) in self.shared.writes.take() {
+            if let Some(epoch) = write.epoch {
+                let newer = self.replica.read(&key).values.iter().any(|v| {
+                    wire::decode::<SubscriberValue>(&v.data).is_some_and(|s| s.into_parts().0 > epoch)
+                });
+                if newer {
+                    debug!(epoch, "subscriber entry of a superseded registration not written");
+                    continue;
+                }
+            }
+            self.write(key, write.value);
         }
     }
 
@@ -462,6 +509,8 @@ impl<B: Backend> Driver<B> {
                 Some(RpcFrame::JoinRequest { node, .. }) => {
                     warn!(peer = %from, claimed = %node, "join request for another node ignored");
                 }
+                // Requests and answers are served by the `rpc` dispatcher before the driver.
+                Some(RpcFrame::Request { .. } | RpcFrame::Response { .. }) => {}
                 None => warn!(peer = %from, "malformed RPC frame ignored"),
             },
             // The transport hands forwarded publishes to the router and control frames to
@@ -579,7 +628,7 @@ impl<B: Backend> Driver<B> {
     pub fn recover(&mut self) {
         let mut subscribers: Vec<(MetaKey, MetaValue)> = Vec::new();
         self.replica.fold(PREFIX_SUBSCRIBER, &mut |key, values| {
-            if let Some(v) = lww(values) {
+            if let Some(v) = winner_of(key, values) {
                 subscribers.push((key.clone(), v.clone()));
             }
         });
@@ -596,11 +645,13 @@ impl<B: Backend> Driver<B> {
         }
         self.shared.set_members(members);
         for (key, value) in subscribers {
-            let (Some((mountpoint, client_id)), Some(SubscriberValue::V1(entries))) =
-                (decode_key(&key.key), wire::decode::<SubscriberValue>(&value.data))
+            let (Some((mountpoint, client_id)), Some((epoch, entries))) =
+                (decode_key(&key.key), wire::decode::<SubscriberValue>(&value.data).map(SubscriberValue::into_parts))
             else {
                 continue;
             };
+            let owner = entries.first().map(|e| Owner { node: e.node.clone(), epoch, clean_session: e.clean_session });
+            self.shared.registrar.set_owner(QueueKey { mountpoint: mountpoint.clone(), client_id: client_id.clone() }, owner);
             {
                 let mut routes = self.shared.routes.write().unwrap_or_else(|e| e.into_inner());
                 routes.apply(&me, &mountpoint, &client_id, &entries);
@@ -610,12 +661,12 @@ impl<B: Backend> Driver<B> {
                 let others: Vec<NodeSubscriptions> = entries.iter().filter(|e| e.node != me).cloned().collect();
                 let value = (!others.is_empty()).then(|| MetaValue {
                     timestamp: self.shared.timestamp(),
-                    data: wire::encode(&SubscriberValue::V1(others)),
+                    data: wire::encode(&SubscriberValue::V2 { epoch, entries: others }),
                 });
                 self.write(key, value);
             } else {
                 let subs = mine.subscriptions.iter().map(|s| (s.filter.clone(), s.record())).collect();
-                self.broker.restore_subscriptions(QueueKey { mountpoint, client_id }, subs);
+                self.broker.restore_subscriptions(QueueKey { mountpoint, client_id }, epoch, subs);
             }
         }
         let mut retained: Vec<(MetaKey, MetaValue)> = Vec::new();

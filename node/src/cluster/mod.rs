@@ -18,8 +18,10 @@
 mod membership;
 mod metadata;
 mod outbox;
+mod registration;
 mod remote;
 mod router;
+mod rpc;
 pub mod transport;
 mod wire;
 
@@ -44,7 +46,7 @@ use self::transport::{SendError, Transport, TransportConfig, TransportError, Tra
 use self::wire::{ForwardedPublish, NodeSubscriptions, PublishFrame, RetainValue, SubscriberValue, WireSubscription};
 use crate::broker::message::Msg;
 use crate::broker::queue::Durable;
-use crate::broker::{Broker, ClusterHooks, Forward, RemoteMatches, SubscriptionRecord};
+use crate::broker::{Broker, ClusterHooks, Forward, GrantFuture, RemoteMatches, SessionAnnounce};
 use crate::mqtt::QoS;
 use crate::config::{Config, ConfigError, MetadataPlugin};
 use crate::http::{AdminFuture, ClusterView, MemberStatus, MetadataExchanges};
@@ -94,6 +96,12 @@ pub(crate) struct Shared {
     forward_failed_logged: AtomicU64,
     /// The metadata backend's anti-entropy figures, published by the driver.
     exchanges: ExchangeBoard,
+    /// Requests to other nodes waiting for their answers.
+    calls: rpc::Calls,
+    /// Registration leader and session owners.
+    registrar: registration::Registrar,
+    /// The broker (weak: the broker holds the cluster's hooks).
+    broker: std::sync::Weak<Broker>,
 }
 
 #[derive(Debug, Default)]
@@ -130,6 +138,8 @@ impl Shared {
     fn set_reachable(&self, peer: &NodeId, up: bool) {
         if !up {
             self.outboxes.wake(peer);
+            // Requests waiting for this peer's answer give up now.
+            self.calls.peer_down(peer);
         }
         let mut view = self.view();
         if up {
@@ -196,10 +206,21 @@ impl Shared {
 struct Hooks(std::sync::Weak<Shared>, Arc<AtomicBool>);
 
 impl ClusterHooks for Hooks {
-    fn subscriptions_changed(&self, key: &QueueKey, clean_session: bool, subscriptions: Vec<(String, SubscriptionRecord)>) {
+    fn session_changed(&self, key: &QueueKey, epoch: u64, session: Option<SessionAnnounce>) {
         if let Some(shared) = self.0.upgrade() {
-            shared.subscriptions_changed(key, clean_session, subscriptions);
+            shared.session_changed(key, epoch, session);
         }
+    }
+
+    fn coordinate(&self, key: &QueueKey, clean_start: bool) -> GrantFuture {
+        let shared = self.0.upgrade();
+        let key = key.clone();
+        Box::pin(async move {
+            match shared {
+                Some(shared) => shared.coordinate(key, clean_start).await,
+                None => Err("the node is shutting down".into()),
+            }
+        })
     }
 
     fn retained_changed(&self, msg: &Arc<Msg>) {
@@ -229,19 +250,27 @@ impl ClusterHooks for Hooks {
     }
 }
 
-impl ClusterHooks for Shared {
-    fn subscriptions_changed(&self, key: &QueueKey, clean_session: bool, subscriptions: Vec<(String, SubscriptionRecord)>) {
+impl Shared {
+    fn broker(&self) -> Option<Arc<Broker>> {
+        self.broker.upgrade()
+    }
+
+    fn session_changed(&self, key: &QueueKey, epoch: u64, session: Option<SessionAnnounce>) {
         let meta_key = MetaKey::new(PREFIX_SUBSCRIBER, wire::encode_key(&key.mountpoint, &key.client_id));
-        // The newest registration owns the client: its node's entry replaces any other.
-        let value = (!subscriptions.is_empty()).then(|| MetaValue {
+        // The newest registration owns the client: its node's entry replaces any other, and
+        // the driver drops this write if a registration with a higher epoch is known.
+        let value = session.map(|s| MetaValue {
             timestamp: self.timestamp(),
-            data: wire::encode(&SubscriberValue::V1(vec![NodeSubscriptions {
-                node: self.me.clone(),
-                clean_session,
-                subscriptions: subscriptions.into_iter().map(|(f, r)| WireSubscription::new(f, &r)).collect(),
-            }])),
+            data: wire::encode(&SubscriberValue::V2 {
+                epoch,
+                entries: vec![NodeSubscriptions {
+                    node: self.me.clone(),
+                    clean_session: s.clean_session,
+                    subscriptions: s.subscriptions.into_iter().map(|(f, r)| WireSubscription::new(f, &r)).collect(),
+                }],
+            }),
         });
-        self.write(meta_key, value);
+        self.writes.put_fenced(meta_key, value, epoch);
     }
 
     fn retained_changed(&self, msg: &Arc<Msg>) {
@@ -294,14 +323,6 @@ impl ClusterHooks for Shared {
             }
         }
         tickets
-    }
-
-    fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
-    }
-
-    fn is_reachable(&self, node: &NodeId) -> bool {
-        self.peer_reachable(node)
     }
 }
 
@@ -423,6 +444,13 @@ impl Cluster {
             forward_failed: AtomicU64::new(0),
             forward_failed_logged: AtomicU64::new(0),
             exchanges: ExchangeBoard::default(),
+            calls: rpc::Calls::default(),
+            registrar: registration::Registrar::new(
+                cfg.netsplit.coordinate_registrations,
+                drain_step(cfg)?,
+                max_drain_time(cfg)?,
+            ),
+            broker: Arc::downgrade(&broker),
         });
         // Readiness follows the failure detector at once, not behind the driver's backlog.
         let weak = Arc::downgrade(&shared);
@@ -432,6 +460,7 @@ impl Cluster {
             }
         });
         shared.transport.set_publish_sink(Arc::new(router::Router::new(broker.clone())));
+        shared.transport.set_rpc_sink(Arc::new(rpc::Dispatch(Arc::downgrade(&shared))));
         shared.outboxes.attach(&shared);
         let seed = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
             ^ u64::from(std::process::id()).rotate_left(32);
@@ -562,6 +591,28 @@ fn outbox_size(cfg: &Config) -> Result<usize, ConfigError> {
         Some(entry) => crate::config::parse_bytes(&entry.value).map_err(|e| {
             cfg.invalid_entry(entry, e.to_string(), "a size in bytes, e.g. 64MB, or 0 for no outbox")
         }),
+    }
+}
+
+/// `max_msgs_per_drain_step` (VerneMQ's default 1000).
+fn drain_step(cfg: &Config) -> Result<usize, ConfigError> {
+    match cfg.delegated.iter().rev().find(|e| e.key == "max_msgs_per_drain_step") {
+        None => Ok(1000),
+        Some(entry) => match entry.value.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(cfg.invalid_entry(entry, "not a positive integer".to_string(), "messages per drain step, e.g. 1000")),
+        },
+    }
+}
+
+/// `max_drain_time` in milliseconds (VerneMQ's default 20000).
+fn max_drain_time(cfg: &Config) -> Result<std::time::Duration, ConfigError> {
+    match cfg.delegated.iter().rev().find(|e| e.key == "max_drain_time") {
+        None => Ok(std::time::Duration::from_millis(20_000)),
+        Some(entry) => match entry.value.trim().parse::<u64>() {
+            Ok(ms) => Ok(std::time::Duration::from_millis(ms)),
+            _ => Err(cfg.invalid_entry(entry, "not a number of milliseconds".to_string(), "milliseconds, e.g. 20000")),
+        },
     }
 }
 

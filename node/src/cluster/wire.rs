@@ -41,6 +41,53 @@ pub(crate) enum RpcFrame {
         /// Its `listener.vmq.clustering` address as peers should dial it.
         addr: SocketAddr,
     },
+    /// A request that expects one [`RpcFrame::Response`] with the same id.
+    Request { id: u64, body: Request },
+    /// The answer to the request `id` of the receiver.
+    Response { id: u64, body: Response },
+}
+
+/// Mountpoint and client id on the wire.
+pub(crate) type WireKey = (String, String);
+
+/// What one node asks of another (ARCHITECTURE.md "Registration", "Queue migration").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Request {
+    /// To the client id's registration leader: the sender registers the client.
+    Register { key: WireKey, clean_start: bool, known_epoch: u64 },
+    /// From the leader to a node holding the client's session: disconnect it, and hand the
+    /// session over to `to` unless the new connection starts clean.
+    TakeOver { key: WireKey, epoch: u64, to: NodeId, clean_start: bool },
+    /// One step of a queue migration: stored deliveries (oldest first) for the client's
+    /// session on the receiver, registered with `epoch`.
+    Drain { key: WireKey, epoch: u64, messages: Vec<Vec<u8>> },
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum Response {
+    /// The registration may go ahead with `epoch`; `session` is what the previous node handed
+    /// over (a persistent session resumed elsewhere).
+    Granted { epoch: u64, session: Option<HandOver> },
+    /// The request cannot be served; why.
+    Refused { reason: String },
+    /// The session was disconnected; what it handed over, if it continues on the new node.
+    TakenOver { session: Option<HandOver> },
+    /// The drain step is stored by the session it was meant for (or the session has ended).
+    Stored,
+    /// The session moved on to `node`: drain there instead.
+    Moved { node: NodeId },
+}
+
+/// A persistent session handed from one node to another: its subscriptions now, its queued
+/// messages by [`Request::Drain`] steps after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct HandOver {
+    /// The node the session leaves.
+    pub from: NodeId,
+    pub subscriptions: Vec<WireSubscription>,
+    /// Messages queued there when it was handed over (for progress and logs).
+    pub queued: u64,
 }
 
 /// A frame on the `Publish` stream.
@@ -193,11 +240,24 @@ pub(crate) struct NodeSubscriptions {
 }
 
 /// The value under `subscriber` / `(mountpoint, client_id)`: per node, as VerneMQ's
-/// `[{Node, CleanSession, Subs}]`.
+/// `[{Node, CleanSession, Subs}]`. Present while the session exists (with or without
+/// subscriptions), so that every node knows where a client id lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) enum SubscriberValue {
-    /// Version 1.
+    /// Version 1 (no fencing epoch: reads as epoch 0).
     V1(Vec<NodeSubscriptions>),
+    /// Version 2: with the fencing epoch of the registration that wrote it.
+    V2 { epoch: u64, entries: Vec<NodeSubscriptions> },
+}
+
+impl SubscriberValue {
+    /// The registration epoch and the entries.
+    pub fn into_parts(self) -> (u64, Vec<NodeSubscriptions>) {
+        match self {
+            SubscriberValue::V1(entries) => (0, entries),
+            SubscriberValue::V2 { epoch, entries } => (epoch, entries),
+        }
+    }
 }
 
 /// The value under `retain` / `(mountpoint, topic)`.

@@ -536,8 +536,6 @@ pub static KNOWN_UNSUPPORTED: &[KnownKey] = &[
     },
 ];
 
-const NO_QUEUE_MIGRATION: Unsupported =
-    Unsupported::NoEffectYet("queues do not migrate between nodes yet");
 const NO_ACCEPTOR_POOL: Unsupported =
     Unsupported::NoEquivalent("Erlang acceptor pool; one task accepts per listener");
 const SWC_IN_ROCKSDB: Unsupported =
@@ -549,14 +547,6 @@ const SWC_IN_ROCKSDB: Unsupported =
 /// it does not. A key here that gets implemented must leave this list (the example
 /// configuration's test lists the warnings it expects).
 pub static WITHOUT_EFFECT: &[(&str, Unsupported)] = &[
-    (
-        "coordinate_registrations",
-        Unsupported::NoEffectYet(
-            "registrations are local on every node until the registration leader exists",
-        ),
-    ),
-    ("max_drain_time", NO_QUEUE_MIGRATION),
-    ("max_msgs_per_drain_step", NO_QUEUE_MIGRATION),
     (
         "plumtree.**",
         Unsupported::NoEffectYet("the Plumtree backend reads only vmq_plumtree.* keys"),

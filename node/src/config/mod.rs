@@ -201,9 +201,10 @@ pub struct NetsplitConfig {
     pub allow_subscribe: bool,
     /// `allow_unsubscribe_during_netsplit`: accept UNSUBSCRIBE. Default off.
     pub allow_unsubscribe: bool,
-    /// `coordinate_registrations`: registrations go through the registration leader so a
-    /// client id's other connection is disconnected at once. Default on. Nothing reads it
-    /// until the registration leader exists; setting it logs a warning.
+    /// `coordinate_registrations`: registrations go through the client id's registration
+    /// leader, so that its other session anywhere is disconnected before the CONNACK. Off:
+    /// each node registers locally, and the other session is closed once its node sees the
+    /// newer registration. Default on.
     pub coordinate_registrations: bool,
 }
 

@@ -52,7 +52,6 @@ fn example_parses_with_only_warnings() {
     assert_eq!(
         warned,
         [
-            "coordinate_registrations",
             "logging.obfuscation_secret",
             "listener.nr_of_acceptors",
             "listener.ssl.default",
@@ -74,7 +73,7 @@ fn example_parses_with_only_warnings() {
     for w in &config.warnings {
         assert_eq!(w.line, Some(line_of(EXAMPLE, &w.key)), "{w}");
     }
-    let ssl = &config.warnings[3];
+    let ssl = &config.warnings[2];
     assert_eq!(
         ssl.to_string(),
         format!(
@@ -437,14 +436,8 @@ fn every_implemented_key_takes_a_non_default_value() {
         let config =
             parse(&format!("{key} = {value}\n")).unwrap_or_else(|e| panic!("{key} = {value}: {e}"));
         assert!(check(&config), "{key} = {value} not applied");
-        // Parsed, but with no effect yet: the warning says so.
-        let silent_yet = ["coordinate_registrations"];
         let warned: Vec<&str> = config.warnings.iter().map(|w| w.key.as_str()).collect();
-        if silent_yet.contains(key) {
-            assert_eq!(warned, [*key]);
-        } else {
-            assert!(warned.is_empty(), "{key}: {:?}", config.warnings);
-        }
+        assert!(warned.is_empty(), "{key}: {:?}", config.warnings);
         if !["distributed_cookie", "platform_data_dir"].contains(key) {
             assert!(
                 parse(&format!("{key} = \u{1f600}\n")).is_err(),
@@ -601,39 +594,19 @@ fn lines(keys: &[&str]) -> Vec<(usize, String)> {
 }
 
 #[test]
-fn coordinate_registrations_warns_when_set_either_way() {
+fn coordinate_registrations_and_the_queue_migration_keys_take_effect_silently() {
     for value in ["on", "off"] {
         let config = parse(&format!("coordinate_registrations = {value}\n")).unwrap();
         assert_eq!(config.netsplit.coordinate_registrations, value == "on");
-        assert_eq!(
-            config.warnings[0].to_string(),
-            "vernemq.conf:1: 'coordinate_registrations' has no effect yet (registrations are \
-             local on every node until the registration leader exists)"
-        );
-        assert_eq!(config.warnings.len(), 1);
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     }
-    // Not written in the file: the default, nothing to warn about.
-    assert!(parse("allow_anonymous = on\n").unwrap().warnings.is_empty());
     // A bad value is still an error.
     assert!(parse("coordinate_registrations = maybe\n").is_err());
-}
-
-#[test]
-fn queue_migration_keys_warn_and_stay_delegated() {
-    let text = "max_drain_time = 5000\nmax_msgs_per_drain_step = 100\n";
-    assert_eq!(
-        warned(text),
-        lines(&["max_drain_time", "max_msgs_per_drain_step"])
-    );
-    let config = parse(text).unwrap();
-    assert!(
-        config.warnings[0]
-            .message
-            .contains("queues do not migrate between nodes yet"),
-        "{}",
-        config.warnings[0]
-    );
+    let config = parse("max_drain_time = 5000\nmax_msgs_per_drain_step = 100\n").unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    // Handed to the cluster layer, which validates them when it starts.
     assert_eq!(config.delegated_entries("max_drain_time").count(), 1);
+    assert_eq!(config.delegated_entries("max_msgs_per_drain_step").count(), 1);
 }
 
 #[test]

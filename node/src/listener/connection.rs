@@ -254,8 +254,21 @@ async fn serve_session(
     let handle = ConnectionHandle::new(ctx.broker.next_connection_id());
     let key = QueueKey::new(spec.mountpoint.clone(), accepted.client_id.clone());
     let clean_start = connect.clean_start;
+    let reg = match Box::pin(ctx.broker.register(key, clean_start, handle.clone())).await {
+        Ok(reg) => reg,
+        Err(refused) => {
+            // The registration could not finish (leader unreachable, the old session not
+            // taken over, a newer connection won): CONNACK 3, 0x88 in MQTT 5, and nothing
+            // of the client id is left registered here.
+            info!(%peer, client_id = %accepted.client_id, reason = %refused, "CONNECT refused: registration did not complete");
+            w.queue(&Packet::ConnAck(ConnAck { code: ReasonCode::SERVER_UNAVAILABLE, ..ConnAck::default() }));
+            let _ = w.flush().await;
+            handle.finish();
+            return;
+        }
+    };
     let mut conn = start_session(
-        Box::pin(ctx.broker.register(key, clean_start, handle.clone())).await,
+        reg,
         connect,
         accepted,
         peer,

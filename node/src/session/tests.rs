@@ -23,7 +23,7 @@ fn broker() -> Arc<Broker> {
 }
 
 async fn connect(broker: &Broker, client_id: &str) -> Registration {
-    broker.register(QueueKey::new("", client_id), true, ConnectionHandle::new(broker.next_connection_id())).await
+    broker.register(QueueKey::new("", client_id), true, ConnectionHandle::new(broker.next_connection_id())).await.expect("a single node always registers")
 }
 
 fn msg(topic: &str, qos: QoS) -> Arc<Msg> {

@@ -411,6 +411,13 @@ async fn dispatch(
         }
         StreamKind::Metadata | StreamKind::Rpc => {
             for payload in frames {
+                let payload = match (kind, shared.rpc_sink.get()) {
+                    (StreamKind::Rpc, Some(sink)) => match sink.deliver(peer, payload) {
+                        Some(theirs) => theirs,
+                        None => continue,
+                    },
+                    _ => payload,
+                };
                 let event = TransportEvent::Frame { from: peer.clone(), kind, payload };
                 if shared.events.send(event).await.is_err() {
                     return false;

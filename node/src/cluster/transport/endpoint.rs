@@ -15,7 +15,7 @@ use super::config::TransportConfig;
 use super::frame::StreamKind;
 use super::handshake::{self, Failure};
 use super::queue::{Counters, Full, PeerQueue, ReliableLog};
-use super::reliable::{self, ControlFrame, Inbound, PublishSink};
+use super::reliable::{self, ControlFrame, Inbound, PublishSink, RpcSink};
 use crate::ack::{self, Progress, Ticket};
 use super::{
     CloseCode, PeerStats, RefuseReason, SendError, TransportError, TransportEvent, TransportStats,
@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) incarnation: u64,
     /// Where forwarded publishes go; without one they are delivered as events.
     pub(crate) sink: OnceLock<Arc<dyn PublishSink>>,
+    /// Where `Rpc` frames go; without one (or for frames it gives back) they are events.
+    pub(crate) rpc_sink: OnceLock<Arc<dyn RpcSink>>,
     /// Told at once when a peer becomes reachable or unreachable (before the event).
     reachability: OnceLock<Box<dyn Fn(&NodeId, bool) + Send + Sync>>,
 }
@@ -148,6 +150,7 @@ impl Transport {
             peers: Mutex::new(HashMap::new()),
             incarnation: incarnation(),
             sink: OnceLock::new(),
+            rpc_sink: OnceLock::new(),
             reachability: OnceLock::new(),
         });
         tokio::spawn(accept_loop(shared.clone()));
@@ -208,6 +211,12 @@ impl Transport {
     /// Only the first call has an effect.
     pub fn set_publish_sink(&self, sink: Arc<dyn PublishSink>) {
         let _ = self.shared.sink.set(sink);
+    }
+
+    /// Routes `Rpc` frames to `sink` (requests and answers between nodes) before the event
+    /// channel. Only the first call has an effect.
+    pub fn set_rpc_sink(&self, sink: Arc<dyn RpcSink>) {
+        let _ = self.shared.rpc_sink.set(sink);
     }
 
     /// Calls `hook(peer, reachable)` whenever a peer becomes reachable or unreachable, from

@@ -113,7 +113,7 @@ pub use endpoint::Transport;
 pub use frame::{DEFAULT_MAX_FRAME_SIZE, FrameError, StreamKind};
 pub use hello::PROTOCOL_VERSION;
 pub use queue::Counters;
-pub use reliable::{Acceptance, PublishSink};
+pub use reliable::{Acceptance, PublishSink, RpcSink};
 pub use tls::TlsError;
 
 /// What the transport reports, in the order described in the module doc.

@@ -38,6 +38,14 @@ pub trait PublishSink: Send + Sync + 'static {
     fn deliver(&self, from: &NodeId, frames: Vec<(u64, Bytes)>) -> Acceptance;
 }
 
+/// Where `Rpc` frames go on the receiving node, instead of the event channel. Called from the
+/// reader of the peer's `Rpc` stream: it must not block. A frame it returns is not its own and
+/// goes to the event channel as before.
+pub trait RpcSink: Send + Sync + 'static {
+    /// Handles `payload` from `from`, or gives it back.
+    fn deliver(&self, from: &NodeId, payload: Bytes) -> Option<Bytes>;
+}
+
 /// When a delivered batch is accepted.
 pub enum Acceptance {
     /// Now; the listed sequence numbers were refused (not accepted, e.g. a failed store).

@@ -1,0 +1,380 @@
+//! One session per client id across real `vernemq` processes, for both metadata backends:
+//! takeover between nodes, a persistent session resumed on another node with its offline
+//! messages, and VerneMQ's racing connect tests (`vmq_cluster_SUITE`:
+//! `multiple_connect_test`, `racing_connect_test`).
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::nodes::Nodes;
+use common::{V4, V5};
+use rumqttc::{Event, Packet, QoS};
+
+const BACKENDS: [&str; 2] = ["vmq_swc", "vmq_plumtree"];
+
+fn config(backend: &str) -> String {
+    format!(
+        "metadata_plugin = {backend}\nmax_inflight_messages = 100\nmax_online_messages = -1\nmax_offline_messages = -1\n"
+    )
+}
+
+macro_rules! both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod swc {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::BACKENDS[0]).await;
+                }
+            )*
+        }
+        mod plumtree {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::BACKENDS[1]).await;
+                }
+            )*
+        }
+    };
+}
+
+both_backends!(
+    persistent_session_resumes_on_another_node_with_1000_offline_messages_in_order,
+    a_client_id_connected_on_two_nodes_keeps_the_newer_connection,
+    multiple_connect_test,
+    racing_connect_test,
+    a_clean_start_elsewhere_discards_the_old_session_and_its_messages,
+);
+
+fn v4(addr: SocketAddr, id: &str, clean: bool) -> rumqttc::MqttOptions {
+    let mut o = V4::options(addr, id);
+    o.set_clean_session(clean);
+    o.set_inflight(100);
+    o.set_keep_alive(Duration::from_secs(60));
+    o
+}
+
+/// Connects without panicking: `Ok((client, session present))`, or why it failed.
+async fn try_connect(opts: rumqttc::MqttOptions) -> Result<(V4, bool), String> {
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 1000);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let ev = eventloop.poll().await.map_err(|e| e.to_string());
+            let stop = ev.is_err();
+            if tx.send(ev).is_err() || stop {
+                return;
+            }
+        }
+    });
+    let mut c = V4 { client, events: rx };
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), c.events.recv()).await {
+            Ok(Some(Ok(Event::Incoming(Packet::ConnAck(a)))))
+                if a.code == rumqttc::ConnectReturnCode::Success =>
+            {
+                return Ok((c, a.session_present));
+            }
+            Ok(Some(Ok(Event::Incoming(Packet::ConnAck(a))))) => {
+                return Err(format!("refused: {:?}", a.code));
+            }
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => return Err(e),
+            Ok(None) => return Err("closed".into()),
+            Err(_) => return Err("no CONNACK within 30 s".into()),
+        }
+    }
+}
+
+/// Waits until a QoS 0 publish on `from` to `topic` reaches `sub` (the subscription has
+/// replicated to `from`), then drains what arrived.
+async fn routable(from: SocketAddr, sub: &mut V4, topic: &str) {
+    let (probe, _) = V4::connect(v4(from, &format!("probe-{}", unique()), true)).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        probe
+            .client
+            .publish(topic, QoS::AtMostOnce, false, b"probe".to_vec())
+            .await
+            .unwrap();
+        if let Ok(Some(Ok(Event::Incoming(Packet::Publish(_))))) =
+            tokio::time::timeout(Duration::from_millis(100), sub.events.recv()).await
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the subscription on another node never became routable"
+        );
+    }
+    while let Ok(Some(_)) =
+        tokio::time::timeout(Duration::from_millis(200), sub.events.recv()).await
+    {}
+    let _ = probe.client.disconnect().await;
+}
+
+fn unique() -> usize {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The issue's acceptance scenario: subscribe on vmq1, go offline, 1,000 QoS 1 messages
+/// published on vmq2, reconnect on vmq3: session present, all 1,000 in order.
+async fn persistent_session_resumes_on_another_node_with_1000_offline_messages_in_order(
+    backend: &str,
+) {
+    common::init_tracing();
+    let cluster = Nodes::start(3, &config(backend));
+    let (n1, n2, n3) = (
+        cluster.node(0).mqtt,
+        cluster.node(1).mqtt,
+        cluster.node(2).mqtt,
+    );
+    let (mut sub, present) = V4::connect(v4(n1, "mover", false)).await;
+    assert!(!present);
+    sub.subscribe("move/t", QoS::AtLeastOnce).await;
+    routable(n2, &mut sub, "move/t").await;
+    sub.client.disconnect().await.unwrap();
+    // The session is offline on vmq1 once its disconnect is processed: a publish from now on is
+    // queued there.
+    while let Ok(Some(Ok(_))) =
+        tokio::time::timeout(Duration::from_secs(5), sub.events.recv()).await
+    {}
+
+    let (mut publisher, _) = V4::connect(v4(n2, "mover-pub", true)).await;
+    for i in 0..1000u32 {
+        publisher
+            .client
+            .publish("move/t", QoS::AtLeastOnce, false, i.to_be_bytes().to_vec())
+            .await
+            .unwrap();
+    }
+    let mut acked = 0;
+    while acked < 1000 {
+        if let Event::Incoming(Packet::PubAck(_)) = publisher.next().await.unwrap() {
+            acked += 1;
+        }
+    }
+
+    let (mut resumed, present) = V4::connect(v4(n3, "mover", false)).await;
+    assert!(
+        present,
+        "{backend}: the session moved from vmq1 to vmq3 must be present"
+    );
+    let mut next = 0u32;
+    while next < 1000 {
+        let p = resumed.publish_event().await;
+        let n = u32::from_be_bytes(p.payload[..4].try_into().unwrap());
+        assert_eq!(n, next, "{backend}: offline messages out of order");
+        next += 1;
+    }
+    // And the subscription lives on vmq3 now: a new publish on vmq1 reaches it.
+    let (late, _) = V4::connect(v4(n1, "mover-late", true)).await;
+    late.client
+        .publish("move/t", QoS::AtLeastOnce, false, b"late".to_vec())
+        .await
+        .unwrap();
+    loop {
+        let p = resumed.publish_event().await;
+        if p.payload.as_ref() == b"late" {
+            break;
+        }
+        assert!(
+            u32::from_be_bytes(p.payload[..4].try_into().unwrap()) < 1000,
+            "unexpected {p:?}"
+        );
+    }
+}
+
+/// The same client id on vmq1, then on vmq2: the first connection is disconnected with "session
+/// taken over" (MQTT 5, 0x8E) before the second gets its CONNACK, and only the second lives.
+async fn a_client_id_connected_on_two_nodes_keeps_the_newer_connection(backend: &str) {
+    common::init_tracing();
+    let cluster = Nodes::start(3, &config(backend));
+    let (n1, n2) = (cluster.node(0).mqtt, cluster.node(1).mqtt);
+    let (mut first, _) = V5::connect(V5::options(n1, "twice")).await;
+    let (mut second, _) = V5::connect(V5::options(n2, "twice")).await;
+    // The first connection was told before the second's CONNACK arrived: the DISCONNECT is
+    // already waiting for it (rumqttc reports it as the end of its event loop).
+    let told = match tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            match first.events.recv().await {
+                Some(Ok(rumqttc::v5::Event::Incoming(
+                    rumqttc::v5::mqttbytes::v5::Packet::Disconnect(d),
+                ))) => {
+                    return format!("{:?}", d.reason_code);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return e,
+                None => return "closed without DISCONNECT".to_string(),
+            }
+        }
+    })
+    .await
+    {
+        Ok(told) => told,
+        Err(_) => panic!("{backend}: the first connection is still open"),
+    };
+    assert!(told.contains("SessionTakenOver"), "{backend}: {told}");
+    // The second connection works: it receives what it subscribes to.
+    second
+        .subscribe("twice/t", rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+        .await;
+    second
+        .client
+        .publish(
+            "twice/t",
+            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+            false,
+            b"hi".to_vec(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(second.publish_event().await.payload.as_ref(), b"hi");
+}
+
+/// VerneMQ's `multiple_connect_test`: 250 concurrent connects of one client id spread over
+/// three nodes leave exactly one connection cluster-wide.
+async fn multiple_connect_test(backend: &str) {
+    common::init_tracing();
+    let cluster = Nodes::start(3, &config(backend));
+    let addrs: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.mqtt).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..250 {
+        let addr = addrs[i % addrs.len()];
+        tasks.spawn(async move {
+            try_connect(v4(addr, "racer", true))
+                .await
+                .ok()
+                .map(|(c, _)| c)
+        });
+    }
+    let mut clients = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        if let Some(c) = done.unwrap() {
+            clients.push(c);
+        }
+    }
+    assert!(!clients.is_empty(), "{backend}: no connect succeeded");
+    // Every connection but one is closed: their event loops end with an error.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut open: Vec<V4> = clients;
+    while open.len() > 1 {
+        assert!(
+            Instant::now() < deadline,
+            "{backend}: {} connections of one client id still open",
+            open.len()
+        );
+        let mut still = Vec::new();
+        for mut c in open {
+            let closed = loop {
+                match c.events.try_recv() {
+                    Ok(Err(_)) | Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => {
+                        break true;
+                    }
+                    Ok(Ok(_)) => {}
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break false,
+                }
+            };
+            if !closed {
+                still.push(c);
+            }
+        }
+        open = still;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(open.len(), 1, "{backend}: every connection was closed");
+    // The one left is a working session: a publish from every node reaches it.
+    let mut last = open.pop().unwrap();
+    last.subscribe("racer/t", QoS::AtLeastOnce).await;
+    for addr in &addrs {
+        if std::env::var("DEBUG_KEEP").is_ok() {
+            for n in &cluster.nodes {
+                let _ = std::fs::copy(n.dir.join("console.log"), format!("/tmp/mc-{}.log", n.name));
+            }
+        }
+        routable(*addr, &mut last, "racer/t").await;
+    }
+}
+
+/// VerneMQ's `racing_connect_test`: five connections of one client id with clean session off,
+/// one after another on alternating nodes: the first finds no session, every later one finds
+/// it, and only the last one stays connected.
+async fn racing_connect_test(backend: &str) {
+    common::init_tracing();
+    let cluster = Nodes::start(3, &config(backend));
+    let addrs: Vec<SocketAddr> = cluster.nodes.iter().map(|n| n.mqtt).collect();
+    let mut previous: Option<V4> = None;
+    for i in 0..5 {
+        let (c, present) = V4::connect(v4(addrs[i % addrs.len()], "relay", false)).await;
+        assert_eq!(present, i > 0, "{backend}: racer {i} session present");
+        if let Some(mut p) = previous.take() {
+            // Closed before this CONNACK: its loop already ended or ends at once.
+            let closed = tokio::time::timeout(Duration::from_secs(5), async {
+                loop {
+                    match p.events.recv().await {
+                        Some(Ok(_)) => {}
+                        _ => return,
+                    }
+                }
+            })
+            .await;
+            assert!(
+                closed.is_ok(),
+                "{backend}: racer {} still connected after racer {i}",
+                i - 1
+            );
+        }
+        previous = Some(c);
+    }
+}
+
+/// A client id with a persistent session and queued messages on vmq1 reconnects on vmq2 with
+/// clean start: no session present, none of the old messages, and the old session is gone
+/// from vmq1 (a later resume there finds nothing).
+async fn a_clean_start_elsewhere_discards_the_old_session_and_its_messages(backend: &str) {
+    common::init_tracing();
+    let cluster = Nodes::start(3, &config(backend));
+    let (n1, n2) = (cluster.node(0).mqtt, cluster.node(1).mqtt);
+    let (mut sub, _) = V4::connect(v4(n1, "fresh", false)).await;
+    sub.subscribe("fresh/t", QoS::AtLeastOnce).await;
+    sub.client.disconnect().await.unwrap();
+    while let Ok(Some(Ok(_))) =
+        tokio::time::timeout(Duration::from_secs(5), sub.events.recv()).await
+    {}
+    let (mut publisher, _) = V4::connect(v4(n1, "fresh-pub", true)).await;
+    publisher
+        .client
+        .publish("fresh/t", QoS::AtLeastOnce, false, b"old".to_vec())
+        .await
+        .unwrap();
+    while !matches!(
+        publisher.next().await.unwrap(),
+        Event::Incoming(Packet::PubAck(_))
+    ) {}
+
+    let (mut clean, present) = V4::connect(v4(n2, "fresh", true)).await;
+    assert!(!present, "{backend}: a clean start never resumes");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), async {
+            loop {
+                if let Ok(Event::Incoming(Packet::Publish(p))) = clean.next().await {
+                    return p;
+                }
+            }
+        })
+        .await
+        .is_err(),
+        "{backend}: a clean session received an old message"
+    );
+    clean.client.disconnect().await.unwrap();
+    while let Ok(Some(Ok(_))) =
+        tokio::time::timeout(Duration::from_secs(5), clean.events.recv()).await
+    {}
+    let (_, present) = V4::connect(v4(n1, "fresh", false)).await;
+    assert!(!present, "{backend}: the old session on vmq1 must be gone");
+}
