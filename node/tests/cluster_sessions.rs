@@ -9,6 +9,8 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeSet;
+
 use common::nodes::Nodes;
 use common::{V4, V5};
 use rumqttc::{Event, Packet, QoS};
@@ -48,6 +50,7 @@ both_backends!(
     multiple_connect_test,
     racing_connect_test,
     a_clean_start_elsewhere_discards_the_old_session_and_its_messages,
+    aborted_queue_migration_test,
 );
 
 fn v4(addr: SocketAddr, id: &str, clean: bool) -> rumqttc::MqttOptions {
@@ -377,4 +380,49 @@ async fn a_clean_start_elsewhere_discards_the_old_session_and_its_messages(backe
     {}
     let (_, present) = V4::connect(v4(n1, "fresh", false)).await;
     assert!(!present, "{backend}: the old session on vmq1 must be gone");
+}
+
+/// VerneMQ's `aborted_queue_migration_test`, with a harder fault: the node a queue drains from
+/// is killed with SIGKILL in the middle of the drain and restarted; every acknowledged message
+/// still reaches the client on its new node (at least once: QoS 1).
+async fn aborted_queue_migration_test(backend: &str) {
+    common::init_tracing();
+    const N: u32 = 5000;
+    // One message per step makes the drain long enough to be cut in the middle.
+    let mut cluster = Nodes::start(3, &format!("{}max_msgs_per_drain_step = 1\n", config(backend)));
+    let (n1, n2, n3) = (cluster.node(0).mqtt, cluster.node(1).mqtt, cluster.node(2).mqtt);
+    let (mut sub, _) = V4::connect(v4(n1, "aborted", false)).await;
+    sub.subscribe("aborted/t", QoS::AtLeastOnce).await;
+    routable(n2, &mut sub, "aborted/t").await;
+    sub.client.disconnect().await.unwrap();
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(5), sub.events.recv()).await {}
+    let (mut publisher, _) = V4::connect(v4(n2, "aborted-pub", true)).await;
+    for i in 0..N {
+        publisher.client.publish("aborted/t", QoS::AtLeastOnce, false, i.to_be_bytes().to_vec()).await.unwrap();
+    }
+    let mut acked = 0;
+    while acked < N {
+        if let Event::Incoming(Packet::PubAck(_)) = publisher.next().await.unwrap() {
+            acked += 1;
+        }
+    }
+
+    let (mut resumed, present) = V4::connect(v4(n3, "aborted", false)).await;
+    assert!(present);
+    let mut seen = BTreeSet::new();
+    let first = resumed.publish_event().await;
+    seen.insert(u32::from_be_bytes(first.payload[..4].try_into().unwrap()));
+    cluster.kill_and_restart(0);
+    // The restarted node finds the rest of the queue and resumes the drain.
+    cluster.node(0).wait_for_log("queue migration started", Duration::from_secs(20));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < N as usize {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let p = match tokio::time::timeout(left, resumed.events.recv()).await {
+            Ok(Some(Ok(Event::Incoming(Packet::Publish(p))))) => p,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("{backend}: {} of {N} messages arrived, then {other:?}", seen.len()),
+        };
+        seen.insert(u32::from_be_bytes(p.payload[..4].try_into().unwrap()));
+    }
 }

@@ -644,6 +644,7 @@ impl<B: Backend> Driver<B> {
             self.replica.handle_reachability(now, peer, false);
         }
         self.shared.set_members(members);
+        let mut owned_elsewhere = Vec::new();
         for (key, value) in subscribers {
             let (Some((mountpoint, client_id)), Some((epoch, entries))) =
                 (decode_key(&key.key), wire::decode::<SubscriberValue>(&value.data).map(SubscriberValue::into_parts))
@@ -651,7 +652,11 @@ impl<B: Backend> Driver<B> {
                 continue;
             };
             let owner = entries.first().map(|e| Owner { node: e.node.clone(), epoch, clean_session: e.clean_session });
-            self.shared.registrar.set_owner(QueueKey { mountpoint: mountpoint.clone(), client_id: client_id.clone() }, owner);
+            let queue_key = QueueKey { mountpoint: mountpoint.clone(), client_id: client_id.clone() };
+            if let Some(o) = owner.clone().filter(|o| o.node != me) {
+                owned_elsewhere.push((queue_key.clone(), o));
+            }
+            self.shared.registrar.set_owner(queue_key, owner);
             {
                 let mut routes = self.shared.routes.write().unwrap_or_else(|e| e.into_inner());
                 routes.apply(&me, &mountpoint, &client_id, &entries);
@@ -668,6 +673,12 @@ impl<B: Backend> Driver<B> {
                 let subs = mine.subscriptions.iter().map(|s| (s.filter.clone(), s.record())).collect();
                 self.broker.restore_subscriptions(QueueKey { mountpoint, client_id }, epoch, subs);
             }
+        }
+        // Queues kept here of sessions that live on another node now (a migration this node
+        // was killed in the middle of, or a session that moved while it was down) resume
+        // draining to that node.
+        for (key, owner) in owned_elsewhere {
+            self.shared.observe_owner(key, Some(owner));
         }
         let mut retained: Vec<(MetaKey, MetaValue)> = Vec::new();
         self.replica.fold(PREFIX_RETAIN, &mut |key, values| {

@@ -31,6 +31,8 @@ const REGISTER_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long the leader waits for a node to disconnect a session it takes over (the node
 /// itself waits up to 5 s for the connection's teardown).
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(6);
+/// The pause before asking the leader again after a lost request.
+const RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// How long a grant is remembered by the leader: longer than the `subscriber` entry of the
 /// registration takes to reach every node.
 const GRANT_MEMORY: Duration = Duration::from_secs(60);
@@ -234,29 +236,7 @@ impl Shared {
             debug!(client_id = %key.client_id, %leader, "registration leader unreachable; registering locally (allow_register_during_netsplit)");
             self.grant(&key, &self.me, clean_start, known).await?
         } else {
-            let request = Request::Register {
-                key: wire_key(&key),
-                clean_start,
-                known_epoch: known,
-            };
-            match self
-                .calls
-                .call(&self, &leader, request, REGISTER_TIMEOUT)
-                .await
-            {
-                Ok(Response::Granted { epoch, session }) => (epoch, session),
-                Ok(Response::Refused { reason }) => return Err(reason),
-                Ok(other) => {
-                    return Err(format!(
-                        "unexpected answer from the registration leader {leader}: {other:?}"
-                    ));
-                }
-                Err(e) if self.allows_register_in_split() => {
-                    warn!(client_id = %key.client_id, %leader, error = %e, "registration leader unreachable; registering locally (allow_register_during_netsplit)");
-                    self.grant(&key, &self.me, clean_start, known).await?
-                }
-                Err(e) => return Err(format!("registration leader {leader} unreachable: {e}")),
-            }
+            self.ask_leader(&key, &leader, clean_start, known).await?
         };
         if let Some(h) = &handover {
             info!(client_id = %key.client_id, from = %h.from, queued = h.queued, "persistent session handed over from another node");
@@ -266,6 +246,37 @@ impl Shared {
             handed_over: handover.map(subscriptions_of),
             claim: Some(Box::new(claim)),
         })
+    }
+
+    /// Asks `leader` for a grant. A request lost with a link that was replaced under it (the
+    /// leader reachable again at once) is asked again, within `REGISTER_TIMEOUT` in all.
+    async fn ask_leader(
+        self: &Arc<Self>,
+        key: &QueueKey,
+        leader: &NodeId,
+        clean_start: bool,
+        known: u64,
+    ) -> Result<(u64, Option<HandOver>), String> {
+        let deadline = Instant::now() + REGISTER_TIMEOUT;
+        loop {
+            let request = Request::Register { key: wire_key(key), clean_start, known_epoch: known };
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.calls.call(self, leader, request, left).await {
+                Ok(Response::Granted { epoch, session }) => return Ok((epoch, session)),
+                Ok(Response::Refused { reason }) => return Err(reason),
+                Ok(other) => {
+                    return Err(format!("unexpected answer from the registration leader {leader}: {other:?}"));
+                }
+                Err(_) if Instant::now() + RETRY_PAUSE < deadline && self.peer_reachable(leader) => {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(e) if self.allows_register_in_split() => {
+                    warn!(client_id = %key.client_id, %leader, error = %e, "registration leader unreachable; registering locally (allow_register_during_netsplit)");
+                    return self.grant(key, &self.me, clean_start, known).await;
+                }
+                Err(e) => return Err(format!("registration leader {leader} unreachable: {e}")),
+            }
+        }
     }
 
     fn allows_register_in_split(&self) -> bool {

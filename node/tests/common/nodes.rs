@@ -26,6 +26,8 @@ pub struct NodeProcess {
     pub dir: PathBuf,
     pub lines: mpsc::Receiver<String>,
     extra: String,
+    /// Where this process's lines start in `console.log` (a restart appends to it).
+    log_start: usize,
 }
 
 impl NodeProcess {
@@ -57,6 +59,7 @@ impl NodeProcess {
             Box::new(child.stderr.take().expect("stderr piped")),
         ];
         let log = dir.join("console.log");
+        let log_start = std::fs::metadata(&log).map_or(0, |m| m.len() as usize);
         for out in outputs {
             let tx = tx.clone();
             let log = log.clone();
@@ -79,6 +82,7 @@ impl NodeProcess {
             dir,
             lines,
             extra: extra.to_string(),
+            log_start,
         };
         // The three listeners log their bound addresses while starting, in any order.
         let (mut mqtt, mut http, mut cluster) = (None, None, None);
@@ -103,7 +107,27 @@ impl NodeProcess {
         let left = deadline.saturating_duration_since(Instant::now());
         match self.lines.recv_timeout(left) {
             Ok(line) => strip_ansi(&line),
-            Err(_) => panic!("{}: no log line in time (see {})", self.name, self.dir.join("console.log").display()),
+            Err(_) => {
+                // The directory goes with the test; the log is worth keeping.
+                let kept = std::env::temp_dir().join(format!("{}-{}.log", self.name, std::process::id()));
+                let _ = std::fs::copy(self.dir.join("console.log"), &kept);
+                panic!("{}: no log line in time (see {})", self.name, kept.display())
+            }
+        }
+    }
+
+    /// Waits until this process (not an earlier one on the same directory) has logged a line
+    /// containing `needle`, also while starting, and returns it.
+    pub fn wait_for_log(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            let text = std::fs::read(self.dir.join("console.log")).unwrap_or_default();
+            let mine = String::from_utf8_lossy(text.get(self.log_start..).unwrap_or_default()).into_owned();
+            if let Some(line) = mine.lines().find(|l| l.contains(needle)) {
+                return strip_ansi(line);
+            }
+            assert!(Instant::now() < deadline, "{}: no log line with {needle:?} in time", self.name);
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

@@ -31,7 +31,9 @@ impl Broker {
             dir.path().join("data").display()
         );
         std::fs::write(&conf, text).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vernemq"))
+        // VERNEMQ_BIN runs another build (e.g. a copy kept while the tree is rebuilt).
+        let bin = std::env::var("VERNEMQ_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vernemq").to_string());
+        let mut child = Command::new(bin)
             .args(["console", "-c"])
             .arg(&conf)
             .env("NO_COLOR", "1")
