@@ -20,8 +20,17 @@ pub enum Format {
 pub const COMMANDS: &[(&str, &str)] = &[
     ("cluster show", "Prints the cluster members and whether each is running."),
     ("cluster join", "discovery-node=<Node>: joins this node to the cluster of <Node>."),
-    ("cluster leave", "node=<Node> [-k]: removes <Node> from the cluster."),
+    (
+        "cluster leave",
+        "node=<Node> [-k] [-i <secs>] [-t <secs>]: stops <Node>'s MQTT listeners; -k also disconnects its \
+         clients, moves its remaining queues after -t seconds (default 60) with progress every -i seconds \
+         (default 5), and removes it from the cluster. A node that is down is removed at once.",
+    ),
 ];
+
+/// Options that take a value, VerneMQ style (`-t 120` or `--timeout=120`): short form and the
+/// key it is sent as.
+const VALUE_FLAGS: &[(&str, &str)] = &[("-i", "interval"), ("-t", "timeout")];
 
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +48,7 @@ pub fn parse(words: &[String]) -> anyhow::Result<Invocation> {
     let mut path = Vec::new();
     let mut args = Vec::new();
     let mut format = Format::Human;
+    let mut pending_value: Option<String> = None;
     for w in words {
         if let Some(f) = w.strip_prefix("--format=") {
             format = match f {
@@ -46,6 +56,13 @@ pub fn parse(words: &[String]) -> anyhow::Result<Invocation> {
                 "human" => Format::Human,
                 other => bail!("unknown format '{other}' (accepted: human, json)"),
             };
+        } else if let Some(key) = pending_value.take() {
+            args.push((key, w.clone()));
+        } else if let Some(key) = VALUE_FLAGS.iter().find(|(short, _)| short == w).map(|(_, key)| key) {
+            pending_value = Some(key.to_string());
+        } else if let Some((flag, v)) = w.split_once('=').filter(|(f, _)| f.starts_with("--")) {
+            let key = VALUE_FLAGS.iter().find(|(_, key)| format!("--{key}") == flag).map_or(flag, |(_, key)| key);
+            args.push((key.to_string(), v.to_string()));
         } else if w.starts_with('-') {
             args.push((w.clone(), String::new()));
         } else if let Some((k, v)) = w.split_once('=') {
@@ -56,6 +73,9 @@ pub fn parse(words: &[String]) -> anyhow::Result<Invocation> {
             bail!("unexpected word '{w}' after arguments");
         }
     }
+    if let Some(key) = pending_value {
+        bail!("{key} needs a value");
+    }
     let joined = path.join(" ");
     if !COMMANDS.iter().any(|(c, _)| *c == joined) {
         let known: Vec<&str> = COMMANDS.iter().map(|(c, _)| *c).collect();
@@ -64,10 +84,20 @@ pub fn parse(words: &[String]) -> anyhow::Result<Invocation> {
     Ok(Invocation { path, args, format })
 }
 
-/// Runs `inv` against `endpoint` and returns what to print.
-pub fn run(endpoint: &Endpoint, inv: &Invocation) -> anyhow::Result<String> {
-    let mut url = format!("/api/v1/{}", inv.path.join("/"));
-    for (i, (k, v)) in inv.args.iter().enumerate() {
+/// Runs `inv` against `endpoint`, writing what to print to `out` as it comes.
+pub fn run(endpoint: &Endpoint, inv: &Invocation, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    let answer = endpoint.get(&url(&inv.path.join("/"), &inv.args))?;
+    out.write_all(render(&answer, inv.format).as_bytes())?;
+    out.flush()?;
+    if inv.path == ["cluster", "leave"] && inv.args.iter().any(|(k, _)| k == "-k" || k == "--kill_sessions") {
+        follow_leave(endpoint, inv, out)?;
+    }
+    Ok(())
+}
+
+fn url(command: &str, args: &[(String, String)]) -> String {
+    let mut url = format!("/api/v1/{command}");
+    for (i, (k, v)) in args.iter().enumerate() {
         url.push(if i == 0 { '?' } else { '&' });
         url.push_str(&encode_component(k));
         if !v.is_empty() {
@@ -75,8 +105,27 @@ pub fn run(endpoint: &Endpoint, inv: &Invocation) -> anyhow::Result<String> {
             url.push_str(&encode_component(v));
         }
     }
-    let answer = endpoint.get(&url)?;
-    Ok(render(&answer, inv.format))
+    url
+}
+
+/// Prints the progress of a leave every `-i` seconds until the node has left.
+fn follow_leave(endpoint: &Endpoint, inv: &Invocation, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    let arg = |key: &str| inv.args.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let Some(node) = arg("node") else { return Ok(()) };
+    let interval = match arg("interval") {
+        Some(v) => v.parse::<u64>().map_err(|_| anyhow::anyhow!("-i expects a number of seconds, not '{v}'"))?,
+        None => 5,
+    };
+    let status_url = url("cluster/leave-status", &[("node".to_string(), node)]);
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(interval.max(1)));
+        let answer = endpoint.get(&status_url)?;
+        out.write_all(render(&answer, inv.format).as_bytes())?;
+        out.flush()?;
+        if answer.pointer("/status/done").and_then(Value::as_bool) == Some(true) {
+            return Ok(());
+        }
+    }
 }
 
 /// Renders an API answer.
@@ -106,5 +155,16 @@ mod tests {
         assert_eq!(inv.args, vec![("node".into(), "vmq2@127.0.0.1".into()), ("-k".into(), String::new())]);
         assert_eq!(inv.format, Format::Json);
         assert!(parse(&words("cluster shwo")).unwrap_err().to_string().contains("cluster show"));
+        let inv = parse(&words("cluster leave node=vmq3@127.0.0.1 -k -i 2 --timeout=30")).unwrap();
+        assert_eq!(
+            inv.args,
+            vec![
+                ("node".into(), "vmq3@127.0.0.1".into()),
+                ("-k".into(), String::new()),
+                ("interval".into(), "2".into()),
+                ("timeout".into(), "30".into()),
+            ]
+        );
+        assert!(parse(&words("cluster leave node=a@b -t")).is_err());
     }
 }

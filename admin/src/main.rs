@@ -56,7 +56,9 @@ fn run() -> anyhow::Result<String> {
         Some(u) => Endpoint::parse(u.trim_start_matches("http://"), api_key)?,
         None => Endpoint::parse(&local_api(config.as_deref())?, api_key)?,
     };
-    command::run(&endpoint, &inv)
+    let mut out = std::io::stdout();
+    command::run(&endpoint, &inv, &mut out)?;
+    Ok(String::new())
 }
 
 /// The management API address from the node's configuration file.

@@ -115,7 +115,11 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         for (name, addr) in node.local_addrs() {
             info!(listener = %name, %addr, "MQTT listener ready");
         }
-        wait_for_signal().await?;
+        tokio::select! {
+            signal = wait_for_signal() => signal?,
+            // `vmq-admin cluster leave ... -k`: the node has moved its queues and left.
+            _ = node.cluster().left() => {}
+        }
         node.shutdown().await;
         Ok(())
     })

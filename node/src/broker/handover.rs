@@ -178,6 +178,38 @@ impl Broker {
         Some(durable)
     }
 
+    /// Every session here: key, registration epoch, whether a connection holds it.
+    pub fn sessions_here(&self) -> Vec<(QueueKey, u64, bool)> {
+        self.sessions()
+            .values()
+            .map(|s| {
+                let st = s.state();
+                (s.key.clone(), st.epoch, st.connection.is_some())
+            })
+            .collect()
+    }
+
+    /// Creates an offline persistent session of `key` with `subscriptions`, registered with
+    /// `epoch` (its node leaves the cluster and moves it here), and announces it. A session of
+    /// `key` already here is kept, with the subscriptions added.
+    pub fn adopt(&self, key: QueueKey, epoch: u64, subscriptions: Vec<(String, SubscriptionRecord)>) {
+        if self.session(&key).is_none() {
+            self.restore_offline_session(key.clone());
+        }
+        let Some(slot) = self.session(&key) else { return };
+        {
+            let mut st = slot.state();
+            st.epoch = st.epoch.max(epoch);
+        }
+        self.add_routes(&slot, subscriptions);
+        self.announce_subscriptions(&slot);
+    }
+
+    /// Messages of `key` in the message store.
+    pub fn stored_count(&self, key: &QueueKey) -> u64 {
+        self.store.count(key)
+    }
+
     /// The registration epoch of the session of `key` here, if any.
     pub fn session_epoch(&self, key: &QueueKey) -> Option<u64> {
         self.session(key).map(|s| s.state().epoch)

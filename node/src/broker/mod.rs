@@ -234,6 +234,8 @@ pub struct Broker {
     cluster: OnceLock<Arc<dyn ClusterHooks>>,
     /// The `allow_*_during_netsplit` settings.
     pub netsplit: NetsplitPolicy,
+    /// Set when the node leaves the cluster: its MQTT listeners stop accepting.
+    listeners_stopped: tokio::sync::watch::Sender<bool>,
     /// Metrics counters.
     pub counters: Counters,
 }
@@ -271,6 +273,7 @@ impl Broker {
             rng_state: AtomicU64::new(seed()),
             cluster: OnceLock::new(),
             netsplit: NetsplitPolicy::default(),
+            listeners_stopped: tokio::sync::watch::channel(false).0,
             counters: Counters::default(),
         });
         for (key, _) in store.queues() {
@@ -279,6 +282,17 @@ impl Broker {
             }
         }
         broker
+    }
+
+    /// Stops every MQTT listener from accepting (a cluster leave); connections stay.
+    pub fn stop_listeners(&self) {
+        self.listeners_stopped.send_replace(true);
+    }
+
+    /// Resolves once [`Broker::stop_listeners`] was called.
+    pub async fn listeners_stopped(&self) {
+        let mut rx = self.listeners_stopped.subscribe();
+        let _ = rx.wait_for(|stopped| *stopped).await;
     }
 
     /// Connects the broker to its cluster; only the first call has an effect.

@@ -26,6 +26,7 @@ use vmq_storage::{Durability, QueueKey, Store, WriteBatch};
 
 use super::Shared;
 use super::membership::{Membership, MembershipState};
+use super::leave::Orphan;
 use super::registration::Owner;
 use super::transport::{StreamKind, TransportEvent};
 use super::wire::{self, MetadataFrame, NodeSubscriptions, RetainValue, RpcFrame, SubscriberValue, decode_key};
@@ -99,8 +100,10 @@ fn winner_of<'a>(key: &MetaKey, values: &'a [MetaValue]) -> Option<&'a MetaValue
 pub(crate) enum Command {
     /// Join the cluster of `node`, reachable at `addr`.
     Join { node: NodeId, addr: SocketAddr, reply: Reply },
-    /// Remove `node` from the cluster.
-    Leave { node: NodeId, reply: Reply },
+    /// `vmq-admin cluster leave`: `node` leaves (see `leave`).
+    Leave { node: NodeId, kill_sessions: bool, timeout: Duration, reply: Reply },
+    /// Remove `node` from the member set (the last step of a leave).
+    Remove { node: NodeId, reply: Reply },
     /// Flush and stop.
     Shutdown,
 }
@@ -398,7 +401,10 @@ impl<B: Backend> Driver<B> {
     async fn handle_command(&mut self, command: Command) {
         match command {
             Command::Join { node, addr, reply } => self.handle_join_command(node, addr, reply),
-            Command::Leave { node, reply } => {
+            Command::Leave { node, kill_sessions, timeout, reply } => {
+                self.handle_leave(node, kill_sessions, timeout, reply).await;
+            }
+            Command::Remove { node, reply } => {
                 let answer = self.handle_leave_command(&node).await;
                 let _ = reply.send(answer);
             }
@@ -433,6 +439,66 @@ impl<B: Backend> Driver<B> {
         if let Some((_, old, _)) = self.pending_join.replace((node, reply, Instant::now() + JOIN_TIMEOUT)) {
             let _ = old.send(Err("superseded by another join".into()));
         }
+    }
+
+    /// A leave of this node is run here; of another live member, by it; of a member that is
+    /// down, here: it is removed and its persistent sessions re-homed. Answers that take
+    /// requests to other nodes are sent from a task of their own, not the driver's.
+    async fn handle_leave(&mut self, node: NodeId, kill_sessions: bool, timeout: Duration, reply: Reply) {
+        if !self.membership.contains(&node) {
+            let _ = reply.send(Err(format!("{node} is not a member of this cluster")));
+            return;
+        }
+        if node == self.shared.me {
+            let _ = reply.send(Ok(self.shared.leave_here(kill_sessions, timeout)));
+        } else if self.shared.peer_reachable(&node) {
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                let _ = reply.send(shared.ask_to_leave(&node, kill_sessions, timeout).await);
+            });
+        } else {
+            let orphans = self.orphans_of(&node);
+            match self.handle_leave_command(&node).await {
+                Ok(_) => {
+                    let shared = self.shared.clone();
+                    tokio::spawn(async move {
+                        let _ = reply.send(Ok(shared.rehome(node, orphans).await));
+                    });
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+    }
+
+    /// The persistent sessions `gone` holds, as the replica knows them; its clean sessions
+    /// died with it and their entries are deleted now.
+    fn orphans_of(&mut self, gone: &NodeId) -> Vec<Orphan> {
+        let mut owned: Vec<(MetaKey, u64, NodeSubscriptions)> = Vec::new();
+        self.replica.fold(PREFIX_SUBSCRIBER, &mut |key, values| {
+            let Some(v) = winner_of(key, values) else { return };
+            let Some((epoch, entries)) = wire::decode::<SubscriberValue>(&v.data).map(SubscriberValue::into_parts) else {
+                return;
+            };
+            if let Some(entry) = entries.into_iter().find(|e| e.node == *gone) {
+                owned.push((key.clone(), epoch, entry));
+            }
+        });
+        let mut orphans = Vec::new();
+        for (key, epoch, entry) in owned {
+            let Some((mountpoint, client_id)) = decode_key(&key.key) else { continue };
+            if entry.clean_session {
+                self.write(key, None);
+            } else {
+                orphans.push(Orphan {
+                    key: QueueKey { mountpoint, client_id },
+                    epoch,
+                    subscriptions: entry.subscriptions.iter().map(|s| (s.filter.clone(), s.record())).collect(),
+                });
+            }
+        }
+        orphans
     }
 
     async fn handle_leave_command(&mut self, node: &NodeId) -> Result<String, String> {

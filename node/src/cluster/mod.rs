@@ -15,6 +15,7 @@
 //! The broker does not know this module: it calls [`crate::broker::ClusterHooks`], which
 //! [`Cluster`] implements, and the HTTP layer sees it through [`ClusterView`].
 
+mod leave;
 mod membership;
 mod metadata;
 mod outbox;
@@ -49,7 +50,7 @@ use crate::broker::queue::Durable;
 use crate::broker::{Broker, ClusterHooks, Forward, GrantFuture, RemoteMatches, SessionAnnounce};
 use crate::mqtt::QoS;
 use crate::config::{Config, ConfigError, MetadataPlugin};
-use crate::http::{AdminFuture, ClusterView, MemberStatus, MetadataExchanges};
+use crate::http::{AdminFuture, ClusterView, LeaveStatus, LeaveStatusFuture, MemberStatus, MetadataExchanges};
 use crate::server::NodeStorage;
 
 /// The default port of `listener.vmq.clustering` (VerneMQ's).
@@ -102,6 +103,14 @@ pub(crate) struct Shared {
     registrar: registration::Registrar,
     /// The broker (weak: the broker holds the cluster's hooks).
     broker: std::sync::Weak<Broker>,
+    /// This node's cluster leave, and what leaving nodes reported.
+    leave: Mutex<leave::LeaveState>,
+    /// Told when an operator has read the final status of this node's leave.
+    final_status_read: tokio::sync::Notify,
+    /// Set once this node has left the cluster and should stop.
+    left: tokio::sync::watch::Sender<bool>,
+    /// Itself, for the admin futures that outlive a call.
+    this: std::sync::OnceLock<std::sync::Weak<Shared>>,
 }
 
 #[derive(Debug, Default)]
@@ -353,13 +362,33 @@ impl ClusterView for Shared {
         })
     }
 
-    fn leave(&self, node: &str) -> AdminFuture {
+    fn leave(&self, node: &str, kill_sessions: bool, timeout: std::time::Duration) -> AdminFuture {
         let commands = self.commands.clone();
         let node = NodeId::new(node);
         Box::pin(async move {
             let (reply, answer) = oneshot::channel();
-            commands.send(Command::Leave { node, reply }).await.map_err(|_| "the cluster is shutting down".to_string())?;
+            commands
+                .send(Command::Leave { node, kill_sessions, timeout, reply })
+                .await
+                .map_err(|_| "the cluster is shutting down".to_string())?;
             answer.await.map_err(|_| "the cluster is shutting down".to_string())?
+        })
+    }
+
+    fn leave_status(&self, node: &str) -> LeaveStatusFuture {
+        let shared = self.this.get().and_then(std::sync::Weak::upgrade);
+        let node = NodeId::new(node);
+        Box::pin(async move {
+            let shared = shared.ok_or("the cluster is shutting down")?;
+            let p = shared.leave_status(&node).await?;
+            Ok(LeaveStatus {
+                phase: p.phase,
+                queues_total: p.queues_total,
+                queues_moved: p.queues_moved,
+                messages_total: p.messages_total,
+                messages_moved: p.messages_moved,
+                done: p.done,
+            })
         })
     }
 
@@ -451,7 +480,12 @@ impl Cluster {
                 max_drain_time(cfg)?,
             ),
             broker: Arc::downgrade(&broker),
+            leave: Mutex::new(leave::LeaveState::default()),
+            final_status_read: tokio::sync::Notify::new(),
+            left: tokio::sync::watch::channel(false).0,
+            this: std::sync::OnceLock::new(),
         });
+        let _ = shared.this.set(Arc::downgrade(&shared));
         // Readiness follows the failure detector at once, not behind the driver's backlog.
         let weak = Arc::downgrade(&shared);
         shared.transport.set_reachability_hook(move |peer, up| {
@@ -522,8 +556,14 @@ impl Cluster {
     }
 
     /// Removes `node` from the cluster.
-    pub async fn leave(&self, node: &str) -> Result<String, String> {
-        self.shared.leave(node).await
+    pub async fn leave(&self, node: &str, kill_sessions: bool, timeout: std::time::Duration) -> Result<String, String> {
+        self.shared.leave(node, kill_sessions, timeout).await
+    }
+
+    /// Resolves once this node has left the cluster (`cluster leave ... -k`): it should stop.
+    pub async fn left(&self) {
+        let mut rx = self.shared.left.subscribe();
+        let _ = rx.wait_for(|left| *left).await;
     }
 
     /// `(netsplit_detected, netsplit_resolved)`.

@@ -389,6 +389,20 @@ impl Shared {
                 epoch,
                 messages,
             } => self.accept_drain(&queue_key(key), epoch, messages).await,
+            Request::Leave {
+                kill_sessions,
+                timeout_ms,
+            } => Response::Text {
+                text: self.leave_here(kill_sessions, Duration::from_millis(timeout_ms)),
+            },
+            Request::LeaveStatus => Response::Progress {
+                progress: self.leave_progress(),
+            },
+            Request::Adopt {
+                key,
+                epoch,
+                subscriptions,
+            } => self.adopt(queue_key(key), epoch, subscriptions),
         }
     }
 
@@ -494,15 +508,33 @@ impl Shared {
     /// `max_msgs_per_drain_step`, several in flight, deleting each step here once `to` stored
     /// it. What is still routed here keeps following until the new entry is known here and
     /// `max_drain_time` has passed; then the session's routes and queue are removed.
-    pub(crate) async fn drain(self: Arc<Self>, h: HandedOver, mut to: NodeId, epoch: u64) {
+    pub(crate) async fn drain(self: Arc<Self>, h: HandedOver, to: NodeId, epoch: u64) {
+        self.drain_counted(h, to, epoch, None).await;
+    }
+
+    /// [`Shared::drain`], adding the messages moved to `counter` as they move.
+    pub(crate) async fn drain_counted(
+        self: Arc<Self>,
+        h: HandedOver,
+        mut to: NodeId,
+        epoch: u64,
+        counter: Option<Arc<std::sync::atomic::AtomicU64>>,
+    ) {
+        let count = |n: u64| {
+            if let Some(c) = &counter {
+                c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
+        };
         let Some(broker) = self.broker() else { return };
         let key = h.slot.key.clone();
         let started = Instant::now();
         info!(client_id = %key.client_id, %to, messages = h.stored + h.in_flight.len() as u64, "queue migration started");
         let mut moved = 0u64;
         if !h.in_flight.is_empty() {
-            moved += h.in_flight.len() as u64;
+            let n = h.in_flight.len() as u64;
             self.send_step(&key, &mut to, epoch, h.in_flight).await;
+            moved += n;
+            count(n);
         }
         let mut settled_since: Option<Instant> = None;
         loop {
@@ -564,6 +596,7 @@ impl Shared {
                 };
                 broker.delete_stored(&key, &seqs);
                 moved += n;
+                count(n);
                 to = new_to;
             }
         }

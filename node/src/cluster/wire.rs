@@ -61,6 +61,14 @@ pub(crate) enum Request {
     /// One step of a queue migration: stored deliveries (oldest first) for the client's
     /// session on the receiver, registered with `epoch`.
     Drain { key: WireKey, epoch: u64, messages: Vec<Vec<u8>> },
+    /// To a node that leaves the cluster: stop its MQTT listeners; with `kill_sessions`,
+    /// disconnect its clients, move its remaining queues after `timeout_ms` and leave.
+    Leave { kill_sessions: bool, timeout_ms: u64 },
+    /// To a leaving node: how far it is.
+    LeaveStatus,
+    /// From a leaving node: take over this offline persistent session, registered with `epoch`;
+    /// its messages follow in [`Request::Drain`] steps.
+    Adopt { key: WireKey, epoch: u64, subscriptions: Vec<WireSubscription> },
 }
 
 /// The answer to a [`Request`].
@@ -77,6 +85,25 @@ pub(crate) enum Response {
     Stored,
     /// The session moved on to `node`: drain there instead.
     Moved { node: NodeId },
+    /// Done; what to tell the operator.
+    Text { text: String },
+    /// Where a cluster leave stands.
+    Progress { progress: LeaveProgress },
+}
+
+/// Where the leave of a node stands (`vmq-admin cluster leave` prints it every `-i` seconds).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LeaveProgress {
+    /// What the node is doing now.
+    pub phase: String,
+    /// Offline queues still here when the timeout came, and how many of them moved so far.
+    pub queues_total: u64,
+    pub queues_moved: u64,
+    /// Messages in those queues, and how many moved so far.
+    pub messages_total: u64,
+    pub messages_moved: u64,
+    /// The node has left the cluster (it stops now).
+    pub done: bool,
 }
 
 /// A persistent session handed from one node to another: its subscriptions now, its queued

@@ -66,6 +66,26 @@ pub struct MetadataExchanges {
 /// refused.
 pub type AdminFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>;
 
+/// Where the leave of a node stands (`vmq-admin cluster leave ... -k` prints it as it goes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LeaveStatus {
+    /// What the node is doing now.
+    pub phase: String,
+    /// Offline queues it had to move when the timeout came.
+    pub queues_total: u64,
+    /// How many of them have moved.
+    pub queues_moved: u64,
+    /// Messages in those queues.
+    pub messages_total: u64,
+    /// How many of them have moved.
+    pub messages_moved: u64,
+    /// The node has left the cluster.
+    pub done: bool,
+}
+
+/// The answer to `cluster leave-status`.
+pub type LeaveStatusFuture = std::pin::Pin<Box<dyn std::future::Future<Output = Result<LeaveStatus, String>> + Send>>;
+
 /// What the HTTP layer needs to know of the cluster. A single node is its own cluster.
 pub trait ClusterView: Send + Sync + 'static {
     /// Every member with its reachability.
@@ -78,8 +98,12 @@ pub trait ClusterView: Send + Sync + 'static {
     fn join(&self, _discovery_node: &str) -> AdminFuture {
         Box::pin(async { Err("clustering is not enabled on this node".to_string()) })
     }
-    /// `vmq-admin cluster leave node=<name>`.
-    fn leave(&self, _node: &str) -> AdminFuture {
+    /// `vmq-admin cluster leave node=<name> [-k] [-t <seconds>]`.
+    fn leave(&self, _node: &str, _kill_sessions: bool, _timeout: std::time::Duration) -> AdminFuture {
+        Box::pin(async { Err("clustering is not enabled on this node".to_string()) })
+    }
+    /// How far the leave of `node` is.
+    fn leave_status(&self, _node: &str) -> LeaveStatusFuture {
         Box::pin(async { Err("clustering is not enabled on this node".to_string()) })
     }
     /// `(netsplit_detected, netsplit_resolved)`.
@@ -243,6 +267,28 @@ fn set_runtime(s: &HttpState, args: &[(String, String)]) -> Response {
     text_result(Ok("Done".into()))
 }
 
+/// `-t <seconds>` / `--timeout=<seconds>` of `cluster leave` (VerneMQ's default 60).
+fn leave_timeout(args: &[(String, String)]) -> Result<std::time::Duration, String> {
+    match args.iter().rev().find(|(k, _)| k == "timeout") {
+        None => Ok(std::time::Duration::from_secs(60)),
+        Some((_, v)) => v
+            .parse::<u64>()
+            .map(std::time::Duration::from_secs)
+            .map_err(|_| format!("-t expects a number of seconds, not '{v}'")),
+    }
+}
+
+/// One progress line of a leave, as the CLI prints it.
+fn leave_status_text(node: &str, s: &LeaveStatus) -> String {
+    if s.queues_total == 0 {
+        return format!("{node}: {}", s.phase);
+    }
+    format!(
+        "{node}: {}: {}/{} queues, {}/{} messages moved",
+        s.phase, s.queues_moved, s.queues_total, s.messages_moved, s.messages_total
+    )
+}
+
 fn table(rows: Vec<Value>) -> Response {
     axum::Json(json!({"type": "table", "table": rows})).into_response()
 }
@@ -265,8 +311,22 @@ async fn api(
             Some(node) => text_result(s.cluster.join(node).await),
             None => text_error(StatusCode::BAD_REQUEST, "missing discovery-node=<name>@<host>[:<port>]"),
         },
-        "cluster/leave" => match arg(&args, "node") {
-            Some(node) => text_result(s.cluster.leave(node).await),
+        "cluster/leave" => match (arg(&args, "node"), leave_timeout(&args)) {
+            (Some(node), Ok(timeout)) => {
+                let kill = args.iter().any(|(k, _)| k == "-k" || k == "--kill_sessions" || k == "kill_sessions");
+                text_result(s.cluster.leave(node, kill, timeout).await)
+            }
+            (None, _) => text_error(StatusCode::BAD_REQUEST, "missing node=<name>"),
+            (_, Err(e)) => text_error(StatusCode::BAD_REQUEST, &e),
+        },
+        "cluster/leave-status" => match arg(&args, "node") {
+            Some(node) => match s.cluster.leave_status(node).await {
+                Ok(status) => {
+                    let text = leave_status_text(node, &status);
+                    axum::Json(json!({"type": "text", "text": text, "status": status})).into_response()
+                }
+                Err(e) => text_error(StatusCode::CONFLICT, &e),
+            },
             None => text_error(StatusCode::BAD_REQUEST, "missing node=<name>"),
         },
         "set" => set_runtime(&s, &args),

@@ -64,6 +64,10 @@ pub async fn serve(
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = shutdown.wait_for(|s| *s) => break,
+            _ = ctx.broker.listeners_stopped() => {
+                info!(listener = %spec.name, addr = %spec.addr, "MQTT listener stopped (cluster leave)");
+                break;
+            }
         };
         let (stream, peer) = match accepted {
             Ok(a) => {

@@ -191,6 +191,9 @@ impl NodeProcess {
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(Some(_))) {
+            return; // exited already (killed, or stopped after a cluster leave)
+        }
         // A paused process must be resumed to die promptly and release its ports.
         let _ = Command::new("kill").args(["-CONT", &self.child.id().to_string()]).status();
         let _ = self.child.kill();
