@@ -135,7 +135,7 @@ async fn cluster_leave_test(backend: &str) {
     offline_queue(n3, n1, "leaver", "leave/t", 1000).await;
     let lines = leave_with_kill(cluster.node(0), cluster.node(2));
     let last = lines.last().unwrap();
-    assert!(last.contains("has left the cluster") && last.contains("1/1 queues, 1000/1000 messages moved"), "{lines:#?}");
+    assert!(last.contains("left the cluster") && last.contains("1/1 queues, 1000/1000 messages moved"), "{lines:#?}");
     exits(&mut cluster.nodes[2]);
     for n in &cluster.nodes[..2] {
         let members: Vec<String> = n.cluster_show().into_iter().map(|(name, _)| name).collect();

@@ -49,6 +49,16 @@ async fn plumtree_every_node_agrees_within_a_second_of_a_heal() {
     every_node_agrees_within_a_second_of_a_heal("vmq_plumtree").await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swc_duplicate_sessions_from_a_split_resolve_within_a_second_of_the_heal() {
+    duplicate_sessions_resolve_after_the_heal("vmq_swc").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plumtree_duplicate_sessions_from_a_split_resolve_within_a_second_of_the_heal() {
+    duplicate_sessions_resolve_after_the_heal("vmq_plumtree").await;
+}
+
 /// A table of our own in nftables that drops one UDP port both ways; deleted on drop, so a
 /// failing test leaves no rule behind.
 struct Cut {
@@ -517,4 +527,110 @@ async fn futures_join<F: std::future::Future<Output = Duration>>(futures: [F; 3]
     let [a, b, c] = futures;
     let (a, b, c) = tokio::join!(a, b, c);
     [a, b, c]
+}
+
+/// Client ids that registered on both sides of a split (`allow_register_during_netsplit = on`)
+/// have two sessions until the heal; then the newer registration wins everywhere within
+/// `BUDGET`: the older connection is told "session taken over" (MQTT 5, 0x8E), and what the
+/// older offline session had queued reaches the newer one.
+async fn duplicate_sessions_resolve_after_the_heal(plugin: &'static str) {
+    common::init_tracing();
+    let _turn = ONE_AT_A_TIME.lock().await;
+    if let Err(why) = Cut::available() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must be able to cut links with nftables: {why}");
+        eprintln!("skipped: cutting a link needs nftables as root ({why})");
+        return;
+    }
+    let mut guard = Nodes(Vec::new());
+    for i in 1..=3 {
+        guard.0.push(start(i, plugin));
+    }
+    let nodes = &guard.0;
+    for n in &nodes[1..] {
+        let path = format!("/api/v1/cluster/join?discovery-node={}:{}", nodes[0].name, nodes[0].cluster.port());
+        let (status, body) = http_get(n.http, &path);
+        assert_eq!(status, 200, "{} joins: {body}", n.name);
+    }
+    for n in nodes {
+        until(&format!("{} sees three running nodes", n.name), Duration::from_secs(20), || {
+            let show = cluster_show(n);
+            show.len() == 3 && show.iter().all(|(_, up)| *up)
+        })
+        .await;
+    }
+    let (n1, n3) = (&nodes[0], &nodes[2]);
+    let persistent = |addr: SocketAddr, id: &str| {
+        let mut o = V4::options(addr, id);
+        o.set_clean_session(false);
+        o
+    };
+    // Connected on n3 through the split; it must be told to go after the heal.
+    let mut v5 = common::V5::options(n3.broker.addr, "dup-live");
+    v5.set_clean_start(false);
+    v5.set_session_expiry_interval(Some(3600));
+    let (mut live_old, _) = common::V5::connect(v5).await;
+    // Offline on n3 through the split, with messages queued there meanwhile.
+    let (mut queued_old, _) = V4::connect(persistent(n3.broker.addr, "dup-queued")).await;
+    queued_old.subscribe("dup/queued", QoS::AtLeastOnce).await;
+    queued_old.client.disconnect().await.expect("disconnect queued");
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(5), queued_old.events.recv()).await {}
+
+    let mut cut = Cut::new(&format!("dup{}", plugin.trim_start_matches("vmq_")));
+    cut.drop_port(n3.cluster.port());
+    until("the split is seen on both sides", Duration::from_secs(20), || {
+        cluster_show(n3).iter().filter(|(_, up)| !up).count() == 2
+            && cluster_show(n1).iter().any(|(n, up)| *n == n3.name && !up)
+    })
+    .await;
+    // The same client ids register on n1 during the split: later registrations.
+    let mut v5 = common::V5::options(n1.broker.addr, "dup-live");
+    v5.set_clean_start(false);
+    v5.set_session_expiry_interval(Some(3600));
+    let (mut live_new, _) = common::V5::connect(v5).await;
+    let (mut queued_new, _) = V4::connect(persistent(n1.broker.addr, "dup-queued")).await;
+    queued_new.subscribe("dup/queued", QoS::AtLeastOnce).await;
+    // Queued for the old offline session on n3.
+    let mut publisher = client(n3, "dup-pub").await;
+    for i in 0..10u8 {
+        publish_acked(&mut publisher, "dup/queued", &[i], false).await;
+    }
+
+    cut.heal();
+    let t0 = Instant::now();
+    let told = tokio::time::timeout(GIVE_UP, async {
+        loop {
+            match live_old.events.recv().await {
+                Some(Ok(rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Disconnect(d)))) => {
+                    return format!("{:?}", d.reason_code);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return e,
+                None => return "closed".into(),
+            }
+        }
+    })
+    .await
+    .expect("the older connection is closed after the heal");
+    let closed_after = t0.elapsed();
+    assert!(told.contains("SessionTakenOver"), "{plugin}: {told}");
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        let p = publish_within(&mut queued_new, GIVE_UP.saturating_sub(t0.elapsed()))
+            .await
+            .unwrap_or_else(|| panic!("{plugin}: {} of 10 messages queued on n3 reached the winner", got.len()));
+        got.push(p.payload[0]);
+    }
+    let merged_after = t0.elapsed();
+    assert_eq!(got, (0..10).collect::<Vec<u8>>(), "{plugin}: merged messages in order");
+    // The newer connections live on.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), live_new.events.recv()).await.map_or(true, |e| matches!(e, Some(Ok(_)))),
+        "{plugin}: the newer connection was closed"
+    );
+    eprintln!(
+        "{plugin}: older connection closed {} ms and queue merged {} ms after the heal",
+        closed_after.as_millis(),
+        merged_after.as_millis()
+    );
+    assert!(closed_after.max(merged_after) <= BUDGET, "{plugin}: duplicates resolved after {:?}", closed_after.max(merged_after));
 }

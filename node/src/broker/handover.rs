@@ -15,6 +15,7 @@ use vmq_storage::{MessageSeq, QueueKey, StoredMessage};
 use super::queue::{Durable, EnqueueOutcome, Wakes};
 use super::registry::{SessionSlot, SubscriptionRecord};
 use super::{Broker, persist};
+use crate::session::SavedInflight;
 
 /// How long a fence is remembered for a client id that had no session here when a later
 /// registration elsewhere took it over: longer than any registration takes to complete.
@@ -27,11 +28,26 @@ pub struct HandedOver {
     pub slot: Arc<SessionSlot>,
     /// Its subscriptions, sorted by filter.
     pub subscriptions: Vec<(String, SubscriptionRecord)>,
-    /// Messages that were in flight to its last connection and exist only in memory
-    /// (encoded deliveries, oldest first): the first drain step carries them.
-    pub in_flight: Vec<Vec<u8>>,
+    /// What was in flight to its last connection (packet ids, states, messages).
+    pub inflight: SavedInflight,
     /// Messages in its store now.
     pub stored: u64,
+}
+
+impl HandedOver {
+    /// The in-flight messages that exist only in memory (not in the store), encoded, in the
+    /// order they were sent: what a drain must carry first when the in-flight state itself is
+    /// not handed over.
+    pub fn memory_only_inflight(&self) -> Vec<Vec<u8>> {
+        let mut outgoing: Vec<_> = self.inflight.outgoing.values().collect();
+        outgoing.sort_by_key(|o| o.order);
+        outgoing.iter().filter(|o| o.queued.stored.is_none()).map(|o| persist::encode_delivery(&o.queued.delivery)).collect()
+    }
+
+    /// Store positions of the in-flight messages that are also in the store.
+    pub fn stored_inflight(&self) -> std::collections::HashSet<MessageSeq> {
+        self.inflight.outgoing.values().filter_map(|o| o.queued.stored).collect()
+    }
 }
 
 impl Broker {
@@ -85,30 +101,18 @@ impl Broker {
             }
             sessions.remove(key);
             drop(sessions);
-            let (subscriptions, in_flight) = {
+            let (subscriptions, inflight) = {
                 let mut st = slot.state();
-                let mut subscriptions: Vec<(String, SubscriptionRecord)> = st
-                    .subscriptions
-                    .iter()
-                    .map(|(f, r)| (f.clone(), *r))
-                    .collect();
+                let mut subscriptions: Vec<(String, SubscriptionRecord)> =
+                    st.subscriptions.iter().map(|(f, r)| (f.clone(), *r)).collect();
                 subscriptions.sort_by(|a, b| a.0.cmp(&b.0));
-                let inflight = std::mem::take(&mut st.inflight);
-                let mut outgoing: Vec<_> = inflight.outgoing.into_values().collect();
-                outgoing.sort_by_key(|o| o.order);
-                // Those read from the store are still there and drain with the rest.
-                let in_flight = outgoing
-                    .iter()
-                    .filter(|o| o.queued.stored.is_none())
-                    .map(|o| persist::encode_delivery(&o.queued.delivery))
-                    .collect();
-                (subscriptions, in_flight)
+                (subscriptions, std::mem::take(&mut st.inflight))
             };
             let stored = self.store.count(key);
             return Some(HandedOver {
                 slot,
                 subscriptions,
-                in_flight,
+                inflight,
                 stored,
             });
         }
@@ -166,7 +170,7 @@ impl Broker {
                 warn!(client_id = %key.client_id, "undecodable drained message skipped");
                 continue;
             };
-            match slot.queue.enqueue_batched(delivery, &mut wakes) {
+            match slot.queue.enqueue_drained(delivery, &mut wakes) {
                 EnqueueOutcome::Stored(d) => durable.push(d),
                 EnqueueOutcome::Queued => {}
                 EnqueueOutcome::Dropped => {
@@ -203,6 +207,13 @@ impl Broker {
         }
         self.add_routes(&slot, subscriptions);
         self.announce_subscriptions(&slot);
+    }
+
+    /// The drain into the session of `key` is complete: what was held back is delivered.
+    pub fn release_held(&self, key: &QueueKey) {
+        if let Some(slot) = self.session(key) {
+            slot.queue.release();
+        }
     }
 
     /// Messages of `key` in the message store.

@@ -23,7 +23,8 @@ use vmq_storage::metadata::NodeId;
 
 pub use handover::HandedOver;
 pub use registry::{
-    ConnectionHandle, Grant, GrantFuture, Kick, RegisterError, Registration, SessionSlot, SlotState, SubscriptionRecord,
+    ConnectionHandle, Grant, GrantFuture, Kick, RegisterError, Registration, SessionHandOver, SessionSlot, SlotState,
+    SubscriptionRecord,
 };
 pub use routing::PublishOutcome;
 

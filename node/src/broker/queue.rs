@@ -129,6 +129,9 @@ struct Inner {
     /// Something of this queue was handed to the store at some point; a queue that never was
     /// (every clean session's) has nothing to delete there when it ends.
     used_store: bool,
+    /// While the session's older messages still drain from its previous node, what arrives
+    /// by routing waits here, so that it is delivered after them (order per publisher).
+    held: Option<VecDeque<Delivery>>,
 }
 
 /// Queues whose consumers are still to be woken: a connection that routes a batch of
@@ -214,7 +217,7 @@ impl Queue {
 
     /// Adds a message for the client and wakes its connection.
     pub fn enqueue(self: &Arc<Self>, delivery: Delivery) -> EnqueueOutcome {
-        let (outcome, wake) = self.push(delivery);
+        let (outcome, wake) = self.push(delivery, false);
         if wake {
             self.notify.notify_one();
         }
@@ -224,18 +227,57 @@ impl Queue {
     /// Adds a message for the client; its connection is woken by `wakes` later, once per
     /// batch of messages rather than once per message.
     pub fn enqueue_batched(self: &Arc<Self>, delivery: Delivery, wakes: &mut Wakes) -> EnqueueOutcome {
-        let (outcome, wake) = self.push(delivery);
+        let (outcome, wake) = self.push(delivery, false);
         if wake {
             wakes.0.push(Arc::clone(self));
         }
         outcome
     }
 
-    /// Adds a message; true when the consumer needs a wake-up: the message is the first one
+    /// Adds a message drained from the session's previous node: ahead of what is held back.
+    pub fn enqueue_drained(self: &Arc<Self>, delivery: Delivery, wakes: &mut Wakes) -> EnqueueOutcome {
+        let (outcome, wake) = self.push(delivery, true);
+        if wake {
+            wakes.0.push(Arc::clone(self));
+        }
+        outcome
+    }
+
+    /// From now on, routed messages wait until [`Queue::release`]: the session's older
+    /// messages are on their way from its previous node.
+    pub fn hold(&self) {
+        let mut inner = self.lock();
+        if inner.held.is_none() {
+            inner.held = Some(VecDeque::new());
+        }
+    }
+
+    /// The drain is complete: what was held back follows the drained messages.
+    pub fn release(self: &Arc<Self>) {
+        let held = self.lock().held.take();
+        for delivery in held.into_iter().flatten() {
+            let _ = self.enqueue(delivery);
+        }
+    }
+
+    /// Adds a message (`drained`: from the session's previous node, ahead of what is held
+    /// back); true when the consumer needs a wake-up: the message is the first one
     /// waiting in memory. While messages wait the consumer either was woken already or has a
     /// full inflight window and takes more as acknowledgements arrive.
-    fn push(self: &Arc<Self>, delivery: Delivery) -> (EnqueueOutcome, bool) {
+    fn push(self: &Arc<Self>, delivery: Delivery, drained: bool) -> (EnqueueOutcome, bool) {
         let mut inner = self.lock();
+        if !drained {
+            let pending = inner.pending.len();
+            if let Some(held) = inner.held.as_mut() {
+                // A drain into this queue runs: routed messages wait behind it.
+                if self.limits.max_online.is_some_and(|max| pending + held.len() >= max) {
+                    inner.dropped += 1;
+                    return (EnqueueOutcome::Dropped, false);
+                }
+                held.push_back(delivery);
+                return (EnqueueOutcome::Queued, false);
+            }
+        }
         if inner.online {
             if inner.backlog > 0 || inner.appending > 0 {
                 // Older messages are still in the store: keep order by appending behind them.
@@ -369,6 +411,10 @@ impl Queue {
     /// store) so they are resent with their packet ids on reconnect [MQTT-4.4.0-1].
     pub fn set_offline(self: &Arc<Self>) {
         let mut inner = self.lock();
+        // Held-back messages go behind what is queued; an offline queue keeps its order on disk.
+        if let Some(held) = inner.held.take() {
+            inner.pending.extend(held.into_iter().map(|delivery| Queued { delivery, stored: None }));
+        }
         inner.online = false;
         let before = inner.pending.len();
         inner.pending.retain(|q| q.delivery.qos != QoS::AtMostOnce);

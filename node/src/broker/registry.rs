@@ -181,9 +181,8 @@ pub(super) const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
 pub struct Grant {
     /// The fencing epoch of this registration.
     pub epoch: u64,
-    /// The subscriptions of a persistent session another node handed over; its messages
-    /// follow in drain steps.
-    pub handed_over: Option<Vec<(String, SubscriptionRecord)>>,
+    /// A persistent session another node handed over; its messages follow in drain steps.
+    pub handed_over: Option<SessionHandOver>,
     /// The cluster's claim on the client id while the session is being installed (drain steps
     /// that arrive meanwhile wait for it); released when dropped.
     pub claim: Option<Box<dyn std::any::Any + Send>>,
@@ -193,6 +192,15 @@ impl std::fmt::Debug for Grant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Grant").field("epoch", &self.epoch).field("handed_over", &self.handed_over).finish_non_exhaustive()
     }
+}
+
+/// A persistent session another node handed over.
+#[derive(Debug, Default)]
+pub struct SessionHandOver {
+    /// Its subscriptions.
+    pub subscriptions: Vec<(String, SubscriptionRecord)>,
+    /// What was in flight to its last connection, resent with the same packet ids.
+    pub inflight: SavedInflight,
 }
 
 /// The cluster's answer to a registration.
@@ -260,7 +268,7 @@ impl Broker {
                 if clean_start {
                     self.destroy_locked(&mut sessions, &slot);
                 } else {
-                    let (inflight, generation) = {
+                    let (mut inflight, generation) = {
                         let mut st = slot.state();
                         st.connection = Some(conn);
                         st.disconnected_at = None;
@@ -269,8 +277,12 @@ impl Broker {
                         (std::mem::take(&mut st.inflight), st.generation)
                     };
                     drop(sessions);
-                    if let Some(subs) = grant.handed_over {
-                        self.add_routes(&slot, subs);
+                    if let Some(h) = grant.handed_over {
+                        slot.queue.hold();
+                        self.add_routes(&slot, h.subscriptions);
+                        if inflight.outgoing.is_empty() && inflight.incoming_qos2.is_empty() {
+                            inflight = h.inflight;
+                        }
                     }
                     slot.queue.set_online();
                     return Ok(Registration { slot, session_present: true, inflight, generation });
@@ -289,15 +301,17 @@ impl Broker {
             drop(sessions);
             // A persistent session resumed from another node: its subscriptions now, its
             // messages as the old node drains them.
-            let session_present = match grant.handed_over {
-                Some(subs) if !clean_start => {
-                    self.add_routes(&slot, subs);
-                    true
+            let (session_present, inflight) = match grant.handed_over {
+                Some(h) if !clean_start => {
+                    // Older messages drain from the previous node: new ones wait behind them.
+                    slot.queue.hold();
+                    self.add_routes(&slot, h.subscriptions);
+                    (true, h.inflight)
                 }
-                _ => false,
+                _ => (false, SavedInflight::default()),
             };
             slot.queue.set_online();
-            return Ok(Registration { slot, session_present, inflight: SavedInflight::default(), generation: 1 });
+            return Ok(Registration { slot, session_present, inflight, generation: 1 });
         }
     }
 

@@ -163,7 +163,8 @@ impl Shared {
             Ok(Response::Stored) => {}
             other => warn!(client_id = %key.client_id, %target, answer = ?other, "queue not adopted; draining to it all the same"),
         }
-        self.drain_counted(h, target, epoch, Some(moved)).await;
+        let first = h.memory_only_inflight();
+        self.drain_counted(h, target, epoch, first, std::collections::HashSet::new(), Some(moved)).await;
     }
 
     /// Takes over a session of a leaving node (`Request::Adopt`).
@@ -199,6 +200,12 @@ impl Shared {
             return Ok(self.leave_progress());
         }
         if !self.is_member(node) {
+            // A node that has just left still answers for a while: its own final figures.
+            if let Ok(Response::Progress { progress }) =
+                self.calls.call(self, node, Request::LeaveStatus, Duration::from_secs(1)).await
+            {
+                return Ok(progress);
+            }
             // It leaves the member set only after its queues have moved.
             let mut last = self.leave_state().relayed.get(node).cloned().unwrap_or_default();
             last.done = true;

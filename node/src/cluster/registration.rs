@@ -14,17 +14,20 @@
 //! leader (`coordinate_registrations = off`) leave behind, and a migration interrupted by a
 //! crash resumes the same way after the restart.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
-use vmq_storage::QueueKey;
 use vmq_storage::metadata::NodeId;
+use vmq_storage::{MessageSeq, QueueKey};
 
 use super::Shared;
-use super::wire::{HandOver, Request, Response, WireKey, WireSubscription};
-use crate::broker::{Grant, HandedOver, NetsplitAction};
+use super::wire::{HandOver, Request, Response, WireInflight, WireKey, WireSubscription};
+use crate::broker::persist;
+use crate::broker::queue::Queued;
+use crate::broker::{Grant, HandedOver, NetsplitAction, SessionHandOver};
+use crate::session::{OutFlight, OutState, SavedInflight};
 
 /// How long a node waits for the leader's answer to a registration.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(8);
@@ -199,12 +202,56 @@ fn queue_key((mountpoint, client_id): WireKey) -> QueueKey {
     }
 }
 
-fn subscriptions_of(handover: HandOver) -> Vec<(String, crate::broker::SubscriptionRecord)> {
-    handover
-        .subscriptions
+/// The session a node handed over, as the broker takes it: in-flight messages keep their
+/// packet ids and states.
+fn session_of(handover: HandOver) -> SessionHandOver {
+    let mut inflight = SavedInflight::default();
+    for (order, w) in handover.inflight.into_iter().enumerate() {
+        let state = match w.state {
+            0 => OutState::AwaitPubAck,
+            1 => OutState::AwaitPubRec,
+            _ => OutState::AwaitPubComp,
+        };
+        let Some(delivery) = persist::decode_delivery(&w.delivery) else {
+            warn!(packet_id = w.packet_id, "undecodable in-flight message handed over; skipped");
+            continue;
+        };
+        inflight.next_packet_id = inflight.next_packet_id.max(w.packet_id);
+        inflight.outgoing.insert(
+            w.packet_id,
+            OutFlight {
+                queued: Queued { delivery, stored: None },
+                state,
+                sent_at: Instant::now(),
+                order: order as u64,
+            },
+        );
+    }
+    inflight.next_order = inflight.outgoing.len() as u64;
+    inflight.incoming_qos2 = handover.incoming_qos2.into_iter().collect();
+    SessionHandOver {
+        subscriptions: handover.subscriptions.into_iter().map(|s| (s.filter.clone(), s.record())).collect(),
+        inflight,
+    }
+}
+
+/// The in-flight state of a session leaving this node, for the wire.
+fn wire_inflight(inflight: &SavedInflight) -> (Vec<WireInflight>, Vec<u16>) {
+    let mut outgoing: Vec<(&u16, &OutFlight)> = inflight.outgoing.iter().collect();
+    outgoing.sort_by_key(|(_, o)| o.order);
+    let wire = outgoing
         .into_iter()
-        .map(|s| (s.filter.clone(), s.record()))
-        .collect()
+        .map(|(id, o)| WireInflight {
+            packet_id: *id,
+            state: match o.state {
+                OutState::AwaitPubAck => 0,
+                OutState::AwaitPubRec => 1,
+                OutState::AwaitPubComp => 2,
+            },
+            delivery: persist::encode_delivery(&o.queued.delivery),
+        })
+        .collect();
+    (wire, inflight.incoming_qos2.iter().copied().collect())
 }
 
 impl Shared {
@@ -240,10 +287,18 @@ impl Shared {
         };
         if let Some(h) = &handover {
             info!(client_id = %key.client_id, from = %h.from, queued = h.queued, "persistent session handed over from another node");
+            // Held-back messages go out at the latest when the drain should be over.
+            let (shared, key, wait) = (self.clone(), key.clone(), self.registrar.max_drain_time);
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                if let Some(broker) = shared.broker() {
+                    broker.release_held(&key);
+                }
+            });
         }
         Ok(Grant {
             epoch,
-            handed_over: handover.map(subscriptions_of),
+            handed_over: handover.map(session_of),
             claim: Some(Box::new(claim)),
         })
     }
@@ -395,6 +450,12 @@ impl Shared {
             } => Response::Text {
                 text: self.leave_here(kill_sessions, Duration::from_millis(timeout_ms)),
             },
+            Request::DrainDone { key } => {
+                if let Some(broker) = self.broker() {
+                    broker.release_held(&queue_key(key));
+                }
+                Response::Stored
+            }
             Request::LeaveStatus => Response::Progress {
                 progress: self.leave_progress(),
             },
@@ -417,6 +478,8 @@ impl Shared {
     ) -> Option<HandOver> {
         let broker = self.broker()?;
         let h = broker.hand_over(key, epoch, !clean_start).await?;
+        // The in-flight state goes with the answer; the drain skips what of it is stored.
+        let (inflight, incoming_qos2) = wire_inflight(&h.inflight);
         let handover = HandOver {
             from: self.me.clone(),
             subscriptions: h
@@ -424,9 +487,12 @@ impl Shared {
                 .iter()
                 .map(|(f, r)| WireSubscription::new(f.clone(), r))
                 .collect(),
-            queued: h.stored + h.in_flight.len() as u64,
+            queued: h.stored,
+            inflight,
+            incoming_qos2,
         };
-        tokio::spawn(self.clone().drain(h, to.clone(), epoch));
+        let skip = h.stored_inflight();
+        tokio::spawn(self.clone().drain_counted(h, to.clone(), epoch, Vec::new(), skip, None));
         Some(handover)
     }
 
@@ -509,15 +575,21 @@ impl Shared {
     /// it. What is still routed here keeps following until the new entry is known here and
     /// `max_drain_time` has passed; then the session's routes and queue are removed.
     pub(crate) async fn drain(self: Arc<Self>, h: HandedOver, to: NodeId, epoch: u64) {
-        self.drain_counted(h, to, epoch, None).await;
+        // Without a takeover answer to carry them, in-flight messages go first.
+        let first = h.memory_only_inflight();
+        self.drain_counted(h, to, epoch, first, HashSet::new(), None).await;
     }
 
-    /// [`Shared::drain`], adding the messages moved to `counter` as they move.
+    /// [`Shared::drain`], sending `first` before the stored messages, not sending the stored
+    /// ones in `skip` (they went with the in-flight state), and adding the messages moved to
+    /// `counter` as they move.
     pub(crate) async fn drain_counted(
         self: Arc<Self>,
         h: HandedOver,
         mut to: NodeId,
         epoch: u64,
+        first: Vec<Vec<u8>>,
+        skip: HashSet<MessageSeq>,
         counter: Option<Arc<std::sync::atomic::AtomicU64>>,
     ) {
         let count = |n: u64| {
@@ -528,16 +600,26 @@ impl Shared {
         let Some(broker) = self.broker() else { return };
         let key = h.slot.key.clone();
         let started = Instant::now();
-        info!(client_id = %key.client_id, %to, messages = h.stored + h.in_flight.len() as u64, "queue migration started");
+        info!(client_id = %key.client_id, %to, messages = h.stored + first.len() as u64, "queue migration started");
         let mut moved = 0u64;
-        if !h.in_flight.is_empty() {
-            let n = h.in_flight.len() as u64;
-            self.send_step(&key, &mut to, epoch, h.in_flight).await;
+        if !first.is_empty() {
+            let n = first.len() as u64;
+            self.send_step(&key, &mut to, epoch, first).await;
             moved += n;
             count(n);
         }
-        let mut settled_since: Option<Instant> = None;
+        let mut unrouted = false;
         loop {
+            // Routed here until this node knows the new owner (then every publish here is
+            // forwarded there instead, and keeping both would deliver twice), or at most
+            // `max_drain_time`; what arrived until then drains with the rest.
+            if !unrouted
+                && (self.registrar.owner(&key).is_some_and(|o| o.epoch >= epoch)
+                    || started.elapsed() >= self.registrar.max_drain_time)
+            {
+                broker.unroute(&h.slot);
+                unrouted = true;
+            }
             let mut pages = Vec::new();
             let mut after = None;
             for _ in 0..DRAIN_WINDOW {
@@ -553,31 +635,16 @@ impl Shared {
                     }
                 }
             }
-            if !pages.is_empty() {
-                settled_since = None;
-            } else {
-                // Nothing stored now. Stop routing here once every node can know the new
-                // owner, then drain what arrived until the queue is settled.
-                let owner_known = self.registrar.owner(&key).is_some_and(|o| o.epoch >= epoch);
-                let since = *settled_since.get_or_insert_with(Instant::now);
-                if owner_known && since.elapsed() >= self.registrar.max_drain_time.min(DRAIN_LINGER)
-                    || started.elapsed() >= self.registrar.max_drain_time
-                {
-                    broker.unroute(&h.slot);
-                    if broker.is_settled(&h.slot)
-                        && broker
-                            .read_stored(&key, None, 1)
-                            .is_ok_and(|p| p.is_empty())
-                    {
-                        break;
-                    }
+            if pages.is_empty() {
+                if unrouted && broker.is_settled(&h.slot) && broker.read_stored(&key, None, 1).is_ok_and(|p| p.is_empty()) {
+                    break;
                 }
                 tokio::time::sleep(DRAIN_POLL).await;
                 continue;
             }
             let steps = pages.into_iter().map(|page| {
                 let seqs: Vec<_> = page.iter().map(|m| m.seq).collect();
-                let messages: Vec<Vec<u8>> = page.into_iter().map(|m| m.data).collect();
+                let messages: Vec<Vec<u8>> = page.into_iter().filter(|m| !skip.contains(&m.seq)).map(|m| m.data).collect();
                 (seqs, messages)
             });
             let mut in_flight = tokio::task::JoinSet::new();
@@ -586,7 +653,9 @@ impl Shared {
                 let (key, mut to) = (key.clone(), to.clone());
                 in_flight.spawn(async move {
                     let n = messages.len() as u64;
-                    shared.send_step(&key, &mut to, epoch, messages).await;
+                    if n > 0 {
+                        shared.send_step(&key, &mut to, epoch, messages).await;
+                    }
                     (seqs, n, to)
                 });
             }
@@ -601,7 +670,19 @@ impl Shared {
             }
         }
         broker.retire(&h.slot);
+        self.drain_done(&key, &to).await;
         info!(client_id = %key.client_id, %to, messages = moved, ms = started.elapsed().as_millis() as u64, "queue migration finished");
+    }
+
+    /// Tells `to` that the drain of `key` is complete: the new session delivers what it held
+    /// back from now on (or at its own deadline, if this does not arrive).
+    async fn drain_done(&self, key: &QueueKey, to: &NodeId) {
+        for _ in 0..3 {
+            let request = Request::DrainDone { key: wire_key(key) };
+            if matches!(self.calls.call(self, to, request, DRAIN_TIMEOUT).await, Ok(Response::Stored)) {
+                return;
+            }
+        }
     }
 
     /// Sends one drain step until `to` (or the node the session moved on to) has stored it.
@@ -639,10 +720,6 @@ const DRAIN_WINDOW: usize = 4;
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often an empty queue being drained is looked at again.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
-/// How long a drained session keeps its routes once the new owner is known here (capped by
-/// `max_drain_time`): publishes routed here by nodes that did not know yet still follow.
-const DRAIN_LINGER: Duration = Duration::from_secs(2);
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,6 +61,8 @@ pub(crate) enum Request {
     /// One step of a queue migration: stored deliveries (oldest first) for the client's
     /// session on the receiver, registered with `epoch`.
     Drain { key: WireKey, epoch: u64, messages: Vec<Vec<u8>> },
+    /// The drain into the session of `key` is complete (what it held back may go out).
+    DrainDone { key: WireKey },
     /// To a node that leaves the cluster: stop its MQTT listeners; with `kill_sessions`,
     /// disconnect its clients, move its remaining queues after `timeout_ms` and leave.
     Leave { kill_sessions: bool, timeout_ms: u64 },
@@ -115,6 +117,22 @@ pub(crate) struct HandOver {
     pub subscriptions: Vec<WireSubscription>,
     /// Messages queued there when it was handed over (for progress and logs).
     pub queued: u64,
+    /// Outgoing QoS 1/2 messages in flight to the last connection, with their packet ids and
+    /// states: the new node sends them again as the old one would have (DUP, same packet id),
+    /// so that the client's own de-duplication keeps QoS 2 exactly once.
+    pub inflight: Vec<WireInflight>,
+    /// Incoming QoS 2 packet ids whose PUBREL has not arrived yet.
+    pub incoming_qos2: Vec<u16>,
+}
+
+/// One outgoing message in flight, as handed over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct WireInflight {
+    pub packet_id: u16,
+    /// 0: waiting for PUBACK, 1: PUBREC, 2: PUBCOMP.
+    pub state: u8,
+    /// The delivery, encoded as the message store keeps it.
+    pub delivery: Vec<u8>,
 }
 
 /// A frame on the `Publish` stream.
