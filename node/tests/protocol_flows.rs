@@ -238,3 +238,48 @@ async fn invalid_filters_get_failure_codes_in_suback() {
     }
     node.shutdown().await;
 }
+
+/// A client that stopped reading (its TCP window full) is taken over by a new connection of the
+/// same client id: the stuck write gives way to the takeover, and the QoS 1 messages that were in
+/// flight to the old connection are sent again on the new one, with DUP set.
+#[tokio::test]
+async fn a_client_that_stopped_reading_is_taken_over_and_its_in_flight_messages_are_sent_again() {
+    let node = common::start(|c| c.mqtt.max_online_messages = None).await;
+    let addr = node.mqtt_addr();
+    let (mut stuck, ack) = RawClient::connect(addr, ProtocolVersion::V4, RawClient::connect_packet("stuck", false)).await;
+    assert!(matches!(ack, Packet::ConnAck(_)));
+    stuck.send(&subscribe("stuck/#", QoS::AtLeastOnce)).await;
+    assert!(matches!(stuck.recv().await, Some(Packet::SubAck(_))));
+    // From here on `stuck` reads nothing.
+    let (mut publisher, _) = RawClient::connect(addr, ProtocolVersion::V4, RawClient::connect_packet("filler", true)).await;
+    for id in 1..=10u16 {
+        publisher.send(&publish("stuck/acked", QoS::AtLeastOnce, id, b"in flight")).await;
+    }
+    // Enough QoS 0 bulk to fill both socket buffers behind them.
+    static BULK: [u8; 65_536] = [0; 65_536];
+    for _ in 0..400 {
+        publisher.send(&Packet::Publish(Publish { topic: "stuck/bulk".into(), payload: Bytes::from_static(&BULK), ..Default::default() })).await;
+    }
+    let mut acked = 0;
+    while acked < 10 {
+        if let Some(Packet::PubAck(_)) = publisher.recv().await {
+            acked += 1;
+        }
+    }
+
+    let mut o = common::V4::options(addr, "stuck");
+    o.set_clean_session(false);
+    o.set_max_packet_size(1 << 20, 1 << 20);
+    let (mut resumed, present) = common::V4::connect(o).await;
+    assert!(present);
+    let mut again = std::collections::BTreeSet::new();
+    while again.len() < 10 {
+        let p = resumed.publish_event().await;
+        if p.topic == "stuck/acked" {
+            assert!(p.dup, "a message sent to the old connection comes again with DUP set");
+            again.insert(p.pkid);
+        }
+    }
+    drop(stuck);
+    node.shutdown().await;
+}

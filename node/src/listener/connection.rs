@@ -145,6 +145,10 @@ fn recycle(buf: &mut BytesMut) {
     }
 }
 
+/// How long one write to a client may take before the connection is given up (a client that
+/// stopped reading, with its TCP window full).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A flush at least this large keeps its write buffer for the next one.
 const KEEP_WRITE_BUFFER_AFTER: usize = 4096;
 /// Largest write buffer kept between flushes.
@@ -385,8 +389,17 @@ impl Conn {
             let more = session.pump(Instant::now());
             session.wake_subscribers();
             session.take_transmit(&mut tx);
-            if let Err(end) = w.write_transmit(&mut tx, session).await {
-                return end;
+            // A client that stops reading must not keep its connection from being taken over
+            // or shut down: the write gives way to a kick, and to WRITE_TIMEOUT. What was being
+            // written stays in the session's in-flight state, saved at teardown and sent again.
+            tokio::select! {
+                r = tokio::time::timeout(WRITE_TIMEOUT, w.write_transmit(&mut tx, session)) => match r {
+                    Ok(Ok(())) => {}
+                    Ok(Err(end)) => return end,
+                    Err(_) => return End::Gone(format!("no write progress for {} s", WRITE_TIMEOUT.as_secs())),
+                },
+                k = handle.kicked() => return End::Kicked(k),
+                _ = shutdown.wait_for(|s| *s) => return End::Kicked(Kick::Shutdown),
             }
             let throttle = session.throttle(Instant::now()).map(tokio::time::Instant::from_std);
             if throttle.is_some() && !throttled {
