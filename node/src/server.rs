@@ -163,7 +163,7 @@ impl Node {
         if cfg.listeners.is_empty() {
             return Err(StartError::NoListener);
         }
-        let broker = Broker::new(broker_settings(cfg), storage.messages.clone());
+        let broker = Broker::with_records(broker_settings(cfg), storage.messages.clone(), Some(storage.store.clone()));
         let n = &cfg.netsplit;
         for (action, allow) in [
             (NetsplitAction::Register, n.allow_register),

@@ -68,3 +68,4 @@ fn b_wait(b: &Broker, needle: &str) {
         }
     }
 }
+

@@ -235,6 +235,9 @@ impl Replica {
     /// Responder, step 4.
     fn on_segments(&mut self, from: &NodeId, exchange: u64, buckets: Vec<BucketSegments>) {
         let mut wanted: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
+        // Equal segments of every bucket, confirmed with one pass over each prefix's
+        // tombstones: a pass per bucket made a heal cost buckets x tombstones.
+        let mut same_all: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
         for BucketSegments {
             prefix,
             bucket,
@@ -247,8 +250,11 @@ impl Replica {
             let all: BTreeSet<u32> = theirs.keys().chain(mine.keys()).copied().collect();
             let (same, other): (BTreeSet<u32>, BTreeSet<u32>) =
                 all.into_iter().partition(|s| theirs.get(s) == mine.get(s));
-            self.confirm(from, &prefix, Scope::Segments(same), None);
+            same_all.entry(prefix.clone()).or_default().extend(same);
             wanted.entry(prefix.clone()).or_default().extend(other);
+        }
+        for (prefix, same) in same_all {
+            self.confirm(from, &prefix, Scope::Segments(same), None);
         }
         let mut segments = Vec::new();
         for (prefix, segs) in wanted {

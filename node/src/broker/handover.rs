@@ -126,6 +126,7 @@ impl Broker {
             for filter in subs {
                 self.remove_route(&slot.key, &filter);
             }
+            self.forget_disconnected(&slot.key);
         }
         slot.queue.destroy();
     }

@@ -7,6 +7,7 @@
 pub mod message;
 pub mod persist;
 pub mod queue;
+mod expiry;
 mod handover;
 mod registry;
 pub mod retain;
@@ -227,6 +228,9 @@ pub struct Broker {
     routes: RwLock<HashMap<Arc<str>, Trie<Arc<Queue>>>>,
     retained: Mutex<RetainStore>,
     sessions: Mutex<HashMap<vmq_storage::QueueKey, Arc<SessionSlot>>>,
+    /// Where the disconnect time of offline sessions is kept across restarts (none: in memory
+    /// only).
+    records: Option<Arc<dyn vmq_storage::Store>>,
     /// Client ids whose session a registration on another node superseded: its epoch, and
     /// since when (see `handover`).
     fences: Mutex<HashMap<vmq_storage::QueueKey, (u64, std::time::Instant)>>,
@@ -263,7 +267,18 @@ impl Broker {
     /// A broker with `settings`, keeping offline messages in `store`. Queues that already
     /// hold messages in `store` (after a restart) are restored as offline sessions.
     pub fn new(settings: BrokerSettings, store: Arc<dyn MessageStore>) -> Arc<Self> {
+        Self::with_records(settings, store, None)
+    }
+
+    /// [`Broker::new`], keeping the disconnect time of offline sessions in `records` (the
+    /// node's store), so that `persistent_client_expiration` counts across restarts.
+    pub fn with_records(
+        settings: BrokerSettings,
+        store: Arc<dyn MessageStore>,
+        records: Option<Arc<dyn vmq_storage::Store>>,
+    ) -> Arc<Self> {
         let broker = Arc::new(Self {
+            records,
             settings,
             store: store.clone(),
             routes: RwLock::new(HashMap::new()),

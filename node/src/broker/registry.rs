@@ -215,7 +215,7 @@ impl Broker {
     pub(super) fn restore_offline_session(&self, key: QueueKey) {
         let queue = self.new_queue(key.clone());
         let state = SlotState {
-            disconnected_at: Some(Instant::now()),
+            disconnected_at: Some(self.disconnected_at(&key)),
             expiry: self.settings.persistent_client_expiration,
             ..SlotState::default()
         };
@@ -268,6 +268,7 @@ impl Broker {
                 if clean_start {
                     self.destroy_locked(&mut sessions, &slot);
                 } else {
+                    let was_offline = slot.state().disconnected_at.is_some();
                     let (mut inflight, generation) = {
                         let mut st = slot.state();
                         st.connection = Some(conn);
@@ -277,6 +278,9 @@ impl Broker {
                         (std::mem::take(&mut st.inflight), st.generation)
                     };
                     drop(sessions);
+                    if was_offline {
+                        self.forget_disconnected(&slot.key);
+                    }
                     if let Some(h) = grant.handed_over {
                         slot.queue.hold();
                         self.add_routes(&slot, h.subscriptions);
@@ -371,6 +375,8 @@ impl Broker {
             self.destroy_locked(&mut sessions, slot);
         } else {
             slot.queue.set_offline();
+            drop(sessions);
+            self.note_disconnected(&slot.key);
         }
     }
 
@@ -457,6 +463,9 @@ impl Broker {
             self.remove_route(&slot.key, &filter);
         }
         self.announce_ended(slot);
+        if slot.state().disconnected_at.is_some() {
+            self.forget_disconnected(&slot.key);
+        }
         slot.queue.destroy();
     }
 }
