@@ -51,6 +51,7 @@ both_backends!(
     racing_connect_test,
     a_clean_start_elsewhere_discards_the_old_session_and_its_messages,
     aborted_queue_migration_test,
+    without_coordination_the_older_session_is_closed_too,
 );
 
 fn v4(addr: SocketAddr, id: &str, clean: bool) -> rumqttc::MqttOptions {
@@ -425,4 +426,29 @@ async fn aborted_queue_migration_test(backend: &str) {
         };
         seen.insert(u32::from_be_bytes(p.payload[..4].try_into().unwrap()));
     }
+}
+
+/// `coordinate_registrations = off`: every node registers on its own (no leader), and the
+/// client id's session on another node is still closed, with its persistent session handed over.
+async fn without_coordination_the_older_session_is_closed_too(backend: &str) {
+    common::init_tracing();
+    let cluster = Nodes::start(3, &format!("{}coordinate_registrations = off\n", config(backend)));
+    let (n1, n2) = (cluster.node(0).mqtt, cluster.node(1).mqtt);
+    let (mut first, _) = V4::connect(v4(n1, "uncoordinated", false)).await;
+    first.subscribe("uncoordinated/t", QoS::AtLeastOnce).await;
+    routable(n2, &mut first, "uncoordinated/t").await;
+    let (mut second, present) = V4::connect(v4(n2, "uncoordinated", false)).await;
+    assert!(present, "{backend}: the session moved from vmq1");
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match first.events.recv().await {
+                Some(Ok(_)) => {}
+                _ => return,
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "{backend}: the connection on vmq1 is still open");
+    // The subscription moved with the session: a publish on vmq1 reaches vmq2.
+    routable(n1, &mut second, "uncoordinated/t").await;
 }
