@@ -323,37 +323,6 @@ async fn every_node_agrees_within_a_second_of_a_heal(plugin: &'static str) {
         .await;
     }
     let (n1, n2, n3) = (&nodes[0], &nodes[1], &nodes[2]);
-    if std::env::var("HEAL_WATCHDOG").is_ok() {
-        for n in nodes.iter() {
-            let (http, pid, name) = (n.http, n.broker.child.id(), n.name.clone());
-            std::thread::spawn(move || {
-                let mut dumps = 0;
-                loop {
-                    std::thread::sleep(Duration::from_millis(200));
-                    let t = Instant::now();
-                    let ok = (|| -> std::io::Result<()> {
-                        let mut s = TcpStream::connect(http)?;
-                        s.set_read_timeout(Some(Duration::from_millis(1500)))?;
-                        write!(s, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
-                        let mut buf = String::new();
-                        s.read_to_string(&mut buf)?;
-                        Ok(())
-                    })();
-                    if ok.is_err() && std::fs::metadata(format!("/proc/{pid}")).is_err() {
-                        return;
-                    }
-                    if ok.is_err() && dumps < 3 {
-                        dumps += 1;
-                        let out = Command::new("gdb").args(["-p", &pid.to_string(), "-batch", "-ex", "thread apply all bt"]).output();
-                        if let Ok(out) = out {
-                            let _ = std::fs::write(format!("/tmp/stall-{pid}-{name}-{dumps}.stacks"), &out.stdout);
-                        }
-                        eprintln!("WATCHDOG: {name} did not answer /health within {:?}", t.elapsed());
-                    }
-                }
-            });
-        }
-    }
     let mut pub1 = client(n1, "pub1").await;
     let mut pub2 = client(n2, "pub2").await;
     let mut times = Vec::new();
