@@ -52,6 +52,7 @@ both_backends!(
     a_clean_start_elsewhere_discards_the_old_session_and_its_messages,
     aborted_queue_migration_test,
     without_coordination_the_older_session_is_closed_too,
+    messages_in_flight_at_a_takeover_come_again_on_the_new_node_with_their_packet_ids,
 );
 
 fn v4(addr: SocketAddr, id: &str, clean: bool) -> rumqttc::MqttOptions {
@@ -451,4 +452,36 @@ async fn without_coordination_the_older_session_is_closed_too(backend: &str) {
     assert!(closed.is_ok(), "{backend}: the connection on vmq1 is still open");
     // The subscription moved with the session: a publish on vmq1 reaches vmq2.
     routable(n1, &mut second, "uncoordinated/t").await;
+}
+
+/// QoS 1 messages delivered to a connection on vmq1 and not yet acknowledged when the client id
+/// reconnects on vmq2 are sent again there, with DUP set and the same packet ids (the in-flight
+/// state moves with the session).
+async fn messages_in_flight_at_a_takeover_come_again_on_the_new_node_with_their_packet_ids(backend: &str) {
+    common::init_tracing();
+    let cluster = Nodes::start(3, &config(backend));
+    let (n1, n2) = (cluster.node(0).mqtt, cluster.node(1).mqtt);
+    let mut o = v4(n1, "unacked", false);
+    o.set_manual_acks(true);
+    let (mut first, _) = V4::connect(o).await;
+    first.subscribe("unacked/t", QoS::AtLeastOnce).await;
+    let (publisher, _) = V4::connect(v4(n1, "unacked-pub", true)).await;
+    for i in 0..10u8 {
+        publisher.client.publish("unacked/t", QoS::AtLeastOnce, false, vec![i]).await.unwrap();
+    }
+    let mut sent = Vec::new();
+    while sent.len() < 10 {
+        let p = first.publish_event().await;
+        sent.push((p.pkid, p.payload[0]));
+    }
+    // Never acknowledged: the client id moves to vmq2.
+    let (mut second, present) = V4::connect(v4(n2, "unacked", false)).await;
+    assert!(present, "{backend}");
+    let mut again = Vec::new();
+    while again.len() < 10 {
+        let p = second.publish_event().await;
+        assert!(p.dup, "{backend}: a resend must have DUP set: {p:?}");
+        again.push((p.pkid, p.payload[0]));
+    }
+    assert_eq!(again, sent, "{backend}: the same messages with the same packet ids, in order");
 }
