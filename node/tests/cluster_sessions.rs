@@ -53,6 +53,7 @@ both_backends!(
     aborted_queue_migration_test,
     without_coordination_the_older_session_is_closed_too,
     messages_in_flight_at_a_takeover_come_again_on_the_new_node_with_their_packet_ids,
+    backlog_first_and_nothing_missing_while_a_publisher_goes_on_during_a_migration,
 );
 
 fn v4(addr: SocketAddr, id: &str, clean: bool) -> rumqttc::MqttOptions {
@@ -484,4 +485,58 @@ async fn messages_in_flight_at_a_takeover_come_again_on_the_new_node_with_their_
         again.push((p.pkid, p.payload[0]));
     }
     assert_eq!(again, sent, "{backend}: the same messages with the same packet ids, in order");
+}
+
+/// A publisher keeps publishing while its subscriber's session migrates from vmq1 to vmq3 (in
+/// small drain steps): the backlog arrives first and in order, what reaches vmq3 directly waits
+/// behind it, and nothing acknowledged is missing.
+async fn backlog_first_and_nothing_missing_while_a_publisher_goes_on_during_a_migration(backend: &str) {
+    common::init_tracing();
+    const BACKLOG: u32 = 2000;
+    const DURING: u32 = 2000;
+    let cluster = Nodes::start(3, &format!("{}max_msgs_per_drain_step = 10\n", config(backend)));
+    let (n1, n2, n3) = (cluster.node(0).mqtt, cluster.node(1).mqtt, cluster.node(2).mqtt);
+    let (mut sub, _) = V4::connect(v4(n1, "ordered", false)).await;
+    sub.subscribe("ordered/t", QoS::AtLeastOnce).await;
+    routable(n2, &mut sub, "ordered/t").await;
+    sub.client.disconnect().await.unwrap();
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(5), sub.events.recv()).await {}
+    let (mut publisher, _) = V4::connect(v4(n2, "ordered-pub", true)).await;
+    for i in 0..BACKLOG {
+        publisher.client.publish("ordered/t", QoS::AtLeastOnce, false, i.to_be_bytes().to_vec()).await.unwrap();
+    }
+    let mut acked = 0;
+    while acked < BACKLOG {
+        if let Event::Incoming(Packet::PubAck(_)) = publisher.next().await.unwrap() {
+            acked += 1;
+        }
+    }
+    // Publishing goes on while the session moves.
+    let publishing = tokio::spawn(async move {
+        for i in BACKLOG..BACKLOG + DURING {
+            publisher.client.publish("ordered/t", QoS::AtLeastOnce, false, i.to_be_bytes().to_vec()).await.unwrap();
+        }
+        let mut acked = 0;
+        while acked < DURING {
+            if let Event::Incoming(Packet::PubAck(_)) = publisher.next().await.unwrap() {
+                acked += 1;
+            }
+        }
+    });
+    let (mut moved, present) = V4::connect(v4(n3, "ordered", false)).await;
+    assert!(present);
+    let mut seen = std::collections::BTreeSet::new();
+    let mut next_backlog = 0u32;
+    while seen.len() < (BACKLOG + DURING) as usize {
+        let p = moved.publish_event().await;
+        let n = u32::from_be_bytes(p.payload[..4].try_into().unwrap());
+        if n < BACKLOG && !seen.contains(&n) {
+            assert_eq!(n, next_backlog, "{backend}: backlog message {next_backlog} expected, {n} arrived");
+            next_backlog += 1;
+        } else if n >= BACKLOG {
+            assert_eq!(next_backlog, BACKLOG, "{backend}: message {n} overtook the backlog at {next_backlog}");
+        }
+        seen.insert(n);
+    }
+    publishing.await.unwrap();
 }

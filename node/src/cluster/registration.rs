@@ -443,7 +443,7 @@ impl Shared {
                 key,
                 epoch,
                 messages,
-            } => self.accept_drain(&queue_key(key), epoch, messages).await,
+            } => self.accept_drain_now(&queue_key(key), epoch, messages).await,
             Request::Leave {
                 kill_sessions,
                 timeout_ms,
@@ -527,47 +527,45 @@ impl Shared {
     }
 
     /// A drain step arrived for the session of `key` here.
-    async fn accept_drain(&self, key: &QueueKey, epoch: u64, messages: Vec<Vec<u8>>) -> Response {
-        let Some(broker) = self.broker() else {
-            return Response::Refused {
-                reason: "shutting down".into(),
-            };
+    /// A drain step arrived for the session of `key` here. Its messages are queued at once, in
+    /// the order the steps arrive on the stream (the caller does not spawn before this); the
+    /// answer waits for the disk where it must.
+    pub(crate) fn accept_drain_now(
+        &self,
+        key: &QueueKey,
+        epoch: u64,
+        messages: Vec<Vec<u8>>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>> {
+        let answer = |r: Response| -> std::pin::Pin<Box<dyn std::future::Future<Output = Response> + Send>> {
+            Box::pin(async move { r })
         };
-        match broker.accept_drained(key, &messages) {
-            Some(durable) => {
+        let Some(broker) = self.broker() else {
+            return answer(Response::Refused { reason: "shutting down".into() });
+        };
+        if let Some(durable) = broker.accept_drained(key, &messages) {
+            return Box::pin(async move {
                 for d in durable {
                     if let Err(e) = d.wait().await {
-                        return Response::Refused {
-                            reason: format!("not stored: {e}"),
-                        };
+                        return Response::Refused { reason: format!("not stored: {e}") };
                     }
                 }
                 Response::Stored
-            }
-            None => {
-                if lock(&self.registrar.registering).contains_key(key) {
-                    return Response::Refused {
-                        reason: "the session is still registering".into(),
-                    };
-                }
-                match self.registrar.owner(key) {
-                    Some(o) if o.node != self.me && o.epoch >= epoch => {
-                        Response::Moved { node: o.node }
-                    }
-                    None => {
-                        // No session of the client id anywhere: it ended (clean disconnect or
-                        // expiry), and its messages with it.
-                        info!(client_id = %key.client_id, messages = messages.len(), "drained messages for a session that has ended are dropped");
-                        Response::Stored
-                    }
-                    // The entries are still on their way: the sender keeps the messages and
-                    // tries again.
-                    Some(_) => Response::Refused {
-                        reason: "no session of the client id here yet".into(),
-                    },
-                }
-            }
+            });
         }
+        if lock(&self.registrar.registering).contains_key(key) {
+            return answer(Response::Refused { reason: "the session is still registering".into() });
+        }
+        answer(match self.registrar.owner(key) {
+            Some(o) if o.node != self.me && o.epoch >= epoch => Response::Moved { node: o.node },
+            None => {
+                // No session of the client id anywhere: it ended (clean disconnect or expiry),
+                // and its messages with it.
+                info!(client_id = %key.client_id, messages = messages.len(), "drained messages for a session that has ended are dropped");
+                Response::Stored
+            }
+            // The entries are still on their way: the sender keeps the messages and tries again.
+            Some(_) => Response::Refused { reason: "no session of the client id here yet".into() },
+        })
     }
 
     /// Moves the queue of a handed-over session to `to` in acknowledged steps of
@@ -609,6 +607,7 @@ impl Shared {
             count(n);
         }
         let mut unrouted = false;
+        let mut session_there = moved > 0;
         loop {
             // Routed here until this node knows the new owner (then every publish here is
             // forwarded there instead, and keeping both would deliver twice), or at most
@@ -642,31 +641,25 @@ impl Shared {
                 tokio::time::sleep(DRAIN_POLL).await;
                 continue;
             }
-            let steps = pages.into_iter().map(|page| {
-                let seqs: Vec<_> = page.iter().map(|m| m.seq).collect();
-                let messages: Vec<Vec<u8>> = page.into_iter().filter(|m| !skip.contains(&m.seq)).map(|m| m.data).collect();
-                (seqs, messages)
-            });
-            let mut in_flight = tokio::task::JoinSet::new();
-            for (seqs, messages) in steps {
-                let shared = self.clone();
-                let (key, mut to) = (key.clone(), to.clone());
-                in_flight.spawn(async move {
-                    let n = messages.len() as u64;
-                    if n > 0 {
-                        shared.send_step(&key, &mut to, epoch, messages).await;
-                    }
-                    (seqs, n, to)
-                });
+            let mut steps: Vec<(Vec<MessageSeq>, Vec<Vec<u8>>)> = pages
+                .into_iter()
+                .map(|page| {
+                    let seqs: Vec<_> = page.iter().map(|m| m.seq).collect();
+                    let messages = page.into_iter().filter(|m| !skip.contains(&m.seq)).map(|m| m.data).collect();
+                    (seqs, messages)
+                })
+                .collect();
+            if !session_there {
+                // The first step goes alone: until it is stored the new session may still be
+                // registering, and a refused step must not be overtaken by the next one.
+                steps.truncate(1);
             }
-            while let Some(done) = in_flight.join_next().await {
-                let Ok((seqs, n, new_to)) = done else {
-                    continue;
-                };
+            self.send_window(&key, &mut to, epoch, &steps).await;
+            session_there = true;
+            for (seqs, messages) in steps {
                 broker.delete_stored(&key, &seqs);
-                moved += n;
-                count(n);
-                to = new_to;
+                moved += messages.len() as u64;
+                count(messages.len() as u64);
             }
         }
         broker.retire(&h.slot);
@@ -682,6 +675,52 @@ impl Shared {
             if matches!(self.calls.call(self, to, request, DRAIN_TIMEOUT).await, Ok(Response::Stored)) {
                 return;
             }
+        }
+    }
+
+    /// Sends `steps` to `to` in order, several in flight, until each is stored there (or at
+    /// the node the session moved on to). The receiver queues them in the order they arrive;
+    /// after a failure the whole window goes again (at least once).
+    async fn send_window(&self, key: &QueueKey, to: &mut NodeId, epoch: u64, steps: &[(Vec<MessageSeq>, Vec<Vec<u8>>)]) {
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let mut sent = Vec::new();
+            for (_, messages) in steps.iter().filter(|(_, m)| !m.is_empty()) {
+                let request = Request::Drain { key: wire_key(key), epoch, messages: messages.clone() };
+                match self.calls.send(self, to, request) {
+                    Ok(s) => sent.push(s),
+                    Err(e) => {
+                        debug!(client_id = %key.client_id, peer = %to, error = %e, "drain step not sent; retrying");
+                        break;
+                    }
+                }
+            }
+            let complete = sent.len() == steps.iter().filter(|(_, m)| !m.is_empty()).count();
+            let mut stored = complete;
+            let mut moved_on = None;
+            for s in sent {
+                match self.calls.answer(s, DRAIN_TIMEOUT).await {
+                    Ok(Response::Stored) => {}
+                    Ok(Response::Moved { node }) => {
+                        stored = false;
+                        moved_on = Some(node);
+                    }
+                    other => {
+                        stored = false;
+                        debug!(client_id = %key.client_id, peer = %to, answer = ?other, "drain step not stored; retrying");
+                    }
+                }
+            }
+            if stored {
+                return;
+            }
+            if let Some(node) = moved_on {
+                info!(client_id = %key.client_id, from = %to, %node, "session moved on; draining there");
+                *to = node;
+                continue;
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
         }
     }
 

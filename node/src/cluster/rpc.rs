@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
+use vmq_storage::QueueKey;
 use vmq_storage::metadata::NodeId;
 
 use super::Shared;
@@ -32,13 +33,14 @@ impl Calls {
     }
 
     /// Sends `body` to `peer` and waits up to `timeout` for the answer.
-    pub(crate) async fn call(
-        &self,
-        shared: &Shared,
-        peer: &NodeId,
-        body: Request,
-        timeout: Duration,
-    ) -> Result<Response, String> {
+    pub(crate) async fn call(&self, shared: &Shared, peer: &NodeId, body: Request, timeout: Duration) -> Result<Response, String> {
+        let sent = self.send(shared, peer, body)?;
+        self.answer(sent, timeout).await
+    }
+
+    /// Sends `body` to `peer` now; [`Calls::answer`] waits for its answer. Requests sent one
+    /// after the other reach the peer in that order.
+    pub(crate) fn send(&self, shared: &Shared, peer: &NodeId, body: Request) -> Result<Sent, String> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         self.pending().insert(id, (peer.clone(), tx));
@@ -47,15 +49,18 @@ impl Calls {
             self.pending().remove(&id);
             return Err(e.to_string());
         }
+        Ok(Sent { id, peer: peer.clone(), rx })
+    }
+
+    /// Waits up to `timeout` for the answer to `sent`.
+    pub(crate) async fn answer(&self, sent: Sent, timeout: Duration) -> Result<Response, String> {
+        let Sent { id, peer, rx } = sent;
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(answer)) => Ok(answer),
             Ok(Err(_)) => Err(format!("{peer} became unreachable")),
             Err(_) => {
                 self.pending().remove(&id);
-                Err(format!(
-                    "{peer} did not answer within {} ms",
-                    timeout.as_millis()
-                ))
+                Err(format!("{peer} did not answer within {} ms", timeout.as_millis()))
             }
         }
     }
@@ -79,6 +84,13 @@ impl Calls {
     }
 }
 
+/// A request sent, waiting for its answer.
+pub(crate) struct Sent {
+    id: u64,
+    peer: NodeId,
+    rx: oneshot::Receiver<Response>,
+}
+
 /// Takes the `Rpc` frames of every link: answers go to their callers, requests are served in
 /// a task each; join requests are the driver's and go on to it.
 pub(crate) struct Dispatch(pub(crate) Weak<Shared>);
@@ -90,6 +102,20 @@ impl RpcSink for Dispatch {
         };
         match wire::decode::<RpcFrame>(&payload) {
             Some(RpcFrame::Response { id, body }) => shared.calls.answered(from, id, body),
+            // Drain steps are queued here, in the order they come on the stream, so that a
+            // window of steps in flight keeps the queue's order; only the answer waits.
+            Some(RpcFrame::Request { id, body: Request::Drain { key, epoch, messages } }) => {
+                let key = QueueKey { mountpoint: key.0, client_id: key.1 };
+                let pending = shared.accept_drain_now(&key, epoch, messages);
+                let from = from.clone();
+                tokio::spawn(async move {
+                    let answer = pending.await;
+                    let frame = Bytes::from(wire::encode(&RpcFrame::Response { id, body: answer }));
+                    if let Err(e) = shared.transport.send(&from, StreamKind::Rpc, frame) {
+                        debug!(peer = %from, error = %e, "answer not sent");
+                    }
+                });
+            }
             Some(RpcFrame::Request { id, body }) => {
                 let from = from.clone();
                 tokio::spawn(async move {
