@@ -51,6 +51,7 @@ both_backends!(
     racing_connect_test,
     a_clean_start_elsewhere_discards_the_old_session_and_its_messages,
     aborted_queue_migration_test,
+    a_migration_whose_new_node_is_killed_resumes_after_its_restart,
     without_coordination_the_older_session_is_closed_too,
     messages_in_flight_at_a_takeover_come_again_on_the_new_node_with_their_packet_ids,
     backlog_first_and_nothing_missing_while_a_publisher_goes_on_during_a_migration,
@@ -539,4 +540,51 @@ async fn backlog_first_and_nothing_missing_while_a_publisher_goes_on_during_a_mi
         seen.insert(n);
     }
     publishing.await.unwrap();
+}
+
+/// The node a queue drains *to* is killed with SIGKILL in the middle of the drain: the old node
+/// keeps what it has not seen stored, and once the new node is back (its session restored from
+/// disk) the drain goes on; the client reconnecting there gets every message (at least once).
+async fn a_migration_whose_new_node_is_killed_resumes_after_its_restart(backend: &str) {
+    common::init_tracing();
+    const N: u32 = 5000;
+    let mut cluster = Nodes::start(3, &format!("{}max_msgs_per_drain_step = 1\n", config(backend)));
+    let (n1, n2, n3) = (cluster.node(0).mqtt, cluster.node(1).mqtt, cluster.node(2).mqtt);
+    let (mut sub, _) = V4::connect(v4(n1, "target-killed", false)).await;
+    sub.subscribe("target/t", QoS::AtLeastOnce).await;
+    routable(n2, &mut sub, "target/t").await;
+    sub.client.disconnect().await.unwrap();
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(5), sub.events.recv()).await {}
+    let (mut publisher, _) = V4::connect(v4(n2, "target-pub", true)).await;
+    for i in 0..N {
+        publisher.client.publish("target/t", QoS::AtLeastOnce, false, i.to_be_bytes().to_vec()).await.unwrap();
+    }
+    let mut acked = 0;
+    while acked < N {
+        if let Event::Incoming(Packet::PubAck(_)) = publisher.next().await.unwrap() {
+            acked += 1;
+        }
+    }
+    let (mut resumed, present) = V4::connect(v4(n3, "target-killed", false)).await;
+    assert!(present);
+    let first = resumed.publish_event().await;
+    let mut seen = BTreeSet::new();
+    seen.insert(u32::from_be_bytes(first.payload[..4].try_into().unwrap()));
+    drop(resumed);
+    cluster.kill_and_restart(2);
+    cluster.wait_all_running();
+    let n3 = cluster.node(2).mqtt;
+    let (mut again, present) = V4::connect(v4(n3, "target-killed", false)).await;
+    assert!(present, "{backend}: the session is restored on the restarted node");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < N as usize {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let p = match tokio::time::timeout(left, again.events.recv()).await {
+            Ok(Some(Ok(Event::Incoming(Packet::Publish(p))))) => p,
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("{backend}: {} of {N} messages arrived, then {other:?}", seen.len()),
+        };
+        seen.insert(u32::from_be_bytes(p.payload[..4].try_into().unwrap()));
+    }
+    let _ = n1;
 }

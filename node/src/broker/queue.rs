@@ -266,7 +266,11 @@ impl Queue {
     /// full inflight window and takes more as acknowledgements arrive.
     fn push(self: &Arc<Self>, delivery: Delivery, drained: bool) -> (EnqueueOutcome, bool) {
         let mut inner = self.lock();
-        if !drained {
+        if drained {
+            // Its old node deletes it once this node answers: on disk first, even while online.
+            return (self.store(inner, delivery), false);
+        }
+        {
             let pending = inner.pending.len();
             if let Some(held) = inner.held.as_mut() {
                 // A drain into this queue runs: routed messages wait behind it.

@@ -191,6 +191,15 @@ impl NodeProcess {
 
 impl Drop for NodeProcess {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test failed: its directory goes, the node's log is kept for reading.
+            static KEPT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            let n = KEPT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let kept = std::env::temp_dir().join(format!("{}-{}-{n}.log", self.name, std::process::id()));
+            if std::fs::copy(self.dir.join("console.log"), &kept).is_ok() {
+                eprintln!("log of {}: {}", self.name, kept.display());
+            }
+        }
         if matches!(self.child.try_wait(), Ok(Some(_))) {
             return; // exited already (killed, or stopped after a cluster leave)
         }
