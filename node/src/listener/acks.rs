@@ -158,3 +158,87 @@ fn encode_ack(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use tokio::sync::watch;
+    use vmq_storage::{Durability, MemStore, MessageStore, QueueKey, StoreMessageStore};
+
+    use super::*;
+    use crate::ack::{Progress, Ticket};
+    use crate::broker::queue::Durable;
+    use crate::broker::{Broker, BrokerSettings, ConnectionHandle};
+    use crate::mqtt::{PacketId, PubResp};
+    use crate::session::{ClientLimits, SessionConfig};
+
+    async fn session() -> Session {
+        let store = StoreMessageStore::open(Arc::new(MemStore::new()), Durability::Buffered).unwrap();
+        let broker = Broker::new(BrokerSettings::default(), Arc::new(store) as Arc<dyn MessageStore>);
+        let reg = broker.register(QueueKey::new("", "c"), true, ConnectionHandle::new(broker.next_connection_id())).await;
+        let limits = ClientLimits { receive_maximum: u16::MAX, ..ClientLimits::default() };
+        Session::new(broker, reg.slot, SessionConfig::default(), ProtocolVersion::V4, limits, reg.inflight, Instant::now())
+    }
+
+    fn puback(id: u16) -> Packet {
+        Packet::PubAck(PubResp { packet_id: PacketId(id), ..PubResp::default() })
+    }
+
+    /// A transmit of `before`, then an acknowledgement of `id` waiting for `seq` of `progress`.
+    fn waiting(before: &[u8], id: u16, progress: &watch::Sender<Progress>, seq: u64) -> Transmit {
+        let mut tx = Transmit::default();
+        tx.wire.extend_from_slice(before);
+        let durable = vec![Durable::Remote(Ticket::new(progress.subscribe(), seq))];
+        tx.deferred.push((before.len(), Box::new(DurableAck { ack: puback(id), durable, qos2_id: None })));
+        tx
+    }
+
+    fn encoded(p: &Packet) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        mqtt::encode(p, ProtocolVersion::V4, &mut b).unwrap();
+        b.to_vec()
+    }
+
+    #[tokio::test]
+    async fn acknowledgements_go_out_in_order_with_what_follows_them() {
+        let mut session = session().await;
+        let (progress, _) = watch::channel(Progress::default());
+        let mut held = Held::default();
+        let mut out = BytesMut::new();
+        held.push(&mut waiting(b"a", 1, &progress, 1));
+        held.push(&mut waiting(b"b", 2, &progress, 2));
+        let mut tail = Transmit::default();
+        tail.wire.extend_from_slice(b"c");
+        held.push(&mut tail);
+        held.take_ready(&mut out, &mut session, ProtocolVersion::V4).unwrap();
+        // Only what precedes the first waiting acknowledgement.
+        assert_eq!(&out[..], b"a");
+        assert_eq!((held.waiting(), held.bytes()), (2, 2));
+        // The second one settling first releases nothing.
+        progress.send_modify(|p| p.secured = 2);
+        progress.send_modify(|p| p.accepted = 1);
+        held.front_settled().await;
+        out.clear();
+        held.take_ready(&mut out, &mut session, ProtocolVersion::V4).unwrap();
+        let mut expected = encoded(&puback(1));
+        expected.push(b'b');
+        expected.extend(encoded(&puback(2)));
+        expected.push(b'c');
+        assert_eq!(&out[..], &expected[..]);
+        assert!(held.is_empty() && held.bytes() == 0);
+    }
+
+    #[tokio::test]
+    async fn a_refused_publish_is_not_acknowledged_over_mqtt_3() {
+        let mut session = session().await;
+        let (progress, _) = watch::channel(Progress::default());
+        let mut held = Held::default();
+        held.push(&mut waiting(b"", 1, &progress, 1));
+        progress.send_modify(|p| p.abandoned = 1);
+        let mut out = BytesMut::new();
+        assert!(held.take_ready(&mut out, &mut session, ProtocolVersion::V4).is_err());
+        assert!(out.is_empty());
+    }
+}
