@@ -124,9 +124,9 @@ pub(crate) struct Decoder {
 impl Decoder {
     /// The publish in `frame`; `None` when malformed.
     pub fn decode(&mut self, frame: Bytes) -> Option<Forwarded> {
-        match frame.first()? {
-            &FORMAT => self.decode_compact(frame),
-            &FORMAT_V1 => {
+        match *frame.first()? {
+            FORMAT => self.decode_compact(frame),
+            FORMAT_V1 => {
                 let PublishFrame::V1(mut p) = super::decode::<PublishFrame>(&frame)?;
                 let shared = std::mem::take(&mut p.shared).into_iter().map(|(c, f)| (Arc::from(c), f)).collect();
                 let plain = p.plain;
