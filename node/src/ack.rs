@@ -79,6 +79,12 @@ impl Ticket {
 
     /// Waits for the receiver's verdict. A log whose sender is gone counts as abandoned.
     pub async fn wait(mut self) -> Result<(), NotAccepted> {
+        self.settled().await
+    }
+
+    /// [`Ticket::wait`] without giving the ticket up: the wait may be dropped and begun again
+    /// (in a `select!`) without missing the verdict.
+    pub async fn settled(&mut self) -> Result<(), NotAccepted> {
         let seq = self.seq;
         match self.progress.wait_for(|p| p.outcome(seq).is_some()).await {
             Ok(p) => p.outcome(seq).unwrap_or(Err(NotAccepted::Abandoned)),

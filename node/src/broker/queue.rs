@@ -94,6 +94,17 @@ impl Durable {
         }
         Ok(())
     }
+
+    /// [`Durable::wait`] without giving the ticket up: the wait may be dropped and begun again
+    /// (in a `select!`) until it returned once; it must not be called after that.
+    pub async fn settled(&mut self) -> Result<(), NotDurable> {
+        match self {
+            Durable::Stored(rx) => rx.await.unwrap_or_else(|_| Err(StoreError::Engine("message store stopped".into())))?,
+            Durable::Remote(ticket) => ticket.settled().await?,
+            Durable::Failed(why) => return Err(NotDurable::Failed(why.clone())),
+        }
+        Ok(())
+    }
 }
 
 /// What happened to an enqueued message.

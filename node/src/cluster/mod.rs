@@ -32,7 +32,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -44,7 +43,7 @@ use self::outbox::Outboxes;
 use self::metadata::{Backend, Command, Driver, ExchangeBoard, JOIN_TIMEOUT, PendingWrites};
 use self::remote::RemoteRoutes;
 use self::transport::{SendError, Transport, TransportConfig, TransportError, TransportEvent};
-use self::wire::{ForwardedPublish, NodeSubscriptions, PublishFrame, RetainValue, SubscriberValue, WireSubscription};
+use self::wire::{NodeSubscriptions, RetainValue, SubscriberValue, WireSubscription};
 use crate::broker::message::Msg;
 use crate::broker::queue::Durable;
 use crate::broker::{Broker, ClusterHooks, Forward, GrantFuture, RemoteMatches, SessionAnnounce};
@@ -299,8 +298,9 @@ impl Shared {
         // acknowledged to its publisher only once the receiving node accepted it.
         let droppable = msg.qos == QoS::AtMostOnce;
         let mut tickets = Vec::new();
+        let now = Instant::now();
         for f in forwards {
-            let frame = Bytes::from(wire::encode(&PublishFrame::V1(ForwardedPublish::new(msg, f.plain, &f.shared))));
+            let frame = wire::publish::encode(msg, f.plain, &f.shared, now);
             // To an unreachable peer a QoS 1/2 forward is secured in its durable outbox; one
             // that does not fit is refused rather than accepted and lost.
             let unreachable = !droppable && self.outboxes.enabled() && !self.peer_reachable(&f.node);

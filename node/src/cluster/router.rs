@@ -10,7 +10,7 @@ use tracing::warn;
 use vmq_storage::metadata::NodeId;
 
 use super::transport::{Acceptance, PublishSink};
-use super::wire::{self, PublishFrame};
+use super::wire::publish::{Decoder, Forwarded};
 use crate::broker::Broker;
 use crate::broker::queue::{Durable, Wakes};
 
@@ -30,13 +30,11 @@ impl PublishSink for Router {
         // Subscribers are woken once per batch, not once per message.
         let mut wakes = Wakes::default();
         let mut waits: Vec<(u64, Vec<Durable>)> = Vec::new();
+        let mut decoder = Decoder::default();
         for (seq, payload) in frames {
-            match wire::decode::<PublishFrame>(&payload) {
-                Some(PublishFrame::V1(mut p)) => {
-                    let shared: Vec<(Arc<str>, String)> =
-                        std::mem::take(&mut p.shared).into_iter().map(|(c, f)| (Arc::from(c), f)).collect();
-                    let plain = p.plain;
-                    let outcome = self.broker.publish_remote_batched(Arc::new(p.into_msg()), plain, &shared, &mut wakes);
+            match decoder.decode(payload) {
+                Some(Forwarded { msg, plain, shared }) => {
+                    let outcome = self.broker.publish_remote_batched(Arc::new(msg), plain, &shared, &mut wakes);
                     if !outcome.durable.is_empty() {
                         waits.push((seq, outcome.durable));
                     }

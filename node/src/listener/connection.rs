@@ -13,12 +13,13 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 use vmq_storage::QueueKey;
 
+use super::acks::Held;
 use super::connect::{self, Accepted};
 use super::{ConnectionContext, ListenerSpec};
 use crate::broker::message::{ForwardedProperties, Msg};
 use crate::broker::{ConnectionHandle, Kick, NetsplitAction, Registration};
 use crate::mqtt::{self, ConnAck, Connect, DecodeError, Disconnect, Packet, ProtocolVersion, Properties, ReasonCode, Will};
-use crate::session::{ClientLimits, Close, DurableAck, Session, Transmit};
+use crate::session::{ClientLimits, Close, Session, Transmit};
 
 /// Settings for accepting CONNECT.
 #[derive(Debug, Clone)]
@@ -90,6 +91,8 @@ struct Writer {
     half: OwnedWriteHalf,
     buf: BytesMut,
     version: ProtocolVersion,
+    /// Packets behind acknowledgements that wait for their publish to be taken.
+    held: Held,
 }
 
 impl Writer {
@@ -106,27 +109,23 @@ impl Writer {
     }
 
     /// Writes a session's packets: all of them at once, or, when acknowledgements among them
-    /// wait for the disk, up to each of those, then the acknowledgement once it is durable.
+    /// (or before them) wait for their publish to be taken, what may go out now; the rest
+    /// waits in `held` (see [`Writer::write_settled`]).
     async fn write_transmit(&mut self, tx: &mut Transmit, session: &mut Session) -> Result<(), End> {
-        self.flush().await.map_err(write_failed)?;
-        if tx.deferred.is_empty() {
+        if tx.deferred.is_empty() && self.held.is_empty() {
+            self.flush().await.map_err(write_failed)?;
             self.half.write_all(&tx.wire).await.map_err(write_failed)?;
-        } else {
-            Box::pin(self.write_with_durable(tx, session)).await?;
+            recycle(&mut tx.wire);
+            return Ok(());
         }
-        recycle(&mut tx.wire);
-        Ok(())
+        self.held.push(tx);
+        self.write_settled(session).await
     }
 
-    async fn write_with_durable(&mut self, tx: &mut Transmit, session: &mut Session) -> Result<(), End> {
-        let mut from = 0;
-        for (at, pending) in tx.deferred.drain(..) {
-            self.half.write_all(&tx.wire[from..at]).await.map_err(write_failed)?;
-            from = at;
-            ack_when_durable(self, session, pending).await.map_err(End::Close)?;
-            self.flush().await.map_err(write_failed)?;
-        }
-        self.half.write_all(&tx.wire[from..]).await.map_err(write_failed)
+    /// Writes what `held` lets go: up to the first acknowledgement still waiting.
+    async fn write_settled(&mut self, session: &mut Session) -> Result<(), End> {
+        self.held.take_ready(&mut self.buf, session, self.version).map_err(End::Close)?;
+        self.flush().await.map_err(write_failed)
     }
 }
 
@@ -155,6 +154,12 @@ const KEEP_WRITE_BUFFER_AFTER: usize = 4096;
 const MAX_KEPT_WRITE_BUFFER: usize = 64 * 1024;
 /// Room reserved in the read buffer before a read.
 const READ_CHUNK: usize = 8192;
+/// Most acknowledgements of one connection waiting for their publish to be taken; beyond it
+/// (or beyond the client's window) the connection stops reading.
+const MAX_WAITING_ACKS: usize = 1024;
+/// Most bytes held behind waiting acknowledgements before the connection stops reading and
+/// leaves deliveries in the queue.
+const MAX_HELD_BYTES: usize = 1024 * 1024;
 
 /// Runs one connection to completion.
 pub async fn run(
@@ -166,7 +171,7 @@ pub async fn run(
 ) {
     let (mut rd, wr) = stream.into_split();
     let mut rbuf = BytesMut::new();
-    let mut w = Writer { half: wr, buf: BytesMut::new(), version: ProtocolVersion::V4 };
+    let mut w = Writer { half: wr, buf: BytesMut::new(), version: ProtocolVersion::V4, held: Held::default() };
     let max_packet = max_packet_size(&ctx.connect);
     // Boxed, like the other one-off phases (registration, durable acks, teardown): what a
     // future holds across its awaits is held by every connection for its whole life, a box
@@ -384,9 +389,11 @@ impl Conn {
         let timer = tokio::time::sleep_until(tokio::time::Instant::now());
         tokio::pin!(timer);
         let mut armed: Option<tokio::time::Instant> = None;
+        let max_waiting = self.session.incoming_window().clamp(1, MAX_WAITING_ACKS);
         loop {
             let session = &mut self.session;
-            let more = session.pump(Instant::now());
+            // Deliveries stay in the queue while too much waits behind acknowledgements.
+            let more = w.held.bytes() < MAX_HELD_BYTES && session.pump(Instant::now());
             session.wake_subscribers();
             session.take_transmit(&mut tx);
             // A client that stops reading must not keep its connection from being taken over
@@ -415,8 +422,10 @@ impl Conn {
                     armed = Some(next);
                 }
             }
+            // Publishes keep being read while their acknowledgements wait, up to the window.
+            let read = throttle.is_none() && w.held.waiting() < max_waiting && w.held.bytes() < MAX_HELD_BYTES;
             tokio::select! {
-                r = rd.readable(), if throttle.is_none() => {
+                r = rd.readable(), if read => {
                     if let Err(e) = r {
                         return End::Gone(format!("read failed: {e}"));
                     }
@@ -439,6 +448,8 @@ impl Conn {
                         rbuf = BytesMut::new();
                     }
                 }
+                // Written at the top of the loop, with whatever settled along with it.
+                () = w.held.front_settled(), if !w.held.is_empty() => {}
                 _ = queue.notified() => {}
                 // Messages still waiting: go round again, after letting other tasks (the
                 // publishers filling the queue among them) and the other branches run.
@@ -524,12 +535,15 @@ async fn finish(end: End, conn: Conn, peer: SocketAddr, spec: &ListenerSpec, ctx
         End::Kicked(Kick::Shutdown) => (Some(ReasonCode::SERVER_SHUTTING_DOWN), true, "server shutting down".into()),
     };
     // Answers to packets handled before the end still go out (e.g. PUBRECs before the one
-    // publish that broke the window). Acknowledgements still waiting for the disk are not
-    // sent: the client resends those publishes.
+    // publish that broke the window), in order: acknowledgements still waiting for their
+    // publish to be taken are not sent, nor anything behind them, and the client resends
+    // those publishes.
     session.wake_subscribers();
     let mut tx = Transmit::default();
     session.take_transmit(&mut tx);
-    w.buf.extend_from_slice(&tx.wire);
+    w.held.push(&mut tx);
+    // The connection ends anyway: a refusal that closes it (MQTT 3) changes nothing.
+    let _ = w.held.take_ready(&mut w.buf, &mut session, version);
     if let Some(code) = reason {
         if version.is_v5() {
             let mut properties = Properties::default();
@@ -558,42 +572,6 @@ async fn finish(end: End, conn: Conn, peer: SocketAddr, spec: &ListenerSpec, ctx
         }
     }
     ctx.broker.disconnected(&slot, conn_id, session.into_inflight(), session_expiry);
-}
-
-/// Sends `ack` once the publish it acknowledges is durable in every offline queue it went to.
-/// When the store failed (e.g. a full disk) the publish is refused instead of acknowledged and
-/// lost: MQTT 5 clients get the ack with Quota Exceeded, MQTT 3 clients (which have no failure
-/// code for it) are disconnected without the ack and resend after reconnecting.
-async fn ack_when_durable(w: &mut Writer, session: &mut Session, pending: Box<DurableAck>) -> Result<(), Close> {
-    let DurableAck { mut ack, durable, qos2_id } = *pending;
-    let mut failure = None;
-    for ticket in durable {
-        if let Err(e) = ticket.wait().await {
-            failure = Some(e);
-        }
-    }
-    if let Some(e) = &failure {
-        warn!(client_id = %session.client_id(), error = %e, "publish not acknowledged: not every receiver took it");
-    }
-    let Some(e) = failure else {
-        w.queue(&ack);
-        return Ok(());
-    };
-    session.durable_failed(qos2_id);
-    if w.version.is_v5() {
-        if let Packet::PubAck(r) | Packet::PubRec(r) = &mut ack {
-            r.code = ReasonCode::QUOTA_EXCEEDED;
-            r.properties.reason_string = Some(format!("message not taken: {e}"));
-        }
-        w.queue(&ack);
-        return Ok(());
-    }
-    Err(Close {
-        reason: ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
-        cause: format!("publish refused, message not taken: {e}"),
-        send_disconnect: false,
-        publish_will: true,
-    })
 }
 
 /// The will is published after the Will Delay Interval or when the session ends, whichever

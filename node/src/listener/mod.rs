@@ -1,6 +1,7 @@
 //! TCP listeners: the accept loop with its connection limit, and one task per connection
 //! (framing, keep-alive, timers) around a sans-IO [`crate::session::Session`].
 
+mod acks;
 mod connect;
 mod connection;
 

@@ -253,6 +253,14 @@ impl Session {
         self.inflight
     }
 
+    /// QoS 1/2 publishes of the client that may wait for their acknowledgement at once:
+    /// Receive Maximum for MQTT 5, `max_inflight_messages` for MQTT 3.x (as for QoS 2 in
+    /// [`Session::handle_packet`]); `usize::MAX` when unlimited.
+    pub fn incoming_window(&self) -> usize {
+        let limit = if self.version.is_v5() { self.cfg.receive_max_broker } else { self.cfg.max_inflight_messages };
+        if limit == 0 { usize::MAX } else { usize::from(limit) }
+    }
+
     fn window(&self) -> usize {
         let broker = if self.cfg.max_inflight_messages == 0 { usize::MAX } else { self.cfg.max_inflight_messages as usize };
         let client = self.limits.receive_maximum.min(self.cfg.receive_max_client).max(1);

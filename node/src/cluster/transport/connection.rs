@@ -25,6 +25,8 @@ const FLUSH_GRACE: Duration = Duration::from_secs(2);
 const BATCH_BYTES: usize = 64 * 1024;
 /// Largest read from a stream at once.
 const READ_CHUNK: usize = 256 * 1024;
+/// Frames shorter than this are copied into the batch's buffer when written.
+const COPY_BELOW: usize = 4096;
 
 /// A connection that passed the hello exchange and was registered for its peer.
 pub(crate) struct Established {
@@ -235,8 +237,13 @@ async fn write_frames(
     let Some(stream) = stream.as_mut() else {
         return Err(());
     };
-    let mut chunks = Vec::with_capacity(batch.len() * 2);
+    // Small frames are copied into one buffer with their prefixes: one chunk for QUIC per
+    // batch instead of two per frame, and no allocation per frame. Large payloads go as their
+    // own chunk rather than being copied.
     let extra = if numbered { reliable::SEQ_LEN } else { 0 };
+    let small: usize = batch.iter().map(|(_, f)| FRAME_PREFIX_LEN + extra + if f.len() < COPY_BELOW { f.len() } else { 0 }).sum();
+    let mut out = BytesMut::with_capacity(small);
+    let mut chunks = Vec::new();
     for (seq, frame) in batch {
         // `send` bounds frames by `max_frame_size`; a frame above 4 GiB (only possible with
         // such a maximum configured) is not representable on the wire and is skipped rather
@@ -244,13 +251,19 @@ async fn write_frames(
         let Some(prefix) = frame_prefix(frame.len() + extra) else {
             continue;
         };
-        let mut head = BytesMut::with_capacity(FRAME_PREFIX_LEN + extra);
-        head.put_slice(&prefix);
+        out.put_slice(&prefix);
         if numbered {
-            head.put_u64(seq);
+            out.put_u64(seq);
         }
-        chunks.push(head.freeze());
-        chunks.push(frame);
+        if frame.len() < COPY_BELOW {
+            out.put_slice(&frame);
+        } else {
+            chunks.push(out.split().freeze());
+            chunks.push(frame);
+        }
+    }
+    if !out.is_empty() {
+        chunks.push(out.freeze());
     }
     stream.write_all_chunks(&mut chunks).await.map_err(|_| ())
 }

@@ -27,7 +27,10 @@ use vmq_storage::metadata::NodeId;
 
 /// The protocol version this node speaks; a peer with another version is refused. Version 2:
 /// the `Publish` stream carries numbered, acknowledged frames and the `Control` stream exists.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Version 3: forwarded publishes are written in the compact format 2 of
+/// `cluster::wire::publish`, which a version 2 node cannot read (it would acknowledge and drop
+/// them).
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The first bytes of every hello body.
 pub const MAGIC: [u8; 4] = *b"VMQC";
 /// Length of the cookie MAC (HMAC-SHA256).
@@ -271,7 +274,7 @@ mod tests {
         let mut expected = vec![
             0x00, 0x33, // body length: 19 + 32
             b'V', b'M', b'Q', b'C', // magic
-            0x00, 0x02, // protocol version 2
+            0x00, 0x03, // protocol version 3
             0x00, 0x03, b'a', b'@', b'h', // node name
             0x07, b'v', b'm', b'q', b'_', b's', b'w', b'c', // backend
         ];
@@ -281,14 +284,14 @@ mod tests {
 
     #[test]
     fn mac_matches_golden_value() {
-        // HMAC-SHA256("vmq", "vmq-rs cluster hello v1" 0x01 [7; 32] "VMQC" 00 02 00 03 "a@h"
+        // HMAC-SHA256("vmq", "vmq-rs cluster hello v1" 0x01 [7; 32] "VMQC" 00 03 00 03 "a@h"
         // 07 "vmq_swc"): pins the MAC input layout, so a change breaks compatibility loudly.
         let wire = hello().encode(b"vmq", Role::Dialer, &EXPORTED).unwrap();
         let mac_hex: String = wire[21..].iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(mac_hex, GOLDEN_MAC_HEX);
     }
 
-    const GOLDEN_MAC_HEX: &str = "fef744816d5966da47cffb0008020cffd2d8c0c038e6b587db50aea8725f226b";
+    const GOLDEN_MAC_HEX: &str = "d4a750935592ce55cd3abf9c8f7ec4bb0cc0112b96033bd0132f8983c5ee63ad";
 
     #[test]
     fn decode_round_trips_and_verifies() {

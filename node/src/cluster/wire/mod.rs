@@ -1,10 +1,12 @@
 //! What the cluster layer puts on the transport's streams and into the replicated values:
-//! versioned enums encoded with postcard (ARCHITECTURE.md "Between nodes").
+//! versioned enums encoded with postcard (ARCHITECTURE.md "Between nodes"), except on the
+//! hot path.
 //!
 //! - `Metadata` stream: [`MetadataFrame`] (replica messages of the configured backend, and
 //!   membership gossip);
 //! - `Rpc` stream: [`RpcFrame`] (join requests);
-//! - `Publish` stream: [`PublishFrame`] (forwarded publishes, in order per publisher).
+//! - `Publish` stream: forwarded publishes, in order per publisher, in the compact layout of
+//!   [`publish`] (format 2); format 0, postcard's [`PublishFrame::V1`], is still read.
 //!
 //! Replicated values: [`SubscriberValue`] under `subscriber` (key `(mountpoint, client_id)`)
 //! and [`RetainValue`] under `retain` (key `(mountpoint, topic)`).
@@ -16,6 +18,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use vmq_storage::metadata::NodeId;
+
+pub(crate) mod publish;
 
 use super::membership::MembershipState;
 use crate::broker::SubscriptionRecord;
@@ -135,7 +139,8 @@ pub(crate) struct WireInflight {
     pub delivery: Vec<u8>,
 }
 
-/// A frame on the `Publish` stream.
+/// The first format of a frame on the `Publish` stream, written by older nodes (and kept in
+/// their durable outboxes); read, no longer written.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum PublishFrame {
     /// Version 1.
@@ -174,7 +179,7 @@ impl WireProperties {
     }
 }
 
-/// A publish forwarded to one node, with what that node must deliver.
+/// A publish forwarded to one node, with what that node must deliver (format 0).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct ForwardedPublish {
     pub mountpoint: String,
@@ -194,6 +199,7 @@ pub(crate) struct ForwardedPublish {
 
 impl ForwardedPublish {
     /// The frame for `msg` with its delivery instructions.
+    #[cfg(test)]
     pub fn new(msg: &Msg, plain: bool, shared: &[(Arc<str>, String)]) -> ForwardedPublish {
         let now = Instant::now();
         ForwardedPublish {

@@ -1,0 +1,244 @@
+//! Acknowledgements that wait until their publish was taken (on disk for offline subscribers,
+//! accepted by every other node it was forwarded to), sent in order without holding up the
+//! connection: while they wait the connection keeps reading, so a publisher's whole window of
+//! QoS 1/2 messages is in flight at once rather than one read's worth per round trip.
+//!
+//! PUBACKs and PUBRECs go out in the order of their PUBLISHes [MQTT-4.6.0-2, -3]: whatever the
+//! session produced after an acknowledgement that waits is held behind it, and written once
+//! that acknowledgement was.
+
+use std::collections::VecDeque;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, BytesMut};
+use tracing::warn;
+
+use crate::broker::queue::NotDurable;
+use crate::mqtt::{self, Packet, ProtocolVersion, ReasonCode};
+use crate::session::{Close, DurableAck, Session, Transmit};
+
+/// Packets held behind acknowledgements that wait.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    /// Encoded packets not written yet; `wire[0]` is byte `base` of everything ever held.
+    wire: BytesMut,
+    base: usize,
+    /// The acknowledgements that wait, oldest first.
+    waiting: VecDeque<Waiting>,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    /// Its position among everything ever held: the bytes before it go out first.
+    at: usize,
+    ack: Box<DurableAck>,
+    /// The first ticket that failed; the others are still waited for.
+    failure: Option<NotDurable>,
+}
+
+impl Held {
+    /// True when nothing waits.
+    pub(super) fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    /// Acknowledgements waiting.
+    pub(super) fn waiting(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// Bytes held.
+    pub(super) fn bytes(&self) -> usize {
+        self.wire.len()
+    }
+
+    /// Takes over what `tx` holds, behind what is held already.
+    pub(super) fn push(&mut self, tx: &mut Transmit) {
+        let start = self.base + self.wire.len();
+        for (offset, ack) in tx.deferred.drain(..) {
+            self.waiting.push_back(Waiting { at: start + offset, ack, failure: None });
+        }
+        if self.wire.is_empty() {
+            // Nothing held: take the buffer rather than copy it.
+            std::mem::swap(&mut self.wire, &mut tx.wire);
+        } else {
+            self.wire.extend_from_slice(&tx.wire);
+            tx.wire.clear();
+        }
+    }
+
+    /// Moves into `out` what may be written now: the bytes up to the first acknowledgement
+    /// that still waits, with every acknowledgement before it that settled. An acknowledgement
+    /// whose publish was not taken is sent with an error code (MQTT 5) or, where the protocol
+    /// has none, ends the connection without it (the client resends).
+    pub(super) fn take_ready(&mut self, out: &mut BytesMut, session: &mut Session, version: ProtocolVersion) -> Result<(), Close> {
+        while let Some(front) = self.waiting.front_mut() {
+            if !settle_now(front) {
+                break;
+            }
+            let Some(Waiting { at, ack, failure }) = self.waiting.pop_front() else { break };
+            self.move_out(at, out);
+            encode_ack(ack, failure, out, session, version)?;
+        }
+        match self.waiting.front() {
+            Some(front) => self.move_out(front.at, out),
+            None => {
+                out.extend_from_slice(&self.wire);
+                self.wire.clear();
+                self.base = 0;
+            }
+        }
+        Ok(())
+    }
+
+    fn move_out(&mut self, upto: usize, out: &mut BytesMut) {
+        let n = upto.saturating_sub(self.base).min(self.wire.len());
+        out.extend_from_slice(&self.wire[..n]);
+        self.wire.advance(n);
+        self.base += n;
+    }
+
+    /// Resolves once the oldest acknowledgement settled (at once when none waits); cancel-safe.
+    pub(super) async fn front_settled(&mut self) {
+        if let Some(front) = self.waiting.front_mut() {
+            settle(front).await;
+        }
+    }
+}
+
+/// Waits for every ticket of `w`, dropping each as it settles so that a later call (after
+/// this future was cancelled) never waits for it again.
+async fn settle(w: &mut Waiting) {
+    while let Some(ticket) = w.ack.durable.last_mut() {
+        let result = ticket.settled().await;
+        w.ack.durable.pop();
+        if let Err(e) = result {
+            w.failure.get_or_insert(e);
+        }
+    }
+}
+
+/// Whether `w` settled, without waiting: most acknowledgements after the first one that
+/// waited were accepted with it (the receiving node acknowledges cumulatively).
+fn settle_now(w: &mut Waiting) -> bool {
+    if w.ack.durable.is_empty() {
+        return true;
+    }
+    let mut cx = Context::from_waker(Waker::noop());
+    matches!(pin!(settle(w)).poll(&mut cx), Poll::Ready(()))
+}
+
+fn encode_ack(
+    ack: Box<DurableAck>,
+    failure: Option<NotDurable>,
+    out: &mut BytesMut,
+    session: &mut Session,
+    version: ProtocolVersion,
+) -> Result<(), Close> {
+    let DurableAck { mut ack, qos2_id, .. } = *ack;
+    if let Some(e) = failure {
+        warn!(client_id = %session.client_id(), error = %e, "publish not acknowledged: not every receiver took it");
+        session.durable_failed(qos2_id);
+        if !version.is_v5() {
+            return Err(Close {
+                reason: ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
+                cause: format!("publish refused, message not taken: {e}"),
+                send_disconnect: false,
+                publish_will: true,
+            });
+        }
+        if let Packet::PubAck(r) | Packet::PubRec(r) = &mut ack {
+            r.code = ReasonCode::QUOTA_EXCEEDED;
+            r.properties.reason_string = Some(format!("message not taken: {e}"));
+        }
+    }
+    if let Err(e) = mqtt::encode(&ack, version, out) {
+        warn!(error = %e, "packet not encodable; dropped");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use tokio::sync::watch;
+    use vmq_storage::{Durability, MemStore, MessageStore, QueueKey, StoreMessageStore};
+
+    use super::*;
+    use crate::ack::{Progress, Ticket};
+    use crate::broker::queue::Durable;
+    use crate::broker::{Broker, BrokerSettings, ConnectionHandle};
+    use crate::mqtt::{PacketId, PubResp};
+    use crate::session::{ClientLimits, SessionConfig};
+
+    async fn session() -> Session {
+        let store = StoreMessageStore::open(Arc::new(MemStore::new()), Durability::Buffered).unwrap();
+        let broker = Broker::new(BrokerSettings::default(), Arc::new(store) as Arc<dyn MessageStore>);
+        let reg = broker.register(QueueKey::new("", "c"), true, ConnectionHandle::new(broker.next_connection_id())).await.expect("a single node always registers");
+        let limits = ClientLimits { receive_maximum: u16::MAX, ..ClientLimits::default() };
+        Session::new(broker, reg.slot, SessionConfig::default(), ProtocolVersion::V4, limits, reg.inflight, Instant::now())
+    }
+
+    fn puback(id: u16) -> Packet {
+        Packet::PubAck(PubResp { packet_id: PacketId(id), ..PubResp::default() })
+    }
+
+    /// A transmit of `before`, then an acknowledgement of `id` waiting for `seq` of `progress`.
+    fn waiting(before: &[u8], id: u16, progress: &watch::Sender<Progress>, seq: u64) -> Transmit {
+        let mut tx = Transmit::default();
+        tx.wire.extend_from_slice(before);
+        let durable = vec![Durable::Remote(Ticket::new(progress.subscribe(), seq))];
+        tx.deferred.push((before.len(), Box::new(DurableAck { ack: puback(id), durable, qos2_id: None })));
+        tx
+    }
+
+    fn encoded(p: &Packet) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        mqtt::encode(p, ProtocolVersion::V4, &mut b).unwrap();
+        b.to_vec()
+    }
+
+    #[tokio::test]
+    async fn acknowledgements_go_out_in_order_with_what_follows_them() {
+        let mut session = session().await;
+        let (progress, _) = watch::channel(Progress::default());
+        let mut held = Held::default();
+        let mut out = BytesMut::new();
+        held.push(&mut waiting(b"a", 1, &progress, 1));
+        held.push(&mut waiting(b"b", 2, &progress, 2));
+        let mut tail = Transmit::default();
+        tail.wire.extend_from_slice(b"c");
+        held.push(&mut tail);
+        held.take_ready(&mut out, &mut session, ProtocolVersion::V4).unwrap();
+        // Only what precedes the first waiting acknowledgement.
+        assert_eq!(&out[..], b"a");
+        assert_eq!((held.waiting(), held.bytes()), (2, 2));
+        // The second one settling first releases nothing.
+        progress.send_modify(|p| p.secured = 2);
+        progress.send_modify(|p| p.accepted = 1);
+        held.front_settled().await;
+        out.clear();
+        held.take_ready(&mut out, &mut session, ProtocolVersion::V4).unwrap();
+        let mut expected = encoded(&puback(1));
+        expected.push(b'b');
+        expected.extend(encoded(&puback(2)));
+        expected.push(b'c');
+        assert_eq!(&out[..], &expected[..]);
+        assert!(held.is_empty() && held.bytes() == 0);
+    }
+
+    #[tokio::test]
+    async fn a_refused_publish_is_not_acknowledged_over_mqtt_3() {
+        let mut session = session().await;
+        let (progress, _) = watch::channel(Progress::default());
+        let mut held = Held::default();
+        held.push(&mut waiting(b"", 1, &progress, 1));
+        progress.send_modify(|p| p.abandoned = 1);
+        let mut out = BytesMut::new();
+        assert!(held.take_ready(&mut out, &mut session, ProtocolVersion::V4).is_err());
+        assert!(out.is_empty());
+    }
+}
