@@ -618,6 +618,7 @@ impl Shared {
             {
                 broker.unroute(&h.slot);
                 unrouted = true;
+                info!(client_id = %key.client_id, %to, "queue migration: routing to the new node only");
             }
             let mut pages = Vec::new();
             let mut after = None;
