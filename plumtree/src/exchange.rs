@@ -35,7 +35,18 @@ pub struct Exchange {
     pub prefixes: Vec<String>,
     /// `ExchangeObjects` answers still expected for the repair chunks sent.
     pub pending_replies: usize,
+    /// How long it may wait for its next step.
+    pub step_timeout: u64,
+    /// For an exchange owed to a healed peer: how many more times it starts again when a step
+    /// does not come (its frames may have gone down with the connection the heal replaced).
+    pub heal_retries: u8,
 }
+
+/// How long a heal exchange waits for each step before it starts again: a repair that waits
+/// for the next periodic exchange takes seconds, not the fraction of a second a heal should.
+const HEAL_STEP_TIMEOUT: u64 = 1_000;
+/// How many times a heal exchange starts again.
+const HEAL_RETRIES: u8 = 4;
 
 /// Objects (and wanted keys) per repair frame.
 const REPAIR_CHUNK: usize = 500;
@@ -72,10 +83,21 @@ impl Replica {
     /// which paces the periodic background exchanges: one owed to a healed or new peer is
     /// what repairs the split, and callers start at most one per peer.
     pub(crate) fn start_exchange_with(&mut self, now: Millis, peer: NodeId) {
+        self.start_exchange_as(now, peer, self.config.metadata_exchange_timeout, 0);
+    }
+
+    /// Starts an exchange owed to `peer` after a heal: short steps, started again if one
+    /// does not come.
+    pub(crate) fn start_heal_exchange(&mut self, now: Millis, peer: NodeId) {
+        let step = HEAL_STEP_TIMEOUT.min(self.config.metadata_exchange_timeout);
+        self.start_exchange_as(now, peer, step, HEAL_RETRIES);
+    }
+
+    fn start_exchange_as(&mut self, now: Millis, peer: NodeId, step_timeout: u64, heal_retries: u8) {
         let id: u64 = self.rng.random();
         let prefixes = self.tree.prefixes();
         let names = prefixes.iter().map(|(p, _)| p.clone()).collect();
-        let deadline = now.plus(self.config.metadata_exchange_timeout);
+        let deadline = now.plus(step_timeout);
         self.exchanges.insert(
             id,
             Exchange {
@@ -84,6 +106,8 @@ impl Replica {
                 deadline,
                 prefixes: names,
                 pending_replies: 0,
+                step_timeout,
+                heal_retries,
             },
         );
         self.send(
@@ -97,9 +121,16 @@ impl Replica {
 
     /// Drops exchanges past their deadline.
     pub(crate) fn expire_exchanges(&mut self, now: Millis) {
-        let before = self.exchanges.len();
-        self.exchanges.retain(|_, x| x.deadline > now);
-        self.stats.exchanges_timed_out += (before - self.exchanges.len()) as u64;
+        let expired: Vec<(u64, Exchange)> =
+            self.exchanges.iter().filter(|(_, x)| x.deadline <= now).map(|(id, x)| (*id, x.clone())).collect();
+        for (id, x) in expired {
+            self.exchanges.remove(&id);
+            self.stats.exchanges_timed_out += 1;
+            let reachable = !self.unreachable.contains(&x.peer) && self.members.contains(&x.peer);
+            if x.heal_retries > 0 && reachable && !self.is_refused(&x.peer) {
+                self.start_exchange_as(now, x.peer, x.step_timeout, x.heal_retries - 1);
+            }
+        }
     }
 
     fn finish_exchange(&mut self, now: Millis, id: u64) {
@@ -113,9 +144,8 @@ impl Replica {
 
     /// The running exchange `id` with `from`, refreshed, or `None` for a stale answer.
     fn exchange_step(&mut self, now: Millis, from: &NodeId, id: u64) -> Option<Exchange> {
-        let timeout = self.config.metadata_exchange_timeout;
         let x = self.exchanges.get_mut(&id).filter(|x| x.peer == *from)?;
-        x.deadline = now.plus(timeout);
+        x.deadline = now.plus(x.step_timeout);
         Some(x.clone())
     }
 

@@ -480,7 +480,7 @@ impl Replica {
         }
         if !self.exchanges.values().any(|x| x.peer == *peer) && !self.is_refused(peer) {
             self.stats.heal_exchanges += 1;
-            self.start_exchange_with(now, peer.clone());
+            self.start_heal_exchange(now, peer.clone());
         }
     }
 
