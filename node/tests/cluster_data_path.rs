@@ -9,37 +9,13 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::nodes::session_options as v4;
 use common::nodes::{Nodes, wait_until};
 use common::{V4, V5};
 use rumqttc::{Event, Packet, QoS};
 
-/// The two metadata backends, as `metadata_plugin` values.
-const BACKENDS: [&str; 2] = ["vmq_swc", "vmq_plumtree"];
-
 fn config(backend: &str, extra: &str) -> String {
     format!("metadata_plugin = {backend}\nmax_inflight_messages = 100\nmax_online_messages = -1\n{extra}")
-}
-
-/// Runs `scenario` once per backend, in sequence (each starts its own processes).
-macro_rules! both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod swc {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::BACKENDS[0]).await;
-                }
-            )*
-        }
-        mod plumtree {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::BACKENDS[1]).await;
-                }
-            )*
-        }
-    };
 }
 
 both_backends!(
@@ -58,14 +34,6 @@ both_backends!(
     outbox_delivers_publishes_acknowledged_during_a_split_after_the_heal_in_order,
     a_message_larger_than_16_mib_is_forwarded_whole,
 );
-
-fn v4(addr: SocketAddr, id: &str, clean: bool) -> rumqttc::MqttOptions {
-    let mut o = V4::options(addr, id);
-    o.set_clean_session(clean);
-    o.set_inflight(100);
-    o.set_keep_alive(Duration::from_secs(60));
-    o
-}
 
 /// Subscribes a fresh client on `addr` to `filter` and waits until a publish from `from` on
 /// a topic it matches reaches it: the subscription has replicated to `from`.

@@ -8,45 +8,15 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use common::V4;
+use common::nodes::session_options as v4;
 use common::nodes::{NodeProcess, Nodes, wait_until};
 use rumqttc::{Event, Packet, QoS};
-
-const BACKENDS: [&str; 2] = ["vmq_swc", "vmq_plumtree"];
 
 fn config(backend: &str) -> String {
     format!("metadata_plugin = {backend}\nmax_inflight_messages = 100\nmax_online_messages = -1\nmax_offline_messages = -1\n")
 }
 
-macro_rules! both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod swc {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::BACKENDS[0]).await;
-                }
-            )*
-        }
-        mod plumtree {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::BACKENDS[1]).await;
-                }
-            )*
-        }
-    };
-}
-
 both_backends!(cluster_leave_test, cluster_leave_myself_test, cluster_leave_dead_node_test);
-
-fn v4(addr: SocketAddr, id: &str, clean: bool) -> rumqttc::MqttOptions {
-    let mut o = V4::options(addr, id);
-    o.set_clean_session(clean);
-    o.set_inflight(100);
-    o.set_keep_alive(Duration::from_secs(60));
-    o
-}
 
 /// A persistent client subscribed on `home` and offline again, with `n` QoS 1 messages
 /// published (and acknowledged) on `publish_on` while it is away.

@@ -11,37 +11,15 @@ use std::time::{Duration, Instant};
 
 use std::collections::BTreeSet;
 
+use common::nodes::session_options as v4;
 use common::nodes::Nodes;
 use common::{V4, V5};
 use rumqttc::{Event, Packet, QoS};
-
-const BACKENDS: [&str; 2] = ["vmq_swc", "vmq_plumtree"];
 
 fn config(backend: &str) -> String {
     format!(
         "metadata_plugin = {backend}\nmax_inflight_messages = 100\nmax_online_messages = -1\nmax_offline_messages = -1\n"
     )
-}
-
-macro_rules! both_backends {
-    ($($scenario:ident),* $(,)?) => {
-        mod swc {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::BACKENDS[0]).await;
-                }
-            )*
-        }
-        mod plumtree {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    super::$scenario(super::BACKENDS[1]).await;
-                }
-            )*
-        }
-    };
 }
 
 both_backends!(
@@ -56,46 +34,6 @@ both_backends!(
     messages_in_flight_at_a_takeover_come_again_on_the_new_node_with_their_packet_ids,
     backlog_first_and_nothing_missing_while_a_publisher_goes_on_during_a_migration,
 );
-
-fn v4(addr: SocketAddr, id: &str, clean: bool) -> rumqttc::MqttOptions {
-    let mut o = V4::options(addr, id);
-    o.set_clean_session(clean);
-    o.set_inflight(100);
-    o.set_keep_alive(Duration::from_secs(60));
-    o
-}
-
-/// Connects without panicking: `Ok((client, session present))`, or why it failed.
-async fn try_connect(opts: rumqttc::MqttOptions) -> Result<(V4, bool), String> {
-    let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 1000);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        loop {
-            let ev = eventloop.poll().await.map_err(|e| e.to_string());
-            let stop = ev.is_err();
-            if tx.send(ev).is_err() || stop {
-                return;
-            }
-        }
-    });
-    let mut c = V4 { client, events: rx };
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), c.events.recv()).await {
-            Ok(Some(Ok(Event::Incoming(Packet::ConnAck(a)))))
-                if a.code == rumqttc::ConnectReturnCode::Success =>
-            {
-                return Ok((c, a.session_present));
-            }
-            Ok(Some(Ok(Event::Incoming(Packet::ConnAck(a))))) => {
-                return Err(format!("refused: {:?}", a.code));
-            }
-            Ok(Some(Ok(_))) => {}
-            Ok(Some(Err(e))) => return Err(e),
-            Ok(None) => return Err("closed".into()),
-            Err(_) => return Err("no CONNACK within 30 s".into()),
-        }
-    }
-}
 
 /// Waits until a QoS 0 publish on `from` to `topic` reaches `sub` (the subscription has
 /// replicated to `from`), then drains what arrived.
@@ -254,7 +192,7 @@ async fn multiple_connect_test(backend: &str) {
     for i in 0..250 {
         let addr = addrs[i % addrs.len()];
         tasks.spawn(async move {
-            try_connect(v4(addr, "racer", true))
+            V4::try_connect(v4(addr, "racer", true))
                 .await
                 .ok()
                 .map(|(c, _)| c)

@@ -297,13 +297,13 @@ where
     }
 }
 
-async fn every_node_agrees_within_a_second_of_a_heal(plugin: &'static str) {
-    common::init_tracing();
-    let _turn = ONE_AT_A_TIME.lock().await;
+/// Three joined nodes, every one seeing all three running; `None` (the test is skipped) when
+/// nftables cannot be used here, which CI does not allow.
+async fn three_nodes(plugin: &str) -> Option<Nodes> {
     if let Err(why) = Cut::available() {
         assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must be able to cut links with nftables: {why}");
         eprintln!("skipped: cutting a link needs nftables as root ({why})");
-        return;
+        return None;
     }
     let mut guard = Nodes(Vec::new());
     for i in 1..=3 {
@@ -322,6 +322,14 @@ async fn every_node_agrees_within_a_second_of_a_heal(plugin: &'static str) {
         })
         .await;
     }
+    Some(guard)
+}
+
+async fn every_node_agrees_within_a_second_of_a_heal(plugin: &'static str) {
+    common::init_tracing();
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let Some(mut guard) = three_nodes(plugin).await else { return };
+    let nodes = &guard.0;
     let (n1, n2, n3) = (&nodes[0], &nodes[1], &nodes[2]);
     let mut pub1 = client(n1, "pub1").await;
     let mut pub2 = client(n2, "pub2").await;
@@ -505,28 +513,8 @@ async fn futures_join<F: std::future::Future<Output = Duration>>(futures: [F; 3]
 async fn duplicate_sessions_resolve_after_the_heal(plugin: &'static str) {
     common::init_tracing();
     let _turn = ONE_AT_A_TIME.lock().await;
-    if let Err(why) = Cut::available() {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI must be able to cut links with nftables: {why}");
-        eprintln!("skipped: cutting a link needs nftables as root ({why})");
-        return;
-    }
-    let mut guard = Nodes(Vec::new());
-    for i in 1..=3 {
-        guard.0.push(start(i, plugin));
-    }
+    let Some(guard) = three_nodes(plugin).await else { return };
     let nodes = &guard.0;
-    for n in &nodes[1..] {
-        let path = format!("/api/v1/cluster/join?discovery-node={}:{}", nodes[0].name, nodes[0].cluster.port());
-        let (status, body) = http_get(n.http, &path);
-        assert_eq!(status, 200, "{} joins: {body}", n.name);
-    }
-    for n in nodes {
-        until(&format!("{} sees three running nodes", n.name), Duration::from_secs(20), || {
-            let show = cluster_show(n);
-            show.len() == 3 && show.iter().all(|(_, up)| *up)
-        })
-        .await;
-    }
     let (n1, n3) = (&nodes[0], &nodes[2]);
     let persistent = |addr: SocketAddr, id: &str| {
         let mut o = V4::options(addr, id);

@@ -18,6 +18,7 @@
 mod leave;
 mod membership;
 mod metadata;
+mod migration;
 mod outbox;
 mod registration;
 mod remote;

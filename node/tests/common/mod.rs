@@ -144,6 +144,12 @@ impl V4 {
 
     /// Connects and waits for CONNACK; returns the client and whether a session was present.
     pub async fn connect(opts: rumqttc::MqttOptions) -> (V4, bool) {
+        V4::try_connect(opts).await.unwrap_or_else(|e| panic!("connect failed: {e}"))
+    }
+
+    /// Connects and waits for CONNACK: the client and whether a session was present, or why
+    /// the connect failed (refused, closed, no CONNACK in time).
+    pub async fn try_connect(opts: rumqttc::MqttOptions) -> Result<(V4, bool), String> {
         let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 1000);
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
@@ -156,17 +162,20 @@ impl V4 {
             }
         });
         let mut c = V4 { client, events: rx };
-        let present = loop {
-            match c.next().await {
-                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(a))) => {
-                    assert_eq!(a.code, rumqttc::ConnectReturnCode::Success);
-                    break a.session_present;
+        loop {
+            match tokio::time::timeout(WAIT, c.events.recv()).await {
+                Ok(Some(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(a))))) => {
+                    if a.code != rumqttc::ConnectReturnCode::Success {
+                        return Err(format!("refused: {:?}", a.code));
+                    }
+                    return Ok((c, a.session_present));
                 }
-                Ok(_) => {}
-                Err(e) => panic!("connect failed: {e}"),
+                Ok(Some(Ok(_))) => {}
+                Ok(Some(Err(e))) => return Err(e),
+                Ok(None) => return Err("closed".into()),
+                Err(_) => return Err("no CONNACK in time".into()),
             }
-        };
-        (c, present)
+        }
     }
 
     pub async fn next(&mut self) -> Result<rumqttc::Event, String> {

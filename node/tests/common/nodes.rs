@@ -290,3 +290,39 @@ impl Nodes {
         self.nodes[i] = restarted;
     }
 }
+
+/// The two metadata backends, as `metadata_plugin` values.
+pub const BACKENDS: [&str; 2] = ["vmq_swc", "vmq_plumtree"];
+
+/// Runs each named `async fn(backend: &str)` of the test file once per metadata backend, as
+/// tests `swc::<name>` and `plumtree::<name>` (each starts its own processes).
+#[macro_export]
+macro_rules! both_backends {
+    ($($scenario:ident),* $(,)?) => {
+        mod swc {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario($crate::common::nodes::BACKENDS[0]).await;
+                }
+            )*
+        }
+        mod plumtree {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario($crate::common::nodes::BACKENDS[1]).await;
+                }
+            )*
+        }
+    };
+}
+
+/// MQTT 3.1.1 options for a session test: `clean` session or not, 100 in flight, 60 s keep-alive.
+pub fn session_options(addr: SocketAddr, id: &str, clean: bool) -> rumqttc::MqttOptions {
+    let mut o = super::V4::options(addr, id);
+    o.set_clean_session(clean);
+    o.set_inflight(100);
+    o.set_keep_alive(Duration::from_secs(60));
+    o
+}
