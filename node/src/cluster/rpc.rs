@@ -97,9 +97,7 @@ pub(crate) struct Dispatch(pub(crate) Weak<Shared>);
 
 impl RpcSink for Dispatch {
     fn deliver(&self, from: &NodeId, payload: Bytes) -> Option<Bytes> {
-        let Some(shared) = self.0.upgrade() else {
-            return None;
-        };
+        let shared = self.0.upgrade()?;
         match wire::decode::<RpcFrame>(&payload) {
             Some(RpcFrame::Response { id, body }) => shared.calls.answered(from, id, body),
             // Drain steps are queued here, in the order they come on the stream, so that a
