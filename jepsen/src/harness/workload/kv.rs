@@ -118,14 +118,7 @@ async fn writer(
                 break e;
             }
         };
-        ctx.history.record(Event::Closed {
-            client: name.clone(),
-            conn,
-            reason,
-        });
-        if ctx.phase() < Phase::End {
-            tokio::time::sleep(RECONNECT_PAUSE).await;
-        }
+        ctx.closed(&name, conn, reason, Phase::End).await;
     }
 }
 

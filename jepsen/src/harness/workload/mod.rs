@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::history::HistoryWriter;
+use crate::history::{Event, HistoryWriter};
 
 /// Where the run is; workloads watch it to know when to stop publishing, settle and probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -54,6 +54,15 @@ impl Ctx {
     /// Waits until the phase is at least `p`.
     pub async fn until(&mut self, p: Phase) {
         let _ = self.phase.wait_for(|now| *now >= p).await;
+    }
+
+    /// Records that connection `conn` of `client` ended (`reason`), then pauses before the
+    /// client's next connect while the run is still before `reconnect_until`.
+    pub async fn closed(&self, client: &str, conn: String, reason: String, reconnect_until: Phase) {
+        self.history.record(Event::Closed { client: client.to_owned(), conn, reason });
+        if self.phase() < reconnect_until {
+            tokio::time::sleep(RECONNECT_PAUSE).await;
+        }
     }
 }
 

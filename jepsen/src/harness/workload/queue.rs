@@ -104,14 +104,7 @@ async fn subscriber(mut ctx: Ctx, name: String, home: usize, qos: QoS) {
             }
             Err(e) => e,
         };
-        ctx.history.record(Event::Closed {
-            client: name.clone(),
-            conn,
-            reason,
-        });
-        if ctx.phase() < Phase::End {
-            tokio::time::sleep(RECONNECT_PAUSE).await;
-        }
+        ctx.closed(&name, conn, reason, Phase::End).await;
     }
 }
 
@@ -293,14 +286,7 @@ async fn publisher(ctx: Ctx, name: String, home: usize, qos: QoS) {
             }
             Err(e) => e,
         };
-        ctx.history.record(Event::Closed {
-            client: name.clone(),
-            conn,
-            reason,
-        });
-        if ctx.phase() < Phase::Settle {
-            tokio::time::sleep(RECONNECT_PAUSE).await;
-        }
+        ctx.closed(&name, conn, reason, Phase::Settle).await;
     }
 }
 
