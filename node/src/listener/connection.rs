@@ -399,14 +399,18 @@ impl Conn {
             // A client that stops reading must not keep its connection from being taken over
             // or shut down: the write gives way to a kick, and to WRITE_TIMEOUT. What was being
             // written stays in the session's in-flight state, saved at teardown and sent again.
-            tokio::select! {
-                r = tokio::time::timeout(WRITE_TIMEOUT, w.write_transmit(&mut tx, session)) => match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(end)) => return end,
-                    Err(_) => return End::Gone(format!("no write progress for {} s", WRITE_TIMEOUT.as_secs())),
-                },
-                k = handle.kicked() => return End::Kicked(k),
-                _ = shutdown.wait_for(|s| *s) => return End::Kicked(Kick::Shutdown),
+            // Most rounds have nothing to write: no timer for them.
+            let idle = tx.is_empty() && w.buf.is_empty() && w.held.is_empty();
+            if !idle {
+                tokio::select! {
+                    r = tokio::time::timeout(WRITE_TIMEOUT, w.write_transmit(&mut tx, session)) => match r {
+                        Ok(Ok(())) => {}
+                        Ok(Err(end)) => return end,
+                        Err(_) => return End::Gone(format!("no write progress for {} s", WRITE_TIMEOUT.as_secs())),
+                    },
+                    k = handle.kicked() => return End::Kicked(k),
+                    _ = shutdown.wait_for(|s| *s) => return End::Kicked(Kick::Shutdown),
+                }
             }
             let throttle = session.throttle(Instant::now()).map(tokio::time::Instant::from_std);
             if throttle.is_some() && !throttled {
