@@ -131,6 +131,12 @@ impl Broker {
         slot.queue.destroy();
     }
 
+    /// The new node of a handed-over session is known here: publishes made here go there by
+    /// forward and skip its queue here.
+    pub fn mark_moved(&self, slot: &Arc<SessionSlot>) {
+        slot.queue.set_moved();
+    }
+
     /// Stops routing to a handed-over session: from now on nothing new reaches its queue.
     pub fn unroute(&self, slot: &Arc<SessionSlot>) {
         if self.session(&slot.key).is_some() {

@@ -168,6 +168,8 @@ pub struct Queue {
     // A std mutex: sections are short and never await; publishers of many tasks enqueue here.
     inner: Mutex<Inner>,
     notify: Notify,
+    /// See [`Queue::set_moved`].
+    moved: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Queue {
@@ -187,7 +189,7 @@ impl Queue {
     pub fn new(key: QueueKey, limits: QueueLimits, store: Arc<dyn MessageStore>) -> Self {
         let backlog = store.count(&key);
         let inner = Inner { backlog, used_store: backlog > 0, ..Inner::default() };
-        Self { key, limits, store, inner: Mutex::new(inner), notify: Notify::new() }
+        Self { key, limits, store, inner: Mutex::new(inner), notify: Notify::new(), moved: Default::default() }
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -474,6 +476,17 @@ impl Queue {
                 inner.dropped += n;
             }
         }
+    }
+
+    /// Its session now lives on another node, known here: publishes made here reach it by
+    /// forward, so they skip this queue (see `Broker::publish_batched`).
+    pub fn set_moved(&self) {
+        self.moved.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// See [`Queue::set_moved`].
+    pub fn is_moved(&self) -> bool {
+        self.moved.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// True when no append of this queue is on its way to the store.

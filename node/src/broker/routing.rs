@@ -60,6 +60,12 @@ impl Broker {
                         if e.options.no_local && msg.publisher.as_deref() == Some(&*e.client_id) {
                             return; // [MQTT-3.8.3-3]
                         }
+                        // A session moving to another node that is known here gets what is
+                        // published here by forward, like any remote subscriber; only what other
+                        // nodes still route here goes into its queue and follows the drain.
+                        if e.queue.is_moved() {
+                            return;
+                        }
                         targets.push(self.target(&msg, e));
                     }
                     Match::Shared(group, filter, members) => {

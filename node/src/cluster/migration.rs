@@ -20,6 +20,9 @@ use crate::broker::HandedOver;
 const DRAIN_WINDOW: usize = 4;
 /// How long one drain step may take to be stored.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a migrating queue keeps taking what other nodes still route to it once the new
+/// owner is known here (capped by `max_drain_time`).
+const DRAIN_LINGER: Duration = Duration::from_secs(2);
 /// How often an empty queue being drained is looked at again.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
@@ -105,17 +108,22 @@ impl Shared {
         }
         let mut unrouted = false;
         let mut session_there = moved > 0;
+        let mut owner_known_at: Option<Instant> = None;
+        let mut done_sent = false;
         loop {
-            // Routed here until this node knows the new owner (then every publish here is
-            // forwarded there instead, and keeping both would deliver twice), or at most
-            // `max_drain_time`; what arrived until then drains with the rest.
-            if !unrouted
-                && (self.registrar.owner(&key).is_some_and(|o| o.epoch >= epoch)
-                    || started.elapsed() >= self.registrar.max_drain_time)
-            {
+            // Once this node knows the new owner, what is published here goes there by forward
+            // (routing it into the queue too would deliver it twice); what other nodes still
+            // route here keeps going into the queue and follows the drain, for DRAIN_LINGER
+            // (nodes learn of the move at slightly different times), at most `max_drain_time`.
+            if owner_known_at.is_none() && self.registrar.owner(&key).is_some_and(|o| o.epoch >= epoch) {
+                broker.mark_moved(&h.slot);
+                owner_known_at = Some(Instant::now());
+                info!(client_id = %key.client_id, %to, "queue migration: routing to the new node only");
+            }
+            let linger_over = owner_known_at.is_some_and(|at| at.elapsed() >= DRAIN_LINGER);
+            if !unrouted && (linger_over || started.elapsed() >= self.registrar.max_drain_time) {
                 broker.unroute(&h.slot);
                 unrouted = true;
-                info!(client_id = %key.client_id, %to, "queue migration: routing to the new node only");
             }
             let mut pages = Vec::new();
             let mut after = None;
@@ -135,6 +143,13 @@ impl Shared {
             if pages.is_empty() {
                 if unrouted && broker.is_settled(&h.slot) && broker.read_stored(&key, None, 1).is_ok_and(|p| p.is_empty()) {
                     break;
+                }
+                if owner_known_at.is_some() && !done_sent {
+                    // The backlog has moved: the new session may deliver what it held back;
+                    // stragglers from the linger follow.
+                    done_sent = true;
+                    let (shared, key, to) = (self.clone(), key.clone(), to.clone());
+                    tokio::spawn(async move { shared.drain_done(&key, &to).await });
                 }
                 tokio::time::sleep(DRAIN_POLL).await;
                 continue;
@@ -161,7 +176,9 @@ impl Shared {
             }
         }
         broker.retire(&h.slot);
-        self.drain_done(&key, &to).await;
+        if !done_sent {
+            self.drain_done(&key, &to).await;
+        }
         info!(client_id = %key.client_id, %to, messages = moved, ms = started.elapsed().as_millis() as u64, "queue migration finished");
     }
 
