@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use vmq_admin::client::Endpoint;
 use vmq_admin::command;
-use vmq_node::config::Config;
+use vmq_config::Config;
 
 const USAGE: &str = "usage: vmq-admin [-c FILE] [--url HOST:PORT] [--api-key KEY] <command> [key=value ...] [--format=json]";
 
@@ -71,7 +71,7 @@ fn local_api(explicit: Option<&Path>) -> anyhow::Result<String> {
             None => Config::embedded_default(),
         },
     };
-    let listeners = vmq_node::http::config::http_listeners(&cfg)?;
+    let listeners = vmq_config::http::http_listeners(&cfg)?;
     let first = listeners
         .first()
         .with_context(|| format!("{} has no listener.http.<name>: the node serves no management API", cfg.file_label()))?;

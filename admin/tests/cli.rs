@@ -1,29 +1,88 @@
-//! `vmq-admin` against a running node, as an operator uses it.
+//! `vmq-admin` against a running `vernemq` process, as an operator uses it.
+//!
+//! The node is the `vernemq` binary built next to `vmq-admin` (`cargo test --workspace` builds
+//! both); `vmq-admin` itself links no broker.
 
-use std::process::Command;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
-use vmq_node::config::{Config, ConfigEntry};
-use vmq_node::server::Node;
-
-async fn node() -> Node {
-    let mut cfg = Config::embedded_default();
-    cfg.nodename = "vmq1@127.0.0.1".into();
-    cfg.listeners[0].addr = "127.0.0.1:0".parse().unwrap();
-    cfg.delegated.retain(|e| !e.key.starts_with("listener.http."));
-    cfg.delegated.push(ConfigEntry { key: "listener.http.default".into(), value: "127.0.0.1:0".into(), line: 0 });
-    Node::start(&cfg).await.unwrap()
+/// A `vernemq` child process with an HTTP listener on a free port; killed when dropped.
+struct Node {
+    child: Child,
+    http: String,
+    _dir: tempfile::TempDir,
 }
 
-fn admin(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_vmq-admin")).args(args).output().unwrap()
+impl Node {
+    fn start() -> Node {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let conf = dir.path().join("vernemq.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "nodename = vmq1@127.0.0.1\nlistener.tcp.default = 127.0.0.1:0\nlistener.vmq.clustering = 127.0.0.1:0\n\
+                 listener.http.default = 127.0.0.1:0\nallow_anonymous = on\nplatform_data_dir = {}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("config written");
+        let mut child = Command::new(vernemq())
+            .args(["console", "-c"])
+            .arg(&conf)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("vernemq starts");
+        let (tx, lines) = mpsc::channel();
+        for out in [Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().expect("stderr"))] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        let http = loop {
+            let line = lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("vernemq printed no HTTP listener address:\n{}", seen.join("\n")));
+            if line.contains("HTTP listener ready") {
+                break line.split("addr=").nth(1).expect("addr field").split_whitespace().next().expect("address").to_string();
+            }
+            seen.push(line);
+        };
+        Node { child, http, _dir: dir }
+    }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn cluster_show_prints_vernemq_table_and_json() {
-    let node = node().await;
-    let url = node.http_addrs()[0].1.to_string();
-    let u = url.clone();
-    let out = tokio::task::spawn_blocking(move || admin(&["--url", &u, "cluster", "show"])).await.unwrap();
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `vernemq` binary of this build, in the directory `vmq-admin` was built in.
+fn vernemq() -> PathBuf {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_vmq-admin")).with_file_name("vernemq");
+    assert!(bin.exists(), "{} is missing: build it with `cargo build -p vmq-node` (or run `cargo test --workspace`)", bin.display());
+    bin
+}
+
+fn admin(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmq-admin")).args(args).output().expect("vmq-admin runs")
+}
+
+#[test]
+fn cluster_show_prints_vernemq_table_and_json() {
+    let node = Node::start();
+    let out = admin(&["--url", &node.http, "cluster", "show"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let want = "\
 +----------------+---------+
@@ -33,29 +92,20 @@ async fn cluster_show_prints_vernemq_table_and_json() {
 +----------------+---------+
 ";
     assert_eq!(String::from_utf8_lossy(&out.stdout), want);
-    let out = tokio::task::spawn_blocking(move || admin(&["--url", &url, "cluster", "show", "--format=json"])).await.unwrap();
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = admin(&["--url", &node.http, "cluster", "show", "--format=json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON output");
     assert_eq!(v["table"][0]["Node"], "vmq1@127.0.0.1");
-    node.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn finds_the_node_from_its_config_file() {
-    let node = node().await;
-    let dir = std::env::temp_dir().join(format!("vmq-admin-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let conf = dir.join("vernemq.conf");
-    std::fs::write(
-        &conf,
-        format!("listener.tcp.default = 127.0.0.1:0\nlistener.http.default = {}\n", node.http_addrs()[0].1),
-    )
-    .unwrap();
-    let c = conf.clone();
-    let out = tokio::task::spawn_blocking(move || admin(&["-c", c.to_str().unwrap(), "cluster", "show"])).await.unwrap();
+#[test]
+fn finds_the_node_from_its_config_file() {
+    let node = Node::start();
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let conf = dir.path().join("vernemq.conf");
+    std::fs::write(&conf, format!("listener.tcp.default = 127.0.0.1:0\nlistener.http.default = {}\n", node.http)).expect("config written");
+    let out = admin(&["-c", conf.to_str().expect("utf-8 path"), "cluster", "show"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("| vmq1@127.0.0.1 | true    |"));
-    std::fs::remove_dir_all(&dir).unwrap();
-    node.shutdown().await;
 }
 
 #[test]

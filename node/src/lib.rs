@@ -4,10 +4,8 @@
 pub mod ack;
 pub mod broker;
 pub mod cluster;
-pub mod config;
 pub mod http;
 pub mod listener;
-pub mod mqtt;
 pub mod server;
 pub mod session;
 pub mod storage;

@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
-use vmq_node::config::Config;
+use vmq_config::Config;
 use vmq_node::server::Node;
 use vmq_node::storage::NodeStorage;
 

@@ -17,7 +17,7 @@ pub use crate::storage::NodeStorage;
 
 use crate::broker::queue::{QueueLimits, QueueType};
 use crate::broker::{Broker, BrokerSettings, NetsplitAction, SharedPolicy};
-use crate::config::{self, Config};
+use vmq_config::{self as config, Config};
 use crate::cluster::Cluster;
 use crate::http::{self, HttpState};
 use crate::listener::{self, ConnectSettings, ConnectionContext, ListenerSpec};
@@ -41,7 +41,7 @@ pub enum StartError {
     Storage(#[from] vmq_storage::StoreError),
     /// A delegated configuration entry is invalid.
     #[error(transparent)]
-    Config(#[from] crate::config::ConfigError),
+    Config(#[from] vmq_config::ConfigError),
     /// An HTTP listener address could not be bound.
     #[error("cannot listen on {addr} (listener.http.{name}): {source}")]
     BindHttp {
@@ -208,7 +208,7 @@ impl Node {
             api_keys: Vec::new(),
         });
         let mut http_addrs = Vec::new();
-        for l in http::config::http_listeners(cfg)? {
+        for l in vmq_config::http::http_listeners(cfg)? {
             let socket = TcpListener::bind(l.addr)
                 .await
                 .map_err(|source| StartError::BindHttp { name: l.name.clone(), addr: l.addr, source })?;

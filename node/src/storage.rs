@@ -11,7 +11,7 @@ use vmq_storage::{
     RocksStore, Store, StoreError, StoreMessageStore,
 };
 
-use crate::config::{Config, ConfigError};
+use vmq_config::{Config, ConfigError};
 
 /// Where a node keeps what must survive a restart.
 #[derive(Clone)]

@@ -6,7 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{RawClient, V4};
-use vmq_node::mqtt::{Disconnect, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode};
+use vmq_mqtt::{Disconnect, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode};
 
 async fn healthy(addr: std::net::SocketAddr) -> V4 {
     let (mut c, _) = V4::connect(V4::options(addr, "healthy")).await;

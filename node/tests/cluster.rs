@@ -15,7 +15,7 @@ use std::time::Duration;
 use common::{V4, set_delegated, test_config, wait_until};
 use rumqttc::QoS;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vmq_node::config::{Config, MetadataPlugin, SharedSubscriptionPolicy};
+use vmq_config::{Config, MetadataPlugin, SharedSubscriptionPolicy};
 use vmq_node::server::{Node, NodeStorage};
 
 const BARRIER: &str = "barrier";
@@ -128,7 +128,7 @@ macro_rules! both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
-                    super::$scenario(vmq_node::config::MetadataPlugin::VmqSwc).await;
+                    super::$scenario(vmq_config::MetadataPlugin::VmqSwc).await;
                 }
             )*
         }
@@ -136,7 +136,7 @@ macro_rules! both_backends {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
-                    super::$scenario(vmq_node::config::MetadataPlugin::VmqPlumtree).await;
+                    super::$scenario(vmq_config::MetadataPlugin::VmqPlumtree).await;
                 }
             )*
         }

@@ -17,7 +17,7 @@ use vmq_node::cluster::transport::{
     ClusterTlsFiles, RefuseReason, SendError, StreamKind, Transport, TransportConfig,
     TransportEvent,
 };
-use vmq_node::config::MetadataPlugin;
+use vmq_config::MetadataPlugin;
 use vmq_storage::metadata::NodeId;
 
 /// Upper bound for anything to happen; never a speed assertion.

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::RawClient;
-use vmq_node::config::Config;
-use vmq_node::mqtt::{
+use vmq_config::Config;
+use vmq_mqtt::{
     Connect, Packet, PacketId, ProtocolVersion, PubResp, Publish, QoS, ReasonCode, Subscribe,
     SubscribeFilter, SubscriptionOptions, Will,
 };

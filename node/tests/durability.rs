@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::{RawClient, V4, wait_until};
-use vmq_node::config::Config;
-use vmq_node::mqtt::{Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode};
+use vmq_config::Config;
+use vmq_mqtt::{Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode};
 use vmq_node::server::Node;
 use vmq_node::storage::NodeStorage;
 use vmq_storage::{

@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::{RawClient, V4, wait_until};
-use vmq_node::mqtt::{Packet, ProtocolVersion, ReasonCode};
+use vmq_mqtt::{Packet, ProtocolVersion, ReasonCode};
 
 #[tokio::test]
 async fn max_connections_refuses_connections_over_the_limit() {

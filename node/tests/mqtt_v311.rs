@@ -124,13 +124,13 @@ async fn will_is_published_when_the_connection_breaks_mqtt_3_1_2_8() {
     watcher.subscribe("will/#", QoS::AtLeastOnce).await;
     // A raw client, so the connection can be dropped without DISCONNECT.
     let mut connect = common::RawClient::connect_packet("dying", true);
-    connect.will = Some(vmq_node::mqtt::Will {
+    connect.will = Some(vmq_mqtt::Will {
         topic: "will/dying".into(),
         payload: bytes::Bytes::from_static(b"gone"),
-        qos: vmq_node::mqtt::QoS::AtLeastOnce,
+        qos: vmq_mqtt::QoS::AtLeastOnce,
         ..Default::default()
     });
-    let (raw, _) = common::RawClient::connect(addr, vmq_node::mqtt::ProtocolVersion::V4, connect).await;
+    let (raw, _) = common::RawClient::connect(addr, vmq_mqtt::ProtocolVersion::V4, connect).await;
     drop(raw);
     let p = watcher.publish_event().await;
     assert_eq!((p.topic.as_str(), p.payload.as_ref()), ("will/dying", &b"gone"[..]));

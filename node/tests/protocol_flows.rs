@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::RawClient;
-use vmq_node::mqtt::{
+use vmq_mqtt::{
     Connect, Packet, PacketId, ProtocolVersion, PubResp, Publish, QoS, ReasonCode, Subscribe, SubscribeFilter,
     SubscriptionOptions, Will,
 };
@@ -202,7 +202,7 @@ async fn will_delay_postpones_the_will_mqtt_3_1_3_9() {
 async fn unsubscribe_reports_missing_subscriptions_in_mqtt_5() {
     let node = common::start(|_| {}).await;
     let mut c = subscribed(node.mqtt_addr(), ProtocolVersion::V5, RawClient::connect_packet("u", true), "have", QoS::AtMostOnce).await;
-    c.send(&Packet::Unsubscribe(vmq_node::mqtt::Unsubscribe {
+    c.send(&Packet::Unsubscribe(vmq_mqtt::Unsubscribe {
         packet_id: PacketId(5),
         filters: vec!["have".into(), "never".into()],
         ..Default::default()

@@ -3,7 +3,7 @@
 //! Encoders append straight into a caller-owned [`BytesMut`] so that many frames go out in one
 //! `write`; the decoder borrows topic and payload from the read buffer, so a received PUBLISH
 //! costs no allocation. Only the packets a client sends or receives are covered; the broker's
-//! full codec lives in `node/src/mqtt/`, which this crate deliberately does not link.
+//! full codec lives in `node/mqtt/` (`vmq-mqtt`), which this crate deliberately does not link.
 
 use bytes::{BufMut, BytesMut};
 use thiserror::Error;

@@ -1,6 +1,6 @@
 //! A minimal MQTT 3.1.1 and 5.0 client: the sans-IO codec and a tokio connection around it.
 //!
-//! Kept separate from `node/src/mqtt/` on purpose: this crate drives the broker from outside and
+//! Kept separate from `node/mqtt/` (`vmq-mqtt`) on purpose: this crate drives the broker from outside and
 //! must not share its bugs.
 
 pub mod client;

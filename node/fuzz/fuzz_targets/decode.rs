@@ -8,7 +8,7 @@
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use vmq_node::mqtt::{ProtocolVersion, decode, encode};
+use vmq_mqtt::{ProtocolVersion, decode, encode};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::mqtt::{Properties, QoS};
+use vmq_mqtt::{Properties, QoS};
 
 /// A published application message, shared (`Arc`) by every queue it is delivered to so that
 /// fan-out never copies the payload.

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::message::{Delivery, ForwardedProperties, Msg};
-use crate::mqtt::QoS;
+use vmq_mqtt::QoS;
 
 #[derive(Serialize, Deserialize)]
 enum StoredDelivery {

@@ -16,7 +16,7 @@ use vmq_storage::{MessageSeq, MessageStore, QueueKey, StoreError};
 
 use super::message::Delivery;
 use super::persist;
-use crate::mqtt::QoS;
+use vmq_mqtt::QoS;
 
 /// Order in which queued messages are delivered (`queue_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

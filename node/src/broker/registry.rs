@@ -12,7 +12,7 @@ use vmq_storage::QueueKey;
 
 use super::Broker;
 use super::queue::Queue;
-use crate::mqtt::SubscriptionOptions;
+use vmq_mqtt::SubscriptionOptions;
 use crate::session::SavedInflight;
 
 /// Why a connection is told to go away.
@@ -338,7 +338,7 @@ impl Broker {
     /// Routes `subscriptions` to the session of `slot` (a session handed over by another node).
     pub(super) fn add_routes(&self, slot: &Arc<SessionSlot>, subscriptions: Vec<(String, SubscriptionRecord)>) {
         for (filter, record) in subscriptions {
-            let Ok(parsed) = crate::mqtt::topic::parse_filter(&filter) else { continue };
+            let Ok(parsed) = vmq_mqtt::topic::parse_filter(&filter) else { continue };
             let entry = super::trie::SubEntry {
                 client_id: slot.key.client_id.as_str().into(),
                 queue: slot.queue.clone(),

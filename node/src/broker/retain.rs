@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::message::Msg;
-use crate::mqtt::topic;
+use vmq_mqtt::topic;
 
 /// Retained messages of every mountpoint.
 #[derive(Debug, Default)]
@@ -62,7 +62,7 @@ impl RetainStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mqtt::QoS;
+    use vmq_mqtt::QoS;
     use bytes::Bytes;
 
     fn msg(mp: &str, t: &str, p: &'static [u8]) -> Arc<Msg> {

@@ -8,7 +8,7 @@ use super::message::{Delivery, Msg};
 use super::queue::{Durable, EnqueueOutcome, Queue, Wakes};
 use super::trie::{Match, SubEntry, Trie};
 use super::{Broker, Forward, SessionSlot, SharedPolicy, SubscriptionRecord};
-use crate::mqtt::topic;
+use vmq_mqtt::topic;
 use vmq_storage::metadata::NodeId;
 
 /// What a publish did.

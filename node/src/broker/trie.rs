@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::mqtt::SubscriptionOptions;
+use vmq_mqtt::SubscriptionOptions;
 
 /// One subscription of one client to one filter.
 #[derive(Debug, Clone)]
@@ -205,7 +205,7 @@ fn remove_client<Q>(list: &mut Vec<SubEntry<Q>>, client_id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mqtt::topic;
+    use vmq_mqtt::topic;
     use proptest::prelude::*;
 
     fn entry(c: &str) -> SubEntry<()> {

@@ -48,8 +48,8 @@ use self::wire::{NodeSubscriptions, RetainValue, SubscriberValue, WireSubscripti
 use crate::broker::message::Msg;
 use crate::broker::queue::Durable;
 use crate::broker::{Broker, ClusterHooks, Forward, GrantFuture, RemoteMatches, SessionAnnounce};
-use crate::mqtt::QoS;
-use crate::config::{Config, ConfigError, MetadataPlugin};
+use vmq_mqtt::QoS;
+use vmq_config::{Config, ConfigError, MetadataPlugin};
 use crate::http::{AdminFuture, ClusterView, LeaveStatus, LeaveStatusFuture, MemberStatus, MetadataExchanges};
 use crate::server::NodeStorage;
 
@@ -629,7 +629,7 @@ fn spawn_driver<B: Backend>(
 fn outbox_size(cfg: &Config) -> Result<usize, ConfigError> {
     match cfg.delegated.iter().rev().find(|e| e.key == "outgoing_clustering_outbox_size") {
         None => Ok(outbox::DEFAULT_OUTBOX_SIZE),
-        Some(entry) => crate::config::parse_bytes(&entry.value).map_err(|e| {
+        Some(entry) => vmq_config::parse_bytes(&entry.value).map_err(|e| {
             cfg.invalid_entry(entry, e.to_string(), "a size in bytes, e.g. 64MB, or 0 for no outbox")
         }),
     }

@@ -9,7 +9,7 @@ use vmq_storage::metadata::NodeId;
 
 use crate::broker::trie::{Match, SubEntry, Trie};
 use crate::broker::{RemoteMatches, RemoteShared};
-use crate::mqtt::topic;
+use vmq_mqtt::topic;
 
 use super::wire::NodeSubscriptions;
 

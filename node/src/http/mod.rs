@@ -11,7 +11,6 @@
 //!   (`{"type":"table","table":[...]}` or `{"type":"text","text":...}`). Requests from
 //!   loopback addresses are served; others need an API key (HTTP basic auth user name).
 
-pub mod config;
 mod metrics;
 
 use std::net::SocketAddr;
@@ -172,8 +171,10 @@ pub fn router(state: Arc<HttpState>) -> Router {
 
 /// Serves `router` on `listener` until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, name: String, state: Arc<HttpState>, mut shutdown: watch::Receiver<bool>) {
-    let addr = listener.local_addr().ok();
-    info!(listener = %name, addr = ?addr, "HTTP listener ready");
+    match listener.local_addr() {
+        Ok(addr) => info!(listener = %name, %addr, "HTTP listener ready"),
+        Err(e) => info!(listener = %name, error = %e, "HTTP listener ready, its address unknown"),
+    }
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;

@@ -15,7 +15,7 @@ use bytes::{Buf, BytesMut};
 use tracing::warn;
 
 use crate::broker::queue::NotDurable;
-use crate::mqtt::{self, Packet, ProtocolVersion, ReasonCode};
+use vmq_mqtt::{self as mqtt, Packet, ProtocolVersion, ReasonCode};
 use crate::session::{Close, DurableAck, Session, Transmit};
 
 /// Packets held behind acknowledgements that wait.
@@ -171,7 +171,7 @@ mod tests {
     use crate::ack::{Progress, Ticket};
     use crate::broker::queue::Durable;
     use crate::broker::{Broker, BrokerSettings, ConnectionHandle};
-    use crate::mqtt::{PacketId, PubResp};
+    use vmq_mqtt::{PacketId, PubResp};
     use crate::session::{ClientLimits, SessionConfig};
 
     async fn session() -> Session {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::ListenerSpec;
 use super::connection::ConnectSettings;
-use crate::mqtt::{Connect, ProtocolVersion, ReasonCode, topic};
+use vmq_mqtt::{Connect, ProtocolVersion, ReasonCode, topic};
 
 /// A CONNECT that passed validation, with what the server decided.
 #[derive(Debug)]

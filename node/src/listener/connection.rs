@@ -18,7 +18,7 @@ use super::connect::{self, Accepted};
 use super::{ConnectionContext, ListenerSpec};
 use crate::broker::message::{ForwardedProperties, Msg};
 use crate::broker::{ConnectionHandle, Kick, NetsplitAction, Registration};
-use crate::mqtt::{self, ConnAck, Connect, DecodeError, Disconnect, Packet, ProtocolVersion, Properties, ReasonCode, Will};
+use vmq_mqtt::{self as mqtt, ConnAck, Connect, DecodeError, Disconnect, Packet, ProtocolVersion, Properties, ReasonCode, Will};
 use crate::session::{ClientLimits, Close, Session, Transmit};
 
 /// Settings for accepting CONNECT.

@@ -14,7 +14,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
 use crate::broker::Broker;
-use crate::mqtt::ProtocolVersion;
+use vmq_mqtt::ProtocolVersion;
 use crate::session::SessionConfig;
 
 pub use connection::ConnectSettings;

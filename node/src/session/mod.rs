@@ -20,7 +20,7 @@ use vmq_storage::QueueKey;
 
 use crate::broker::queue::{Queued, Wakes};
 use crate::broker::{Broker, SessionSlot, SubscriptionRecord};
-use crate::mqtt::{
+use vmq_mqtt::{
     Packet, ProtocolVersion, PubResp, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, topic,
 };
 
@@ -220,7 +220,7 @@ impl Session {
     }
 
     fn emit(&mut self, packet: Packet) {
-        if let Err(e) = crate::mqtt::encode(&packet, self.version, &mut self.tx.wire) {
+        if let Err(e) = vmq_mqtt::encode(&packet, self.version, &mut self.tx.wire) {
             tracing::warn!(client_id = %self.client_id, error = %e, "packet not encodable; dropped");
         }
     }
@@ -234,7 +234,7 @@ impl Session {
     #[cfg(test)]
     pub(crate) fn take_packets(&mut self) -> Vec<Packet> {
         let mut out = Vec::new();
-        while let Ok(Some(p)) = crate::mqtt::decode(&mut self.tx.wire, self.version, usize::MAX) {
+        while let Ok(Some(p)) = vmq_mqtt::decode(&mut self.tx.wire, self.version, usize::MAX) {
             out.push(p);
         }
         out
@@ -504,7 +504,7 @@ impl Session {
                     self.send_publish(&f.queued, Some(id), true, now);
                 }
                 OutState::AwaitPubComp => self.emit(Packet::PubRel(PubResp {
-                    packet_id: crate::mqtt::PacketId(id),
+                    packet_id: vmq_mqtt::PacketId(id),
                     ..PubResp::default()
                 })),
             }
@@ -538,7 +538,7 @@ impl Session {
                     self.send_publish(&f.queued, Some(id), true, now);
                 }
                 OutState::AwaitPubComp => self.emit(Packet::PubRel(PubResp {
-                    packet_id: crate::mqtt::PacketId(id),
+                    packet_id: vmq_mqtt::PacketId(id),
                     ..PubResp::default()
                 })),
             }

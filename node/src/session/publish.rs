@@ -9,7 +9,7 @@ use super::{Close, DurableAck, Session};
 use crate::broker::NetsplitAction;
 use crate::broker::message::{ForwardedProperties, Msg};
 use crate::broker::queue::Queued;
-use crate::mqtt::{self, Packet, PacketId, Properties, PubResp, Publish, QoS, ReasonCode, topic};
+use vmq_mqtt::{self as mqtt, Packet, PacketId, Properties, PubResp, Publish, QoS, ReasonCode, topic};
 
 impl Session {
     pub(super) fn handle_publish(&mut self, p: Publish, now: Instant) -> Result<(), Close> {

@@ -13,7 +13,7 @@ use super::*;
 use crate::broker::message::{Delivery, Msg};
 use crate::broker::queue::{Queue, Wakes};
 use crate::broker::{BrokerSettings, ConnectionHandle, Registration};
-use crate::mqtt::SubscriptionOptions;
+use vmq_mqtt::SubscriptionOptions;
 
 fn broker() -> Arc<Broker> {
     let store = StoreMessageStore::open(Arc::new(MemStore::new()), Durability::Buffered).unwrap();

@@ -12,8 +12,8 @@ use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
-use vmq_node::config::Config;
-use vmq_node::mqtt::{self, Connect, Packet, ProtocolVersion};
+use vmq_config::Config;
+use vmq_mqtt::{self as mqtt, Connect, Packet, ProtocolVersion};
 use vmq_node::server::Node;
 
 /// How long a test waits for something that should happen promptly.
@@ -53,7 +53,7 @@ pub fn test_config() -> Config {
 /// Sets (or replaces) a delegated entry such as `listener.vmq.clustering`.
 pub fn set_delegated(cfg: &mut Config, key: &str, value: &str) {
     cfg.delegated.retain(|e| e.key != key);
-    cfg.delegated.push(vmq_node::config::ConfigEntry { key: key.into(), value: value.into(), line: 0 });
+    cfg.delegated.push(vmq_config::ConfigEntry { key: key.into(), value: value.into(), line: 0 });
 }
 
 /// Polls `cond` until it holds, failing after [`WAIT`].

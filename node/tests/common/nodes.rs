@@ -92,7 +92,7 @@ impl NodeProcess {
             if line.contains("MQTT listener ready") {
                 mqtt = addr_after(&line, "addr=");
             } else if line.contains("HTTP listener ready") {
-                http = addr_after(&line, "addr=Some(");
+                http = addr_after(&line, "addr=");
             } else if line.contains("cluster layer started") {
                 cluster = addr_after(&line, "addr=");
             }

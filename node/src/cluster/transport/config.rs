@@ -7,7 +7,7 @@ use std::time::Duration;
 use vmq_storage::metadata::NodeId;
 
 use super::frame::DEFAULT_MAX_FRAME_SIZE;
-use crate::config::{Config, ConfigEntry, ConfigError, MetadataPlugin};
+use vmq_config::{Config, ConfigEntry, ConfigError, MetadataPlugin};
 
 /// Default `listener.vmq.clustering`.
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:44053";

@@ -454,7 +454,7 @@ mod tests {
 
     use super::*;
     use crate::cluster::transport::{Transport, TransportConfig};
-    use crate::config::MetadataPlugin;
+    use vmq_config::MetadataPlugin;
 
     const WAIT: Duration = Duration::from_secs(10);
 

@@ -30,7 +30,7 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! use bytes::Bytes;
 //! use vmq_node::cluster::transport::{StreamKind, Transport, TransportConfig, TransportEvent};
-//! use vmq_node::config::MetadataPlugin;
+//! use vmq_config::MetadataPlugin;
 //! use vmq_storage::metadata::NodeId;
 //!
 //! let node = NodeId::new("vmq1@10.0.0.1");

@@ -281,7 +281,7 @@ impl ServerCertVerifier for ClusterCa {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::MetadataPlugin;
+    use vmq_config::MetadataPlugin;
     use vmq_storage::metadata::NodeId;
 
     #[test]

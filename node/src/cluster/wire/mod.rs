@@ -24,7 +24,7 @@ pub(crate) mod publish;
 use super::membership::MembershipState;
 use crate::broker::SubscriptionRecord;
 use crate::broker::message::{ForwardedProperties, Msg, instant_in_ms};
-use crate::mqtt::{QoS, SubscriptionOptions};
+use vmq_mqtt::{QoS, SubscriptionOptions};
 
 /// A frame on the `Metadata` stream.
 #[derive(Debug, Clone, Serialize, Deserialize)]

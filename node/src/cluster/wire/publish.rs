@@ -25,7 +25,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{PublishFrame, WireProperties};
 use crate::broker::message::{Msg, instant_in_ms};
-use crate::mqtt::QoS;
+use vmq_mqtt::QoS;
 
 /// The format byte of this layout.
 pub(crate) const FORMAT: u8 = 2;
