@@ -159,12 +159,13 @@ impl std::fmt::Debug for HttpState {
 
 /// The routes.
 pub fn router(state: Arc<HttpState>) -> Router {
+    let metrics = Arc::new(metrics::Metrics::new(state.clone()));
     Router::new()
         .route("/health", get(health))
         .route("/health/ping", get(|| async { "pong" }))
         .route("/health/listeners", get(health_listeners))
         .route("/health/listeners_full_cluster", get(health_full_cluster))
-        .route("/metrics", get(metrics::prometheus))
+        .route("/metrics", get(metrics::prometheus).with_state(metrics))
         .route("/api/v1/{*command}", get(api))
         .with_state(state)
 }
