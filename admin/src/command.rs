@@ -1,8 +1,12 @@
 //! The command tree: `vmq-admin <group> <command> [key=value ...] [--flag ...]` maps to
 //! `GET /api/v1/<group>/<command>?key=value&--flag` on the node, as VerneMQ's HTTP API does.
+//! The commands and their arguments come from the table in `vmq-admin-commands`, which the
+//! node dispatches through.
 
 use anyhow::bail;
 use serde_json::Value;
+
+use vmq_admin_commands::{Command, CommandId};
 
 use crate::client::{Endpoint, encode_component};
 use crate::table;
@@ -16,80 +20,47 @@ pub enum Format {
     Json,
 }
 
-/// The commands this version knows, with their help text.
-pub const COMMANDS: &[(&str, &str)] = &[
-    ("cluster show", "Prints the cluster members and whether each is running."),
-    ("cluster join", "discovery-node=<Node>: joins this node to the cluster of <Node>."),
-    (
-        "cluster leave",
-        "node=<Node> [-k] [-i <secs>] [-t <secs>]: stops <Node>'s MQTT listeners; -k also disconnects its \
-         clients, moves its remaining queues after -t seconds (default 60) with progress every -i seconds \
-         (default 5), and removes it from the cluster. A node that is down is removed at once.",
-    ),
-];
-
-/// Options that take a value, VerneMQ style (`-t 120` or `--timeout=120`): short form and the
-/// key it is sent as.
-const VALUE_FLAGS: &[(&str, &str)] = &[("-i", "interval"), ("-t", "timeout")];
-
 /// A parsed command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invocation {
-    /// Command words, e.g. `["cluster", "show"]`.
-    pub path: Vec<String>,
-    /// `key=value` arguments and flags (flags have an empty value), in order.
+    /// The command, from the table the node dispatches through.
+    pub command: &'static Command,
+    /// The query pairs to send, in order (flags have an empty value).
     pub args: Vec<(String, String)>,
     /// Output format.
     pub format: Format,
 }
 
-/// Parses the words after the global options.
-pub fn parse(words: &[String]) -> anyhow::Result<Invocation> {
-    let mut path = Vec::new();
-    let mut args = Vec::new();
-    let mut format = Format::Human;
-    let mut pending_value: Option<String> = None;
+/// Parses the words after the global options: the command words, then its arguments.
+/// `--format=json` may also come among the arguments, as VerneMQ accepts it there.
+pub fn parse(words: &[String], mut format: Format) -> anyhow::Result<Invocation> {
+    let mut rest = Vec::with_capacity(words.len());
     for w in words {
-        if let Some(f) = w.strip_prefix("--format=") {
-            format = match f {
-                "json" => Format::Json,
-                "human" => Format::Human,
-                other => bail!("unknown format '{other}' (accepted: human, json)"),
-            };
-        } else if let Some(key) = pending_value.take() {
-            args.push((key, w.clone()));
-        } else if let Some(key) = VALUE_FLAGS.iter().find(|(short, _)| short == w).map(|(_, key)| key) {
-            pending_value = Some(key.to_string());
-        } else if let Some((flag, v)) = w.split_once('=').filter(|(f, _)| f.starts_with("--")) {
-            let key = VALUE_FLAGS.iter().find(|(_, key)| format!("--{key}") == flag).map_or(flag, |(_, key)| key);
-            args.push((key.to_string(), v.to_string()));
-        } else if w.starts_with('-') {
-            args.push((w.clone(), String::new()));
-        } else if let Some((k, v)) = w.split_once('=') {
-            args.push((k.to_string(), v.to_string()));
-        } else if args.is_empty() {
-            path.push(w.clone());
-        } else {
-            bail!("unexpected word '{w}' after arguments");
+        match w.strip_prefix("--format=") {
+            Some(f) => format = parse_format(f)?,
+            None => rest.push(w.clone()),
         }
     }
-    if let Some(key) = pending_value {
-        bail!("{key} needs a value");
+    let (command, arg_words) = vmq_admin_commands::by_words(&rest)?;
+    let args = command.parse_args(arg_words)?;
+    Ok(Invocation { command, args, format })
+}
+
+/// `human` or `json`.
+pub fn parse_format(f: &str) -> anyhow::Result<Format> {
+    match f {
+        "json" => Ok(Format::Json),
+        "human" => Ok(Format::Human),
+        other => bail!("unknown format '{other}' (accepted: human, json)"),
     }
-    let joined = path.join(" ");
-    if !COMMANDS.iter().any(|(c, _)| *c == joined) {
-        let known: Vec<&str> = COMMANDS.iter().map(|(c, _)| *c).collect();
-        bail!("unknown command '{joined}'; known commands: {}", known.join(", "));
-    }
-    Ok(Invocation { path, args, format })
 }
 
 /// Runs `inv` against `endpoint`, writing what to print to `out` as it comes.
 pub fn run(endpoint: &Endpoint, inv: &Invocation, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
-    let answer = endpoint.get(&url(&inv.path.join("/"), &inv.args))?;
+    let answer = endpoint.get(&url(&inv.command.path(), &inv.args))?;
     out.write_all(render(&answer, inv.format).as_bytes())?;
     out.flush()?;
-    if inv.path == ["cluster", "leave"] && inv.args.iter().any(|(k, _)| k == "-k" || k == "--kill_sessions") {
+    if inv.command.id == CommandId::ClusterLeave && inv.command.flag(&inv.args, "kill_sessions") {
         follow_leave(endpoint, inv, out)?;
     }
     Ok(())
@@ -150,12 +121,12 @@ mod tests {
 
     #[test]
     fn parses_vernemq_style_arguments() {
-        let inv = parse(&words("cluster leave node=vmq2@127.0.0.1 -k --format=json")).unwrap();
-        assert_eq!(inv.path, ["cluster", "leave"]);
+        let inv = parse(&words("cluster leave node=vmq2@127.0.0.1 -k --format=json"), Format::Human).unwrap();
+        assert_eq!(inv.command.id, CommandId::ClusterLeave);
         assert_eq!(inv.args, vec![("node".into(), "vmq2@127.0.0.1".into()), ("-k".into(), String::new())]);
         assert_eq!(inv.format, Format::Json);
-        assert!(parse(&words("cluster shwo")).unwrap_err().to_string().contains("cluster show"));
-        let inv = parse(&words("cluster leave node=vmq3@127.0.0.1 -k -i 2 --timeout=30")).unwrap();
+        assert!(parse(&words("cluster shwo"), Format::Human).unwrap_err().to_string().contains("cluster show"));
+        let inv = parse(&words("cluster leave node=vmq3@127.0.0.1 -k -i 2 --timeout=30"), Format::Json).unwrap();
         assert_eq!(
             inv.args,
             vec![
@@ -165,6 +136,14 @@ mod tests {
                 ("timeout".into(), "30".into()),
             ]
         );
-        assert!(parse(&words("cluster leave node=a@b -t")).is_err());
+        assert_eq!(inv.format, Format::Json);
+        assert!(parse(&words("cluster leave node=a@b -t"), Format::Human).is_err());
+        assert!(parse(&words("cluster show --format=xml"), Format::Human).is_err());
+    }
+
+    #[test]
+    fn urls_keep_argument_order_and_encode_values() {
+        let inv = parse(&words("cluster leave node=a@127.0.0.1 -k --timeout=5"), Format::Human).unwrap();
+        assert_eq!(url(&inv.command.path(), &inv.args), "/api/v1/cluster/leave?node=a%40127.0.0.1&-k&timeout=5");
     }
 }

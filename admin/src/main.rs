@@ -51,7 +51,7 @@ fn run() -> anyhow::Result<String> {
     if args.is_empty() {
         return Ok(help());
     }
-    let inv = command::parse(&args)?;
+    let inv = command::parse(&args, command::Format::Human)?;
     let endpoint = match url {
         Some(u) => Endpoint::parse(u.trim_start_matches("http://"), api_key)?,
         None => Endpoint::parse(&local_api(config.as_deref())?, api_key)?,
@@ -84,8 +84,9 @@ fn local_api(explicit: Option<&Path>) -> anyhow::Result<String> {
 
 fn help() -> String {
     let mut out = format!("{USAGE}\n\ncommands:\n");
-    for (c, h) in command::COMMANDS {
-        out.push_str(&format!("  {c:<16} {h}\n"));
+    let width = vmq_admin_commands::COMMANDS.iter().map(|c| c.words.len()).max().unwrap_or(0);
+    for c in vmq_admin_commands::COMMANDS {
+        out.push_str(&format!("  {:<width$}  {}\n", c.words, c.help_line()));
     }
     out
 }

@@ -79,6 +79,19 @@ fn admin(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vmq-admin")).args(args).output().expect("vmq-admin runs")
 }
 
+/// `GET path` on the node's HTTP listener, as another client of the API would send it:
+/// `(status, body)`.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("HTTP listener reachable");
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("request sent");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("answer read");
+    let status = raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).expect("status line");
+    let body = raw.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
 #[test]
 fn cluster_show_prints_vernemq_table_and_json() {
     let node = Node::start();
@@ -116,4 +129,33 @@ fn unknown_command_and_unreachable_node_are_clear_errors() {
     let out = admin(&["--url", "127.0.0.1:1", "cluster", "show"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the node's management API"));
+}
+
+#[test]
+fn cli_and_api_refuse_an_unknown_argument_with_the_same_error() {
+    let node = Node::start();
+    let out = admin(&["--url", &node.http, "cluster", "show", "foo=1"]);
+    assert!(!out.status.success());
+    let cli = String::from_utf8_lossy(&out.stderr).to_string();
+    let want = "'cluster show' takes no argument 'foo=1' (usage: cluster show)";
+    assert_eq!(cli, format!("vmq-admin: {want}\n"));
+    let (status, body) = http_get(&node.http, "/api/v1/cluster/show?foo=1");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).expect("JSON")["text"], want);
+    let (status, body) = http_get(&node.http, "/api/v1/cluster/shwo");
+    assert_eq!(status, 404, "{body}");
+    let out = admin(&["--url", &node.http, "cluster", "shwo"]);
+    let text = serde_json::from_str::<serde_json::Value>(&body).expect("JSON")["text"].as_str().map(String::from);
+    assert_eq!(Some(String::from_utf8_lossy(&out.stderr).trim_start_matches("vmq-admin: ").trim_end().to_string()), text);
+}
+
+#[test]
+fn set_changes_a_runtime_setting() {
+    let node = Node::start();
+    let out = admin(&["--url", &node.http, "set", "allow_publish_during_netsplit=on"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Done\n");
+    let out = admin(&["--url", &node.http, "set", "allow_everything=on"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("'allow_everything' cannot be set at runtime (HTTP 400)"));
 }

@@ -8,8 +8,11 @@
 //! - `GET /health/listeners_full_cluster`: listeners up and every member reachable.
 //! - `GET /metrics`: Prometheus text format.
 //! - `GET /api/v1/<command path>`: `vmq-admin` commands, answered as VerneMQ's HTTP API does
-//!   (`{"type":"table","table":[...]}` or `{"type":"text","text":...}`). Requests from
-//!   loopback addresses are served; others need an API key (HTTP basic auth user name).
+//!   (`{"type":"table","table":[...]}` or `{"type":"text","text":...}`). The commands and their
+//!   arguments are those of the table in `vmq-admin-commands`, which `vmq-admin` parses with;
+//!   an unknown one is refused with its error (404 for a command, 400 for an argument).
+//!   Requests from loopback addresses are served; others need an API key (HTTP basic auth
+//!   user name).
 
 mod metrics;
 
@@ -27,6 +30,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::info;
+use vmq_admin_commands::{Command, CommandError, CommandId};
 
 use crate::broker::Broker;
 
@@ -224,10 +228,6 @@ fn authorised(s: &HttpState, peer: SocketAddr, headers: &HeaderMap) -> bool {
     s.api_keys.iter().any(|k| k == key)
 }
 
-fn arg<'a>(args: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    args.iter().rev().find(|(k, v)| k == key && !v.is_empty()).map(|(_, v)| v.as_str())
-}
-
 fn text_error(code: StatusCode, text: &str) -> Response {
     (code, axum::Json(json!({"type": "text", "text": text}))).into_response()
 }
@@ -305,37 +305,45 @@ async fn api(
     if !authorised(&s, peer, &headers) {
         return (StatusCode::UNAUTHORIZED, axum::Json(json!({"type": "text", "text": "API key required"}))).into_response();
     }
-    match command.as_str() {
-        "cluster/show" => table(
+    let command = match vmq_admin_commands::by_path(&command) {
+        Ok(command) => command,
+        Err(e) => return text_error(StatusCode::NOT_FOUND, &e.to_string()),
+    };
+    if let Err(e) = command.check(&args) {
+        return text_error(StatusCode::BAD_REQUEST, &e.to_string());
+    }
+    match command.id {
+        CommandId::ClusterShow => table(
             s.cluster.members().into_iter().map(|m| json!({"Node": m.node, "Running": m.running})).collect(),
         ),
-        "cluster/join" => match arg(&args, "discovery-node") {
-            Some(node) => text_result(s.cluster.join(node).await),
-            None => text_error(StatusCode::BAD_REQUEST, "missing discovery-node=<name>@<host>[:<port>]"),
+        CommandId::ClusterJoin => match required(command, &args, "discovery-node") {
+            Ok(node) => text_result(s.cluster.join(node).await),
+            Err(missing) => missing,
         },
-        "cluster/leave" => match (arg(&args, "node"), leave_timeout(&args)) {
-            (Some(node), Ok(timeout)) => {
-                let kill = args.iter().any(|(k, _)| k == "-k" || k == "--kill_sessions" || k == "kill_sessions");
+        CommandId::ClusterLeave => match (required(command, &args, "node"), leave_timeout(&args)) {
+            (Ok(node), Ok(timeout)) => {
+                let kill = command.flag(&args, "kill_sessions");
                 text_result(s.cluster.leave(node, kill, timeout).await)
             }
-            (None, _) => text_error(StatusCode::BAD_REQUEST, "missing node=<name>"),
+            (Err(missing), _) => missing,
             (_, Err(e)) => text_error(StatusCode::BAD_REQUEST, &e),
         },
-        "cluster/leave-status" => match arg(&args, "node") {
-            Some(node) => match s.cluster.leave_status(node).await {
+        CommandId::ClusterLeaveStatus => match required(command, &args, "node") {
+            Ok(node) => match s.cluster.leave_status(node).await {
                 Ok(status) => {
                     let text = leave_status_text(node, &status);
                     axum::Json(json!({"type": "text", "text": text, "status": status})).into_response()
                 }
                 Err(e) => text_error(StatusCode::CONFLICT, &e),
             },
-            None => text_error(StatusCode::BAD_REQUEST, "missing node=<name>"),
+            Err(missing) => missing,
         },
-        "set" => set_runtime(&s, &args),
-        other => (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({"type": "text", "text": format!("unknown command '{}'", other.replace('/', " "))})),
-        )
-            .into_response(),
+        CommandId::Set => set_runtime(&s, &args),
     }
+}
+
+/// The value of a required argument; `Command::check` has made sure it is there.
+fn required<'a>(command: &Command, args: &'a [(String, String)], name: &str) -> Result<&'a str, Response> {
+    let missing = || CommandError::MissingArgument(name.to_string()).to_string();
+    command.value(args, name).ok_or_else(|| text_error(StatusCode::BAD_REQUEST, &missing()))
 }
