@@ -132,6 +132,52 @@ fn unknown_command_and_unreachable_node_are_clear_errors() {
 }
 
 #[test]
+fn help_lists_the_global_options_and_every_command() {
+    let want = "\
+usage: vmq-admin [-c FILE] [--url HOST:PORT] [--api-key KEY] <command> [key=value ...] [--format=json]
+
+options:
+  -c, --config <FILE>    The node's configuration file, to find its management API (default ./vernemq.conf, then /etc/vernemq/vernemq.conf)
+      --url <HOST:PORT>  The management API of another node
+      --api-key <KEY>    API key for a node that is not on this host
+      --format <FORMAT>  Output: VerneMQ's tables (human) or the API's JSON (json)
+  -h, --help             Prints this help, or a command's
+
+commands:
+  cluster show          Prints the cluster members and whether each is running.
+  cluster join          discovery-node=<Node>: joins this node to the cluster of <Node>.
+  cluster leave         node=<Node> [-k] [-i <secs>] [-t <secs>]: stops <Node>'s MQTT listeners; -k also disconnects its clients, moves its remaining queues after -t seconds (default 60) with progress every -i seconds (default 5), and removes it from the cluster. A node that is down is removed at once.
+  cluster leave-status  node=<Node>: prints how far the leave of <Node> is.
+  set                   KEY=VALUE ...: changes settings at runtime, not written back to vernemq.conf (allow_register|publish|subscribe|unsubscribe_during_netsplit=on|off).
+";
+    for args in [&["--help"][..], &["-h"], &[]] {
+        let out = admin(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{args:?}");
+    }
+}
+
+#[test]
+fn command_help_lists_its_arguments() {
+    let want = "\
+usage: vmq-admin [options] cluster leave node=<Node> [-k] [-i <secs>] [-t <secs>] [--format=json]
+
+stops <Node>'s MQTT listeners; -k also disconnects its clients, moves its remaining queues after -t seconds (default 60) with progress every -i seconds (default 5), and removes it from the cluster. A node that is down is removed at once.
+
+arguments:
+  node=<Node>                   the node, as `cluster show` names it
+  -k, --kill_sessions           disconnect its clients, move its queues and remove it from the cluster
+  -i <secs>, --interval=<secs>  seconds between progress reports with -k (default 5)
+  -t <secs>, --timeout=<secs>   seconds to wait for clients to leave before moving the queues (default 60)
+";
+    for args in [&["cluster", "leave", "--help"][..], &["--help", "cluster", "leave"], &["cluster", "leave", "-h"]] {
+        let out = admin(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{args:?}");
+    }
+}
+
+#[test]
 fn cli_and_api_refuse_an_unknown_argument_with_the_same_error() {
     let node = Node::start();
     let out = admin(&["--url", &node.http, "cluster", "show", "foo=1"]);
