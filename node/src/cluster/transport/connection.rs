@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use quinn::{RecvStream, SendStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tracing::{info, warn};
+use tracing::{Instrument, info, info_span, warn};
 use vmq_storage::metadata::NodeId;
 
 use super::endpoint::{Shared, until_true};
@@ -40,9 +40,17 @@ pub(crate) struct Established {
     pub(crate) done: watch::Sender<bool>,
 }
 
-/// Runs `established` on its own task.
+/// Runs `established` on its own task, in a `cluster_link` span naming the peer and its
+/// address: every event of the link, its readers' and its writers', carries them. The span is a
+/// root: the link outlives the dial or accept that made it.
 pub(crate) fn spawn(shared: Arc<Shared>, established: Established) {
-    tokio::spawn(run(shared, established));
+    let span = info_span!(
+        parent: None,
+        "cluster_link",
+        peer = %established.peer,
+        addr = %established.conn.remote_address(),
+    );
+    tokio::spawn(run(shared, established).instrument(span));
 }
 
 /// The failure detector's verdict on a connected peer (ARCHITECTURE.md "Netsplit"): any frame
@@ -60,14 +68,14 @@ impl Liveness {
         let config = &shared.config;
         if silence < config.suspect_after {
             if !self.alive {
-                info!(peer = %peer, "cluster peer heard again: reachable");
+                info!("cluster peer heard again: reachable");
                 self.alive = true;
                 shared.reachability_changed(peer, true);
                 let _ = shared.events.send(TransportEvent::Up(peer.clone())).await;
             }
             self.suspected = false;
         } else if self.alive && silence >= config.down_after {
-            warn!(peer = %peer, silent_ms = silence.as_millis() as u64, "cluster peer silent: unreachable");
+            warn!(silent_ms = silence.as_millis() as u64, "cluster peer silent: unreachable");
             self.alive = false;
             shared.reachability_changed(peer, false);
             let _ = shared.events.send(TransportEvent::Down(peer.clone())).await;
@@ -77,7 +85,7 @@ impl Liveness {
             // the publish log is written again on the new connection.
             conn.close(CloseCode::Silent.varint(), b"peer silent");
         } else if self.alive && !self.suspected {
-            info!(peer = %peer, silent_ms = silence.as_millis() as u64, "cluster peer suspected");
+            info!(silent_ms = silence.as_millis() as u64, "cluster peer suspected");
             self.suspected = true;
         }
     }
@@ -94,8 +102,7 @@ async fn run(shared: Arc<Shared>, established: Established) {
     if let Some(mut previous) = previous {
         until_true(&mut previous).await;
     }
-    let addr = conn.remote_address();
-    info!(peer = %peer, %addr, "cluster link up");
+    info!("cluster link up");
     shared.heard(&peer, 0, 0);
     shared.reachability_changed(&peer, true);
     let _ = shared.events.send(TransportEvent::Up(peer.clone())).await;
@@ -110,7 +117,7 @@ async fn run(shared: Arc<Shared>, established: Established) {
             peer.clone(),
             conn.clone(),
             kind,
-        ));
+        ).in_current_span());
     }
     let mut readers = JoinSet::new();
     let seen = Arc::new(AtomicU8::new(0));
@@ -128,7 +135,7 @@ async fn run(shared: Arc<Shared>, established: Established) {
                         conn.clone(),
                         recv,
                         seen.clone(),
-                    ));
+                    ).in_current_span());
                 }
                 Err(_) => break,
             },
@@ -158,7 +165,7 @@ async fn run(shared: Arc<Shared>, established: Established) {
         .close_reason()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    info!(peer = %peer, %addr, %reason, "cluster link down");
+    info!(%reason, "cluster link down");
     if liveness.alive {
         shared.reachability_changed(&peer, false);
         let _ = shared.events.send(TransportEvent::Down(peer)).await;
@@ -286,11 +293,11 @@ async fn read_stream(
     header.copy_from_slice(&buf.split_to(STREAM_HEADER_LEN));
     let kind = match StreamKind::parse_header(header) {
         Ok(kind) => kind,
-        Err(e) => return protocol_error(&conn, &peer, e),
+        Err(e) => return protocol_error(&conn, e),
     };
     let bit = 1u8 << kind.tag();
     if seen.fetch_or(bit, Ordering::Relaxed) & bit != 0 {
-        return protocol_error(&conn, &peer, FrameError::DuplicateStream(kind));
+        return protocol_error(&conn, FrameError::DuplicateStream(kind));
     }
     let mut incarnation = 0;
     if kind == StreamKind::Publish {
@@ -337,13 +344,13 @@ async fn read_stream(
             }
         }
         if let Some(e) = violation {
-            return protocol_error(&conn, &peer, e);
+            return protocol_error(&conn, e);
         }
         match recv.read_chunk(READ_CHUNK, true).await {
             Ok(Some(chunk)) => buf.extend_from_slice(&chunk.bytes),
             // The sender finished the stream: clean between frames, truncated inside one.
             Ok(None) if buf.is_empty() => return,
-            Ok(None) => return protocol_error(&conn, &peer, FrameError::Truncated),
+            Ok(None) => return protocol_error(&conn, FrameError::Truncated),
             Err(_) => return,
         }
     }
@@ -378,7 +385,7 @@ async fn dispatch(
                         shared.handle_ack(peer, incarnation, upto, refused);
                     }
                     None => {
-                        warn!(peer = %peer, "malformed control frame");
+                        warn!("malformed control frame");
                         conn.close(CloseCode::Protocol.varint(), b"malformed control frame");
                         return false;
                     }
@@ -392,7 +399,7 @@ async fn dispatch(
                 match reliable::split_seq(frame) {
                     Some(f) => numbered.push(f),
                     None => {
-                        protocol_error(conn, peer, FrameError::Truncated);
+                        protocol_error(conn, FrameError::Truncated);
                         return false;
                     }
                 }
@@ -441,8 +448,8 @@ async fn dispatch(
     }
 }
 
-fn protocol_error(conn: &quinn::Connection, peer: &NodeId, error: FrameError) {
-    warn!(peer = %peer, addr = %conn.remote_address(), %error, "closing cluster connection");
+fn protocol_error(conn: &quinn::Connection, error: FrameError) {
+    warn!(%error, "closing cluster connection");
     conn.close(CloseCode::Protocol.varint(), error.to_string().as_bytes());
 }
 

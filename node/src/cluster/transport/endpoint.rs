@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 use vmq_storage::metadata::NodeId;
 
 use super::config::TransportConfig;
@@ -185,7 +185,8 @@ impl Transport {
             entry.generation.send_modify(|g| *g += 1);
             *entry.generation.borrow()
         };
-        tokio::spawn(dial_loop(self.shared.clone(), peer, generation));
+        let span = info_span!("cluster_dial", peer = %peer);
+        tokio::spawn(dial_loop(self.shared.clone(), peer, generation).instrument(span));
     }
 
     /// Stops keeping a connection to `peer`: stops dialing, closes its connection if any and
@@ -473,7 +474,8 @@ impl Shared {
             if !keep_new {
                 return None;
             }
-            debug!(peer = %peer, old = old.id, "replacing cluster connection");
+            // In the dial or accept span, which names the peer.
+            debug!(old = old.id, "replacing cluster connection");
             old.conn.close(
                 CloseCode::Duplicate.varint(),
                 b"replaced by a newer connection",
@@ -662,10 +664,15 @@ async fn accept_loop(shared: Arc<Shared>) {
             continue;
         };
         let task_shared = shared.clone();
-        tokio::spawn(async move {
-            handshake::accept(task_shared, incoming).await;
-            drop(permit);
-        });
+        // The peer is known, and recorded, once its hello is read.
+        let span = info_span!("cluster_accept", addr = %incoming.remote_address(), peer = tracing::field::Empty);
+        tokio::spawn(
+            async move {
+                handshake::accept(task_shared, incoming).await;
+                drop(permit);
+            }
+            .instrument(span),
+        );
     }
 }
 
@@ -735,20 +742,20 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, generation: u64) {
                     }
                     Some(Ok(Err(Failure::Refused { node, reason }))) => {
                         if last_refusal.as_ref() == Some(&reason) {
-                            debug!(peer = %peer, %addr, %reason, "cluster dial refused again");
+                            debug!(%addr, %reason, "cluster dial refused again");
                         } else {
                             last_refusal = Some(reason.clone());
                             shared.refused(addr, node.or_else(|| Some(peer.clone())), reason);
                         }
                     }
                     Some(Ok(Err(Failure::Duplicate))) => {
-                        debug!(peer = %peer, %addr, "kept the other connection");
+                        debug!(%addr, "kept the other connection");
                     }
                     Some(Ok(Err(Failure::Lost(why)))) => {
-                        debug!(peer = %peer, %addr, %why, "cluster dial failed");
+                        debug!(%addr, %why, "cluster dial failed");
                     }
                     Some(Err(_elapsed)) => {
-                        debug!(peer = %peer, %addr, "cluster dial timed out");
+                        debug!(%addr, "cluster dial timed out");
                     }
                 }
             }

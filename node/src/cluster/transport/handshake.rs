@@ -79,7 +79,7 @@ pub(crate) async fn dial(
     // End of the hello stream confirms the connection to the acceptor. A failure here means
     // the connection is already gone, which its task reports as `Down`.
     let _ = send.finish();
-    debug!(peer = %theirs.node, %addr, "cluster connection dialed");
+    debug!(%addr, "cluster connection dialed");
     connection::spawn(
         shared.clone(),
         Established {
@@ -104,9 +104,9 @@ pub(crate) async fn accept(shared: Arc<Shared>, incoming: quinn::Incoming) {
     match result {
         Ok(Ok(())) => {}
         Ok(Err(Failure::Refused { node, reason })) => shared.refused(addr, node, reason),
-        Ok(Err(Failure::Duplicate)) => debug!(%addr, "refused a duplicate cluster connection"),
-        Ok(Err(Failure::Lost(why))) => debug!(%addr, %why, "incoming cluster connection failed"),
-        Err(_elapsed) => debug!(%addr, "incoming cluster handshake timed out"),
+        Ok(Err(Failure::Duplicate)) => debug!("refused a duplicate cluster connection"),
+        Ok(Err(Failure::Lost(why))) => debug!(%why, "incoming cluster connection failed"),
+        Err(_elapsed) => debug!("incoming cluster handshake timed out"),
     }
 }
 
@@ -125,6 +125,7 @@ async fn accept_inner(shared: &Arc<Shared>, incoming: quinn::Incoming) -> Result
     let theirs = check_hello(shared, &body, Role::Dialer, &exported)
         .inspect_err(|failure| refuse(&conn, failure))?;
     let peer = theirs.node;
+    tracing::Span::current().record("peer", tracing::field::display(&peer));
     let Some(_accepting) = shared.begin_accept(&peer) else {
         conn.close(CloseCode::Duplicate.varint(), b"duplicate connection");
         return Err(Failure::Duplicate);
@@ -153,7 +154,7 @@ async fn accept_inner(shared: &Arc<Shared>, incoming: quinn::Incoming) -> Result
         conn.close(CloseCode::Duplicate.varint(), b"duplicate connection");
         return Err(Failure::Duplicate);
     };
-    debug!(peer = %peer, addr = %conn.remote_address(), "cluster connection accepted");
+    debug!("cluster connection accepted");
     connection::spawn(
         shared.clone(),
         Established {
