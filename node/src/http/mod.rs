@@ -310,7 +310,7 @@ async fn api(
         Err(e) => return text_error(StatusCode::NOT_FOUND, &e.to_string()),
     };
     if let Err(e) = command.check(&args) {
-        return text_error(StatusCode::BAD_REQUEST, &e.to_string());
+        return bad_request(&e);
     }
     match command.id {
         CommandId::ClusterShow => table(
@@ -318,14 +318,14 @@ async fn api(
         ),
         CommandId::ClusterJoin => match required(command, &args, "discovery-node") {
             Ok(node) => text_result(s.cluster.join(node).await),
-            Err(missing) => missing,
+            Err(missing) => bad_request(&missing),
         },
         CommandId::ClusterLeave => match (required(command, &args, "node"), leave_timeout(&args)) {
             (Ok(node), Ok(timeout)) => {
                 let kill = command.flag(&args, "kill_sessions");
                 text_result(s.cluster.leave(node, kill, timeout).await)
             }
-            (Err(missing), _) => missing,
+            (Err(missing), _) => bad_request(&missing),
             (_, Err(e)) => text_error(StatusCode::BAD_REQUEST, &e),
         },
         CommandId::ClusterLeaveStatus => match required(command, &args, "node") {
@@ -336,14 +336,17 @@ async fn api(
                 }
                 Err(e) => text_error(StatusCode::CONFLICT, &e),
             },
-            Err(missing) => missing,
+            Err(missing) => bad_request(&missing),
         },
         CommandId::Set => set_runtime(&s, &args),
     }
 }
 
 /// The value of a required argument; `Command::check` has made sure it is there.
-fn required<'a>(command: &Command, args: &'a [(String, String)], name: &str) -> Result<&'a str, Response> {
-    let missing = || CommandError::MissingArgument(name.to_string()).to_string();
-    command.value(args, name).ok_or_else(|| text_error(StatusCode::BAD_REQUEST, &missing()))
+fn required<'a>(command: &Command, args: &'a [(String, String)], name: &str) -> Result<&'a str, CommandError> {
+    command.value(args, name).ok_or_else(|| CommandError::MissingArgument(name.to_string()))
+}
+
+fn bad_request(e: &CommandError) -> Response {
+    text_error(StatusCode::BAD_REQUEST, &e.to_string())
 }
