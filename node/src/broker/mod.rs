@@ -141,7 +141,7 @@ pub struct Forward {
 /// cluster's implementation. Without a cluster (a single node) none of it is called.
 /// Implementations must not call back into the broker's locking paths (they are called with
 /// no broker lock held, but from connection tasks, so they must return quickly).
-pub trait ClusterHooks: Send + Sync + 'static {
+pub trait ClusterLink: Send + Sync + 'static {
     /// A session registered with `epoch` exists with these subscriptions (`Some`), or has
     /// ended (`None`).
     fn session_changed(&self, key: &vmq_storage::QueueKey, epoch: u64, session: Option<SessionAnnounce>);
@@ -236,7 +236,7 @@ pub struct Broker {
     fences: Mutex<HashMap<vmq_storage::QueueKey, (u64, std::time::Instant)>>,
     next_connection_id: AtomicU64,
     rng_state: AtomicU64,
-    cluster: OnceLock<Arc<dyn ClusterHooks>>,
+    cluster: OnceLock<Arc<dyn ClusterLink>>,
     /// The `allow_*_during_netsplit` settings.
     pub netsplit: NetsplitPolicy,
     /// Set when the node leaves the cluster: its MQTT listeners stop accepting.
@@ -312,11 +312,11 @@ impl Broker {
     }
 
     /// Connects the broker to its cluster; only the first call has an effect.
-    pub fn set_cluster(&self, hooks: Arc<dyn ClusterHooks>) {
-        let _ = self.cluster.set(hooks);
+    pub fn set_cluster(&self, link: Arc<dyn ClusterLink>) {
+        let _ = self.cluster.set(link);
     }
 
-    fn cluster(&self) -> Option<&Arc<dyn ClusterHooks>> {
+    fn cluster(&self) -> Option<&Arc<dyn ClusterLink>> {
         self.cluster.get()
     }
 

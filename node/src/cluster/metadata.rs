@@ -31,7 +31,7 @@ use super::registration::Owner;
 use super::transport::{StreamKind, TransportEvent};
 use super::wire::{self, MetadataFrame, NodeSubscriptions, RetainValue, RpcFrame, SubscriberValue, decode_key};
 use crate::broker::Broker;
-use crate::http::{MetadataExchanges, PeerExchange};
+use super::view::{MetadataExchanges, PeerExchange};
 
 /// How often the membership is gossiped to reachable members (repairs lost gossip).
 const GOSSIP_INTERVAL: Duration = Duration::from_secs(2);

@@ -12,7 +12,7 @@
 //! - readiness: a node is ready when every member is reachable (transport `Up`/`Down`, about
 //!   a second to detect), with the counters `netsplit_detected` / `netsplit_resolved`.
 //!
-//! The broker does not know this module: it calls [`crate::broker::ClusterHooks`], which
+//! The broker does not know this module: it calls [`crate::broker::ClusterLink`], which
 //! [`Cluster`] implements, and the HTTP layer sees it through [`ClusterView`].
 
 mod leave;
@@ -25,6 +25,7 @@ mod remote;
 mod router;
 mod rpc;
 pub mod transport;
+pub mod view;
 mod wire;
 
 use std::collections::BTreeSet;
@@ -47,10 +48,10 @@ use self::transport::{SendError, Transport, TransportConfig, TransportError, Tra
 use self::wire::{NodeSubscriptions, RetainValue, SubscriberValue, WireSubscription};
 use crate::broker::message::Msg;
 use crate::broker::queue::Durable;
-use crate::broker::{Broker, ClusterHooks, Forward, GrantFuture, RemoteMatches, SessionAnnounce};
+use crate::broker::{Broker, ClusterLink, Forward, GrantFuture, RemoteMatches, SessionAnnounce};
 use vmq_mqtt::QoS;
 use vmq_config::{Config, ConfigError, MetadataPlugin};
-use crate::http::{AdminFuture, ClusterView, LeaveStatus, LeaveStatusFuture, MemberStatus, MetadataExchanges};
+use view::{AdminFuture, ClusterView, LeaveStatus, LeaveStatusFuture, MemberStatus, MetadataExchanges};
 use crate::server::NodeStorage;
 
 /// The default port of `listener.vmq.clustering` (VerneMQ's).
@@ -70,7 +71,7 @@ pub enum ClusterError {
     Storage(#[from] StoreError),
 }
 
-/// The cluster as this node sees it; shared by the driver, the broker hooks and HTTP.
+/// The cluster as this node sees it; shared by the driver, the broker's link and HTTP.
 pub(crate) struct Shared {
     me: NodeId,
     transport: Transport,
@@ -101,7 +102,7 @@ pub(crate) struct Shared {
     calls: rpc::Calls,
     /// Registration leader and session owners.
     registrar: registration::Registrar,
-    /// The broker (weak: the broker holds the cluster's hooks).
+    /// The broker (weak: the broker holds the cluster's link).
     broker: std::sync::Weak<Broker>,
     /// This node's cluster leave, and what leaving nodes reported.
     leave: Mutex<leave::LeaveState>,
@@ -212,9 +213,9 @@ impl Shared {
 /// The broker's handle on the cluster. It is weak so that the broker (which outlives the
 /// node in tasks finishing their teardown) does not keep the cluster endpoint, and with it
 /// the UDP port, alive after shutdown: a restarted node must be able to bind it again.
-struct Hooks(std::sync::Weak<Shared>, Arc<AtomicBool>);
+struct Link(std::sync::Weak<Shared>, Arc<AtomicBool>);
 
-impl ClusterHooks for Hooks {
+impl ClusterLink for Link {
     fn session_changed(&self, key: &QueueKey, epoch: u64, session: Option<SessionAnnounce>) {
         if let Some(shared) = self.0.upgrade() {
             shared.session_changed(key, epoch, session);
@@ -450,7 +451,7 @@ impl std::fmt::Debug for Cluster {
 impl Cluster {
     /// Binds the cluster endpoint, loads the membership and the metadata replica from
     /// `storage`, rebuilds the remote routes and the retained store of `broker` from it,
-    /// connects the broker's hooks and starts the driver task.
+    /// connects the broker's link and starts the driver task.
     pub async fn start(cfg: &Config, storage: &NodeStorage, broker: Arc<Broker>) -> Result<Cluster, ClusterError> {
         let transport_config = TransportConfig::from_config(cfg)?;
         let (transport, events) = bind_retrying(cfg, transport_config).await?;
@@ -525,7 +526,7 @@ impl Cluster {
         };
         // The links to the members exist now (the driver's recovery set them up).
         shared.outboxes.recover(&shared);
-        broker.set_cluster(Arc::new(Hooks(Arc::downgrade(&shared), shared.ready.clone())));
+        broker.set_cluster(Arc::new(Link(Arc::downgrade(&shared), shared.ready.clone())));
         info!(node = %me, %addr, backend = ?cfg.metadata_plugin, "cluster layer started");
         Ok(Cluster { shared, task: Mutex::new(Some(task)) })
     }

@@ -19,7 +19,8 @@ use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricT
 use prometheus::{Registry, TEXT_FORMAT, TextEncoder};
 
 use self::defs::Def;
-use super::{HttpState, MetadataExchanges};
+use super::HttpState;
+use crate::cluster::view::MetadataExchanges;
 
 /// The registry behind one HTTP listener's `/metrics`.
 pub(super) struct Metrics {
@@ -190,7 +191,7 @@ fn label(name: &str, value: &str) -> LabelPair {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::PeerExchange;
+    use crate::cluster::view::PeerExchange;
 
     /// A registry exporting `families` as they are.
     struct Fixed(Vec<Desc>, Vec<MetricFamily>);
