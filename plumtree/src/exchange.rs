@@ -89,6 +89,7 @@ impl Replica {
     /// Starts an exchange owed to `peer` after a heal: short steps, started again if one
     /// does not come.
     pub(crate) fn start_heal_exchange(&mut self, now: Millis, peer: NodeId) {
+        tracing::debug!(%peer, "heal exchange started");
         let step = HEAL_STEP_TIMEOUT.min(self.config.metadata_exchange_timeout);
         self.start_exchange_as(now, peer, step, HEAL_RETRIES);
     }
@@ -124,6 +125,7 @@ impl Replica {
         let expired: Vec<(u64, Exchange)> =
             self.exchanges.iter().filter(|(_, x)| x.deadline <= now).map(|(id, x)| (*id, x.clone())).collect();
         for (id, x) in expired {
+            tracing::debug!(peer = %x.peer, retries = x.heal_retries, "exchange timed out");
             self.exchanges.remove(&id);
             self.stats.exchanges_timed_out += 1;
             let reachable = !self.unreachable.contains(&x.peer) && self.members.contains(&x.peer);
@@ -135,6 +137,7 @@ impl Replica {
 
     fn finish_exchange(&mut self, now: Millis, id: u64) {
         if let Some(x) = self.exchanges.remove(&id) {
+            tracing::debug!(peer = %x.peer, "exchange completed");
             self.stats.exchanges_completed += 1;
             let peer = self.peer_stats.entry(x.peer).or_default();
             peer.completed += 1;

@@ -441,12 +441,17 @@ impl Replica {
     }
 
     fn lazy_tick(&mut self) {
+        self.announce_outstanding(None);
+    }
+
+    /// Sends the outstanding announcements to every reachable lazy peer but `except`.
+    fn announce_outstanding(&mut self, except: Option<&NodeId>) {
         if self.transmits.len() > self.config.drop_i_have_threshold {
             // Overloaded: announcements stay outstanding for the next tick.
             return;
         }
         for (peer, list) in self.trees.outstanding() {
-            if self.unreachable.contains(&peer) || !self.members.contains(&peer) {
+            if self.unreachable.contains(&peer) || !self.members.contains(&peer) || Some(&peer) == except {
                 continue;
             }
             for chunk in list.chunks(IHAVE_CHUNK) {
@@ -481,6 +486,17 @@ impl Replica {
         if !self.exchanges.values().any(|x| x.peer == *peer) && !self.is_refused(peer) {
             self.stats.heal_exchanges += 1;
             self.start_heal_exchange(now, peer.clone());
+        }
+    }
+
+    /// A link changed: what was pushed eagerly over a link that has just been declared dead
+    /// may have died with it (the failure detector speaks a second or more after the link
+    /// stops), and the subtree behind that link would wait for the next lazy tick (seconds)
+    /// to hear of it. Announcing what is outstanding to the lazy peers now lets them graft
+    /// within a round trip. `min_lazy_tick_interval = 0` switches announcements off.
+    fn announce_outstanding_now(&mut self, except: Option<&NodeId>) {
+        if self.config.min_lazy_tick_interval > 0 {
+            self.announce_outstanding(except);
         }
     }
 
@@ -672,11 +688,13 @@ impl MetadataBackend for Replica {
             if self.unreachable.remove(peer) && self.members.contains(peer) {
                 let missed = self.missed.remove(peer).unwrap_or_default();
                 self.sync_after_heal(now, peer, missed);
+                self.announce_outstanding_now(Some(peer));
             }
         } else if self.unreachable.insert(peer.clone()) {
             self.missed.insert(peer.clone(), Missed::Keys(BTreeSet::new()));
             // Its answers cannot come; the heal starts a fresh exchange.
             self.exchanges.retain(|_, x| x.peer != *peer);
+            self.announce_outstanding_now(None);
         }
         self.seal();
     }
@@ -883,5 +901,67 @@ mod tests {
             a.handle_persisted(w.token);
         }
         assert!(a.poll_transmit().is_none());
+    }
+
+    /// Delivers every frame among `replicas` (persisting writes first) until none is left,
+    /// except frames to or from a node in `cut` (lost, as on a link that died).
+    fn pump(replicas: &mut [Replica], cut: &[&NodeId], now: Millis) {
+        loop {
+            let mut frames = Vec::new();
+            for r in replicas.iter_mut() {
+                while let Some(w) = r.poll_write() {
+                    r.handle_persisted(w.token);
+                }
+                let from = r.node_id().clone();
+                while let Some((to, msg)) = r.poll_transmit() {
+                    frames.push((from.clone(), to, msg));
+                }
+            }
+            if frames.is_empty() {
+                return;
+            }
+            for (from, to, msg) in frames {
+                if cut.contains(&&from) || cut.contains(&&to) {
+                    continue;
+                }
+                if let Some(r) = replicas.iter_mut().find(|r| *r.node_id() == to) {
+                    r.handle_message(now, &from, msg);
+                }
+            }
+        }
+    }
+
+    /// A broadcast pushed to a peer whose link had already died (its failure detector had not
+    /// said so yet) is lost with the link; the writer's lazy peers must hear of it as soon as
+    /// the writer learns that the peer is down, not at the next lazy tick seconds later.
+    #[test]
+    fn a_broadcast_lost_with_a_dead_eager_link_is_announced_to_lazy_peers_when_the_link_is_declared_down() {
+        let names: Vec<NodeId> = ["a", "b", "c"].into_iter().map(NodeId::new).collect();
+        let mut rs: Vec<Replica> = names.iter().map(|n| replica(n.as_str())).collect();
+        for r in rs.iter_mut() {
+            r.handle_membership(Millis(0), &names);
+        }
+        pump(&mut rs, &[], Millis(0));
+        let key = MetaKey::new("retain", b"t".to_vec());
+        put(&mut rs[0], &key, 1, b"x");
+        pump(&mut rs, &[], Millis(1));
+        assert!(rs.iter().all(|r| r.read(&key).values.len() == 1), "the write reached everyone");
+
+        // The writer is b; its tree has one eager and one lazy peer in a cluster of three.
+        let b = names[1].clone();
+        let eager: Vec<NodeId> = rs[1].eager_peers(&b).into_iter().collect();
+        let lazy: Vec<NodeId> = rs[1].lazy_peers(&b).into_iter().collect();
+        assert_eq!((eager.len(), lazy.len()), (1, 1), "eager {eager:?} lazy {lazy:?}");
+        let (dead, other) = (&eager[0], &lazy[0]);
+
+        let context = rs[1].read(&key).context;
+        rs[1].handle_local(Millis(2), LocalOp::Delete { key: key.clone(), context });
+        pump(&mut rs, &[dead], Millis(2));
+        let i_other = names.iter().position(|n| n == other).expect("a member");
+        assert_eq!(rs[i_other].read(&key).values.len(), 1, "the delete went to the dead link only");
+
+        rs[1].handle_reachability(Millis(3), dead, false);
+        pump(&mut rs, &[dead], Millis(3));
+        assert!(rs[i_other].read(&key).values.is_empty(), "the lazy peer grafted the delete");
     }
 }
