@@ -15,7 +15,7 @@ use bytes::{Buf, BytesMut};
 use tracing::warn;
 
 use crate::broker::queue::NotDurable;
-use vmq_mqtt::{self as mqtt, Packet, ProtocolVersion, ReasonCode};
+use vmq_mqtt::{self as mqtt, ProtocolVersion};
 use crate::session::{Close, DurableAck, Session, Transmit};
 
 /// Packets held behind acknowledgements that wait.
@@ -69,9 +69,8 @@ impl Held {
     }
 
     /// Moves into `out` what may be written now: the bytes up to the first acknowledgement
-    /// that still waits, with every acknowledgement before it that settled. An acknowledgement
-    /// whose publish was not taken is sent with an error code (MQTT 5) or, where the protocol
-    /// has none, ends the connection without it (the client resends).
+    /// that still waits, with every acknowledgement before it that settled, as
+    /// [`Session::settle_durable`] answers it (`Err` when the connection must close).
     pub(super) fn take_ready(&mut self, out: &mut BytesMut, session: &mut Session, version: ProtocolVersion) -> Result<(), Close> {
         while let Some(front) = self.waiting.front_mut() {
             if !settle_now(front) {
@@ -136,23 +135,7 @@ fn encode_ack(
     session: &mut Session,
     version: ProtocolVersion,
 ) -> Result<(), Close> {
-    let DurableAck { mut ack, qos2_id, .. } = *ack;
-    if let Some(e) = failure {
-        warn!(client_id = %session.client_id(), error = %e, "publish not acknowledged: not every receiver took it");
-        session.durable_failed(qos2_id);
-        if !version.is_v5() {
-            return Err(Close {
-                reason: ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
-                cause: format!("publish refused, message not taken: {e}"),
-                send_disconnect: false,
-                publish_will: true,
-            });
-        }
-        if let Packet::PubAck(r) | Packet::PubRec(r) = &mut ack {
-            r.code = ReasonCode::QUOTA_EXCEEDED;
-            r.properties.reason_string = Some(format!("message not taken: {e}"));
-        }
-    }
+    let ack = session.settle_durable(ack, failure)?;
     if let Err(e) = mqtt::encode(&ack, version, out) {
         warn!(error = %e, "packet not encodable; dropped");
     }
@@ -171,7 +154,7 @@ mod tests {
     use crate::ack::{Progress, Ticket};
     use crate::broker::queue::Durable;
     use crate::broker::{Broker, BrokerSettings, ConnectionHandle};
-    use vmq_mqtt::{PacketId, PubResp};
+    use vmq_mqtt::{Packet, PacketId, PubResp};
     use crate::session::{ClientLimits, SessionConfig};
 
     async fn session() -> Session {

@@ -2,7 +2,6 @@
 //! (framing, keep-alive, timers) around a sans-IO [`crate::session::Session`].
 
 mod acks;
-mod connect;
 mod connection;
 
 use std::net::SocketAddr;
@@ -17,7 +16,7 @@ use crate::broker::Broker;
 use vmq_mqtt::ProtocolVersion;
 use crate::session::SessionConfig;
 
-pub use connection::ConnectSettings;
+pub use crate::session::ConnectSettings;
 
 /// One `listener.tcp.<name>`.
 #[derive(Debug, Clone)]
