@@ -418,7 +418,7 @@ async fn finish<S: AsyncWrite + Unpin>(
     if let Some((will, delay)) = farewell.will {
         ctx.broker.schedule_will(will, delay, slot.clone(), farewell.generation, at);
     }
-    ctx.broker.disconnected(&slot, conn_id, session.into_inflight(), farewell.session_expiry);
+    ctx.broker.disconnected(&slot, conn_id, session.into_inflight(), farewell.session_expiry, at);
 }
 
 fn assigned_client_id(ctx: &ConnectionContext) -> String {

@@ -741,4 +741,8 @@ impl Session {
 }
 
 #[cfg(test)]
+mod harness;
+#[cfg(test)]
+mod scenarios;
+#[cfg(test)]
 mod tests;
