@@ -236,6 +236,11 @@ impl Client {
     pub(crate) fn session(&self) -> &Session {
         self.session.as_ref().expect("the client is connected")
     }
+
+    /// Deferred acknowledgements the client is holding.
+    pub(crate) fn held_acks(&self) -> usize {
+        self.held.len()
+    }
 }
 
 // Packet builders for scripts.

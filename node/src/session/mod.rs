@@ -400,8 +400,8 @@ impl Session {
     }
 
     /// QoS 1/2 publishes of the client that may wait for their acknowledgement at once:
-    /// Receive Maximum for MQTT 5, `max_inflight_messages` for MQTT 3.x (as for QoS 2 in
-    /// [`Session::handle_packet`]); `usize::MAX` when unlimited.
+    /// Receive Maximum for MQTT 5, `max_inflight_messages` for MQTT 3.x (where only QoS 2
+    /// ones are counted); `usize::MAX` when unlimited.
     pub fn incoming_window(&self) -> usize {
         let limit = if self.version.is_v5() { self.cfg.receive_max_broker } else { self.cfg.max_inflight_messages };
         if limit == 0 { usize::MAX } else { usize::from(limit) }

@@ -302,3 +302,125 @@ async fn connack_assigns_a_client_id_and_announces_the_broker_limits() {
     assert_eq!(a.properties.receive_maximum, Some(10));
     assert_eq!(a.properties.server_keep_alive, Some(30));
 }
+
+#[tokio::test]
+async fn an_offline_message_whose_expiry_passed_is_not_delivered_on_resume_mqtt_3_3_2_5() {
+    let mut h = Harness::new();
+    let mut sub = subscriber(&h, v5_persistent("sub", 1000), "t", QoS::AtLeastOnce).await;
+    h.drop_connection(&mut sub).await;
+    let mut publ = publisher(&h, connect_packet(V5, "pub", true)).await;
+    for (id, expiry, payload) in [(1, 5, &b"short"[..]), (2, 100, &b"long"[..])] {
+        let Packet::Publish(mut p) = publish("t", QoS::AtLeastOnce, Some(id), b"") else { unreachable!() };
+        p.properties.message_expiry_interval = Some(expiry);
+        p.payload = Bytes::from_static(payload);
+        publ.send(Packet::Publish(p));
+    }
+    h.drive(&mut [&mut publ]).await;
+    h.advance(secs(10), &mut [&mut publ]).await;
+    let mut back = h.connect(v5_persistent("sub", 1000)).await;
+    h.drive(&mut [&mut back]).await;
+    let got = back.recv();
+    let delivered = publishes(&got);
+    assert!(matches!(&delivered[..], [p] if &p.payload[..] == b"long"), "{got:?}");
+    // It carries what is left of its interval [MQTT-3.3.2-6]: 90 s, give or take the second
+    // that rounding up adds (the stored copy keeps its expiry on the wall clock, which does
+    // not follow the virtual one).
+    let left = delivered[0].properties.message_expiry_interval;
+    assert!(matches!(left, Some(89..=91)), "{left:?}");
+}
+
+#[tokio::test]
+async fn more_unacknowledged_qos1_publishes_than_receive_maximum_disconnect_with_0x93_mqtt_3_3_4_9() {
+    let mut h = Harness::new();
+    h.settings.receive_max_broker = 2;
+    h.cfg.receive_max_broker = 2;
+    // An offline persistent subscriber: each publish is acknowledged only once on disk.
+    let mut sub = subscriber(&h, v5_persistent("sub", 1000), "t", QoS::AtLeastOnce).await;
+    h.drop_connection(&mut sub).await;
+    let mut publ = publisher(&h, connect_packet(V5, "pub", true)).await;
+    publ.hold_durable_acks = true;
+    for id in 1..=2 {
+        publ.send(publish("t", QoS::AtLeastOnce, Some(id), b"m"));
+    }
+    h.drive(&mut [&mut publ]).await;
+    assert!(publ.is_connected(), "two unacknowledged publishes are within Receive Maximum 2");
+    assert_eq!(publ.held_acks(), 2);
+    publ.send(publish("t", QoS::AtLeastOnce, Some(3), b"m"));
+    h.drive(&mut [&mut publ]).await;
+    let got = publ.recv();
+    assert!(matches!(&got[..], [Packet::Disconnect(d)] if d.code == ReasonCode::RECEIVE_MAXIMUM_EXCEEDED), "{got:?}");
+}
+
+#[tokio::test]
+async fn settled_acknowledgements_make_room_in_the_receive_maximum_again() {
+    let mut h = Harness::new();
+    h.settings.receive_max_broker = 2;
+    h.cfg.receive_max_broker = 2;
+    let mut sub = subscriber(&h, v5_persistent("sub", 1000), "t", QoS::AtLeastOnce).await;
+    h.drop_connection(&mut sub).await;
+    let mut publ = publisher(&h, connect_packet(V5, "pub", true)).await;
+    for id in 1..=5 {
+        publ.send(publish("t", QoS::AtLeastOnce, Some(id), b"m"));
+        h.drive(&mut [&mut publ]).await;
+    }
+    let acked: Vec<u16> = publ.recv().iter().filter_map(|p| if let Packet::PubAck(r) = p { Some(r.packet_id.0) } else { None }).collect();
+    assert_eq!(acked, vec![1, 2, 3, 4, 5]);
+    assert!(publ.is_connected());
+}
+
+#[tokio::test]
+async fn request_response_information_is_accepted_and_answered_without_response_information() {
+    // The server MAY omit Response Information [MQTT-3.2.2.3.15]; VerneMQ 2.1 documents no
+    // setting for it, so none is sent (see `session::connect`).
+    let h = Harness::new();
+    let mut c = connect_packet(V5, "c", true);
+    c.properties.request_response_information = Some(1);
+    let mut client = h.connect(c).await;
+    let got = client.recv();
+    assert!(
+        matches!(&got[..], [Packet::ConnAck(a)] if a.code == ReasonCode::SUCCESS && a.properties.response_information.is_none()),
+        "{got:?}"
+    );
+}
+
+fn utf8_flagged(qos: QoS, id: Option<u16>, payload: &'static [u8]) -> Packet {
+    let Packet::Publish(mut p) = publish("t", qos, id, payload) else { unreachable!() };
+    p.properties.payload_format_indicator = Some(1);
+    Packet::Publish(p)
+}
+
+#[tokio::test]
+async fn a_payload_flagged_utf8_that_is_not_is_refused_with_0x99() {
+    // The server may check the payload format and refuse it (MQTT 5 3.3.2.3.2).
+    let h = Harness::new();
+    let mut sub = subscriber(&h, connect_packet(V5, "sub", true), "t", QoS::ExactlyOnce).await;
+    let mut publ = publisher(&h, connect_packet(V5, "pub", true)).await;
+    publ.send(utf8_flagged(QoS::AtLeastOnce, Some(1), b"\xff\xfe"));
+    publ.send(utf8_flagged(QoS::ExactlyOnce, Some(2), b"\xc3\x28"));
+    publ.send(utf8_flagged(QoS::AtLeastOnce, Some(3), "grüße".as_bytes()));
+    h.drive(&mut [&mut publ, &mut sub]).await;
+    let got = publ.recv();
+    let codes: Vec<(u16, ReasonCode)> = got
+        .iter()
+        .filter_map(|p| match p {
+            Packet::PubAck(r) | Packet::PubRec(r) => Some((r.packet_id.0, r.code)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        codes,
+        vec![(1, ReasonCode::PAYLOAD_FORMAT_INVALID), (2, ReasonCode::PAYLOAD_FORMAT_INVALID), (3, ReasonCode::SUCCESS)],
+        "{got:?}"
+    );
+    let delivered = sub.recv();
+    assert!(matches!(&publishes(&delivered)[..], [p] if p.payload == "grüße".as_bytes()), "only the valid one is routed: {delivered:?}");
+    // A refused QoS 2 publish leaves no packet id waiting for PUBREL.
+    assert!(publ.session().inflight.incoming_qos2.is_empty());
+
+    // QoS 0 has no acknowledgement to refuse it with: the connection ends.
+    publ.send(utf8_flagged(QoS::AtMostOnce, None, b"\xff"));
+    h.drive(&mut [&mut publ, &mut sub]).await;
+    let got = publ.recv();
+    assert!(matches!(&got[..], [Packet::Disconnect(d)] if d.code == ReasonCode::PAYLOAD_FORMAT_INVALID), "{got:?}");
+    assert!(sub.recv().is_empty());
+}
