@@ -323,8 +323,9 @@ async fn an_offline_message_whose_expiry_passed_is_not_delivered_on_resume_mqtt_
     let delivered = publishes(&got);
     assert!(matches!(&delivered[..], [p] if &p.payload[..] == b"long"), "{got:?}");
     // It carries what is left of its interval [MQTT-3.3.2-6]: 90 s, give or take the second
-    // that rounding up adds (the stored copy keeps its expiry on the wall clock, which does
-    // not follow the virtual one).
+    // that rounding up adds. The stored copy keeps its expiry on the wall clock, which does
+    // not follow the virtual one; that a time already past stays past there is checked by
+    // `broker::queue`'s `a_stored_message_whose_expiry_passed_while_offline_is_not_delivered`.
     let left = delivered[0].properties.message_expiry_interval;
     assert!(matches!(left, Some(89..=91)), "{left:?}");
 }
