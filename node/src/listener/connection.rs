@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tracing::{debug, info, warn};
 use vmq_storage::QueueKey;
 
-use super::acks::Held;
+use super::verdicts::Held;
 use super::{ConnectionContext, ListenerSpec};
 use crate::broker::{ConnectionHandle, Kick};
 use crate::session::connect::{self, Accepted, ListenerRules, Refused};
@@ -55,7 +55,7 @@ impl Writer {
         tx: &mut Transmit,
         session: &mut Session,
     ) -> Result<(), End> {
-        if tx.deferred.is_empty() && self.held.is_empty() {
+        if tx.requests.is_empty() && self.held.is_empty() {
             if !self.buf.is_empty() {
                 stream.write_all(&self.buf).await.map_err(write_failed)?;
                 recycle(&mut self.buf);

@@ -1,8 +1,8 @@
 //! TCP listeners: the accept loop with its connection limit, and one task per connection
 //! (framing, keep-alive, timers) around a sans-IO [`crate::session::Session`].
 
-mod acks;
 mod connection;
+mod verdicts;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

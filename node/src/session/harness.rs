@@ -37,11 +37,12 @@ pub(crate) struct Client {
     to_server: BytesMut,
     /// Bytes written by the session, not yet read by the client.
     from_server: BytesMut,
-    /// Leave deferred acknowledgements unsettled, as a slow disk would. They are never sent;
-    /// what the session wrote after them is (unlike the connection, which holds it back).
-    pub(crate) hold_durable_acks: bool,
-    /// Acknowledgements left unsettled, in order.
-    held: Vec<Box<DurableAck>>,
+    /// Leave requests unanswered, as a slow disk would leave durable writes. What their
+    /// verdicts would produce is never sent; what the session wrote after them is (unlike the
+    /// connection, which holds it back).
+    pub(crate) hold_requests: bool,
+    /// Requests left unanswered, in order.
+    held: Vec<PendingRequest>,
     /// How the connection ended, once it did.
     pub(crate) farewell: Option<Farewell>,
 }
@@ -87,7 +88,7 @@ impl Harness {
             handle,
             to_server: BytesMut::new(),
             from_server: BytesMut::new(),
-            hold_durable_acks: false,
+            hold_requests: false,
             held: Vec::new(),
             farewell: None,
         };
@@ -140,8 +141,8 @@ impl Harness {
         busy | self.flush(c).await
     }
 
-    /// Pumps the session's queue and moves its output into the client's pipe, settling
-    /// deferred acknowledgements as the connection does (unless the client holds them).
+    /// Pumps the session's queue and moves its output into the client's pipe, answering the
+    /// session's requests as the connection does (unless the client holds them).
     async fn flush(&self, c: &mut Client) -> bool {
         let Some(session) = c.session.as_mut() else { return false };
         while session.pump(self.now) {}
@@ -152,15 +153,18 @@ impl Harness {
             return false;
         }
         let mut written = 0;
-        for (at, ack) in tx.deferred.drain(..) {
+        for (at, pending) in tx.requests.drain(..) {
             c.from_server.extend_from_slice(&tx.wire[written..at]);
             written = at;
-            if c.hold_durable_acks || !c.held.is_empty() {
-                c.held.push(ack);
+            if c.hold_requests || !c.held.is_empty() {
+                c.held.push(pending);
                 continue;
             }
-            let packet = settle(session, ack).await;
-            encode_into(&packet, c.version, &mut c.from_server);
+            let verdict = resolve(pending.request).await;
+            let packet = session.handle_verdict(pending.token, verdict).expect("a settled acknowledgement is sendable");
+            if let Some(packet) = packet {
+                encode_into(&packet, c.version, &mut c.from_server);
+            }
         }
         c.from_server.extend_from_slice(&tx.wire[written..]);
         true
@@ -192,15 +196,19 @@ impl Harness {
     }
 }
 
-async fn settle(session: &mut Session, ack: Box<DurableAck>) -> Packet {
-    let mut ack = ack;
-    let mut failure = None;
-    for ticket in std::mem::take(&mut ack.durable) {
-        if let Err(e) = ticket.wait().await {
-            failure.get_or_insert(e);
+/// Finds out what `request` asks, as the connection's driver does.
+async fn resolve(request: Request) -> Verdict {
+    match request {
+        Request::Durable(tickets) => {
+            let mut result = Ok(());
+            for ticket in tickets {
+                if let Err(e) = ticket.wait().await {
+                    result = result.and(Err(e));
+                }
+            }
+            Verdict::Durable(result)
         }
     }
-    session.settle_durable(ack, failure).expect("a settled acknowledgement is sendable")
 }
 
 fn encode_into(p: &Packet, version: ProtocolVersion, out: &mut BytesMut) {
@@ -237,8 +245,18 @@ impl Client {
         self.session.as_ref().expect("the client is connected")
     }
 
-    /// Deferred acknowledgements the client is holding.
-    pub(crate) fn held_acks(&self) -> usize {
+    /// Takes the requests held unanswered, to answer them by hand.
+    pub(crate) fn take_held_requests(&mut self) -> Vec<PendingRequest> {
+        std::mem::take(&mut self.held)
+    }
+
+    /// The session (while connected), to hand it verdicts.
+    pub(crate) fn session_mut(&mut self) -> &mut Session {
+        self.session.as_mut().expect("the client is connected")
+    }
+
+    /// Requests the client holds unanswered.
+    pub(crate) fn held_requests(&self) -> usize {
         self.held.len()
     }
 }

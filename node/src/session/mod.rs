@@ -7,7 +7,9 @@
 //! send); after every input ([`Session::handle_bytes`], [`Session::handle_timeout`], a queue
 //! notification) call [`Session::pump`] to move queued messages into the inflight window,
 //! then [`Session::take_transmit`], then [`Session::poll_timeout`] for the next deadline.
-//! When an input returns an [`End`], call [`Session::finish`] and act on its [`Farewell`].
+//! The requests in a [`Transmit`] are answered with [`Session::handle_verdict`], and the bytes
+//! behind each wait for the packet its verdict produces (see [`verdict`]). When an input
+//! returns an [`End`], call [`Session::finish`] and act on its [`Farewell`].
 //! Packets are encoded as they are produced, so a delivery goes from the queue into the bytes
 //! to write without an intermediate packet list.
 
@@ -16,17 +18,18 @@ pub mod connect;
 mod inflight;
 mod publish;
 mod timer;
+mod verdict;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tracing::{debug, warn};
+use tracing::debug;
 use vmq_storage::QueueKey;
 
 use self::timer::{Timer, TimerTable};
-use crate::broker::queue::{NotDurable, Queued, Wakes};
+use crate::broker::queue::{Queued, Wakes};
 use crate::broker::{Broker, Registration, SessionSlot, SubscriptionRecord};
 use vmq_mqtt::{
     ConnAck, Connect, Packet, ProtocolVersion, Properties, PubResp, QoS, ReasonCode, SubAck, Subscribe, UnsubAck,
@@ -36,6 +39,7 @@ use vmq_mqtt::{
 pub use close::{End, Farewell};
 pub use connect::{Accepted, ConnectSettings, ListenerRules, Refused};
 pub use inflight::{OutFlight, OutState, SavedInflight};
+pub use verdict::{PendingRequest, Request, Token, Verdict};
 
 /// Session behaviour settings (from `vernemq.conf`).
 #[derive(Debug, Clone)]
@@ -83,35 +87,23 @@ impl Default for SessionConfig {
 /// and never write.
 pub const PUMP_BATCH: usize = 256;
 
-/// What a session has to send: its packets, encoded, in order, and the acknowledgements
-/// among them that wait for the disk.
+/// What a session has to send: its packets, encoded, in order, and the requests among them
+/// whose verdicts the packets after them wait for (see [`verdict`]).
 #[derive(Debug, Default)]
 pub struct Transmit {
     /// Encoded packets.
     pub wire: BytesMut,
-    /// Acknowledgements to send once durable, each with its byte offset in `wire`: the bytes
-    /// before it go out first, those after it wait until the acknowledgement was sent.
-    pub deferred: Vec<(usize, Box<DurableAck>)>,
+    /// Requests to answer with [`Session::handle_verdict`], each with its byte offset in
+    /// `wire`: the bytes before it go out first, those after it wait until the packet the
+    /// verdict produces was written.
+    pub requests: Vec<(usize, PendingRequest)>,
 }
 
 impl Transmit {
     /// True when there is nothing to send.
     pub fn is_empty(&self) -> bool {
-        self.wire.is_empty() && self.deferred.is_empty()
+        self.wire.is_empty() && self.requests.is_empty()
     }
-}
-
-/// A PUBACK or PUBREC to send once every ticket in `durable` resolved: the publish went to
-/// offline queues and is acknowledged only when it is on disk. Once they did, or one failed,
-/// [`Session::settle_durable`] says what to send.
-#[derive(Debug)]
-pub struct DurableAck {
-    /// The acknowledgement to send.
-    pub ack: Packet,
-    /// Store tickets to wait for.
-    pub durable: Vec<crate::broker::queue::Durable>,
-    /// The packet id when `ack` is a PUBREC.
-    pub qos2_id: Option<u16>,
 }
 
 /// Why the session wants its connection closed.
@@ -188,9 +180,12 @@ pub struct Session {
     connected: Connected,
     /// Largest packet read from the client.
     max_packet: usize,
-    /// QoS 1 acknowledgements handed out in [`Transmit::deferred`] and not settled yet: with
-    /// the unreleased QoS 2 ids, what counts against the Receive Maximum [MQTT-3.3.4-9].
+    /// QoS 1 acknowledgements waiting for a verdict: with the unreleased QoS 2 ids, what
+    /// counts against the Receive Maximum [MQTT-3.3.4-9].
     deferred_qos1: usize,
+    /// What to do with each verdict still to come, in request order.
+    awaiting: std::collections::VecDeque<(Token, verdict::Continuation)>,
+    next_token: u64,
 }
 
 impl std::fmt::Debug for Session {
@@ -307,6 +302,8 @@ impl Session {
             connected: Connected::default(),
             max_packet: ConnectSettings::default().max_packet_size(),
             deferred_qos1: 0,
+            awaiting: std::collections::VecDeque::new(),
+            next_token: 0,
             slot,
         }
     }
@@ -345,14 +342,6 @@ impl Session {
         }
     }
 
-    /// Queues `ack` to be sent once the publish it acknowledges is on disk.
-    fn emit_after_durable(&mut self, ack: DurableAck) {
-        if ack.qos2_id.is_none() {
-            self.deferred_qos1 += 1;
-        }
-        self.tx.deferred.push((self.tx.wire.len(), Box::new(ack)));
-    }
-
     /// The packets produced so far, decoded (for tests).
     #[cfg(test)]
     pub(crate) fn take_packets(&mut self) -> Vec<Packet> {
@@ -361,37 +350,6 @@ impl Session {
             out.push(p);
         }
         out
-    }
-
-    /// Every ticket of a deferred acknowledgement settled, `failure` being the first that
-    /// failed: the acknowledgement to send now. A publish not taken is refused with Quota
-    /// Exceeded (MQTT 5); MQTT 3 has no way to refuse it, so the connection closes without
-    /// the acknowledgement and the client resends.
-    pub fn settle_durable(&mut self, ack: Box<DurableAck>, failure: Option<NotDurable>) -> Result<Packet, Close> {
-        let DurableAck { mut ack, qos2_id, .. } = *ack;
-        if qos2_id.is_none() {
-            self.deferred_qos1 = self.deferred_qos1.saturating_sub(1);
-        }
-        let Some(e) = failure else { return Ok(ack) };
-        warn!(client_id = %self.client_id, error = %e, "publish not acknowledged: not every receiver took it");
-        // Forget the QoS 2 packet id so a resend of the publish is routed again rather than
-        // acknowledged as a duplicate.
-        if let Some(id) = qos2_id {
-            self.inflight.incoming_qos2.remove(&id);
-        }
-        if !self.version.is_v5() {
-            return Err(Close {
-                reason: ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
-                cause: format!("publish refused, message not taken: {e}"),
-                send_disconnect: false,
-                publish_will: true,
-            });
-        }
-        if let Packet::PubAck(r) | Packet::PubRec(r) = &mut ack {
-            r.code = ReasonCode::QUOTA_EXCEEDED;
-            r.properties.reason_string = Some(format!("message not taken: {e}"));
-        }
-        Ok(ack)
     }
 
     /// The in-flight state to keep in the session when the connection closes.

@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{Close, DurableAck, Session};
+use super::verdict::{Continuation, Request};
+use super::{Close, Session};
 use crate::broker::NetsplitAction;
 use crate::broker::message::{ForwardedProperties, Msg};
 use crate::broker::queue::Queued;
@@ -62,21 +63,20 @@ impl Session {
         } else {
             ReasonCode::SUCCESS
         };
-        let (ack, qos2_id) = match (p.qos, p.packet_id) {
+        let packet_id = match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => return Ok(()),
-            (QoS::AtLeastOnce, Some(id)) => (Packet::PubAck(PubResp { packet_id: id, code, ..PubResp::default() }), None),
-            (QoS::ExactlyOnce, Some(id)) => {
-                self.inflight.incoming_qos2.insert(id.0);
-                (Packet::PubRec(PubResp { packet_id: id, code, ..PubResp::default() }), Some(id.0))
-            }
-            _ => {
-                return Err(Close::error(ReasonCode::PROTOCOL_ERROR, "QoS > 0 PUBLISH without packet id"));
-            }
+            (_, Some(id)) => id,
+            _ => return Err(Close::error(ReasonCode::PROTOCOL_ERROR, "QoS > 0 PUBLISH without packet id")),
         };
+        if p.qos == QoS::ExactlyOnce {
+            self.inflight.incoming_qos2.insert(packet_id.0);
+        }
         if outcome.durable.is_empty() {
-            self.emit(ack);
+            let ack = PubResp { packet_id, code, ..PubResp::default() };
+            self.emit(if p.qos == QoS::ExactlyOnce { Packet::PubRec(ack) } else { Packet::PubAck(ack) });
         } else {
-            self.emit_after_durable(DurableAck { ack, durable: outcome.durable, qos2_id });
+            // Acknowledged once the message is where the acknowledgement promises.
+            self.request(Request::Durable(outcome.durable), Continuation::Acknowledge { packet_id, qos: p.qos, code });
         }
         Ok(())
     }

@@ -339,13 +339,13 @@ async fn more_unacknowledged_qos1_publishes_than_receive_maximum_disconnect_with
     let mut sub = subscriber(&h, v5_persistent("sub", 1000), "t", QoS::AtLeastOnce).await;
     h.drop_connection(&mut sub).await;
     let mut publ = publisher(&h, connect_packet(V5, "pub", true)).await;
-    publ.hold_durable_acks = true;
+    publ.hold_requests = true;
     for id in 1..=2 {
         publ.send(publish("t", QoS::AtLeastOnce, Some(id), b"m"));
     }
     h.drive(&mut [&mut publ]).await;
     assert!(publ.is_connected(), "two unacknowledged publishes are within Receive Maximum 2");
-    assert_eq!(publ.held_acks(), 2);
+    assert_eq!(publ.held_requests(), 2);
     publ.send(publish("t", QoS::AtLeastOnce, Some(3), b"m"));
     h.drive(&mut [&mut publ]).await;
     let got = publ.recv();
@@ -424,4 +424,53 @@ async fn a_payload_flagged_utf8_that_is_not_is_refused_with_0x99() {
     let got = publ.recv();
     assert!(matches!(&got[..], [Packet::Disconnect(d)] if d.code == ReasonCode::PAYLOAD_FORMAT_INVALID), "{got:?}");
     assert!(sub.recv().is_empty());
+}
+
+#[tokio::test]
+async fn verdicts_resume_their_own_publish_whatever_order_they_come_in() {
+    use crate::broker::queue::NotDurable;
+
+    let h = Harness::new();
+    let mut sub = subscriber(&h, v5_persistent("sub", 1000), "t", QoS::AtLeastOnce).await;
+    h.drop_connection(&mut sub).await;
+    let mut publ = publisher(&h, connect_packet(V5, "pub", true)).await;
+    publ.hold_requests = true;
+    publ.send(publish("t", QoS::AtLeastOnce, Some(1), b"a"));
+    publ.send(publish("t", QoS::AtLeastOnce, Some(2), b"b"));
+    publ.send(publish("t", QoS::ExactlyOnce, Some(3), b"c"));
+    h.drive(&mut [&mut publ]).await;
+    assert!(publ.recv().is_empty(), "nothing is acknowledged before its verdict");
+    let [first, second, third] = <[PendingRequest; 3]>::try_from(publ.take_held_requests()).expect("three requests");
+    let failed = || Verdict::Durable(Err(NotDurable::Failed("disk full".into())));
+    let session = publ.session_mut();
+
+    let ack = session.handle_verdict(second.token, failed()).expect("MQTT 5 refuses, it does not close");
+    assert!(
+        matches!(&ack, Some(Packet::PubAck(r)) if r.packet_id.0 == 2 && r.code == ReasonCode::QUOTA_EXCEEDED),
+        "{ack:?}"
+    );
+    let ack = session.handle_verdict(first.token, Verdict::Durable(Ok(()))).expect("sendable");
+    assert!(matches!(&ack, Some(Packet::PubAck(r)) if r.packet_id.0 == 1 && r.code == ReasonCode::SUCCESS), "{ack:?}");
+    assert!(session.inflight.incoming_qos2.contains(&3));
+    let ack = session.handle_verdict(third.token, failed()).expect("sendable");
+    assert!(matches!(&ack, Some(Packet::PubRec(r)) if r.packet_id.0 == 3 && r.code == ReasonCode::QUOTA_EXCEEDED), "{ack:?}");
+    assert!(!session.inflight.incoming_qos2.contains(&3), "a resend of the refused QoS 2 publish is routed again");
+    assert!(matches!(session.handle_verdict(first.token, Verdict::Durable(Ok(()))), Ok(None)), "answered once");
+}
+
+#[tokio::test]
+async fn an_mqtt_3_publish_that_was_not_taken_closes_the_connection_unacknowledged() {
+    use crate::broker::queue::NotDurable;
+
+    let h = Harness::new();
+    let mut sub = subscriber(&h, connect_packet(V4, "sub", false), "t", QoS::AtLeastOnce).await;
+    h.drop_connection(&mut sub).await;
+    let mut publ = publisher(&h, connect_packet(V4, "pub", true)).await;
+    publ.hold_requests = true;
+    publ.send(publish("t", QoS::AtLeastOnce, Some(1), b"a"));
+    h.drive(&mut [&mut publ]).await;
+    let [request] = <[PendingRequest; 1]>::try_from(publ.take_held_requests()).expect("one request");
+    let verdict = Verdict::Durable(Err(NotDurable::Failed("disk full".into())));
+    let close = publ.session_mut().handle_verdict(request.token, verdict).expect_err("MQTT 3 cannot refuse a publish");
+    assert!(!close.send_disconnect && close.publish_will);
 }
