@@ -4,6 +4,7 @@
 //! byte stream (TCP today; TLS, WebSocket and PROXY-wrapped streams are the same to it).
 
 use std::future::{Future, poll_fn};
+use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
@@ -100,8 +101,9 @@ fn recycle(buf: &mut BytesMut) {
 /// stream works so, without a readiness API such as `TcpStream::readable`.
 fn poll_read_some<S: AsyncRead + Unpin>(stream: &mut S, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
     if rbuf.capacity() == 0 {
-        let mut chunk = [0u8; READ_CHUNK];
-        let mut buf = ReadBuf::new(&mut chunk);
+        // Left uninitialised: zeroing 8 KB on every wake-up would be work for nothing.
+        let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
+        let mut buf = ReadBuf::uninit(&mut chunk);
         return match std::pin::Pin::new(stream).poll_read(cx, &mut buf) {
             Poll::Ready(Ok(())) => {
                 let n = buf.filled().len();
