@@ -270,9 +270,11 @@ impl Node {
     }
 }
 
+/// Ends expired offline sessions and publishes delayed wills when they are due.
 async fn sweep_sessions(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>, _tasks: mpsc::Sender<()>) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     loop {
+        let will_due = broker.next_will_due().map(tokio::time::Instant::from_std);
         tokio::select! {
             _ = tick.tick() => {
                 let n = broker.expire_sessions(Instant::now());
@@ -280,6 +282,11 @@ async fn sweep_sessions(broker: Arc<Broker>, mut shutdown: watch::Receiver<bool>
                     info!(sessions = n, "expired offline sessions");
                 }
             }
+            () = tokio::time::sleep_until(will_due.unwrap_or_else(tokio::time::Instant::now)), if will_due.is_some() => {
+                broker.publish_due_wills(tokio::time::Instant::now().into_std());
+            }
+            // An earlier will was scheduled: sleep until it instead.
+            () = broker.will_scheduled() => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
     }

@@ -77,6 +77,32 @@ pub fn instant_in_ms(ms: u64) -> Option<Instant> {
     Instant::now().checked_add(std::time::Duration::from_millis(ms))
 }
 
+/// `at` as milliseconds since the Unix epoch, given that it is `now_ms` on that clock now:
+/// how expiry times go to the disk and to other nodes. A time already past stays past (by as
+/// much) rather than becoming "now", for the reason given at [`instant_at_unix_ms`].
+pub fn unix_ms_of(at: Instant, now_ms: u64) -> u64 {
+    let now = Instant::now();
+    match at.checked_duration_since(now) {
+        Some(ahead) => now_ms.saturating_add(ahead.as_millis() as u64),
+        None => now_ms.saturating_sub(now.duration_since(at).as_millis() as u64),
+    }
+}
+
+/// The instant of `at_ms` (milliseconds since the Unix epoch, as the disk and other nodes
+/// carry expiry times), given that it is `now_ms` on that clock now; `None` as for
+/// [`instant_in_ms`]. A time already past maps to an instant as far in the past: mapping it to
+/// "now" would make a message that expired while its session was offline look alive to
+/// every `now` taken before it was read back, and it would be delivered [MQTT-3.3.2-5].
+pub fn instant_at_unix_ms(at_ms: u64, now_ms: u64) -> Option<Instant> {
+    if at_ms >= now_ms {
+        return instant_in_ms(at_ms - now_ms);
+    }
+    let now = Instant::now();
+    // An instant before the monotonic clock's origin cannot be formed on every platform;
+    // the start of the clock is then the earliest that can be said.
+    Some(now.checked_sub(std::time::Duration::from_millis(now_ms - at_ms)).unwrap_or(now))
+}
+
 impl Msg {
     /// True when the message expired at `now`.
     pub fn is_expired(&self, now: Instant) -> bool {

@@ -13,6 +13,7 @@ mod registry;
 pub mod retain;
 mod routing;
 pub mod trie;
+mod wills;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -243,6 +244,10 @@ pub struct Broker {
     listeners_stopped: tokio::sync::watch::Sender<bool>,
     /// Metrics counters.
     pub counters: Counters,
+    /// Wills waiting for their Will Delay Interval.
+    wills: Mutex<wills::DelayedWills>,
+    /// Wakes the task that publishes delayed wills when one is due earlier than the others.
+    will_scheduled: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Broker {
@@ -291,6 +296,8 @@ impl Broker {
             netsplit: NetsplitPolicy::default(),
             listeners_stopped: tokio::sync::watch::channel(false).0,
             counters: Counters::default(),
+            wills: Mutex::default(),
+            will_scheduled: tokio::sync::Notify::new(),
         });
         for (key, _) in store.queues() {
             if key.mountpoint != CLUSTER_OUTBOX_MOUNTPOINT {

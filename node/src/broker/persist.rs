@@ -4,7 +4,7 @@
 //! as wall-clock time because a monotonic `Instant` means nothing after a restart.
 
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -43,9 +43,8 @@ fn unix_ms(t: SystemTime) -> u64 {
 /// Encodes a delivery for the message store.
 pub fn encode_delivery(d: &Delivery) -> Vec<u8> {
     let m = &d.msg;
-    let now_i = Instant::now();
-    let now_s = SystemTime::now();
-    let expiry_unix_ms = m.expires_at.map(|at| unix_ms(now_s + at.saturating_duration_since(now_i)));
+    let now_ms = unix_ms(SystemTime::now());
+    let expiry_unix_ms = m.expires_at.map(|at| super::message::unix_ms_of(at, now_ms));
     let p = m.properties.as_deref().cloned().unwrap_or_default();
     let stored = StoredDelivery::V1(StoredV1 {
         mountpoint: m.mountpoint.to_string(),
@@ -71,9 +70,8 @@ pub fn encode_delivery(d: &Delivery) -> Vec<u8> {
 /// Decodes what [`encode_delivery`] wrote; `None` for bytes it did not write.
 pub fn decode_delivery(bytes: &[u8]) -> Option<Delivery> {
     let StoredDelivery::V1(s) = postcard::from_bytes(bytes).ok()?;
-    let expires_at = s
-        .expiry_unix_ms
-        .and_then(|ms| super::message::instant_in_ms(ms.saturating_sub(unix_ms(SystemTime::now()))));
+    let now_ms = unix_ms(SystemTime::now());
+    let expires_at = s.expiry_unix_ms.and_then(|ms| super::message::instant_at_unix_ms(ms, now_ms));
     let props = ForwardedProperties {
         payload_format_indicator: s.payload_format_indicator,
         content_type: s.content_type,

@@ -728,6 +728,20 @@ mod tests {
     }
 
     #[test]
+    fn a_stored_message_whose_expiry_passed_while_offline_is_not_delivered_mqtt_3_3_2_5() {
+        let q = queue(QueueLimits::default());
+        let mut d = delivery(1, QoS::AtLeastOnce);
+        // Expired a second before the session comes back: the stored copy keeps its expiry
+        // as a wall-clock time, read back when the queue is taken from.
+        Arc::make_mut(&mut d.msg).expires_at = Instant::now().checked_sub(std::time::Duration::from_secs(1));
+        let _ = q.enqueue(d);
+        let _ = q.enqueue(delivery(2, QoS::AtLeastOnce));
+        assert_eq!(q.store.count(&q.key), 2, "both went to the store while offline");
+        q.set_online();
+        assert_eq!(drain(&q), vec![2]);
+    }
+
+    #[test]
     fn expired_messages_are_not_delivered_mqtt_3_3_2_5() {
         let q = queue(QueueLimits::default());
         q.set_online();

@@ -353,9 +353,10 @@ impl Broker {
         }
     }
 
-    /// The connection `conn_id` of `slot` closed. Its in-flight messages are kept for the next
-    /// connection; the session ends now when `expiry` is zero, or later when it elapses.
-    pub fn disconnected(&self, slot: &Arc<SessionSlot>, conn_id: u64, inflight: SavedInflight, expiry: Option<Duration>) {
+    /// The connection `conn_id` of `slot` closed at `now`. Its in-flight messages are kept for
+    /// the next connection; the session ends now when `expiry` is zero, or later when it
+    /// elapses.
+    pub fn disconnected(&self, slot: &Arc<SessionSlot>, conn_id: u64, inflight: SavedInflight, expiry: Option<Duration>, now: Instant) {
         let mut sessions = self.sessions();
         {
             let mut st = slot.state();
@@ -364,7 +365,7 @@ impl Broker {
             }
             st.connection = None;
             st.inflight = inflight;
-            st.disconnected_at = Some(Instant::now());
+            st.disconnected_at = Some(now);
             st.expiry = match (expiry, self.settings.persistent_client_expiration) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),

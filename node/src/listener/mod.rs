@@ -1,9 +1,8 @@
 //! TCP listeners: the accept loop with its connection limit, and one task per connection
 //! (framing, keep-alive, timers) around a sans-IO [`crate::session::Session`].
 
-mod acks;
-mod connect;
 mod connection;
+mod verdicts;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +16,7 @@ use crate::broker::Broker;
 use vmq_mqtt::ProtocolVersion;
 use crate::session::SessionConfig;
 
-pub use connection::ConnectSettings;
+pub use crate::session::ConnectSettings;
 
 /// One `listener.tcp.<name>`.
 #[derive(Debug, Clone)]

@@ -1,14 +1,24 @@
-//! One connected client's MQTT session: QoS 0/1/2 flows in both directions, packet ids, the
-//! inflight window, retries, topic aliases and subscriptions. Sans-IO: the connection task
-//! feeds packets and time in and writes what [`Session::take_transmit`] hands it.
+//! One connected client's MQTT session: CONNACK, QoS 0/1/2 flows in both directions, packet
+//! ids, the inflight window, retries, topic aliases, subscriptions, keep-alive and connection
+//! lifetime, DISCONNECT and the will. Sans-IO: the connection task feeds bytes and time in and
+//! writes what [`Session::take_transmit`] hands it; it decides nothing about the protocol.
 //!
-//! Call order for the connection task: after every input (`handle_packet`, `handle_retry`,
-//! a queue notification) call [`Session::pump`] to move queued messages into the inflight
-//! window, then [`Session::take_transmit`]. Packets are encoded as they are produced, so a
-//! delivery goes from the queue into the bytes to write without an intermediate packet list.
+//! Call order for the connection task: [`Session::accept`] (CONNACK is the first thing to
+//! send); after every input ([`Session::handle_bytes`], [`Session::handle_timeout`], a queue
+//! notification) call [`Session::pump`] to move queued messages into the inflight window,
+//! then [`Session::take_transmit`], then [`Session::poll_timeout`] for the next deadline.
+//! The requests in a [`Transmit`] are answered with [`Session::handle_verdict`], and the bytes
+//! behind each wait for the packet its verdict produces (see [`verdict`]). When an input
+//! returns an [`End`], call [`Session::finish`] and act on its [`Farewell`].
+//! Packets are encoded as they are produced, so a delivery goes from the queue into the bytes
+//! to write without an intermediate packet list.
 
+mod close;
+pub mod connect;
 mod inflight;
 mod publish;
+mod timer;
+mod verdict;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,13 +28,18 @@ use bytes::BytesMut;
 use tracing::debug;
 use vmq_storage::QueueKey;
 
+use self::timer::{Timer, TimerTable};
 use crate::broker::queue::{Queued, Wakes};
-use crate::broker::{Broker, SessionSlot, SubscriptionRecord};
+use crate::broker::{Broker, Registration, SessionSlot, SubscriptionRecord};
 use vmq_mqtt::{
-    Packet, ProtocolVersion, PubResp, QoS, ReasonCode, SubAck, Subscribe, UnsubAck, Unsubscribe, topic,
+    ConnAck, Connect, Packet, ProtocolVersion, Properties, PubResp, QoS, ReasonCode, SubAck, Subscribe, UnsubAck,
+    Unsubscribe, Will, topic,
 };
 
+pub use close::{End, Farewell};
+pub use connect::{Accepted, ConnectSettings, ListenerRules, Refused};
 pub use inflight::{OutFlight, OutState, SavedInflight};
+pub use verdict::{PendingRequest, Request, Token, Verdict};
 
 /// Session behaviour settings (from `vernemq.conf`).
 #[derive(Debug, Clone)]
@@ -72,35 +87,23 @@ impl Default for SessionConfig {
 /// and never write.
 pub const PUMP_BATCH: usize = 256;
 
-/// What a session has to send: its packets, encoded, in order, and the acknowledgements
-/// among them that wait for the disk.
+/// What a session has to send: its packets, encoded, in order, and the requests among them
+/// whose verdicts the packets after them wait for (see [`verdict`]).
 #[derive(Debug, Default)]
 pub struct Transmit {
     /// Encoded packets.
     pub wire: BytesMut,
-    /// Acknowledgements to send once durable, each with its byte offset in `wire`: the bytes
-    /// before it go out first, those after it wait until the acknowledgement was sent.
-    pub deferred: Vec<(usize, Box<DurableAck>)>,
+    /// Requests to answer with [`Session::handle_verdict`], each with its byte offset in
+    /// `wire`: the bytes before it go out first, those after it wait until the packet the
+    /// verdict produces was written.
+    pub requests: Vec<(usize, PendingRequest)>,
 }
 
 impl Transmit {
     /// True when there is nothing to send.
     pub fn is_empty(&self) -> bool {
-        self.wire.is_empty() && self.deferred.is_empty()
+        self.wire.is_empty() && self.requests.is_empty()
     }
-}
-
-/// A PUBACK or PUBREC to send once every ticket in `durable` resolved: the publish went to
-/// offline queues and is acknowledged only when it is on disk. If a ticket fails, call
-/// [`Session::durable_failed`] and refuse the publish instead.
-#[derive(Debug)]
-pub struct DurableAck {
-    /// The acknowledgement to send.
-    pub ack: Packet,
-    /// Store tickets to wait for.
-    pub durable: Vec<crate::broker::queue::Durable>,
-    /// The packet id when `ack` is a PUBREC.
-    pub qos2_id: Option<u16>,
 }
 
 /// Why the session wants its connection closed.
@@ -117,7 +120,8 @@ pub struct Close {
 }
 
 impl Close {
-    fn error(reason: ReasonCode, cause: impl Into<String>) -> Self {
+    /// A protocol violation or a limit: DISCONNECT with `reason` (MQTT 5), will published.
+    pub fn error(reason: ReasonCode, cause: impl Into<String>) -> Self {
         Close { reason, cause: cause.into(), send_disconnect: true, publish_will: true }
     }
 }
@@ -131,6 +135,24 @@ pub struct ClientLimits {
     pub maximum_packet_size: Option<u32>,
     /// Client's Topic Alias Maximum (5.0).
     pub topic_alias_maximum: u16,
+}
+
+/// What the session keeps of CONNECT and of the listener, for keep-alive, DISCONNECT and the
+/// will.
+#[derive(Debug, Default)]
+struct Connected {
+    /// 1.5 times the keep-alive [MQTT-3.1.2-24]; `None` when the client has none.
+    keep_alive: Option<Duration>,
+    session_expiry: Option<Duration>,
+    /// CONNECT carried a non-zero Session Expiry Interval.
+    connect_expiry_set: bool,
+    /// The client accepts Reason Strings [MQTT-3.1.2-29].
+    problem_information: bool,
+    will: Option<Box<Will>>,
+    /// The registration generation (for delayed wills).
+    generation: u64,
+    max_last_will_delay: Option<Duration>,
+    suppress_lwt_on_takeover: bool,
 }
 
 /// A connected session.
@@ -154,6 +176,16 @@ pub struct Session {
     wakes: Wakes,
     tx: Transmit,
     scratch: Vec<Queued>,
+    timers: TimerTable,
+    connected: Connected,
+    /// Largest packet read from the client.
+    max_packet: usize,
+    /// QoS 1 acknowledgements waiting for a verdict: with the unreleased QoS 2 ids, what
+    /// counts against the Receive Maximum [MQTT-3.3.4-9].
+    deferred_qos1: usize,
+    /// What to do with each verdict still to come, in request order.
+    awaiting: std::collections::VecDeque<(Token, verdict::Continuation)>,
+    next_token: u64,
 }
 
 impl std::fmt::Debug for Session {
@@ -174,8 +206,84 @@ impl Session {
         resumed: SavedInflight,
         now: Instant,
     ) -> Self {
+        let mut s = Self::unstarted(broker, slot, cfg, version, limits, resumed, now);
+        s.resend_all(now);
+        s
+    }
+
+    /// The session of a client whose CONNECT was accepted and registered: queues the CONNACK,
+    /// then the resends of what the previous connection left in flight [MQTT-4.4.0-1].
+    #[allow(clippy::too_many_arguments)]
+    pub fn accept(
+        broker: Arc<Broker>,
+        reg: Registration,
+        mut connect: Box<Connect>,
+        accepted: Accepted,
+        cfg: SessionConfig,
+        settings: &ConnectSettings,
+        max_connection_lifetime: Option<Duration>,
+        now: Instant,
+    ) -> Self {
+        let version = accepted.version;
+        let limits = ClientLimits {
+            receive_maximum: connect.properties.receive_maximum.unwrap_or(u16::MAX),
+            maximum_packet_size: connect.properties.maximum_packet_size,
+            topic_alias_maximum: connect.properties.topic_alias_maximum.unwrap_or(0),
+        };
+        let mut s = Self::unstarted(broker, reg.slot, cfg, version, limits, reg.inflight, now);
+        s.max_packet = settings.max_packet_size();
+        s.connected = Connected {
+            keep_alive: (accepted.keep_alive > 0).then(|| Duration::from_millis(u64::from(accepted.keep_alive) * 1500)),
+            session_expiry: accepted.session_expiry,
+            connect_expiry_set: connect.properties.session_expiry_interval.unwrap_or(0) != 0,
+            problem_information: connect.properties.request_problem_information != Some(0),
+            // Only these parts of CONNECT matter from here on; the rest is freed now.
+            will: connect.will.take().map(Box::new),
+            generation: reg.generation,
+            max_last_will_delay: settings.max_last_will_delay,
+            suppress_lwt_on_takeover: settings.suppress_lwt_on_session_takeover,
+        };
+        if let Some(ka) = s.connected.keep_alive {
+            s.timers.set(Timer::KeepAlive, now + ka);
+        }
+        if let Some(lifetime) = max_connection_lifetime {
+            s.timers.set(Timer::Lifetime, now + lifetime);
+        }
+        // A clean start never resumes [MQTT-3.1.2-2]; the registry discarded any old session.
+        let session_present = reg.session_present && !connect.clean_start;
+        let mut ack = ConnAck { session_present, code: ReasonCode::SUCCESS, properties: Properties::default() };
+        if version.is_v5() {
+            let p = &mut ack.properties;
+            if accepted.assigned {
+                p.assigned_client_identifier = Some(accepted.client_id.clone());
+            }
+            if accepted.keep_alive_changed {
+                p.server_keep_alive = Some(accepted.keep_alive);
+            }
+            p.receive_maximum = Some(settings.receive_max_broker.max(1));
+            if settings.topic_alias_max_broker > 0 {
+                p.topic_alias_maximum = Some(settings.topic_alias_max_broker);
+            }
+            if settings.max_message_size > 0 {
+                p.maximum_packet_size = u32::try_from(s.max_packet).ok();
+            }
+        }
+        s.emit(Packet::ConnAck(ack));
+        s.resend_all(now);
+        s
+    }
+
+    fn unstarted(
+        broker: Arc<Broker>,
+        slot: Arc<SessionSlot>,
+        cfg: SessionConfig,
+        version: ProtocolVersion,
+        limits: ClientLimits,
+        resumed: SavedInflight,
+        now: Instant,
+    ) -> Self {
         let key: &QueueKey = &slot.key;
-        let mut s = Self {
+        Self {
             client_id: key.client_id.as_str().into(),
             mountpoint: key.mountpoint.as_str().into(),
             broker,
@@ -190,10 +298,19 @@ impl Session {
             wakes: Wakes::default(),
             tx: Transmit::default(),
             scratch: Vec::new(),
+            timers: TimerTable::default(),
+            connected: Connected::default(),
+            max_packet: ConnectSettings::default().max_packet_size(),
+            deferred_qos1: 0,
+            awaiting: std::collections::VecDeque::new(),
+            next_token: 0,
             slot,
-        };
-        s.resend_all(now);
-        s
+        }
+    }
+
+    /// The protocol version the client speaks.
+    pub fn version(&self) -> ProtocolVersion {
+        self.version
     }
 
     /// The session slot.
@@ -225,11 +342,6 @@ impl Session {
         }
     }
 
-    /// Queues `ack` to be sent once the publish it acknowledges is on disk.
-    fn emit_after_durable(&mut self, ack: DurableAck) {
-        self.tx.deferred.push((self.tx.wire.len(), Box::new(ack)));
-    }
-
     /// The packets produced so far, decoded (for tests).
     #[cfg(test)]
     pub(crate) fn take_packets(&mut self) -> Vec<Packet> {
@@ -240,22 +352,14 @@ impl Session {
         out
     }
 
-    /// A deferred acknowledgement could not be made durable: forget the QoS 2 packet id so a
-    /// resend of the publish is routed again rather than acknowledged as a duplicate.
-    pub fn durable_failed(&mut self, qos2_id: Option<u16>) {
-        if let Some(id) = qos2_id {
-            self.inflight.incoming_qos2.remove(&id);
-        }
-    }
-
     /// The in-flight state to keep in the session when the connection closes.
     pub fn into_inflight(self) -> SavedInflight {
         self.inflight
     }
 
     /// QoS 1/2 publishes of the client that may wait for their acknowledgement at once:
-    /// Receive Maximum for MQTT 5, `max_inflight_messages` for MQTT 3.x (as for QoS 2 in
-    /// [`Session::handle_packet`]); `usize::MAX` when unlimited.
+    /// Receive Maximum for MQTT 5, `max_inflight_messages` for MQTT 3.x (where only QoS 2
+    /// ones are counted); `usize::MAX` when unlimited.
     pub fn incoming_window(&self) -> usize {
         let limit = if self.version.is_v5() { self.cfg.receive_max_broker } else { self.cfg.max_inflight_messages };
         if limit == 0 { usize::MAX } else { usize::from(limit) }
@@ -265,6 +369,51 @@ impl Session {
         let broker = if self.cfg.max_inflight_messages == 0 { usize::MAX } else { self.cfg.max_inflight_messages as usize };
         let client = self.limits.receive_maximum.min(self.cfg.receive_max_client).max(1);
         broker.min(client as usize)
+    }
+
+    /// Decodes and handles every complete packet in `rbuf` (bytes read from the client at
+    /// `now`); `Err` when the connection ends.
+    pub fn handle_bytes(&mut self, rbuf: &mut BytesMut, now: Instant) -> Result<(), End> {
+        if let Some(ka) = self.connected.keep_alive {
+            self.timers.set(Timer::KeepAlive, now + ka);
+        }
+        loop {
+            let packet = match vmq_mqtt::decode(rbuf, self.version, self.max_packet) {
+                Ok(Some(p)) => p,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(End::Close(Close::error(e.reason_code(), format!("bad packet: {e}")))),
+            };
+            if let Packet::Disconnect(d) = &packet {
+                return Err(self.handle_disconnect(d));
+            }
+            self.handle_packet(packet, now).map_err(End::Close)?;
+        }
+    }
+
+    /// The next deadline at which [`Session::handle_timeout`] must run.
+    ///
+    /// Retries and the rate limit are derived from the inflight window and the rate window
+    /// here rather than kept in the timer table: keeping them there would mean an update per
+    /// message sent or received.
+    pub fn poll_timeout(&self, now: Instant) -> Option<Instant> {
+        [self.timers.next(), self.retry_deadline(), self.throttle(now)].into_iter().flatten().min()
+    }
+
+    /// Acts on every deadline that passed at `now`; `Err` when the connection must close.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Close> {
+        if self.timers.is_expired(Timer::KeepAlive, now) {
+            self.timers.stop(Timer::KeepAlive);
+            // [MQTT-3.1.2-24]: nothing received within 1.5 times the keep-alive.
+            return Err(Close::error(ReasonCode::KEEP_ALIVE_TIMEOUT, "keep-alive timeout"));
+        }
+        if self.timers.is_expired(Timer::Lifetime, now) {
+            self.timers.stop(Timer::Lifetime);
+            return Err(Close::error(ReasonCode::MAXIMUM_CONNECT_TIME, "max_connection_lifetime reached"));
+        }
+        if self.retry_deadline().is_some_and(|at| at <= now) {
+            self.handle_retry(now);
+        }
+        Ok(())
     }
 
     /// Handles one packet from the client.
@@ -301,7 +450,7 @@ impl Session {
                 "AUTH without an authentication method in CONNECT [MQTT-4.12.0-1]",
             )),
             Packet::Disconnect(_) => {
-                // Handled by the connection task (it owns will and session expiry).
+                // Handled by `handle_bytes`, where the connection ends.
                 Ok(())
             }
             Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
@@ -514,8 +663,8 @@ impl Session {
         }
     }
 
-    /// When [`Session::handle_retry`] should next run (MQTT 3.x only).
-    pub fn poll_retry_deadline(&self) -> Option<Instant> {
+    /// When unacknowledged messages are due to be resent (MQTT 3.x only).
+    fn retry_deadline(&self) -> Option<Instant> {
         if self.version.is_v5() {
             return None;
         }
@@ -523,7 +672,7 @@ impl Session {
     }
 
     /// Resends what was not acknowledged within `retry_interval` (MQTT 3.x).
-    pub fn handle_retry(&mut self, now: Instant) {
+    fn handle_retry(&mut self, now: Instant) {
         if self.version.is_v5() {
             return;
         }
@@ -549,5 +698,9 @@ impl Session {
     }
 }
 
+#[cfg(test)]
+mod harness;
+#[cfg(test)]
+mod scenarios;
 #[cfg(test)]
 mod tests;

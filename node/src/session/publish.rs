@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::{Close, DurableAck, Session};
+use super::verdict::{Continuation, Request};
+use super::{Close, Session};
 use crate::broker::NetsplitAction;
 use crate::broker::message::{ForwardedProperties, Msg};
 use crate::broker::queue::Queued;
@@ -32,17 +33,15 @@ impl Session {
                 self.emit(Packet::PubRec(PubResp { packet_id: PacketId(id), ..PubResp::default() }));
                 return Ok(());
             }
-            let limit = if self.version.is_v5() {
-                self.cfg.receive_max_broker
-            } else {
-                self.cfg.max_inflight_messages
-            };
-            if limit > 0 && self.inflight.incoming_qos2.len() >= limit as usize {
-                return Err(Close::error(
-                    ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
-                    "more unacknowledged QoS 2 publishes than Receive Maximum [MQTT-3.3.4-9]",
-                ));
-            }
+        }
+        if p.qos != QoS::AtMostOnce && self.incoming_unacknowledged() >= self.incoming_window() {
+            return Err(Close::error(
+                ReasonCode::RECEIVE_MAXIMUM_EXCEEDED,
+                "more unacknowledged QoS 1/2 publishes than Receive Maximum [MQTT-3.3.4-9]",
+            ));
+        }
+        if p.properties.payload_format_indicator == Some(1) && std::str::from_utf8(&p.payload).is_err() {
+            return self.refuse_publish(&p, ReasonCode::PAYLOAD_FORMAT_INVALID, "payload is not the UTF-8 its Payload Format Indicator says");
         }
         self.check_rate(now);
         if !self.broker.netsplit_allows(NetsplitAction::Publish) {
@@ -64,22 +63,45 @@ impl Session {
         } else {
             ReasonCode::SUCCESS
         };
-        let (ack, qos2_id) = match (p.qos, p.packet_id) {
+        let packet_id = match (p.qos, p.packet_id) {
             (QoS::AtMostOnce, _) => return Ok(()),
-            (QoS::AtLeastOnce, Some(id)) => (Packet::PubAck(PubResp { packet_id: id, code, ..PubResp::default() }), None),
-            (QoS::ExactlyOnce, Some(id)) => {
-                self.inflight.incoming_qos2.insert(id.0);
-                (Packet::PubRec(PubResp { packet_id: id, code, ..PubResp::default() }), Some(id.0))
-            }
-            _ => {
-                return Err(Close::error(ReasonCode::PROTOCOL_ERROR, "QoS > 0 PUBLISH without packet id"));
-            }
+            (_, Some(id)) => id,
+            _ => return Err(Close::error(ReasonCode::PROTOCOL_ERROR, "QoS > 0 PUBLISH without packet id")),
         };
-        if outcome.durable.is_empty() {
-            self.emit(ack);
-        } else {
-            self.emit_after_durable(DurableAck { ack, durable: outcome.durable, qos2_id });
+        if p.qos == QoS::ExactlyOnce {
+            self.inflight.incoming_qos2.insert(packet_id.0);
         }
+        if outcome.durable.is_empty() {
+            let ack = PubResp { packet_id, code, ..PubResp::default() };
+            self.emit(if p.qos == QoS::ExactlyOnce { Packet::PubRec(ack) } else { Packet::PubAck(ack) });
+        } else {
+            // Acknowledged once the message is where the acknowledgement promises.
+            self.request(Request::Durable(outcome.durable), Continuation::Acknowledge { packet_id, qos: p.qos, code });
+        }
+        Ok(())
+    }
+
+    /// QoS 1/2 publishes of the client whose acknowledgement it has not been sent yet: QoS 2
+    /// ones until PUBREL, and for MQTT 5 QoS 1 ones whose PUBACK waits for the disk or
+    /// another node (MQTT 3 has no Receive Maximum; its connection stops reading instead).
+    fn incoming_unacknowledged(&self) -> usize {
+        let qos1 = if self.version.is_v5() { self.deferred_qos1 } else { 0 };
+        self.inflight.incoming_qos2.len() + qos1
+    }
+
+    /// Refuses a publish the server may check and found wrong (MQTT 5 3.3.2.3.2 for the
+    /// payload format): a QoS 1/2 one with `code` in its PUBACK or PUBREC, which ends the
+    /// exchange; a QoS 0 one, which has no acknowledgement, by closing the connection with it.
+    fn refuse_publish(&mut self, p: &Publish, code: ReasonCode, cause: &str) -> Result<(), Close> {
+        tracing::debug!(client_id = %self.client_id, topic = %p.topic, code = code.0, "PUBLISH refused: {cause}");
+        let Some(packet_id) = p.packet_id.filter(|_| p.qos != QoS::AtMostOnce) else {
+            return Err(Close::error(code, cause));
+        };
+        let refusal = PubResp { packet_id, code, ..PubResp::default() };
+        self.emit(match p.qos {
+            QoS::ExactlyOnce => Packet::PubRec(refusal),
+            _ => Packet::PubAck(refusal),
+        });
         Ok(())
     }
 

@@ -13,7 +13,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,7 @@ pub(crate) mod publish;
 
 use super::membership::MembershipState;
 use crate::broker::SubscriptionRecord;
-use crate::broker::message::{ForwardedProperties, Msg, instant_in_ms};
+use crate::broker::message::{ForwardedProperties, Msg, instant_at_unix_ms, instant_in_ms, unix_ms_of};
 use vmq_mqtt::{QoS, SubscriptionOptions};
 
 /// A frame on the `Metadata` stream.
@@ -201,7 +201,7 @@ impl ForwardedPublish {
     /// The frame for `msg` with its delivery instructions.
     #[cfg(test)]
     pub fn new(msg: &Msg, plain: bool, shared: &[(Arc<str>, String)]) -> ForwardedPublish {
-        let now = Instant::now();
+        let now = std::time::Instant::now();
         ForwardedPublish {
             mountpoint: msg.mountpoint.to_string(),
             topic: msg.topic.to_string(),
@@ -331,12 +331,11 @@ pub(crate) fn unix_ms() -> u64 {
 
 impl RetainValue {
     pub fn from_msg(msg: &Msg) -> RetainValue {
-        let now = Instant::now();
         RetainValue::V1 {
             payload: msg.payload.to_vec(),
             qos: msg.qos as u8,
             properties: WireProperties::from_msg(&msg.properties),
-            expires_unix_ms: msg.expires_at.map(|at| unix_ms() + at.saturating_duration_since(now).as_millis() as u64),
+            expires_unix_ms: msg.expires_at.map(|at| unix_ms_of(at, unix_ms())),
         }
     }
 
@@ -349,7 +348,7 @@ impl RetainValue {
             qos: QoS::from_u8(*qos).unwrap_or(QoS::AtMostOnce),
             retain: true,
             properties: properties.clone().map(WireProperties::into_msg),
-            expires_at: expires_unix_ms.and_then(|at| instant_in_ms(at.saturating_sub(unix_ms()))),
+            expires_at: expires_unix_ms.and_then(|at| instant_at_unix_ms(at, unix_ms())),
             publisher: None,
         }
     }
@@ -377,7 +376,7 @@ pub(crate) fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Option<T> {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
     use super::*;
 

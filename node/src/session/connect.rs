@@ -1,10 +1,85 @@
-//! CONNECT validation: protocol version, client identifier, authentication, will, keep-alive.
+//! CONNECT: validation (protocol version, client identifier, authentication, will,
+//! keep-alive), the netsplit rule for registrations, and the CONNACK that refuses a client.
+//! The CONNACK that accepts one is built by [`super::Session::accept`].
+//!
+//! MQTT 5 Request Response Information is never answered with Response Information: the
+//! server MAY omit it [MQTT-3.2.2.3.15], and VerneMQ 2.1 documents no setting for the string
+//! it would carry, so there is nothing the broker could promise a client to build on.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::ListenerSpec;
-use super::connection::ConnectSettings;
-use vmq_mqtt::{Connect, ProtocolVersion, ReasonCode, topic};
+use crate::broker::{Broker, NetsplitAction};
+use vmq_mqtt::{ConnAck, Connect, DecodeError, Packet, ProtocolVersion, ReasonCode, topic};
+
+/// Settings for accepting CONNECT.
+#[derive(Debug, Clone)]
+pub struct ConnectSettings {
+    /// `allow_anonymous`.
+    pub allow_anonymous: bool,
+    /// `max_client_id_size`.
+    pub max_client_id_size: usize,
+    /// `max_keepalive`.
+    pub max_keepalive: Option<u16>,
+    /// `mqtt.connect.timeout`: time a new connection has to send CONNECT.
+    pub connect_timeout: Duration,
+    /// `topic_max_depth` (for will topics).
+    pub topic_max_depth: usize,
+    /// `max_message_size` (0 = unlimited).
+    pub max_message_size: usize,
+    /// `max_last_will_delay`; `None` = the client's value.
+    pub max_last_will_delay: Option<Duration>,
+    /// `suppress_lwt_on_session_takeover`.
+    pub suppress_lwt_on_session_takeover: bool,
+    /// `receive_max_broker`, announced in CONNACK.
+    pub receive_max_broker: u16,
+    /// `topic_alias_max_broker`, announced in CONNACK.
+    pub topic_alias_max_broker: u16,
+}
+
+impl Default for ConnectSettings {
+    fn default() -> Self {
+        Self {
+            allow_anonymous: true,
+            max_client_id_size: 100,
+            max_keepalive: None,
+            connect_timeout: Duration::from_secs(30),
+            topic_max_depth: 10,
+            max_message_size: 0,
+            max_last_will_delay: None,
+            suppress_lwt_on_session_takeover: false,
+            receive_max_broker: u16::MAX,
+            topic_alias_max_broker: 0,
+        }
+    }
+}
+
+/// Largest packet MQTT allows: 268,435,455 bytes of body plus a 5-byte fixed header.
+const MQTT_MAX_PACKET: usize = 268_435_460;
+
+impl ConnectSettings {
+    /// Largest packet the server reads from a client (announced as Maximum Packet Size when
+    /// `max_message_size` is set).
+    pub fn max_packet_size(&self) -> usize {
+        if self.max_message_size == 0 {
+            MQTT_MAX_PACKET
+        } else {
+            // Room for the topic and properties around a maximal payload.
+            self.max_message_size.saturating_add(2 * 65_536).min(MQTT_MAX_PACKET)
+        }
+    }
+}
+
+/// What the listener a client connected through decides about it.
+#[derive(Debug, Clone, Copy)]
+pub struct ListenerRules<'a> {
+    /// The listener's name, for the log.
+    pub name: &'a str,
+    /// Protocol versions accepted.
+    pub allowed_protocol_versions: &'a [ProtocolVersion],
+    /// Accept anonymous clients here even when `allow_anonymous` is off.
+    pub allow_anonymous_override: bool,
+}
 
 /// A CONNECT that passed validation, with what the server decided.
 #[derive(Debug)]
@@ -32,6 +107,25 @@ pub struct Refused {
     pub cause: String,
 }
 
+impl Refused {
+    /// The CONNACK that tells the client; the connection closes after it.
+    pub fn connack(&self) -> Packet {
+        Packet::ConnAck(ConnAck { code: self.code, ..ConnAck::default() })
+    }
+}
+
+/// The refusal for a CONNECT that could not be decoded, when the protocol has one: an
+/// unknown protocol name or level is answered with "unacceptable protocol version" before
+/// closing [MQTT-3.1.2-2]; anything else just closes.
+pub fn refusal_for(e: &DecodeError) -> Option<Refused> {
+    match e {
+        DecodeError::UnsupportedProtocolVersion(_) | DecodeError::InvalidProtocolName => {
+            Some(refuse(ReasonCode::UNSUPPORTED_PROTOCOL_VERSION, e.to_string()))
+        }
+        _ => None,
+    }
+}
+
 fn refuse(code: ReasonCode, cause: impl Into<String>) -> Refused {
     Refused { code, cause: cause.into() }
 }
@@ -52,11 +146,30 @@ pub fn session_expiry(c: &Connect, version: ProtocolVersion) -> Option<Duration>
     }
 }
 
+/// Validates a CONNECT for `listener`, then asks the broker whether registrations are allowed
+/// now. `new_client_id` makes an id for 5.0 clients that sent none.
+pub fn admit(
+    c: &Connect,
+    listener: ListenerRules<'_>,
+    settings: &ConnectSettings,
+    broker: &Broker,
+    new_client_id: impl FnOnce() -> String,
+) -> Result<Accepted, Refused> {
+    let accepted = validate(c, listener, settings, new_client_id)?;
+    if !broker.netsplit_allows(NetsplitAction::Register) {
+        // `allow_register_during_netsplit = off` while a cluster member is unreachable:
+        // CONNACK 3 (server unavailable), 0x88 in MQTT 5.
+        broker.counters.netsplit_refused[0].fetch_add(1, Ordering::Relaxed);
+        return Err(refuse(ReasonCode::SERVER_UNAVAILABLE, "cluster not ready (netsplit)"));
+    }
+    Ok(accepted)
+}
+
 /// Validates a CONNECT for `listener`. `new_client_id` makes an id for 5.0 clients that sent
 /// none.
 pub fn validate(
     c: &Connect,
-    listener: &ListenerSpec,
+    listener: ListenerRules<'_>,
     settings: &ConnectSettings,
     new_client_id: impl FnOnce() -> String,
 ) -> Result<Accepted, Refused> {
@@ -131,16 +244,10 @@ pub fn validate(
 mod tests {
     use super::*;
 
-    fn listener() -> ListenerSpec {
-        ListenerSpec {
-            name: "default".into(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-            max_connections: None,
-            mountpoint: String::new(),
-            allowed_protocol_versions: vec![ProtocolVersion::V3, ProtocolVersion::V4, ProtocolVersion::V5],
-            max_connection_lifetime: None,
-            allow_anonymous_override: false,
-        }
+    const ALL_VERSIONS: &[ProtocolVersion] = &[ProtocolVersion::V3, ProtocolVersion::V4, ProtocolVersion::V5];
+
+    fn listener() -> ListenerRules<'static> {
+        ListenerRules { name: "default", allowed_protocol_versions: ALL_VERSIONS, allow_anonymous_override: false }
     }
 
     fn connect(version: ProtocolVersion, id: &str, clean: bool) -> Connect {
@@ -151,13 +258,13 @@ mod tests {
     fn empty_client_id_rules_mqtt_3_1_3_6_to_8() {
         let s = ConnectSettings::default();
         let l = listener();
-        let v4_persistent = validate(&connect(ProtocolVersion::V4, "", false), &l, &s, || "x".into());
+        let v4_persistent = validate(&connect(ProtocolVersion::V4, "", false), l, &s, || "x".into());
         assert_eq!(v4_persistent.unwrap_err().code, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
-        let v4_clean = validate(&connect(ProtocolVersion::V4, "", true), &l, &s, || "gen".into()).unwrap();
+        let v4_clean = validate(&connect(ProtocolVersion::V4, "", true), l, &s, || "gen".into()).unwrap();
         assert_eq!((v4_clean.client_id.as_str(), v4_clean.assigned), ("gen", true));
-        let v5 = validate(&connect(ProtocolVersion::V5, "", false), &l, &s, || "gen5".into()).unwrap();
+        let v5 = validate(&connect(ProtocolVersion::V5, "", false), l, &s, || "gen5".into()).unwrap();
         assert!(v5.assigned);
-        assert!(validate(&connect(ProtocolVersion::V3, "", true), &l, &s, || "x".into()).is_err());
+        assert!(validate(&connect(ProtocolVersion::V3, "", true), l, &s, || "x".into()).is_err());
     }
 
     #[test]
@@ -165,18 +272,18 @@ mod tests {
         let mut s = ConnectSettings { max_client_id_size: 4, ..ConnectSettings::default() };
         let mut l = listener();
         assert_eq!(
-            validate(&connect(ProtocolVersion::V4, "12345", true), &l, &s, String::new).unwrap_err().code,
+            validate(&connect(ProtocolVersion::V4, "12345", true), l, &s, String::new).unwrap_err().code,
             ReasonCode::CLIENT_IDENTIFIER_NOT_VALID
         );
         s.allow_anonymous = false;
         assert_eq!(
-            validate(&connect(ProtocolVersion::V4, "a", true), &l, &s, String::new).unwrap_err().code,
+            validate(&connect(ProtocolVersion::V4, "a", true), l, &s, String::new).unwrap_err().code,
             ReasonCode::NOT_AUTHORIZED
         );
         s.allow_anonymous = true;
-        l.allowed_protocol_versions = vec![ProtocolVersion::V4];
+        l.allowed_protocol_versions = &[ProtocolVersion::V4];
         assert_eq!(
-            validate(&connect(ProtocolVersion::V5, "a", true), &l, &s, String::new).unwrap_err().code,
+            validate(&connect(ProtocolVersion::V5, "a", true), l, &s, String::new).unwrap_err().code,
             ReasonCode::UNSUPPORTED_PROTOCOL_VERSION
         );
     }
@@ -184,13 +291,13 @@ mod tests {
     #[test]
     fn max_keepalive_caps_and_replaces_zero() {
         let s = ConnectSettings { max_keepalive: Some(30), ..ConnectSettings::default() };
-        let a = validate(&connect(ProtocolVersion::V5, "a", true), &listener(), &s, String::new).unwrap();
+        let a = validate(&connect(ProtocolVersion::V5, "a", true), listener(), &s, String::new).unwrap();
         assert_eq!((a.keep_alive, a.keep_alive_changed), (30, true));
         let mut c = connect(ProtocolVersion::V5, "a", true);
         c.keep_alive = 0;
-        assert_eq!(validate(&c, &listener(), &s, String::new).unwrap().keep_alive, 30);
+        assert_eq!(validate(&c, listener(), &s, String::new).unwrap().keep_alive, 30);
         c.keep_alive = 10;
-        assert!(!validate(&c, &listener(), &s, String::new).unwrap().keep_alive_changed);
+        assert!(!validate(&c, listener(), &s, String::new).unwrap().keep_alive_changed);
     }
 
     #[test]

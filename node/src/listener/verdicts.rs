@@ -1,11 +1,14 @@
-//! Acknowledgements that wait until their publish was taken (on disk for offline subscribers,
-//! accepted by every other node it was forwarded to), sent in order without holding up the
-//! connection: while they wait the connection keeps reading, so a publisher's whole window of
-//! QoS 1/2 messages is in flight at once rather than one read's worth per round trip.
+//! The connection's side of the session's pending requests ([`crate::session::Request`]):
+//! it finds out each verdict and hands it back, and holds the session's output behind the
+//! requests still open. Today's requests are durable writes: acknowledgements that wait until
+//! their publish was taken (on disk for offline subscribers, accepted by every other node it
+//! was forwarded to), sent in order without holding up the connection: while they wait the
+//! connection keeps reading, so a publisher's whole window of QoS 1/2 messages is in flight at
+//! once rather than one read's worth per round trip.
 //!
 //! PUBACKs and PUBRECs go out in the order of their PUBLISHes [MQTT-4.6.0-2, -3]: whatever the
-//! session produced after an acknowledgement that waits is held behind it, and written once
-//! that acknowledgement was.
+//! session produced after a request that waits is held behind it, and written once the
+//! packet its verdict produced was.
 
 use std::collections::VecDeque;
 use std::pin::pin;
@@ -15,16 +18,16 @@ use bytes::{Buf, BytesMut};
 use tracing::warn;
 
 use crate::broker::queue::NotDurable;
-use vmq_mqtt::{self as mqtt, Packet, ProtocolVersion, ReasonCode};
-use crate::session::{Close, DurableAck, Session, Transmit};
+use crate::session::{Close, Request, Session, Token, Transmit, Verdict};
+use vmq_mqtt::{self as mqtt, ProtocolVersion};
 
-/// Packets held behind acknowledgements that wait.
+/// Packets held behind requests that wait for their verdict.
 #[derive(Debug, Default)]
 pub(super) struct Held {
     /// Encoded packets not written yet; `wire[0]` is byte `base` of everything ever held.
     wire: BytesMut,
     base: usize,
-    /// The acknowledgements that wait, oldest first.
+    /// The requests that wait, oldest first.
     waiting: VecDeque<Waiting>,
 }
 
@@ -32,7 +35,8 @@ pub(super) struct Held {
 struct Waiting {
     /// Its position among everything ever held: the bytes before it go out first.
     at: usize,
-    ack: Box<DurableAck>,
+    token: Token,
+    request: Request,
     /// The first ticket that failed; the others are still waited for.
     failure: Option<NotDurable>,
 }
@@ -43,7 +47,7 @@ impl Held {
         self.waiting.is_empty()
     }
 
-    /// Acknowledgements waiting.
+    /// Requests waiting.
     pub(super) fn waiting(&self) -> usize {
         self.waiting.len()
     }
@@ -56,8 +60,9 @@ impl Held {
     /// Takes over what `tx` holds, behind what is held already.
     pub(super) fn push(&mut self, tx: &mut Transmit) {
         let start = self.base + self.wire.len();
-        for (offset, ack) in tx.deferred.drain(..) {
-            self.waiting.push_back(Waiting { at: start + offset, ack, failure: None });
+        for (offset, pending) in tx.requests.drain(..) {
+            let (token, request) = (pending.token, pending.request);
+            self.waiting.push_back(Waiting { at: start + offset, token, request, failure: None });
         }
         if self.wire.is_empty() {
             // Nothing held: take the buffer rather than copy it.
@@ -68,18 +73,22 @@ impl Held {
         }
     }
 
-    /// Moves into `out` what may be written now: the bytes up to the first acknowledgement
-    /// that still waits, with every acknowledgement before it that settled. An acknowledgement
-    /// whose publish was not taken is sent with an error code (MQTT 5) or, where the protocol
-    /// has none, ends the connection without it (the client resends).
+    /// Moves into `out` what may be written now: the bytes up to the first request that
+    /// still waits, with what [`Session::handle_verdict`] made of every request before it
+    /// (`Err` when the connection must close).
     pub(super) fn take_ready(&mut self, out: &mut BytesMut, session: &mut Session, version: ProtocolVersion) -> Result<(), Close> {
         while let Some(front) = self.waiting.front_mut() {
             if !settle_now(front) {
                 break;
             }
-            let Some(Waiting { at, ack, failure }) = self.waiting.pop_front() else { break };
+            let Some(Waiting { at, token, failure, .. }) = self.waiting.pop_front() else { break };
             self.move_out(at, out);
-            encode_ack(ack, failure, out, session, version)?;
+            let verdict = Verdict::Durable(failure.map_or(Ok(()), Err));
+            if let Some(packet) = session.handle_verdict(token, verdict)? {
+                if let Err(e) = mqtt::encode(&packet, version, out) {
+                    warn!(error = %e, "packet not encodable; dropped");
+                }
+            }
         }
         match self.waiting.front() {
             Some(front) => self.move_out(front.at, out),
@@ -99,7 +108,7 @@ impl Held {
         self.base += n;
     }
 
-    /// Resolves once the oldest acknowledgement settled (at once when none waits); cancel-safe.
+    /// Resolves once the oldest request settled (at once when none waits); cancel-safe.
     pub(super) async fn front_settled(&mut self) {
         if let Some(front) = self.waiting.front_mut() {
             settle(front).await;
@@ -110,11 +119,15 @@ impl Held {
 /// Waits for every ticket of `w`, dropping each as it settles so that a later call (after
 /// this future was cancelled) never waits for it again.
 async fn settle(w: &mut Waiting) {
-    while let Some(ticket) = w.ack.durable.last_mut() {
-        let result = ticket.settled().await;
-        w.ack.durable.pop();
-        if let Err(e) = result {
-            w.failure.get_or_insert(e);
+    match &mut w.request {
+        Request::Durable(tickets) => {
+            while let Some(ticket) = tickets.last_mut() {
+                let result = ticket.settled().await;
+                tickets.pop();
+                if let Err(e) = result {
+                    w.failure.get_or_insert(e);
+                }
+            }
         }
     }
 }
@@ -122,41 +135,12 @@ async fn settle(w: &mut Waiting) {
 /// Whether `w` settled, without waiting: most acknowledgements after the first one that
 /// waited were accepted with it (the receiving node acknowledges cumulatively).
 fn settle_now(w: &mut Waiting) -> bool {
-    if w.ack.durable.is_empty() {
-        return true;
+    match &w.request {
+        Request::Durable(tickets) if tickets.is_empty() => return true,
+        Request::Durable(_) => {}
     }
     let mut cx = Context::from_waker(Waker::noop());
     matches!(pin!(settle(w)).poll(&mut cx), Poll::Ready(()))
-}
-
-fn encode_ack(
-    ack: Box<DurableAck>,
-    failure: Option<NotDurable>,
-    out: &mut BytesMut,
-    session: &mut Session,
-    version: ProtocolVersion,
-) -> Result<(), Close> {
-    let DurableAck { mut ack, qos2_id, .. } = *ack;
-    if let Some(e) = failure {
-        warn!(client_id = %session.client_id(), error = %e, "publish not acknowledged: not every receiver took it");
-        session.durable_failed(qos2_id);
-        if !version.is_v5() {
-            return Err(Close {
-                reason: ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
-                cause: format!("publish refused, message not taken: {e}"),
-                send_disconnect: false,
-                publish_will: true,
-            });
-        }
-        if let Packet::PubAck(r) | Packet::PubRec(r) = &mut ack {
-            r.code = ReasonCode::QUOTA_EXCEEDED;
-            r.properties.reason_string = Some(format!("message not taken: {e}"));
-        }
-    }
-    if let Err(e) = mqtt::encode(&ack, version, out) {
-        warn!(error = %e, "packet not encodable; dropped");
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -171,7 +155,7 @@ mod tests {
     use crate::ack::{Progress, Ticket};
     use crate::broker::queue::Durable;
     use crate::broker::{Broker, BrokerSettings, ConnectionHandle};
-    use vmq_mqtt::{PacketId, PubResp};
+    use vmq_mqtt::{Packet, PacketId, PubResp};
     use crate::session::{ClientLimits, SessionConfig};
 
     async fn session() -> Session {
@@ -187,11 +171,11 @@ mod tests {
     }
 
     /// A transmit of `before`, then an acknowledgement of `id` waiting for `seq` of `progress`.
-    fn waiting(before: &[u8], id: u16, progress: &watch::Sender<Progress>, seq: u64) -> Transmit {
-        let mut tx = Transmit::default();
-        tx.wire.extend_from_slice(before);
+    fn waiting(session: &mut Session, before: &[u8], id: u16, progress: &watch::Sender<Progress>, seq: u64) -> Transmit {
         let durable = vec![Durable::Remote(Ticket::new(progress.subscribe(), seq))];
-        tx.deferred.push((before.len(), Box::new(DurableAck { ack: puback(id), durable, qos2_id: None })));
+        session.request_durable_ack(before, id, durable);
+        let mut tx = Transmit::default();
+        session.take_transmit(&mut tx);
         tx
     }
 
@@ -207,8 +191,8 @@ mod tests {
         let (progress, _) = watch::channel(Progress::default());
         let mut held = Held::default();
         let mut out = BytesMut::new();
-        held.push(&mut waiting(b"a", 1, &progress, 1));
-        held.push(&mut waiting(b"b", 2, &progress, 2));
+        held.push(&mut waiting(&mut session, b"a", 1, &progress, 1));
+        held.push(&mut waiting(&mut session, b"b", 2, &progress, 2));
         let mut tail = Transmit::default();
         tail.wire.extend_from_slice(b"c");
         held.push(&mut tail);
@@ -235,7 +219,7 @@ mod tests {
         let mut session = session().await;
         let (progress, _) = watch::channel(Progress::default());
         let mut held = Held::default();
-        held.push(&mut waiting(b"", 1, &progress, 1));
+        held.push(&mut waiting(&mut session, b"", 1, &progress, 1));
         progress.send_modify(|p| p.abandoned = 1);
         let mut out = BytesMut::new();
         assert!(held.take_ready(&mut out, &mut session, ProtocolVersion::V4).is_err());
