@@ -263,6 +263,7 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
         }
     };
     let version = accepted.version;
+    let session_present = reg.session_present && !connect.clean_start;
     let mut session = Session::accept(
         ctx.broker.clone(),
         reg,
@@ -273,7 +274,7 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
         spec.max_connection_lifetime,
         now(),
     );
-    info!(%peer, client_id = %session.client_id(), version = version.level(), "client connected");
+    info!(%peer, client_id = %session.client_id(), version = version.level(), session_present, "client connected");
     let end = serve(&mut session, &mut stream, &mut w, rbuf, &handle, shutdown, &ctx).await;
     Box::pin(finish(end, session, &mut stream, &mut w, peer, &ctx, handle.id)).await;
     handle.finish();
