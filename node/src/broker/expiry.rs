@@ -84,7 +84,7 @@ mod tests {
             let reg = broker.register(key.clone(), false, conn.clone()).await.unwrap();
             // A queued message keeps the session's queue in the store across the restart.
             messages.append(&key, &[b"queued"]).unwrap();
-            broker.disconnected(&reg.slot, conn.id, crate::session::SavedInflight::default(), None, Instant::now());
+            broker.disconnected(&reg.slot, conn.id, crate::broker::inflight::SavedInflight::default(), None, Instant::now());
         }
         // The disconnect was two hours ago.
         let mut batch = WriteBatch::new();

@@ -15,7 +15,7 @@ use vmq_storage::{MessageSeq, QueueKey, StoredMessage};
 use super::queue::{Durable, EnqueueOutcome, Wakes};
 use super::registry::{SessionSlot, SubscriptionRecord};
 use super::{Broker, persist};
-use crate::session::SavedInflight;
+use super::inflight::SavedInflight;
 
 /// How long a fence is remembered for a client id that had no session here when a later
 /// registration elsewhere took it over: longer than any registration takes to complete.

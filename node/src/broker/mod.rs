@@ -4,6 +4,7 @@
 //! Connections run in their own tasks and call into [`Broker`] to register, subscribe and
 //! publish. Locks here are std mutexes held for short sections that never await.
 
+pub mod inflight;
 pub mod message;
 pub mod persist;
 pub mod queue;

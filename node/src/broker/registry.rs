@@ -13,7 +13,7 @@ use vmq_storage::QueueKey;
 use super::Broker;
 use super::queue::Queue;
 use vmq_mqtt::SubscriptionOptions;
-use crate::session::SavedInflight;
+use super::inflight::SavedInflight;
 
 /// Why a connection is told to go away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -27,7 +27,7 @@ use super::wire::{HandOver, Request, Response, WireInflight, WireKey, WireSubscr
 use crate::broker::persist;
 use crate::broker::queue::Queued;
 use crate::broker::{Grant, NetsplitAction, SessionHandOver};
-use crate::session::{OutFlight, OutState, SavedInflight};
+use crate::broker::inflight::{OutFlight, OutState, SavedInflight};
 
 /// How long a node waits for the leader's answer to a registration.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(8);

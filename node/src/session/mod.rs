@@ -15,7 +15,6 @@
 
 mod close;
 pub mod connect;
-mod inflight;
 mod publish;
 mod timer;
 mod verdict;
@@ -38,7 +37,7 @@ use vmq_mqtt::{
 
 pub use close::{End, Farewell};
 pub use connect::{Accepted, ConnectSettings, ListenerRules, Refused};
-pub use inflight::{OutFlight, OutState, SavedInflight};
+pub use crate::broker::inflight::{OutFlight, OutState, SavedInflight};
 pub use verdict::{PendingRequest, Request, Token, Verdict};
 
 /// Session behaviour settings (from `vernemq.conf`).

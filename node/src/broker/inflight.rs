@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
-use crate::broker::queue::Queued;
+use super::queue::Queued;
 
 /// Where an outgoing QoS 1/2 delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
