@@ -1,6 +1,6 @@
 //! A session leaving this node for another (takeover by a registration elsewhere, or a
 //! duplicate fenced after a heal), and the messages of a session arriving from another node
-//! (ARCHITECTURE.md "Registration", "Queue migration").
+//! (docs/architecture.md "Registration", "Queue migration").
 //!
 //! The leaving session keeps its routes until the cluster layer has drained its queue: what is
 //! published meanwhile lands in its store and follows the drain, so nothing routed here in the

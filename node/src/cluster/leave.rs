@@ -1,4 +1,4 @@
-//! `vmq-admin cluster leave` (ARCHITECTURE.md "Cluster membership", VerneMQ's "Leaving a
+//! `vmq-admin cluster leave` (docs/architecture.md "Cluster membership", VerneMQ's "Leaving a
 //! cluster").
 //!
 //! A live node leaves in steps, each safe to run again: its MQTT listeners stop accepting;

@@ -1,6 +1,6 @@
 //! Cluster membership: an add-wins set of node names (ORSWOT, `crdts`), with the address
 //! each member's cluster endpoint is dialed at, persisted in [`Column::Node`] and gossiped
-//! whole on the `Metadata` stream (ARCHITECTURE.md "Cluster membership"; VerneMQ keeps the
+//! whole on the `Metadata` stream (docs/architecture.md "Cluster membership"; VerneMQ keeps the
 //! same set in `vmq_swc_peer_service` / `plumtree_peer_service` as a riak_dt ORSWOT).
 
 use std::collections::BTreeMap;

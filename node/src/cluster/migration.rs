@@ -1,4 +1,4 @@
-//! Queue migration (ARCHITECTURE.md "Queue migration"): a session handed over to another node
+//! Queue migration (docs/architecture.md "Queue migration"): a session handed over to another node
 //! takes its queue along in acknowledged drain steps on the `Rpc` stream, in order, each on disk
 //! at the new node before the old node deletes it; messages routed to the new node directly wait
 //! behind the backlog until the old node reports the drain complete.

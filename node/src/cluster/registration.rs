@@ -1,4 +1,4 @@
-//! One session per client id, cluster-wide (ARCHITECTURE.md "Registration").
+//! One session per client id, cluster-wide (docs/architecture.md "Registration").
 //!
 //! Every registration of a client id goes through its leader, picked by rendezvous hashing of
 //! the client id over the cluster *members*: when a node is unreachable only the client ids it

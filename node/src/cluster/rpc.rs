@@ -1,5 +1,5 @@
 //! Requests between nodes on the `Rpc` stream, each answered once: registration, takeover,
-//! drain steps (ARCHITECTURE.md "Between nodes"). A request whose answer does not come in time
+//! drain steps (docs/architecture.md "Between nodes"). A request whose answer does not come in time
 //! (the frame was lost with its connection, the peer is down) fails; callers decide whether
 //! to try again. Requests are served in tasks of their own, never in the stream's reader.
 

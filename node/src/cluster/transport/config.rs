@@ -88,7 +88,7 @@ pub struct TransportConfig {
 impl TransportConfig {
     /// Defaults for `node` with `cookie` and `backend`: binds `0.0.0.0:44053`, self-signed
     /// certificate, heartbeats every 200 ms, suspect after 600 ms and unreachable after 1.2 s of
-    /// silence (ARCHITECTURE.md "Netsplit"), connection idle timeout 10 s, redial 100 ms .. 250 ms.
+    /// silence (docs/architecture.md "Netsplit"), connection idle timeout 10 s, redial 100 ms .. 250 ms.
     pub fn new(node: NodeId, cookie: impl Into<String>, backend: MetadataPlugin) -> Self {
         Self {
             node,

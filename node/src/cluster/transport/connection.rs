@@ -53,7 +53,7 @@ pub(crate) fn spawn(shared: Arc<Shared>, established: Established) {
     tokio::spawn(run(shared, established).instrument(span));
 }
 
-/// The failure detector's verdict on a connected peer (ARCHITECTURE.md "Netsplit"): any frame
+/// The failure detector's verdict on a connected peer (docs/architecture.md "Netsplit"): any frame
 /// read counts as a sign of life; heartbeats make sure there is one every `keep_alive`.
 /// Silent for `suspect_after`: suspected (logged); silent for `down_after`: reported
 /// unreachable: its connection is closed and redialed, and nothing queued for it is discarded.

@@ -73,7 +73,7 @@
 //!
 //! Nothing a peer sends is delivered before both hellos checked out. Exactly one connection
 //! is kept per pair of nodes: when both dial at once, the connection dialed by the node with
-//! the smaller name wins (ARCHITECTURE.md "Between nodes"); a newer connection from the same
+//! the smaller name wins (docs/architecture.md "Between nodes"); a newer connection from the same
 //! dialer replaces an older one (the dialer saw the old one die, e.g. it restarted).
 //!
 //! # Failure detection
@@ -81,7 +81,7 @@
 //! Application heartbeats on the `Control` stream every 200 ms; any frame read from a peer
 //! counts as a sign of life. A peer silent for 600 ms is suspected (logged) and nothing else
 //! happens: heard again, it is simply alive. Silent for 1.2 s it is reported `Down`
-//! (unreachable), well within VerneMQ's ~60 s `net_ticktime` (ARCHITECTURE.md "Netsplit",
+//! (unreachable), well within VerneMQ's ~60 s `net_ticktime` (docs/architecture.md "Netsplit",
 //! **beyond**), and its connection is closed: after seconds of loss QUIC has backed its
 //! retransmissions off by as long again, while a fresh connection, redialed every 250 ms with a
 //! 1 s handshake bound, is up within a fraction of a second of the heal. Nothing queued is

@@ -131,7 +131,7 @@ impl PeerQueue {
 
 /// The forwarded-publish log of one peer: entries numbered from 1, kept until the peer
 /// acknowledges them cumulatively, and written from a cursor that a new connection rewinds,
-/// so nothing handed to a connection that then fails is lost (ARCHITECTURE.md "Between
+/// so nothing handed to a connection that then fails is lost (docs/architecture.md "Between
 /// nodes").
 #[derive(Debug)]
 pub struct ReliableLog {

@@ -12,7 +12,7 @@
 //!   dialed on.
 //!
 //! Everything uses the ring provider explicitly: one crypto provider across quinn, rustls and
-//! rcgen (ARCHITECTURE.md "Dependencies").
+//! rcgen (docs/architecture.md "Dependencies").
 
 use std::path::Path;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! What the cluster layer puts on the transport's streams and into the replicated values:
-//! versioned enums encoded with postcard (ARCHITECTURE.md "Between nodes"), except on the
+//! versioned enums encoded with postcard (docs/architecture.md "Between nodes"), except on the
 //! hot path.
 //!
 //! - `Metadata` stream: [`MetadataFrame`] (replica messages of the configured backend, and
@@ -54,7 +54,7 @@ pub(crate) enum RpcFrame {
 /// Mountpoint and client id on the wire.
 pub(crate) type WireKey = (String, String);
 
-/// What one node asks of another (ARCHITECTURE.md "Registration", "Queue migration").
+/// What one node asks of another (docs/architecture.md "Registration", "Queue migration").
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum Request {
     /// To the client id's registration leader: the sender registers the client.
