@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, Span, debug, info, warn};
 use vmq_storage::QueueKey;
 
 use super::verdicts::Held;
@@ -147,9 +147,24 @@ const MAX_WAITING_ACKS: usize = 1024;
 const MAX_HELD_BYTES: usize = 1024 * 1024;
 
 /// Runs one connection over `stream` to completion.
+///
+/// Its log events carry the peer address and, once CONNECT is read, the client id through the
+/// connection's span.
 pub async fn run<S>(
-    mut stream: S,
+    stream: S,
     peer: SocketAddr,
+    spec: Arc<ListenerSpec>,
+    ctx: Arc<ConnectionContext>,
+    shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let span = tracing::info_span!("mqtt", %peer, client_id = tracing::field::Empty);
+    connection(stream, spec, ctx, shutdown).instrument(span).await
+}
+
+async fn connection<S>(
+    mut stream: S,
     spec: Arc<ListenerSpec>,
     ctx: Arc<ConnectionContext>,
     mut shutdown: watch::Receiver<bool>,
@@ -161,13 +176,13 @@ pub async fn run<S>(
     // Boxed, like the other one-off phases (registration, durable acks, teardown): what a
     // future holds across its awaits is held by every connection for its whole life, a box
     // only while the phase runs.
-    let handshake = Box::pin(handshake(&mut stream, &mut rbuf, &mut w, peer, &spec, &ctx));
+    let handshake = Box::pin(handshake(&mut stream, &mut rbuf, &mut w, &spec, &ctx));
     let accepted = tokio::select! {
         r = handshake => r,
         _ = shutdown.wait_for(|s| *s) => return,
     };
     let Some((connect, accepted)) = accepted else { return };
-    serve_session(connect, accepted, peer, spec, ctx, stream, rbuf, w, shutdown).await;
+    serve_session(connect, accepted, spec, ctx, stream, rbuf, w, shutdown).await;
 }
 
 /// Reads CONNECT and asks the session rules whether to accept it; answers a refusal itself
@@ -176,7 +191,6 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     rbuf: &mut BytesMut,
     w: &mut Writer,
-    peer: SocketAddr,
     spec: &ListenerSpec,
     ctx: &ConnectionContext,
 ) -> Option<(Box<Connect>, Accepted)> {
@@ -185,18 +199,18 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     let first = tokio::time::timeout(ctx.connect.connect_timeout, read_packet(stream, rbuf, ProtocolVersion::V4, max_packet)).await;
     let refused = match first {
         Err(_) => {
-            info!(%peer, "no CONNECT within mqtt.connect.timeout; closing");
+            info!("no CONNECT within mqtt.connect.timeout; closing");
             return None;
         }
         Ok(Err(ReadError::Decode(e))) => match connect::refusal_for(&e) {
             Some(refused) => refused,
             None => {
-                info!(%peer, error = %e, "connection closed before CONNECT");
+                info!(error = %e, "connection closed before CONNECT");
                 return None;
             }
         },
         Ok(Err(e)) => {
-            info!(%peer, error = %e, "connection closed before CONNECT");
+            info!(error = %e, "connection closed before CONNECT");
             return None;
         }
         Ok(Ok(Packet::Connect(connect))) => {
@@ -209,9 +223,13 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
                 allow_anonymous_override: spec.allow_anonymous_override,
             };
             match connect::admit(&connect, rules, &ctx.connect, &ctx.broker, || assigned_client_id(ctx)) {
-                Ok(accepted) => return Some((connect, accepted)),
+                Ok(accepted) => {
+                    Span::current().record("client_id", accepted.client_id.as_str());
+                    return Some((connect, accepted));
+                }
                 Err(refused) => {
-                    info!(%peer, client_id = %connect.client_id, code = refused.code.0, cause = %refused.cause, "CONNECT refused");
+                    Span::current().record("client_id", connect.client_id.as_str());
+                    info!(code = refused.code.0, cause = %refused.cause, "CONNECT refused");
                     w.queue(&refused.connack());
                     let _ = w.flush(stream).await;
                     return None;
@@ -219,11 +237,11 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         Ok(Ok(other)) => {
-            info!(%peer, packet = ?packet_name(&other), "first packet is not CONNECT [MQTT-3.1.0-1]; closing");
+            info!(packet = ?packet_name(&other), "first packet is not CONNECT [MQTT-3.1.0-1]; closing");
             return None;
         }
     };
-    info!(%peer, code = refused.code.0, cause = %refused.cause, "CONNECT refused");
+    info!(code = refused.code.0, cause = %refused.cause, "CONNECT refused");
     w.queue(&refused.connack());
     let _ = w.flush(stream).await;
     None
@@ -234,11 +252,9 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
 /// Setup and teardown happen in plain functions and boxed futures: locals of an async
 /// function that are in scope across an await are stored in its future, which every
 /// connection holds for its whole life.
-#[allow(clippy::too_many_arguments)]
 async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
     connect: Box<Connect>,
     accepted: Accepted,
-    peer: SocketAddr,
     spec: Arc<ListenerSpec>,
     ctx: Arc<ConnectionContext>,
     mut stream: S,
@@ -254,7 +270,7 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
             // The registration could not finish (leader unreachable, the old session not
             // taken over, a newer connection won): CONNACK 3, 0x88 in MQTT 5, and nothing
             // of the client id is left registered here.
-            info!(%peer, client_id = %accepted.client_id, reason = %refused, "CONNECT refused: registration did not complete");
+            info!(reason = %refused, "CONNECT refused: registration did not complete");
             let refused = Refused { code: ReasonCode::SERVER_UNAVAILABLE, cause: refused.to_string() };
             w.queue(&refused.connack());
             let _ = w.flush(&mut stream).await;
@@ -274,9 +290,9 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
         spec.max_connection_lifetime,
         now(),
     );
-    info!(%peer, client_id = %session.client_id(), version = version.level(), session_present, "client connected");
+    info!(version = version.level(), session_present, "client connected");
     let end = serve(&mut session, &mut stream, &mut w, rbuf, &handle, shutdown, &ctx).await;
-    Box::pin(finish(end, session, &mut stream, &mut w, peer, &ctx, handle.id)).await;
+    Box::pin(finish(end, session, &mut stream, &mut w, &ctx, handle.id)).await;
     handle.finish();
 }
 
@@ -387,7 +403,6 @@ async fn finish<S: AsyncWrite + Unpin>(
     mut session: Session,
     stream: &mut S,
     w: &mut Writer,
-    peer: SocketAddr,
     ctx: &Arc<ConnectionContext>,
     conn_id: u64,
 ) {
@@ -408,12 +423,11 @@ async fn finish<S: AsyncWrite + Unpin>(
     }
     // Bounded: a peer that stopped reading must not hold the teardown.
     let _ = tokio::time::timeout(Duration::from_secs(1), w.flush(stream)).await;
-    let client_id = session.client_id();
     let log = &farewell.cause;
     match &end {
-        End::ClientDisconnect { .. } | End::Kicked(_) => info!(%peer, %client_id, "{log}"),
-        End::Close(c) => warn!(%peer, %client_id, code = c.reason.0, "closing connection: {log}"),
-        End::Gone(_) => debug!(%peer, %client_id, "{log}"),
+        End::ClientDisconnect { .. } | End::Kicked(_) => info!("{log}"),
+        End::Close(c) => warn!(code = c.reason.0, "closing connection: {log}"),
+        End::Gone(_) => debug!("{log}"),
     }
     let slot = session.slot().clone();
     // The will goes out before the session is released, so that whoever observes the
