@@ -1,11 +1,12 @@
-//! Properties of the replica under random operations on a faulty simulated network:
-//! convergence, no resurrection, tombstone collection, siblings and their resolution.
+//! Cases found by the former convergence properties, kept as named histories, and the bound
+//! on anti-entropy answers. The properties themselves (convergence, deletes that stay
+//! deleted, siblings) are in the suite every backend runs (`tests/suite.rs`,
+//! `vmq_storage::sim::suite`).
 
 use std::collections::BTreeSet;
 
 use proptest::prelude::*;
-use proptest::test_runner::FileFailurePersistence;
-use vmq_storage::metadata::{MetaKey, MetadataBackend, NodeId};
+use vmq_storage::metadata::{MetaKey, NodeId};
 use vmq_swc::SwcConfig;
 use vmq_swc::sim::{NetConfig, Sim};
 
@@ -33,8 +34,10 @@ fn lossy() -> NetConfig {
     NetConfig { drop: 0.1, duplicate: 0.1, min_delay: 1, max_delay: 50 }
 }
 
-/// One step of a random history. Node indexes are 1-based; node 4 starts outside the cluster.
+/// One step of a history. Node indexes are 1-based; node 4 starts outside the cluster. (The
+/// kept cases of the former properties, now in `vmq_storage::sim::suite`, use some of them.)
 #[derive(Debug, Clone)]
+#[allow(dead_code)]
 enum Op {
     Put { node: usize, key: u8 },
     Delete { node: usize, key: u8 },
@@ -46,24 +49,6 @@ enum Op {
     Leave { node: usize },
     Join { node: usize },
     Run { ms: u16 },
-}
-
-fn op() -> impl Strategy<Value = Op> {
-    let node = 1usize..=4;
-    let k = 0u8..6;
-    prop_oneof![
-        6 => (node.clone(), k.clone()).prop_map(|(node, key)| Op::Put { node, key }),
-        3 => (node.clone(), k.clone()).prop_map(|(node, key)| Op::Delete { node, key }),
-        1 => (node.clone(), k).prop_map(|(node, key)| Op::Resolve { node, key }),
-        1 => proptest::sample::subsequence(vec![1usize, 2, 3, 4], 1..3)
-            .prop_map(|side| Op::Partition { side }),
-        1 => Just(Op::Heal),
-        1 => node.clone().prop_map(|node| Op::Crash { node }),
-        1 => node.clone().prop_map(|node| Op::Recover { node }),
-        1 => node.clone().prop_map(|node| Op::Leave { node }),
-        1 => node.prop_map(|node| Op::Join { node }),
-        3 => (1u16..2000).prop_map(|ms| Op::Run { ms }),
-    ]
 }
 
 /// Applies a history, remembering every value some write superseded.
@@ -181,128 +166,6 @@ impl Harness {
             }
         }
         Ok(())
-    }
-}
-
-fn proptest_config(name: &str, cases: u32) -> ProptestConfig {
-    ProptestConfig {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(Box::leak(
-            format!("../proptest-regressions/swc-{name}.txt").into_boxed_str(),
-        )))),
-        ..ProptestConfig::default()
-    }
-}
-
-proptest! {
-    #![proptest_config(proptest_config("converge_after_any_history", 128))]
-
-    /// Replicas converge after any interleaving of puts, deletes, resolutions, partitions,
-    /// heals, crashes and membership changes on a lossy, duplicating, reordering network; no
-    /// superseded value ever comes back; once quiet, no tombstone remains and the dot-key map
-    /// indexes only live versions.
-    #[test]
-    fn converge_after_any_history(seed in any::<u64>(), ops in prop::collection::vec(op(), 1..40)) {
-        let mut h = Harness::new(seed, lossy());
-        for op in &ops {
-            h.apply(op);
-        }
-        h.settle_and_check()?;
-    }
-}
-
-proptest! {
-    #![proptest_config(proptest_config("deleted_keys_stay_deleted", 64))]
-
-    /// Every key deleted by a node that saw all its values stays deleted, whatever stale
-    /// messages, crashes and partitions follow.
-    #[test]
-    fn deleted_keys_stay_deleted(
-        seed in any::<u64>(),
-        writers in prop::collection::vec((1usize..=3, 0u8..8), 1..20),
-        deleters in prop::collection::vec(1usize..=3, 8),
-        faults in prop::collection::vec(op(), 0..12),
-    ) {
-        let mut h = Harness::new(seed, lossy());
-        for (node, k) in &writers {
-            h.apply(&Op::Put { node: *node, key: *k });
-        }
-        prop_assert!(h.sim.run_until_quiet(100, 60_000));
-        for (k, node) in deleters.iter().enumerate() {
-            let k = u8::try_from(k).expect("8 keys");
-            // The chosen deleter may have crashed or left in an earlier fault; any live member
-            // then deletes instead, so that every key really is deleted.
-            let deleter = match std::iter::once(*node).chain(1..=4).find(|i| h.usable(*i)) {
-                Some(i) => i,
-                None => {
-                    let first = h.sim.members()[0].clone();
-                    h.sim.recover(&first);
-                    first.as_str()[1..].parse().expect("nodes are named nN")
-                }
-            };
-            h.apply(&Op::Delete { node: deleter, key: k });
-            if let Some(f) = faults.get(usize::from(k)) {
-                // No new writes, and no leave: a node that leaves before its deletes spread
-                // takes them along (covered by `converge_after_any_history`).
-                if !matches!(f, Op::Put { .. } | Op::Resolve { .. } | Op::Leave { .. }) {
-                    h.apply(f);
-                }
-            }
-        }
-        h.settle_and_check()?;
-        for m in h.sim.members().to_vec() {
-            prop_assert!(h.sim.replica(&m).expect("member").snapshot().is_empty(), "{} holds a deleted key", m);
-        }
-    }
-}
-
-proptest! {
-    #![proptest_config(proptest_config("siblings_until_resolved", 32))]
-
-    /// Concurrent writes on both sides of a partition are all visible as siblings after the
-    /// heal, and resolving on any replica picks the same winner everywhere.
-    #[test]
-    fn siblings_until_resolved(
-        seed in any::<u64>(),
-        left_writes in 1usize..4,
-        right_writes in 1usize..4,
-        resolver in 1usize..=4,
-    ) {
-        let mut sim = Sim::new(seed, 4, config(), NetConfig::default());
-        let k = key(1);
-        sim.put(&n(1), &k, b"base");
-        prop_assert!(sim.run_until_quiet(100, 30_000));
-        sim.partition(&[n(1), n(2)]);
-        for i in 0..left_writes {
-            sim.put(&n(1 + i % 2), &k, format!("left{i}").as_bytes());
-            sim.run_for(100);
-        }
-        for i in 0..right_writes {
-            sim.put(&n(3 + i % 2), &k, format!("right{i}").as_bytes());
-            sim.run_for(100);
-        }
-        sim.run_for(2000);
-        sim.heal();
-        prop_assert!(sim.run_until_quiet(100, 60_000));
-        let expected = vec![format!("left{}", left_writes - 1), format!("right{}", right_writes - 1)];
-        let mut winners = BTreeSet::new();
-        for i in 1..=4 {
-            let values = sim.values(&n(i), &k);
-            let mut got: Vec<String> = values.iter().map(|v| String::from_utf8_lossy(&v.data).into_owned()).collect();
-            got.sort();
-            prop_assert_eq!(&got, &expected, "siblings on n{}", i);
-            winners.insert(vmq_storage::metadata::lww(&values).cloned());
-        }
-        prop_assert_eq!(winners.len(), 1, "every replica would pick the same winner");
-        let winner = sim.resolve(&n(resolver), &k);
-        prop_assert!(sim.run_until_quiet(100, 60_000));
-        for i in 1..=4 {
-            let values = sim.values(&n(i), &k);
-            prop_assert_eq!(values.len(), 1);
-            prop_assert_eq!(Some(values[0].data.clone()), winner.as_ref().map(|w| w.data.clone()));
-        }
-        let r = sim.replica(&n(1)).expect("live");
-        prop_assert_eq!(r.read(&k).values.len(), 1);
     }
 }
 
