@@ -39,7 +39,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::metadata::{LocalOp, MetaKey, MetaValue, MetadataBackend, MetadataEvent, Millis, NodeId};
-use crate::{MemStore, StoreError};
+use crate::{MemStore, Store, StoreError};
 
 use detector::Detector;
 pub use history::{Expected, History};
@@ -343,6 +343,16 @@ impl<B: SimBackend> Sim<B> {
             && self.detector.is_idle()
     }
 
+    /// Messages sent of `kind` since the last [`Sim::reset_counters`].
+    pub fn sent(&self, kind: &str) -> u64 {
+        self.stats.sent.get(kind).copied().unwrap_or(0)
+    }
+
+    /// Zeroes the network counters.
+    pub fn reset_counters(&mut self) {
+        self.stats = NetStats::default();
+    }
+
     /// Exchanges completed by the live members.
     pub fn exchanges_completed(&self) -> u64 {
         self.live_members().iter().map(|i| self.replica(*i).exchanges_completed()).sum()
@@ -461,6 +471,26 @@ impl<B: SimBackend> Sim<B> {
         self.drop_next.insert((from, to, kind));
     }
 
+    /// Copies every metadata row of node `from`'s store into crashed node `to`'s store, so
+    /// that `to` recovers as an exact replica of `from` (to build large identical states fast).
+    pub fn copy_store(&mut self, from: usize, to: usize) {
+        assert!(!self.is_up(to), "node {to} must be crashed");
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let rows = match self.nodes[from].store.scan_prefix(crate::Column::Metadata, b"", after.as_deref(), 4096) {
+                Ok(rows) => rows,
+                Err(e) => panic!("memory store scan failed: {e}"),
+            };
+            let Some((last, _)) = rows.last() else { return };
+            after = Some(last.clone());
+            let mut batch = crate::WriteBatch::new();
+            for (k, v) in rows {
+                batch.put(crate::Column::Metadata, k, v);
+            }
+            node::write(&self.nodes[to].store, batch);
+        }
+    }
+
     /// Crashes node `i`: its process is gone with every batch not yet durable; its store
     /// stays. The others' detectors notice after their delay.
     pub fn crash(&mut self, i: usize) {
@@ -541,7 +571,7 @@ impl<B: SimBackend> Sim<B> {
     }
 
     /// Schedules a late report wherever a link's state differs from what its detector last
-    /// reported or scheduled.
+    /// reported or scheduled; reports without delay are delivered at once.
     fn refresh_detectors(&mut self) {
         let n = self.nodes.len();
         for a in 0..n {
@@ -554,6 +584,24 @@ impl<B: SimBackend> Sim<B> {
                     self.detector.observe(self.now, a, self.nodes[a].life, b, up, &mut self.rng);
                 }
             }
+        }
+        while self.detector.next_due() == Some(self.now) {
+            self.report_due();
+        }
+    }
+
+    /// Delivers the earliest detector report due now.
+    fn report_due(&mut self) {
+        let now = self.now;
+        let Some(r) = self.detector.pop_due(now) else { return };
+        let peer = self.nodes[r.peer].id.clone();
+        let node = &mut self.nodes[r.at];
+        if node.life != r.life {
+            return;
+        }
+        if let Some(replica) = node.replica.as_mut() {
+            replica.handle_reachability(now, &peer, r.up);
+            self.drain(r.at);
         }
     }
 
@@ -667,16 +715,7 @@ impl<B: SimBackend> Sim<B> {
             self.nodes[i].persist_due(now);
             self.drain(i);
         } else if report == Some(at) {
-            if let Some(r) = self.detector.pop_due(now) {
-                let peer = self.nodes[r.peer].id.clone();
-                let node = &mut self.nodes[r.at];
-                if node.life == r.life {
-                    if let Some(replica) = node.replica.as_mut() {
-                        replica.handle_reachability(now, &peer, r.up);
-                        self.drain(r.at);
-                    }
-                }
-            }
+            self.report_due();
         } else if message == Some(at) {
             if let Some((_, env)) = self.in_flight.pop_first() {
                 self.deliver(env);
@@ -720,6 +759,18 @@ impl<B: SimBackend> Sim<B> {
     /// Runs until the simulation is idle and every live member agrees, for at most `max_ms`.
     pub fn run_until_converged(&mut self, max_ms: u64) -> bool {
         self.run_until(max_ms, Self::converged)
+    }
+
+    /// Delivers messages until none is in flight (timers, persistence and detector reports
+    /// due meanwhile happen too), for at most `max_ms`; true when the network went quiet.
+    pub fn run_until_quiet(&mut self, max_ms: u64) -> bool {
+        let limit = self.now.plus(max_ms);
+        while !self.in_flight.is_empty() {
+            if !self.step(limit) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Runs until idle, and returns how long it took to agree, for at most `max_ms`.
