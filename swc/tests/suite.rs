@@ -1,7 +1,8 @@
 //! The scenarios and properties every metadata backend passes (`vmq_storage::sim::suite`),
 //! run against the SWC replica.
 
-use vmq_storage::sim::suite::Profile;
+use vmq_storage::sim::NetConfig;
+use vmq_storage::sim::suite::{self, Env, Op, Profile};
 use vmq_swc::{Replica, SwcConfig};
 
 /// Anti-entropy groups when the periodic exchange is off: a heal exchanges once per group.
@@ -38,3 +39,77 @@ fn profile() -> Profile<SwcConfig> {
 }
 
 vmq_storage::metadata_backend_suite!(Replica, profile());
+
+/// The lossy network of the former `converge_after_any_history`, nothing else delayed.
+fn lossy() -> Env {
+    Env {
+        net: NetConfig { drop: 0.1, duplicate: 0.1, min_delay: 1, max_delay: 50 },
+        persist_delay: 0,
+        detection: vec![0; 4],
+        jitter: 0,
+    }
+}
+
+/// Found by `converge_after_any_history`: a delete concurrent with a put leaves a delete marker
+/// beside a live sibling. Collection only looked at keys made of markers alone (as
+/// `vmq_swc_dkm` does), so that marker stayed in the dot-key map forever.
+#[test]
+fn delete_marker_beside_a_live_sibling_is_collected() {
+    let ops = [
+        Op::Run { ms: 160 },
+        Op::Put { node: 0, key: 2 },
+        Op::Join { node: 0 },
+        Op::Delete { node: 0, key: 5 },
+        Op::Join { node: 3 },
+        Op::Put { node: 1, key: 5 },
+    ];
+    suite::converge_after_any_history::<Replica>(&profile(), 3133349580906477504, &lossy(), &ops)
+        .expect("converges and collects");
+}
+
+/// Found by `converge_after_any_history`: a node deletes a key twice and leaves before its
+/// first delete reached anyone. The others' entries for its retired id keep a gap at counter 1
+/// that nobody can fill, so a base-only watermark never proved the second tombstone seen.
+#[test]
+fn tombstone_of_a_departed_replica_above_a_gap_is_collected() {
+    let ops = [
+        Op::Run { ms: 974 },
+        Op::Put { node: 0, key: 0 },
+        Op::Run { ms: 1999 },
+        Op::Put { node: 0, key: 0 },
+        Op::Delete { node: 1, key: 2 },
+        Op::Put { node: 0, key: 0 },
+        Op::Delete { node: 1, key: 2 },
+        Op::Crash { node: 2 },
+        Op::Run { ms: 20 },
+        Op::Leave { node: 1 },
+    ];
+    suite::converge_after_any_history::<Replica>(&profile(), 9945901696907720289, &lossy(), &ops)
+        .expect("converges and collects");
+}
+
+/// Found by `agree_within_bounded_exchanges_after_the_last_heal`: a node restarted while
+/// another was down took it for reachable, so neither side's exchange started when that one
+/// came back, and a write made before its crash never reached the restarted node. (A
+/// restarted process now learns from its failure detector which peers are down, as the
+/// node's driver does.)
+#[test]
+fn a_node_restarted_while_a_peer_was_down_exchanges_with_it_when_it_returns() {
+    let ops = [
+        Op::Crash { node: 1 },
+        Op::Put { node: 0, key: 0 },
+        Op::Put { node: 2, key: 5 },
+        Op::Crash { node: 2 },
+        Op::Recover { node: 1 },
+        Op::Recover { node: 0 },
+        Op::Run { ms: 30 },
+    ];
+    let env = Env {
+        net: NetConfig { drop: 0.0, duplicate: 0.1, min_delay: 1, max_delay: 50 },
+        persist_delay: 0,
+        detection: vec![0; 3],
+        jitter: 0,
+    };
+    suite::agree_within_bounded_exchanges_after_the_last_heal::<Replica>(&profile(), 0, &env, &ops)
+        .expect("agrees after the heal");
+}

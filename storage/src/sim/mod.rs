@@ -528,8 +528,11 @@ impl<B: SimBackend> Sim<B> {
         }
     }
 
-    /// Adds node `i` to the members.
+    /// Adds node `i` to the members (adding new, empty nodes up to `i` first).
     pub fn join(&mut self, i: usize) {
+        while self.nodes.len() <= i {
+            self.add_node();
+        }
         let mut members = self.members();
         members.push(i);
         self.set_members(&members);
@@ -771,6 +774,12 @@ impl<B: SimBackend> Sim<B> {
             }
         }
         true
+    }
+
+    /// Runs until the simulation is idle, every live member agrees and none holds a
+    /// tombstone, for at most `max_ms`.
+    pub fn run_until_collected(&mut self, max_ms: u64) -> bool {
+        self.run_until(max_ms, |s| s.converged() && s.tombstones() == 0)
     }
 
     /// Runs until idle, and returns how long it took to agree, for at most `max_ms`.

@@ -422,7 +422,7 @@ pub fn converge_after_any_history<B: SimBackend>(p: &Profile<B::Config>, seed: u
         apply(&mut sim, &mut h, op);
     }
     settle_and_check(p, &mut sim, &mut h)?;
-    prop_assert!(sim.run_until(p.settle_ms, |s| s.converged() && s.tombstones() == 0), "tombstones not collected: {}", sim.tombstones());
+    prop_assert!(sim.run_until_collected(p.settle_ms), "tombstones not collected: {}", sim.tombstones());
     if let Err(e) = h.check(&sim) {
         return Err(TestCaseError::fail(e));
     }
@@ -456,7 +456,7 @@ pub fn deleted_keys_stay_deleted<B: SimBackend>(p: &Profile<B::Config>, seed: u6
         }
     }
     settle_and_check(p, &mut sim, &mut h)?;
-    prop_assert!(sim.run_until(p.settle_ms, |s| s.converged() && s.tombstones() == 0), "tombstones not collected: {}", sim.tombstones());
+    prop_assert!(sim.run_until_collected(p.settle_ms), "tombstones not collected: {}", sim.tombstones());
     for i in 0..3 {
         for k in &keys {
             prop_assert!(sim.read(i, &key(*k)).is_empty(), "key {} came back on node {}", k, i);
