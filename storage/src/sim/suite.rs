@@ -344,7 +344,7 @@ pub struct Env {
 /// Environments for histories on `nodes` nodes; `lossy` adds random message loss.
 pub fn env(nodes: usize, lossy: bool) -> impl Strategy<Value = Env> {
     let drop = if lossy { 0.0..0.3 } else { 0.0..f64::MIN_POSITIVE };
-    (drop, 0.0..0.2f64, 1u64..50, 0u64..30, prop::collection::vec(0u64..1000, nodes), 0u64..100).prop_map(
+    (drop, 0.0..0.2f64, 1u64..50, 0u64..200, prop::collection::vec(0u64..1000, nodes), 0u64..100).prop_map(
         |(drop, duplicate, max_delay, persist_delay, detection, jitter)| Env {
             net: NetConfig { drop: if drop < 1e-9 { 0.0 } else { drop }, duplicate, min_delay: 1, max_delay },
             persist_delay,
@@ -393,6 +393,9 @@ fn apply<B: SimBackend>(sim: &mut Sim<B>, h: &mut History, op: &Op) {
 /// Heals everything, restarts crashed members, makes the network reliable and waits for
 /// agreement; then checks invariants and that every acknowledged write survived.
 fn settle_and_check<B: SimBackend>(p: &Profile<B::Config>, sim: &mut Sim<B>, h: &mut History) -> Result<(), TestCaseError> {
+    // Batches keep becoming durable late, but the disk stops lagging behind the timers: a
+    // backend that writes on every tick would otherwise never let the simulation go idle.
+    sim.set_persist_delay(0);
     sim.set_net(NetConfig::RELIABLE);
     sim.heal();
     for m in sim.members() {
@@ -489,6 +492,7 @@ pub fn agree_within_bounded_exchanges_after_the_last_heal<B: SimBackend>(p: &Pro
     prop_assert!(settled, "detectors settle");
     // Messages of the past still in flight keep their fate.
     sim.set_net(NetConfig { drop: 0.0, duplicate: 0.05, min_delay: 1, max_delay: 5 });
+    sim.set_persist_delay(0);
     sim.heal();
     let last_learns = sim.now().plus(env.detection.iter().max().copied().unwrap_or(0) + env.jitter);
     let before = sim.exchanges_completed();
