@@ -713,8 +713,7 @@ impl<B: SimBackend> Sim<B> {
         let Some(at) = earliest.filter(|t| *t <= limit) else { return false };
         self.now = self.now.max(at);
         let now = self.now;
-        if let Some((t, i)) = persist.filter(|p| p.0 == at) {
-            debug_assert_eq!(t, at);
+        if let Some((_, i)) = persist.filter(|p| p.0 == at) {
             self.nodes[i].persist_due(now);
             self.drain(i);
         } else if report == Some(at) {
