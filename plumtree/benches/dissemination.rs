@@ -84,16 +84,17 @@ fn report() {
         "anti-entropy did not converge"
     );
     let frames: u64 = sim
-        .counters()
+        .stats
+        .sent
         .iter()
         .filter(|(k, _)| k.starts_with("exchange"))
         .map(|(_, v)| *v)
         .sum();
-    let (_, bytes) = sim.totals();
+    let bytes = sim.stats.bytes;
     let repaired: u64 = (0..2).map(|i| sim.replica(i).stats().keys_repaired).sum();
     println!(
         "anti-entropy, {KEYS} keys, {DIFFERING} differing: {frames} exchange frames, {bytes} bytes on the wire in total, {repaired} keys repaired, {:?}",
-        sim.counters()
+        sim.stats.sent
     );
 }
 

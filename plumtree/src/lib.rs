@@ -27,6 +27,8 @@ mod persist;
 mod replica;
 #[cfg(feature = "sim")]
 pub mod sim;
+#[cfg(feature = "sim")]
+mod simulated;
 
 pub use broadcast::{build_tree, init_peers};
 pub use config::PlumtreeConfig;

@@ -2,9 +2,9 @@
 //! (`cluster_membership_SUITE`, `metadata_SUITE` of `vernemq/plumtree`) and the protocol's
 //! repair paths.
 
-use vmq_plumtree::sim::{Faults, Sim};
+use vmq_plumtree::sim::{NetConfig, Sim};
 use vmq_plumtree::{Hello, Message, PlumtreeConfig};
-use vmq_storage::metadata::{MetaKey, MetadataBackend, Millis, NodeId};
+use vmq_storage::metadata::{MetaKey, MetadataBackend, Millis};
 
 const MINUTE: u64 = 60_000;
 
@@ -109,7 +109,7 @@ fn membership_suite_singleton() {
     sim.run_for(MINUTE);
     assert_eq!(data(&sim, 0, "foo"), vec![b"bar".to_vec()]);
     assert!(!sim.replica(0).is_empty_history());
-    assert_eq!(sim.totals().0, 0, "{:?}", sim.counters());
+    assert_eq!(sim.stats.messages(), 0, "{:?}", sim.stats);
 }
 
 /// `join_test`: an empty node joining a cluster with data receives all of it (anti-entropy)
@@ -168,7 +168,7 @@ fn membership_suite_join_self() {
     sim.set_members(&[0, 0]);
     sim.put(0, &key("foo"), b"bar");
     sim.run_for(MINUTE);
-    assert_eq!(sim.totals().0, 0);
+    assert_eq!(sim.stats.messages(), 0);
     assert_eq!(data(&sim, 0, "foo"), vec![b"bar".to_vec()]);
 }
 
@@ -241,15 +241,15 @@ fn lost_eager_push_is_repaired_by_graft() {
         sim.put(0, &key("warm"), format!("{round}").as_bytes());
         sim.run_for(30_000);
     }
-    let root = NodeId::new("n00");
-    // A victim that some node announces to lazily on n00's tree, and its eager parents.
+    let root = sim.id(0).clone();
+    // A victim that some node announces to lazily on node 0's tree, and its eager parents.
     let victim = (1..n)
         .find(|v| {
-            let id = NodeId::new(format!("n{v:02}"));
+            let id = sim.id(*v).clone();
             (0..n).any(|i| i != *v && sim.replica(i).lazy_peers(&root).contains(&id))
         })
         .expect("a node with a lazy in-link");
-    let victim_id = NodeId::new(format!("n{victim:02}"));
+    let victim_id = sim.id(victim).clone();
     let parents: Vec<usize> = (0..n)
         .filter(|i| *i != victim && sim.replica(*i).eager_peers(&root).contains(&victim_id))
         .collect();
@@ -329,8 +329,9 @@ fn a_vmq_swc_peer_is_refused() {
         backend: "vmq_swc".into(),
         protocol_version: 1,
     };
+    let peer = sim.id(1).clone();
     sim.replica_mut(0)
-        .handle_message(Millis(1), &NodeId::new("n01"), Message::Hello(swc));
+        .handle_message(Millis(1), &peer, Message::Hello(swc));
     let reasons: Vec<String> = sim
         .replica(0)
         .refused_peers()
@@ -353,10 +354,11 @@ fn a_vmq_swc_peer_is_refused() {
 fn lossy_network_still_converges() {
     init_tracing();
     let mut sim = Sim::new(6, PlumtreeConfig::default(), 15);
-    sim.set_faults(Faults {
+    sim.set_net(NetConfig {
         drop: 0.2,
         duplicate: 0.1,
-        reorder: 0.3,
+        min_delay: 1,
+        max_delay: 10,
     });
     for k in 0..40 {
         sim.put(
@@ -366,7 +368,7 @@ fn lossy_network_still_converges() {
         );
         sim.run_for(500);
     }
-    sim.set_faults(Faults::default());
+    sim.set_net(NetConfig::RELIABLE);
     assert!(sim.run_until_converged(30 * MINUTE));
 }
 

@@ -10,6 +10,8 @@
 //!   one column family per [`Column`]; see the crate README for settings and bad days.
 //! - [`metadata`]: the contract shared by the two metadata backends (`vmq-swc`, `vmq-plumtree`),
 //!   so that the node drives either with one driver.
+//! - `sim` (feature `sim`): one deterministic simulation for any metadata backend, and the
+//!   scenario and property suite every backend's tests run on it.
 //!
 //! Nothing here does network I/O; nothing here reads the clock.
 
@@ -20,6 +22,8 @@ mod message_store;
 pub mod metadata;
 #[cfg(feature = "rocksdb")]
 mod rocks;
+#[cfg(feature = "sim")]
+pub mod sim;
 mod store;
 #[cfg(any(test, feature = "contract-tests"))]
 pub mod contract;

@@ -245,6 +245,9 @@ impl Group {
         remote_watermark: &Watermark,
         columns: &[ReplicaId],
     ) {
+        // Only a change is written: an exchange between replicas that agree changes nothing,
+        // and an idle cluster must not write on every exchange.
+        let (clock_before, watermark_before) = (self.clock.clone(), self.watermark.clone());
         let mut remote = remote_clock.clone();
         for (id, c) in self.retired.iter() {
             if remote.entry(id).is_some_and(|e| e.max() <= c) {
@@ -252,21 +255,22 @@ impl Group {
             }
         }
         self.clock.merge(&remote);
-        self.clock_dirty = true;
         self.watermark.update_peer(peer, remote_clock);
         for (id, c) in remote_retired.iter() {
             self.watermark.raise(id, peer, c);
         }
         self.watermark.left_join(remote_watermark, columns);
-        self.watermark_dirty = true;
+        self.clock_dirty |= self.clock != clock_before;
+        self.watermark_dirty |= self.watermark != watermark_before;
     }
 
     /// Collects tombstones every peer in `columns` is known to have seen, and retires replicas
     /// not in `columns` once nothing here needs their clock entry (`vmq_swc_dkm:prune/4`,
     /// `enforce_prune_for_peer/2`).
     pub fn collect(&mut self, me: &ReplicaId, columns: &[ReplicaId], fx: &mut Effects) -> usize {
+        // Only a change is written (see `finish_exchange`).
+        let watermark_before = self.watermark.clone();
         self.watermark.update_peer(me, &self.clock);
-        self.watermark_dirty = true;
         // Delete markers every peer has seen are dropped: every peer has also dropped what they
         // superseded, so nothing can bring it back. An object left with no version at all (a
         // tombstone) disappears with its row.
@@ -331,6 +335,7 @@ impl Group {
                 self.watermark.remove_peer(&peer);
             }
         }
+        self.watermark_dirty |= self.watermark != watermark_before;
         collected
     }
 

@@ -28,6 +28,8 @@ pub mod persist;
 mod replica;
 #[cfg(feature = "sim")]
 pub mod sim;
+#[cfg(feature = "sim")]
+mod simulated;
 pub mod watermark;
 pub mod wire;
 

@@ -1,0 +1,146 @@
+//! The scenarios and properties every metadata backend passes (`vmq_storage::sim::suite`),
+//! run against the SWC replica.
+
+use vmq_storage::sim::NetConfig;
+use vmq_storage::sim::suite::{self, Env, Op, Profile};
+use vmq_swc::{Replica, SwcConfig};
+
+/// Anti-entropy groups when the periodic exchange is off: a heal exchanges once per group.
+const HEAL_GROUPS: u16 = 3;
+
+fn profile() -> Profile<SwcConfig> {
+    let periodic = SwcConfig {
+        swc_groups: 2,
+        sync_interval: 300,
+        sync_interval_leeway: 200,
+        gc_interval: 1000,
+        sync_timeout: 2000,
+        exchange_batch_size: 4,
+        ..SwcConfig::default()
+    };
+    // No periodic exchange; broadcasts on, as the node runs.
+    let heal_only = SwcConfig {
+        swc_groups: HEAL_GROUPS,
+        sync_interval: 0,
+        gc_interval: 1000,
+        sync_timeout: 2000,
+        exchange_batch_size: 4,
+        ..SwcConfig::default()
+    };
+    Profile {
+        name: "swc",
+        periodic,
+        after_heal: heal_only.clone(),
+        heal_only,
+        settle_ms: 300_000,
+        agree_after_heal_ms: 10_000,
+        exchanges_per_pair: u64::from(HEAL_GROUPS),
+    }
+}
+
+vmq_storage::metadata_backend_suite!(Replica, profile());
+
+/// The lossy network of the former `converge_after_any_history`, nothing else delayed.
+fn lossy() -> Env {
+    Env {
+        net: NetConfig { drop: 0.1, duplicate: 0.1, min_delay: 1, max_delay: 50 },
+        persist_delay: 0,
+        detection: vec![0; 4],
+        jitter: 0,
+    }
+}
+
+/// Found by `converge_after_any_history`: a delete concurrent with a put leaves a delete marker
+/// beside a live sibling. Collection only looked at keys made of markers alone (as
+/// `vmq_swc_dkm` does), so that marker stayed in the dot-key map forever.
+#[test]
+fn delete_marker_beside_a_live_sibling_is_collected() {
+    let ops = [
+        Op::Run { ms: 160 },
+        Op::Put { node: 0, key: 2 },
+        Op::Join { node: 0 },
+        Op::Delete { node: 0, key: 5 },
+        Op::Join { node: 3 },
+        Op::Put { node: 1, key: 5 },
+    ];
+    suite::converge_after_any_history::<Replica>(&profile(), 3133349580906477504, &lossy(), &ops)
+        .expect("converges and collects");
+}
+
+/// Found by `converge_after_any_history`: a node deletes a key twice and leaves before its
+/// first delete reached anyone. The others' entries for its retired id keep a gap at counter 1
+/// that nobody can fill, so a base-only watermark never proved the second tombstone seen.
+#[test]
+fn tombstone_of_a_departed_replica_above_a_gap_is_collected() {
+    let ops = [
+        Op::Run { ms: 974 },
+        Op::Put { node: 0, key: 0 },
+        Op::Run { ms: 1999 },
+        Op::Put { node: 0, key: 0 },
+        Op::Delete { node: 1, key: 2 },
+        Op::Put { node: 0, key: 0 },
+        Op::Delete { node: 1, key: 2 },
+        Op::Crash { node: 2 },
+        Op::Run { ms: 20 },
+        Op::Leave { node: 1 },
+    ];
+    suite::converge_after_any_history::<Replica>(&profile(), 9945901696907720289, &lossy(), &ops)
+        .expect("converges and collects");
+}
+
+/// Found by `agree_within_bounded_exchanges_after_the_last_heal`: a node restarted while
+/// another was down took it for reachable, so neither side's exchange started when that one
+/// came back, and a write made before its crash never reached the restarted node. (A
+/// restarted process now learns from its failure detector which peers are down, as the
+/// node's driver does.)
+#[test]
+fn a_node_restarted_while_a_peer_was_down_exchanges_with_it_when_it_returns() {
+    let ops = [
+        Op::Crash { node: 1 },
+        Op::Put { node: 0, key: 0 },
+        Op::Put { node: 2, key: 5 },
+        Op::Crash { node: 2 },
+        Op::Recover { node: 1 },
+        Op::Recover { node: 0 },
+        Op::Run { ms: 30 },
+    ];
+    let env = Env {
+        net: NetConfig { drop: 0.0, duplicate: 0.1, min_delay: 1, max_delay: 50 },
+        persist_delay: 0,
+        detection: vec![0; 3],
+        jitter: 0,
+    };
+    suite::agree_within_bounded_exchanges_after_the_last_heal::<Replica>(&profile(), 0, &env, &ops)
+        .expect("agrees after the heal");
+}
+
+/// Found by `converge_after_any_history` with late failure detection: node 0, cut off alone,
+/// and node 1 both delete a key node 1 wrote; node 1 leaves (retiring its replica id) and
+/// rejoins under a new one while node 2 is cut off in turn. Every replica converges, but two
+/// delete markers are never collected.
+#[test]
+#[ignore = "swc bug: delete markers of a key deleted on both sides of a split are never collected after the deleter left and rejoined (see the report of the shared simulation)"]
+fn delete_markers_after_a_leave_and_rejoin_during_a_split_are_collected() {
+    let ops = [
+        Op::Put { node: 1, key: 2 },
+        Op::Run { ms: 4 },
+        Op::Partition { side: vec![0] },
+        Op::Delete { node: 0, key: 2 },
+        Op::Put { node: 0, key: 0 },
+        Op::Delete { node: 1, key: 2 },
+        Op::Run { ms: 1 },
+        Op::Leave { node: 1 },
+        Op::Run { ms: 995 },
+        Op::Partition { side: vec![2] },
+        Op::Join { node: 1 },
+        Op::Run { ms: 1 },
+    ];
+    let env = Env {
+        net: NetConfig::RELIABLE,
+        persist_delay: 0,
+        detection: vec![0, 323, 1109, 0],
+        jitter: 0,
+    };
+    suite::converge_after_any_history::<Replica>(&profile(), 12998653538043292314, &env, &ops)
+        .expect("converges and collects");
+}
