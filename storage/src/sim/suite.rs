@@ -269,6 +269,53 @@ pub fn a_node_cut_off_one_way_then_both_ways_agrees_after_a_late_detected_heal<B
     }
 }
 
+/// Writes made on the connected side while a cut is still undetected: what was pushed over
+/// the dead link is lost with it, and the other connected nodes must still hear of it within
+/// round trips of the writer's detector noticing the cut, not at the next periodic repair.
+/// After the heal every replica agrees within round trips again, without any timer.
+pub fn writes_made_before_a_cut_is_detected_reach_the_connected_side_when_it_is<B: SimBackend>(p: &Profile<B::Config>) {
+    let retain = |k: u8| MetaKey::new(PREFIX_RETAIN, vec![k]);
+    for seed in 0..20u64 {
+        let mut sim = Sim::<B>::new(3, p.heal_only.clone(), seed);
+        sim.put(0, &retain(1), b"known-everywhere");
+        sim.put(1, &retain(2), b"known-everywhere-too");
+        let took = sim.time_to_converge(1_000);
+        assert!(took.is_some_and(|t| t <= 100), "seed {seed}: broadcasts spread ({took:?} ms)");
+        let delays = [100 + seed * 37 % 600, 100 + seed * 91 % 800, 100 + seed * 53 % 700];
+        for (i, d) in delays.iter().enumerate() {
+            sim.set_detection_delay(i, *d);
+        }
+
+        sim.isolate(2);
+        // Before any detector has noticed: each connected node deletes what the other wrote
+        // and writes something new.
+        sim.delete(1, &retain(1));
+        sim.delete(0, &retain(2));
+        sim.put(1, &retain(3), b"written-on-1");
+        sim.put(0, &retain(4), b"written-on-0");
+        let connected_learn = sim.now().plus(delays[0].max(delays[1]));
+        sim.run_for(delays[0].max(delays[1]) + 50);
+        assert!(sim.now().0 >= connected_learn.0);
+        for i in 0..2 {
+            assert_eq!(data(&sim, i, &retain(1)), Vec::<Vec<u8>>::new(), "seed {seed}: node {i} still has the deleted key 1");
+            assert_eq!(data(&sim, i, &retain(2)), Vec::<Vec<u8>>::new(), "seed {seed}: node {i} still has the deleted key 2");
+            assert_eq!(data(&sim, i, &retain(3)), vec![b"written-on-1".to_vec()], "seed {seed}: node {i}");
+            assert_eq!(data(&sim, i, &retain(4)), vec![b"written-on-0".to_vec()], "seed {seed}: node {i}");
+        }
+
+        sim.run_for(3_000);
+        sim.heal();
+        let last_learns = sim.now().plus(*delays.iter().max().unwrap_or(&0));
+        assert!(sim.run_until_converged(10_000), "seed {seed}: no convergence");
+        let after = sim.now().0.saturating_sub(last_learns.0);
+        assert!(after <= 50, "seed {seed}: agreed {after} ms after the last detector learned of the heal");
+        for i in 0..3 {
+            assert!(data(&sim, i, &retain(1)).is_empty() && data(&sim, i, &retain(2)).is_empty(), "seed {seed}: node {i}");
+            assert_eq!(data(&sim, i, &retain(4)), vec![b"written-on-0".to_vec()], "seed {seed}: node {i}");
+        }
+    }
+}
+
 // ----- properties -----------------------------------------------------------------------
 
 /// One step of a random history. Nodes are indexes; the last node starts outside the
@@ -564,6 +611,11 @@ macro_rules! metadata_backend_suite {
             #[test]
             fn a_node_cut_off_one_way_then_both_ways_agrees_after_a_late_detected_heal() {
                 suite::a_node_cut_off_one_way_then_both_ways_agrees_after_a_late_detected_heal::<Backend>(&backend_profile());
+            }
+
+            #[test]
+            fn writes_made_before_a_cut_is_detected_reach_the_connected_side_when_it_is() {
+                suite::writes_made_before_a_cut_is_detected_reach_the_connected_side_when_it_is::<Backend>(&backend_profile());
             }
 
             proptest! {
