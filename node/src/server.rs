@@ -15,12 +15,12 @@ use tracing::info;
 
 pub use crate::storage::NodeStorage;
 
-use crate::broker::queue::{QueueLimits, QueueType};
-use crate::broker::{Broker, BrokerSettings, NetsplitAction, SharedPolicy};
-use vmq_config::{self as config, Config};
+use crate::broker::queue::QueueLimits;
+use crate::broker::{Broker, BrokerSettings, NetsplitAction};
+use vmq_config::Config;
 use crate::cluster::Cluster;
 use crate::http::{self, HttpState};
-use crate::listener::{self, ConnectSettings, ConnectionContext, ListenerSpec};
+use crate::listener::{self, ConnectSettings, ConnectionContext};
 use crate::session::SessionConfig;
 
 /// Why a node could not start.
@@ -86,21 +86,11 @@ pub fn broker_settings(cfg: &Config) -> BrokerSettings {
             max_online: m.max_online_messages,
             max_offline: m.max_offline_messages,
             override_max_online: m.override_max_online_messages,
-            queue_type: match m.queue_type {
-                config::QueueType::Fifo => QueueType::Fifo,
-                config::QueueType::Lifo => QueueType::Lifo,
-            },
+            queue_type: m.queue_type,
         },
         upgrade_outgoing_qos: m.upgrade_outgoing_qos,
-        shared_policy: match m.shared_subscription_policy {
-            config::SharedSubscriptionPolicy::PreferLocal => SharedPolicy::PreferLocal,
-            config::SharedSubscriptionPolicy::Random => SharedPolicy::Random,
-            config::SharedSubscriptionPolicy::LocalOnly => SharedPolicy::LocalOnly,
-            config::SharedSubscriptionPolicy::PreferOnlineBeforeLocal => SharedPolicy::PreferOnlineBeforeLocal,
-        },
+        shared_policy: m.shared_subscription_policy,
         persistent_client_expiration: m.persistent_client_expiration,
-        max_last_will_delay: m.max_last_will_delay,
-        suppress_lwt_on_session_takeover: m.suppress_lwt_on_session_takeover,
     }
 }
 
@@ -134,18 +124,6 @@ pub fn connect_settings(cfg: &Config) -> ConnectSettings {
         suppress_lwt_on_session_takeover: m.suppress_lwt_on_session_takeover,
         receive_max_broker: m.receive_max_broker,
         topic_alias_max_broker: m.topic_alias_max_broker,
-    }
-}
-
-fn listener_spec(l: &config::TcpListenerConfig) -> ListenerSpec {
-    ListenerSpec {
-        name: l.name.clone(),
-        addr: l.addr,
-        max_connections: l.max_connections,
-        mountpoint: l.mountpoint.clone(),
-        allowed_protocol_versions: l.allowed_protocol_versions.clone(),
-        max_connection_lifetime: l.max_connection_lifetime,
-        allow_anonymous_override: l.allow_anonymous_override,
     }
 }
 
@@ -184,7 +162,7 @@ impl Node {
         let (tasks_tx, tasks_rx) = mpsc::channel(1);
         let mut bound = Vec::new();
         for l in &cfg.listeners {
-            let spec = listener_spec(l);
+            let spec = l.clone();
             let socket = TcpListener::bind(spec.addr).await.map_err(|source| StartError::Bind {
                 name: spec.name.clone(),
                 addr: spec.addr,

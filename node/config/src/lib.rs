@@ -53,7 +53,7 @@ pub struct Config {
     /// `metadata_plugin`: how subscriptions and retained messages are replicated.
     pub metadata_plugin: MetadataPlugin,
     /// The MQTT TCP listeners (`listener.tcp.<name>` and their settings), in file order.
-    pub listeners: Vec<TcpListenerConfig>,
+    pub listeners: Vec<ListenerConfig>,
     /// MQTT behaviour shared by all sessions.
     pub mqtt: MqttConfig,
     /// What is allowed while the cluster is partitioned.
@@ -80,7 +80,7 @@ pub struct ConfigEntry {
 /// One MQTT listener on TCP, after resolving VerneMQ's listener hierarchy
 /// (`listener.tcp.<name>.X`, else `listener.tcp.X`, else `listener.X`, else the default).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcpListenerConfig {
+pub struct ListenerConfig {
     /// The `<name>` in `listener.tcp.<name>`.
     pub name: String,
     /// The address to bind.
@@ -294,18 +294,20 @@ pub enum MetadataPlugin {
 }
 
 /// `queue_type`: the order a queue delivers its messages in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum QueueType {
-    /// `fifo`: oldest first (default).
+    /// `fifo`: oldest first (default); when the queue is full, new messages are dropped.
+    #[default]
     Fifo,
-    /// `lifo`: newest first.
+    /// `lifo`: newest first; when the queue is full, the oldest message is dropped.
     Lifo,
 }
 
 /// `shared_subscription_policy`: which subscriber of a shared subscription gets a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SharedSubscriptionPolicy {
     /// `prefer_local`: a subscriber on this node if there is one, else any (default).
+    #[default]
     PreferLocal,
     /// `random`: any subscriber in the cluster.
     Random,
@@ -476,19 +478,10 @@ impl Config {
             platform_data_dir: PathBuf::from("./data"),
             log_console_level: LogLevel::Info,
             metadata_plugin: MetadataPlugin::VmqSwc,
-            listeners: vec![TcpListenerConfig {
-                name: "default".into(),
-                addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
-                max_connections: Some(10_000),
-                mountpoint: String::new(),
-                allowed_protocol_versions: vec![
-                    ProtocolVersion::V3,
-                    ProtocolVersion::V4,
-                    ProtocolVersion::V5,
-                ],
-                max_connection_lifetime: None,
-                allow_anonymous_override: false,
-            }],
+            listeners: vec![ListenerConfig::new(
+                "default",
+                SocketAddr::from(([127, 0, 0, 1], 1883)),
+            )],
             mqtt: MqttConfig::default(),
             netsplit: NetsplitConfig::default(),
             delegated: Vec::new(),

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::TcpListenerConfig;
+use super::ListenerConfig;
 use super::keys::Unsupported;
 use super::values::{self, ValueError};
 use vmq_mqtt::ProtocolVersion;
@@ -228,7 +228,7 @@ impl ListenerBuilder {
 
     /// Resolves every defined TCP listener. Errors: settings for a listener never defined,
     /// and two listeners on the same address.
-    pub fn finish(self) -> Result<Vec<TcpListenerConfig>, LateError> {
+    pub fn finish(self) -> Result<Vec<ListenerConfig>, LateError> {
         for (name, settings) in &self.named {
             let defined = self.defined.iter().any(|(n, _, _)| n == name);
             if !defined && !self.skipped.contains(name) {
@@ -256,7 +256,7 @@ impl ListenerBuilder {
             let addr = SocketAddr::from(([127, 0, 0, 1], 1883));
             defined.push(("default".to_string(), addr, 0));
         }
-        let mut listeners: Vec<TcpListenerConfig> = Vec::with_capacity(defined.len());
+        let mut listeners: Vec<ListenerConfig> = Vec::with_capacity(defined.len());
         for (name, addr, line) in defined {
             if addr.port() != 0
                 && let Some(other) = listeners.iter().find(|l| l.addr == addr)
@@ -279,28 +279,45 @@ impl ListenerBuilder {
         Ok(listeners)
     }
 
-    fn resolve(&self, name: String, addr: SocketAddr, named: Option<&Level>) -> TcpListenerConfig {
+    fn resolve(&self, name: String, addr: SocketAddr, named: Option<&Level>) -> ListenerConfig {
         // Most specific level first: listener, transport, global.
         let levels = [named, Some(&self.tcp), Some(&self.global)];
         let pick = |f: &dyn Fn(&Level) -> bool| levels.iter().flatten().find(|l| f(l)).copied();
-        TcpListenerConfig {
-            name,
+        let mut listener = ListenerConfig::new(name, addr);
+        if let Some(l) = pick(&|l| l.max_connections.is_some()) {
+            listener.max_connections = l.max_connections.flatten();
+        }
+        if let Some(l) = pick(&|l| l.mountpoint.is_some()) {
+            listener.mountpoint = l.mountpoint.clone().unwrap_or_default();
+        }
+        if let Some(versions) = pick(&|l| l.allowed_protocol_versions.is_some())
+            .and_then(|l| l.allowed_protocol_versions.clone())
+        {
+            listener.allowed_protocol_versions = versions;
+        }
+        if let Some(l) = pick(&|l| l.max_connection_lifetime.is_some()) {
+            listener.max_connection_lifetime = l.max_connection_lifetime.flatten();
+        }
+        if let Some(allow) = pick(&|l| l.allow_anonymous_override.is_some())
+            .and_then(|l| l.allow_anonymous_override)
+        {
+            listener.allow_anonymous_override = allow;
+        }
+        listener
+    }
+}
+
+impl ListenerConfig {
+    /// A listener `name` on `addr` with VerneMQ's defaults for every setting.
+    pub fn new(name: impl Into<String>, addr: SocketAddr) -> ListenerConfig {
+        ListenerConfig {
+            name: name.into(),
             addr,
-            max_connections: pick(&|l| l.max_connections.is_some())
-                .and_then(|l| l.max_connections)
-                .unwrap_or(Some(DEFAULT_MAX_CONNECTIONS)),
-            mountpoint: pick(&|l| l.mountpoint.is_some())
-                .and_then(|l| l.mountpoint.clone())
-                .unwrap_or_default(),
-            allowed_protocol_versions: pick(&|l| l.allowed_protocol_versions.is_some())
-                .and_then(|l| l.allowed_protocol_versions.clone())
-                .unwrap_or_else(|| DEFAULT_PROTOCOL_VERSIONS.to_vec()),
-            max_connection_lifetime: pick(&|l| l.max_connection_lifetime.is_some())
-                .and_then(|l| l.max_connection_lifetime)
-                .unwrap_or(None),
-            allow_anonymous_override: pick(&|l| l.allow_anonymous_override.is_some())
-                .and_then(|l| l.allow_anonymous_override)
-                .unwrap_or(false),
+            max_connections: Some(DEFAULT_MAX_CONNECTIONS),
+            mountpoint: String::new(),
+            allowed_protocol_versions: DEFAULT_PROTOCOL_VERSIONS.to_vec(),
+            max_connection_lifetime: None,
+            allow_anonymous_override: false,
         }
     }
 }
@@ -435,7 +452,7 @@ fn near(a: &str, b: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn build(lines: &[(&str, &str)]) -> Result<Vec<TcpListenerConfig>, String> {
+    fn build(lines: &[(&str, &str)]) -> Result<Vec<ListenerConfig>, String> {
         let mut b = ListenerBuilder::default();
         for (i, (k, v)) in lines.iter().enumerate() {
             match b.handle(k, v, i + 1) {

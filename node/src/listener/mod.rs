@@ -5,7 +5,6 @@ mod acks;
 mod connect;
 mod connection;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,29 +13,13 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{info, warn};
 
 use crate::broker::Broker;
-use vmq_mqtt::ProtocolVersion;
 use crate::session::SessionConfig;
 
 pub use connection::ConnectSettings;
 
-/// One `listener.tcp.<name>`.
-#[derive(Debug, Clone)]
-pub struct ListenerSpec {
-    /// The listener's name (`default` in `listener.tcp.default`).
-    pub name: String,
-    /// Address to bind.
-    pub addr: SocketAddr,
-    /// Connection limit; `None` = unlimited.
-    pub max_connections: Option<usize>,
-    /// Mountpoint of every client of this listener ("" = none).
-    pub mountpoint: String,
-    /// Protocol versions accepted.
-    pub allowed_protocol_versions: Vec<ProtocolVersion>,
-    /// Clients are disconnected after this long; `None` = never.
-    pub max_connection_lifetime: Option<Duration>,
-    /// Accept anonymous clients here even when `allow_anonymous` is off.
-    pub allow_anonymous_override: bool,
-}
+/// A configured listener, as connection handling names it; the one definition of a listener's
+/// settings is [`vmq_config::ListenerConfig`].
+pub use vmq_config::ListenerConfig as ListenerSpec;
 
 /// What every connection task shares.
 #[derive(Debug)]
