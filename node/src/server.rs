@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tracing::info;
+use tracing::{info, warn};
 
 pub use crate::storage::NodeStorage;
 
 use crate::broker::queue::QueueLimits;
 use crate::broker::{Broker, BrokerSettings, NetsplitAction};
-use vmq_config::Config;
+use vmq_config::{Config, Transport};
 use crate::cluster::Cluster;
 use crate::http::{self, HttpState};
 use crate::listener::{self, ConnectSettings, ConnectionContext};
@@ -27,10 +27,10 @@ use crate::session::SessionConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// A listener address could not be bound.
-    #[error("cannot listen on {addr} (listener.tcp.{name}): {source}")]
+    #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
-        /// Listener name.
-        name: String,
+        /// The listener's key, `listener.<transport>.<name>`.
+        key: String,
         /// Address.
         addr: SocketAddr,
         /// OS error.
@@ -162,9 +162,18 @@ impl Node {
         let (tasks_tx, tasks_rx) = mpsc::channel(1);
         let mut bound = Vec::new();
         for l in &cfg.listeners {
+            if l.transport != Transport::Tcp {
+                warn!(
+                    "{} = {} not started: {} listeners are not implemented yet",
+                    l.key(),
+                    l.addr,
+                    l.transport.description()
+                );
+                continue;
+            }
             let spec = l.clone();
             let socket = TcpListener::bind(spec.addr).await.map_err(|source| StartError::Bind {
-                name: spec.name.clone(),
+                key: spec.key(),
                 addr: spec.addr,
                 source,
             })?;

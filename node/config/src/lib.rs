@@ -24,7 +24,7 @@ mod listeners;
 mod parser;
 mod values;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,7 +52,8 @@ pub struct Config {
     pub log_console_level: LogLevel,
     /// `metadata_plugin`: how subscriptions and retained messages are replicated.
     pub metadata_plugin: MetadataPlugin,
-    /// The MQTT TCP listeners (`listener.tcp.<name>` and their settings), in file order.
+    /// The MQTT listeners of every transport (`listener.tcp|ssl|ws|wss.<name>` and their
+    /// settings), in file order; `listener.tcp.default` first when VerneMQ's default applies.
     pub listeners: Vec<ListenerConfig>,
     /// MQTT behaviour shared by all sessions.
     pub mqtt: MqttConfig,
@@ -77,11 +78,15 @@ pub struct ConfigEntry {
     pub line: usize,
 }
 
-/// One MQTT listener on TCP, after resolving VerneMQ's listener hierarchy
-/// (`listener.tcp.<name>.X`, else `listener.tcp.X`, else `listener.X`, else the default).
+/// One MQTT listener (`listener.<transport>.<name>`), after resolving VerneMQ's listener
+/// hierarchy (`listener.<transport>.<name>.X`, else `listener.<transport>.X`, else
+/// `listener.X`, else the default). Build one with [`ListenerConfig::new`]. This is the only
+/// definition of a listener's settings: the node runs listeners from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
-    /// The `<name>` in `listener.tcp.<name>`.
+    /// The `<transport>`: what the connections' bytes run over.
+    pub transport: Transport,
+    /// The `<name>` in `listener.<transport>.<name>`.
     pub name: String,
     /// The address to bind.
     pub addr: SocketAddr,
@@ -96,6 +101,29 @@ pub struct ListenerConfig {
     /// `allow_anonymous_override`: anonymous clients are accepted on this listener when this
     /// or the global `allow_anonymous` is on (VerneMQ ORs the two). Default off.
     pub allow_anonymous_override: bool,
+    /// `proxy_protocol`: connections start with a PROXY protocol header. Default off; not
+    /// implemented yet (`on` is warned about when the file is read).
+    pub proxy_protocol: bool,
+    /// `proxy_protocol_use_cn_as_username`: the username is the client certificate's common
+    /// name from the PROXY header. Default off; not implemented yet, like `proxy_protocol`.
+    pub proxy_protocol_use_cn_as_username: bool,
+    /// The TLS and WebSocket settings (`certfile`, `keyfile`, `cafile`, `ciphers`,
+    /// `require_certificate`, ...) by setting name, unvalidated: their transports are not
+    /// implemented yet, and the node does not start such a listener. Empty for TCP.
+    pub transport_settings: BTreeMap<String, String>,
+}
+
+/// What a listener's MQTT connections run over: the `<transport>` of `listener.<transport>.*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Transport {
+    /// `tcp`: plain TCP.
+    Tcp,
+    /// `ssl`: TLS over TCP (not implemented yet).
+    Ssl,
+    /// `ws`: WebSocket (not implemented yet).
+    Ws,
+    /// `wss`: WebSocket over TLS (not implemented yet).
+    Wss,
 }
 
 /// MQTT behaviour settings (VerneMQ's `vmq_server` keys). Defaults are VerneMQ 2.1's.
@@ -479,6 +507,7 @@ impl Config {
             log_console_level: LogLevel::Info,
             metadata_plugin: MetadataPlugin::VmqSwc,
             listeners: vec![ListenerConfig::new(
+                Transport::Tcp,
                 "default",
                 SocketAddr::from(([127, 0, 0, 1], 1883)),
             )],

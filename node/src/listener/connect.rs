@@ -132,15 +132,7 @@ mod tests {
     use super::*;
 
     fn listener() -> ListenerSpec {
-        ListenerSpec {
-            name: "default".into(),
-            addr: "127.0.0.1:0".parse().unwrap(),
-            max_connections: None,
-            mountpoint: String::new(),
-            allowed_protocol_versions: vec![ProtocolVersion::V3, ProtocolVersion::V4, ProtocolVersion::V5],
-            max_connection_lifetime: None,
-            allow_anonymous_override: false,
-        }
+        ListenerSpec::new(vmq_config::Transport::Tcp, "default", "127.0.0.1:0".parse().unwrap())
     }
 
     fn connect(version: ProtocolVersion, id: &str, clean: bool) -> Connect {
