@@ -282,3 +282,17 @@ impl Listeners {
 fn same(spec: &ListenerConfig, transport: Transport, name: &str) -> bool {
     spec.transport == transport && spec.name == name
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The HTTP API (axum) and `tokio::spawn` need `Send` futures: the registry's lock must
+    /// never be held across an await.
+    #[allow(dead_code)]
+    fn start_and_stop_are_send(listeners: &Listeners, spec: ListenerConfig) {
+        fn send<T: Send>(_: T) {}
+        send(listeners.start(spec));
+        send(listeners.stop(Transport::Tcp, "default", true));
+    }
+}
