@@ -258,10 +258,11 @@ impl ListenerBuilder {
         let addr = values::parse_socket_addr(value).map_err(|mut e| {
             // `listener.tcp.max_conections = 500` reads as a listener named
             // `max_conections`; point at the setting the user most likely meant.
-            let settings = LISTENER_SETTINGS.iter().chain(TRANSPORT_SETTINGS);
-            if let Some(close) = settings.filter(|s| transport.accepts(s)).find(|s| near(s, name)) {
+            let mut settings = LISTENER_SETTINGS.iter().chain(TRANSPORT_SETTINGS);
+            if let Some(close) = settings.find(|s| transport.accepts(s) && near(s, name)) {
+                let transport = transport.key();
                 e.message
-                    .push_str(&format!(" (did you mean listener.{}.{close}?)", transport.key()));
+                    .push_str(&format!(" (did you mean listener.{transport}.{close}?)"));
             }
             e
         })?;
@@ -739,6 +740,8 @@ mod tests {
             err.contains("did you mean listener.tcp.max_connections?"),
             "{err}"
         );
+        let err = build(&[("listener.ssl.certfiel", "./etc/cert.pem")]).unwrap_err();
+        assert!(err.contains("did you mean listener.ssl.certfile?"), "{err}");
     }
 
     #[test]
@@ -880,8 +883,11 @@ mod tests {
     fn only_tls_and_websocket_listeners_take_tls_settings() {
         let err = build(&[("listener.tcp.certfile", "/etc/ssl/cert.pem")]).unwrap_err();
         assert!(err.contains("'/etc/ssl/cert.pem' is not"), "{err}");
-        let err = build(&[("listener.ssl.default", "127.0.0.1:8883"), ("listener.ssl.default.cafiel", "x")])
-            .unwrap_err();
+        let err = build(&[
+            ("listener.ssl.default", "127.0.0.1:8883"),
+            ("listener.ssl.default.cafiel", "x"),
+        ])
+        .unwrap_err();
         assert!(err.starts_with("unknown listener.ssl.default.cafiel"), "{err}");
     }
 
