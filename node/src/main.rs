@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
-use vmq_config::Config;
+use vmq_config::{Config, Transport};
 use vmq_node::server::Node;
 use vmq_node::storage::NodeStorage;
 
@@ -105,7 +105,9 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         for w in &cfg.warnings {
             warn!("{w}");
         }
-        if !cfg.mqtt.allow_anonymous && !cfg.listeners.iter().any(|l| l.allow_anonymous_override) {
+        // Only TCP listeners run so far.
+        let anonymous_somewhere = cfg.listeners.iter().any(|l| l.transport == Transport::Tcp && l.allow_anonymous_override);
+        if !cfg.mqtt.allow_anonymous && !anonymous_somewhere {
             warn!("allow_anonymous is off and no authentication plugin is configured: every client will be refused");
         }
         let source = cfg.source.as_ref().map_or_else(|| "embedded defaults".to_string(), |p| p.display().to_string());

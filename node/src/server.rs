@@ -6,36 +6,28 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tracing::info;
+use tracing::{info, warn};
 
 pub use crate::storage::NodeStorage;
 
-use crate::broker::queue::{QueueLimits, QueueType};
-use crate::broker::{Broker, BrokerSettings, NetsplitAction, SharedPolicy};
-use vmq_config::{self as config, Config};
+use crate::broker::queue::QueueLimits;
+use crate::broker::{Broker, BrokerSettings, NetsplitAction};
+use vmq_config::Config;
 use crate::cluster::Cluster;
 use crate::http::{self, HttpState};
-use crate::listener::{self, ConnectSettings, ConnectionContext, ListenerSpec};
+use crate::listener::{ConnectSettings, ConnectionContext, ListenerError, Listeners};
 use crate::session::SessionConfig;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    /// A listener address could not be bound.
-    #[error("cannot listen on {addr} (listener.tcp.{name}): {source}")]
-    Bind {
-        /// Listener name.
-        name: String,
-        /// Address.
-        addr: SocketAddr,
-        /// OS error.
-        source: std::io::Error,
-    },
+    /// An MQTT listener could not be started.
+    #[error(transparent)]
+    Listener(#[from] ListenerError),
     /// The message store could not be opened.
     #[error("cannot open the message store: {0}")]
     Storage(#[from] vmq_storage::StoreError),
@@ -65,7 +57,7 @@ pub struct Node {
     broker: Arc<Broker>,
     local_addrs: Vec<(String, SocketAddr)>,
     http_addrs: Vec<(String, SocketAddr)>,
-    accepting: Arc<AtomicBool>,
+    listeners: Arc<Listeners>,
     shutdown_tx: watch::Sender<bool>,
     tasks_rx: mpsc::Receiver<()>,
     storage: NodeStorage,
@@ -86,21 +78,11 @@ pub fn broker_settings(cfg: &Config) -> BrokerSettings {
             max_online: m.max_online_messages,
             max_offline: m.max_offline_messages,
             override_max_online: m.override_max_online_messages,
-            queue_type: match m.queue_type {
-                config::QueueType::Fifo => QueueType::Fifo,
-                config::QueueType::Lifo => QueueType::Lifo,
-            },
+            queue_type: m.queue_type,
         },
         upgrade_outgoing_qos: m.upgrade_outgoing_qos,
-        shared_policy: match m.shared_subscription_policy {
-            config::SharedSubscriptionPolicy::PreferLocal => SharedPolicy::PreferLocal,
-            config::SharedSubscriptionPolicy::Random => SharedPolicy::Random,
-            config::SharedSubscriptionPolicy::LocalOnly => SharedPolicy::LocalOnly,
-            config::SharedSubscriptionPolicy::PreferOnlineBeforeLocal => SharedPolicy::PreferOnlineBeforeLocal,
-        },
+        shared_policy: m.shared_subscription_policy,
         persistent_client_expiration: m.persistent_client_expiration,
-        max_last_will_delay: m.max_last_will_delay,
-        suppress_lwt_on_session_takeover: m.suppress_lwt_on_session_takeover,
     }
 }
 
@@ -137,18 +119,6 @@ pub fn connect_settings(cfg: &Config) -> ConnectSettings {
     }
 }
 
-fn listener_spec(l: &config::TcpListenerConfig) -> ListenerSpec {
-    ListenerSpec {
-        name: l.name.clone(),
-        addr: l.addr,
-        max_connections: l.max_connections,
-        mountpoint: l.mountpoint.clone(),
-        allowed_protocol_versions: l.allowed_protocol_versions.clone(),
-        max_connection_lifetime: l.max_connection_lifetime,
-        allow_anonymous_override: l.allow_anonymous_override,
-    }
-}
-
 /// How often offline sessions are checked for expiry.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -182,29 +152,27 @@ impl Node {
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (tasks_tx, tasks_rx) = mpsc::channel(1);
+        let listeners = Arc::new(Listeners::new(ctx, tasks_tx.clone()));
+        // Every listener is bound before any accepts, so that a node that cannot start has
+        // accepted no client.
         let mut bound = Vec::new();
         for l in &cfg.listeners {
-            let spec = listener_spec(l);
-            let socket = TcpListener::bind(spec.addr).await.map_err(|source| StartError::Bind {
-                name: spec.name.clone(),
-                addr: spec.addr,
-                source,
-            })?;
-            let local = socket.local_addr().unwrap_or(spec.addr);
-            bound.push((socket, spec, local));
+            match Listeners::bind(l.clone()).await {
+                Ok(b) => bound.push(b),
+                Err(e @ ListenerError::NotImplemented { .. }) => warn!("{e}"),
+                Err(e) => return Err(e.into()),
+            }
         }
         let mut local_addrs = Vec::new();
-        for (socket, mut spec, local) in bound {
-            spec.addr = local;
-            local_addrs.push((spec.name.clone(), local));
-            tokio::spawn(listener::serve(socket, Arc::new(spec), ctx.clone(), shutdown_rx.clone(), tasks_tx.clone()));
+        for b in bound {
+            local_addrs.push((b.spec().name.clone(), b.local_addr()));
+            listeners.start_bound(b)?;
         }
-        let accepting = Arc::new(AtomicBool::new(true));
         let http_state = Arc::new(HttpState {
             broker: broker.clone(),
             nodename: cfg.nodename.clone(),
             cluster: cluster.view(),
-            accepting: accepting.clone(),
+            listeners: listeners.clone(),
             api_keys: Vec::new(),
         });
         let mut http_addrs = Vec::new();
@@ -216,12 +184,17 @@ impl Node {
             tokio::spawn(http::serve(socket, l.name, http_state.clone(), shutdown_rx.clone()));
         }
         tokio::spawn(sweep_sessions(broker.clone(), shutdown_rx, tasks_tx));
-        Ok(Node { broker, local_addrs, http_addrs, accepting, shutdown_tx, tasks_rx, storage, cluster })
+        Ok(Node { broker, local_addrs, http_addrs, listeners, shutdown_tx, tasks_rx, storage, cluster })
     }
 
-    /// The bound address of every listener, by name.
+    /// The bound address of every listener started with the node, by name.
     pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
         &self.local_addrs
+    }
+
+    /// The MQTT listeners, to list, start and stop them while the node runs.
+    pub fn listeners(&self) -> &Arc<Listeners> {
+        &self.listeners
     }
 
     /// The bound address of every HTTP listener, by name.
@@ -258,10 +231,10 @@ impl Node {
     /// for all connection tasks, then flushes the message store.
     pub async fn shutdown(mut self) {
         info!("shutting down");
-        self.accepting.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.listeners.shutdown();
         let _ = self.shutdown_tx.send(true);
         // Every listener and connection task holds a sender; `recv` returns `None` once all
-        // have finished.
+        // have finished (the registry let go of its own in `shutdown`).
         while self.tasks_rx.recv().await.is_some() {}
         // After the sessions: the removal of their clean-session subscriptions goes out first.
         self.cluster.shutdown().await;

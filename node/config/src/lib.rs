@@ -24,7 +24,7 @@ mod listeners;
 mod parser;
 mod values;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,8 +52,9 @@ pub struct Config {
     pub log_console_level: LogLevel,
     /// `metadata_plugin`: how subscriptions and retained messages are replicated.
     pub metadata_plugin: MetadataPlugin,
-    /// The MQTT TCP listeners (`listener.tcp.<name>` and their settings), in file order.
-    pub listeners: Vec<TcpListenerConfig>,
+    /// The MQTT listeners of every transport (`listener.tcp|ssl|ws|wss.<name>` and their
+    /// settings), in file order; `listener.tcp.default` first when VerneMQ's default applies.
+    pub listeners: Vec<ListenerConfig>,
     /// MQTT behaviour shared by all sessions.
     pub mqtt: MqttConfig,
     /// What is allowed while the cluster is partitioned.
@@ -77,11 +78,15 @@ pub struct ConfigEntry {
     pub line: usize,
 }
 
-/// One MQTT listener on TCP, after resolving VerneMQ's listener hierarchy
-/// (`listener.tcp.<name>.X`, else `listener.tcp.X`, else `listener.X`, else the default).
+/// One MQTT listener (`listener.<transport>.<name>`), after resolving VerneMQ's listener
+/// hierarchy (`listener.<transport>.<name>.X`, else `listener.<transport>.X`, else
+/// `listener.X`, else the default). Build one with [`ListenerConfig::new`]. This is the only
+/// definition of a listener's settings: the node runs listeners from it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TcpListenerConfig {
-    /// The `<name>` in `listener.tcp.<name>`.
+pub struct ListenerConfig {
+    /// The `<transport>`: what the connections' bytes run over.
+    pub transport: Transport,
+    /// The `<name>` in `listener.<transport>.<name>`.
     pub name: String,
     /// The address to bind.
     pub addr: SocketAddr,
@@ -96,6 +101,29 @@ pub struct TcpListenerConfig {
     /// `allow_anonymous_override`: anonymous clients are accepted on this listener when this
     /// or the global `allow_anonymous` is on (VerneMQ ORs the two). Default off.
     pub allow_anonymous_override: bool,
+    /// `proxy_protocol`: connections start with a PROXY protocol header. Default off; not
+    /// implemented yet (`on` is warned about when the file is read).
+    pub proxy_protocol: bool,
+    /// `proxy_protocol_use_cn_as_username`: the username is the client certificate's common
+    /// name from the PROXY header. Default off; not implemented yet, like `proxy_protocol`.
+    pub proxy_protocol_use_cn_as_username: bool,
+    /// The TLS and WebSocket settings (`certfile`, `keyfile`, `cafile`, `ciphers`,
+    /// `require_certificate`, ...) by setting name, unvalidated: their transports are not
+    /// implemented yet, and the node does not start such a listener. Empty for TCP.
+    pub transport_settings: BTreeMap<String, String>,
+}
+
+/// What a listener's MQTT connections run over: the `<transport>` of `listener.<transport>.*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Transport {
+    /// `tcp`: plain TCP.
+    Tcp,
+    /// `ssl`: TLS over TCP (not implemented yet).
+    Ssl,
+    /// `ws`: WebSocket (not implemented yet).
+    Ws,
+    /// `wss`: WebSocket over TLS (not implemented yet).
+    Wss,
 }
 
 /// MQTT behaviour settings (VerneMQ's `vmq_server` keys). Defaults are VerneMQ 2.1's.
@@ -294,18 +322,20 @@ pub enum MetadataPlugin {
 }
 
 /// `queue_type`: the order a queue delivers its messages in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum QueueType {
-    /// `fifo`: oldest first (default).
+    /// `fifo`: oldest first (default); when the queue is full, new messages are dropped.
+    #[default]
     Fifo,
-    /// `lifo`: newest first.
+    /// `lifo`: newest first; when the queue is full, the oldest message is dropped.
     Lifo,
 }
 
 /// `shared_subscription_policy`: which subscriber of a shared subscription gets a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SharedSubscriptionPolicy {
     /// `prefer_local`: a subscriber on this node if there is one, else any (default).
+    #[default]
     PreferLocal,
     /// `random`: any subscriber in the cluster.
     Random,
@@ -476,19 +506,11 @@ impl Config {
             platform_data_dir: PathBuf::from("./data"),
             log_console_level: LogLevel::Info,
             metadata_plugin: MetadataPlugin::VmqSwc,
-            listeners: vec![TcpListenerConfig {
-                name: "default".into(),
-                addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
-                max_connections: Some(10_000),
-                mountpoint: String::new(),
-                allowed_protocol_versions: vec![
-                    ProtocolVersion::V3,
-                    ProtocolVersion::V4,
-                    ProtocolVersion::V5,
-                ],
-                max_connection_lifetime: None,
-                allow_anonymous_override: false,
-            }],
+            listeners: vec![ListenerConfig::new(
+                Transport::Tcp,
+                "default",
+                SocketAddr::from(([127, 0, 0, 1], 1883)),
+            )],
             mqtt: MqttConfig::default(),
             netsplit: NetsplitConfig::default(),
             delegated: Vec::new(),

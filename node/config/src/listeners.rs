@@ -1,26 +1,29 @@
 //! The MQTT listener hierarchy (`listener.*`), as VerneMQ's `vmq_server.schema` defines it.
 //!
-//! A setting is looked up on three levels, the most specific winning (docs "MQTT Listeners"):
+//! `listener.<transport>.<name> = ip:port` defines a listener, `<transport>` one of `tcp`,
+//! `ssl`, `ws`, `wss` ([`Transport`]); a name is one word that is not a setting name. A setting
+//! is looked up on three levels, the most specific winning (docs "MQTT Listeners"):
 //!
-//! 1. `listener.tcp.<name>.<setting>`: one listener;
-//! 2. `listener.tcp.<setting>`: every TCP listener;
-//! 3. `listener.<setting>`: every listener of every transport;
+//! 1. `listener.<transport>.<name>.<setting>`: one listener;
+//! 2. `listener.<transport>.<setting>`: every listener of that transport;
+//! 3. `listener.<setting>`: every listener of every transport (a few settings only);
 //!
-//! and falls back to VerneMQ's default. `listener.tcp.<name> = ip:port` defines a listener;
-//! a name is one word that is not a setting name. If no TCP listener is defined at all,
-//! VerneMQ's default `listener.tcp.default = 127.0.0.1:1883` applies.
+//! and falls back to VerneMQ's default. If no TCP listener is defined at all, VerneMQ's
+//! default `listener.tcp.default = 127.0.0.1:1883` applies.
 //!
-//! The other transports (`ssl`, `ws`, `wss`, `https`) are known but not implemented: their
-//! keys are accepted with a warning. `vmq`, `vmqs` and `http` are delegated before they get
-//! here (see [`super::keys::DELEGATED_PREFIXES`]).
+//! Every transport's listeners become one [`ListenerConfig`]. Only TCP is implemented: the
+//! keys of `ssl`, `ws` and `wss` are parsed and validated like TCP's, but each one whose value
+//! is not `off` gets a warning, and the node does not start those listeners. `https` (an HTTP
+//! listener) is known and warned about, nothing more; `vmq`, `vmqs` and `http` are delegated
+//! before they get here (see [`super::keys::DELEGATED_PREFIXES`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::TcpListenerConfig;
 use super::keys::Unsupported;
 use super::values::{self, ValueError};
+use super::{ListenerConfig, Transport};
 use vmq_mqtt::ProtocolVersion;
 
 /// Key patterns of the hierarchy, for suggestions (`*` is a listener name).
@@ -66,8 +69,9 @@ const GLOBAL_SETTINGS: &[&str] = &[
     "nr_of_acceptors",
 ];
 
-/// Settings of TCP listeners, on the transport and the listener level.
-const TCP_SETTINGS: &[&str] = &[
+/// Settings of every transport, on the transport and the listener level; they become
+/// fields of [`ListenerConfig`].
+const LISTENER_SETTINGS: &[&str] = &[
     "max_connections",
     "max_connection_lifetime",
     "mountpoint",
@@ -79,17 +83,9 @@ const TCP_SETTINGS: &[&str] = &[
     "buffer_sizes",
 ];
 
-/// Settings of the not-yet-implemented transports (TLS, WebSocket, HTTPS listeners).
-const OTHER_SETTINGS: &[&str] = &[
-    "max_connections",
-    "max_connection_lifetime",
-    "mountpoint",
-    "nr_of_acceptors",
-    "allowed_protocol_versions",
-    "allow_anonymous_override",
-    "proxy_protocol",
-    "proxy_protocol_use_cn_as_username",
-    "buffer_sizes",
+/// Settings of the TLS and WebSocket transports that TCP has not, kept by name in
+/// [`ListenerConfig::transport_settings`] until those transports are implemented.
+const TRANSPORT_SETTINGS: &[&str] = &[
     "cafile",
     "capath",
     "depth",
@@ -144,6 +140,10 @@ struct Level {
     mountpoint: Option<String>,
     allowed_protocol_versions: Option<Vec<ProtocolVersion>>,
     allow_anonymous_override: Option<bool>,
+    proxy_protocol: Option<bool>,
+    proxy_protocol_use_cn_as_username: Option<bool>,
+    /// [`TRANSPORT_SETTINGS`] given on this level, by setting name.
+    transport_settings: BTreeMap<String, String>,
 }
 
 /// A listener-level setting, remembered with its line until all definitions are known.
@@ -154,16 +154,25 @@ struct NamedSettings {
     level: Level,
 }
 
+/// A `listener.<transport>.<name> = ip:port` line.
+#[derive(Debug, Clone)]
+struct Definition {
+    transport: Transport,
+    name: String,
+    addr: SocketAddr,
+    line: usize,
+}
+
 /// Collects listener keys in file order, then resolves the hierarchy in [`Self::finish`].
 #[derive(Debug, Default)]
 pub struct ListenerBuilder {
     global: Level,
-    tcp: Level,
-    named: BTreeMap<String, NamedSettings>,
-    /// `(name, address, line)` in file order.
-    defined: Vec<(String, SocketAddr, usize)>,
+    transports: BTreeMap<Transport, Level>,
+    named: BTreeMap<(Transport, String), NamedSettings>,
+    /// In file order.
+    defined: Vec<Definition>,
     /// Listeners that were defined but skipped (Unix sockets), so their settings are not errors.
-    skipped: Vec<String>,
+    skipped: Vec<(Transport, String)>,
 }
 
 /// A listener error found only once the whole file is read.
@@ -181,33 +190,67 @@ impl ListenerBuilder {
     /// Handles one key under `listener.` (not delegated).
     pub fn handle(&mut self, key: &str, value: &str, line: usize) -> Result<Handled, ValueError> {
         let segs: Vec<&str> = key.split('.').collect();
-        match segs.as_slice() {
+        let handled = match segs.as_slice() {
             ["listener", setting] if GLOBAL_SETTINGS.contains(setting) => {
-                apply(&mut self.global, setting, value)
+                return apply(&mut self.global, setting, value);
             }
-            ["listener", "tcp", word] if TCP_SETTINGS.contains(word) => {
-                apply(&mut self.tcp, word, value)
+            ["listener", transport, rest @ ..] => match Transport::from_key(transport) {
+                Some(transport) => self.handle_transport(transport, rest, key, value, line)?,
+                None => return Ok(other_transport(transport, rest, value)),
+            },
+            _ => return Ok(Handled::Unknown),
+        };
+        Ok(match handled {
+            // Parsed, but the listener will not run: say so unless the value switches
+            // something off.
+            Handled::Done if transport_of(key).is_some_and(|t| t != Transport::Tcp) => {
+                if value == "off" {
+                    Handled::Done
+                } else {
+                    Handled::Warning(Unsupported::NotYet(not_implemented(key)).message())
+                }
             }
-            ["listener", "tcp", name] => self.define(name, value, line),
-            ["listener", "tcp", name, setting] if TCP_SETTINGS.contains(setting) => {
-                let entry =
-                    self.named
-                        .entry((*name).to_string())
-                        .or_insert_with(|| NamedSettings {
-                            first_line: line,
-                            first_key: key.to_string(),
-                            level: Level::default(),
-                        });
+            other => other,
+        })
+    }
+
+    fn handle_transport(
+        &mut self,
+        transport: Transport,
+        rest: &[&str],
+        key: &str,
+        value: &str,
+        line: usize,
+    ) -> Result<Handled, ValueError> {
+        match rest {
+            [setting] if transport.accepts(setting) => {
+                apply(self.transports.entry(transport).or_default(), setting, value)
+            }
+            [name] => self.define(transport, name, value, line),
+            [name, setting] if transport.accepts(setting) => {
+                let entry = self
+                    .named
+                    .entry((transport, (*name).to_string()))
+                    .or_insert_with(|| NamedSettings {
+                        first_line: line,
+                        first_key: key.to_string(),
+                        level: Level::default(),
+                    });
                 apply(&mut entry.level, setting, value)
             }
-            ["listener", transport, rest @ ..] => Ok(other_transport(transport, rest, value)),
             _ => Ok(Handled::Unknown),
         }
     }
 
-    fn define(&mut self, name: &str, value: &str, line: usize) -> Result<Handled, ValueError> {
+    fn define(
+        &mut self,
+        transport: Transport,
+        name: &str,
+        value: &str,
+        line: usize,
+    ) -> Result<Handled, ValueError> {
         if value.starts_with("local:") {
-            self.skipped.push(name.to_string());
+            self.skipped.push((transport, name.to_string()));
             return Ok(Handled::Warning(
                 Unsupported::NotYet("Unix domain socket listeners").message(),
             ));
@@ -215,32 +258,56 @@ impl ListenerBuilder {
         let addr = values::parse_socket_addr(value).map_err(|mut e| {
             // `listener.tcp.max_conections = 500` reads as a listener named
             // `max_conections`; point at the setting the user most likely meant.
-            if let Some(close) = TCP_SETTINGS.iter().find(|s| near(s, name)) {
+            let mut settings = LISTENER_SETTINGS.iter().chain(TRANSPORT_SETTINGS);
+            if let Some(close) = settings.find(|s| transport.accepts(s) && near(s, name)) {
+                let transport = transport.key();
                 e.message
-                    .push_str(&format!(" (did you mean listener.tcp.{close}?)"));
+                    .push_str(&format!(" (did you mean listener.{transport}.{close}?)"));
             }
             e
         })?;
-        self.defined.retain(|(n, _, _)| n != name);
-        self.defined.push((name.to_string(), addr, line));
+        self.defined
+            .retain(|d| !(d.transport == transport && d.name == name));
+        self.defined.push(Definition {
+            transport,
+            name: name.to_string(),
+            addr,
+            line,
+        });
         Ok(Handled::Done)
     }
 
-    /// Resolves every defined TCP listener. Errors: settings for a listener never defined,
+    /// Resolves every defined listener. Errors: settings for a listener never defined,
     /// and two listeners on the same address.
-    pub fn finish(self) -> Result<Vec<TcpListenerConfig>, LateError> {
-        for (name, settings) in &self.named {
-            let defined = self.defined.iter().any(|(n, _, _)| n == name);
-            if !defined && !self.skipped.contains(name) {
-                let names: Vec<&str> = self.defined.iter().map(|(n, _, _)| n.as_str()).collect();
+    pub fn finish(self) -> Result<Vec<ListenerConfig>, LateError> {
+        for ((transport, name), settings) in &self.named {
+            let id = (*transport, name.clone());
+            let defined = self
+                .defined
+                .iter()
+                .any(|d| d.transport == *transport && d.name == *name);
+            // Only TCP listeners: VerneMQ's template sets
+            // `listener.ssl.name.allow_anonymous_override = off` without defining `ssl.name`,
+            // and every other such key was warned about when read.
+            if !defined && !self.skipped.contains(&id) && *transport == Transport::Tcp {
+                let names: Vec<&str> = self
+                    .defined
+                    .iter()
+                    .filter(|d| d.transport == *transport)
+                    .map(|d| d.name.as_str())
+                    .collect();
                 return Err(LateError {
                     line: settings.first_line,
                     key: settings.first_key.clone(),
                     error: ValueError {
-                        message: format!("there is no TCP listener named '{name}'"),
+                        message: format!(
+                            "there is no {} listener named '{name}'",
+                            transport.description()
+                        ),
                         accepted: format!(
-                            "settings of a listener defined with listener.tcp.{name} = ip:port \
+                            "settings of a listener defined with listener.{}.{name} = ip:port \
                              (defined: {})",
+                            transport.key(),
                             if names.is_empty() {
                                 "none".to_string()
                             } else {
@@ -252,56 +319,153 @@ impl ListenerBuilder {
             }
         }
         let mut defined = self.defined.clone();
-        if defined.is_empty() && self.skipped.is_empty() {
-            let addr = SocketAddr::from(([127, 0, 0, 1], 1883));
-            defined.push(("default".to_string(), addr, 0));
+        let tcp_given = |t: &Transport| *t == Transport::Tcp;
+        if !defined.iter().any(|d| tcp_given(&d.transport))
+            && !self.skipped.iter().any(|(t, _)| tcp_given(t))
+        {
+            defined.insert(
+                0,
+                Definition {
+                    transport: Transport::Tcp,
+                    name: "default".to_string(),
+                    addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
+                    line: 0,
+                },
+            );
         }
-        let mut listeners: Vec<TcpListenerConfig> = Vec::with_capacity(defined.len());
-        for (name, addr, line) in defined {
-            if addr.port() != 0
-                && let Some(other) = listeners.iter().find(|l| l.addr == addr)
+        let mut listeners: Vec<ListenerConfig> = Vec::with_capacity(defined.len());
+        for d in defined {
+            if d.addr.port() != 0
+                && let Some(other) = listeners.iter().find(|l| l.addr == d.addr)
             {
                 return Err(LateError {
-                    line,
-                    key: format!("listener.tcp.{name}"),
+                    line: d.line,
+                    key: format!("listener.{}.{}", d.transport.key(), d.name),
                     error: ValueError {
-                        message: format!(
-                            "address {addr} is already used by listener.tcp.{}",
-                            other.name
-                        ),
+                        message: format!("address {} is already used by {}", d.addr, other.key()),
                         accepted: "a different address or port for each listener".into(),
                     },
                 });
             }
-            let named = self.named.get(&name).map(|s| &s.level);
-            listeners.push(self.resolve(name, addr, named));
+            listeners.push(self.resolve(d));
         }
         Ok(listeners)
     }
 
-    fn resolve(&self, name: String, addr: SocketAddr, named: Option<&Level>) -> TcpListenerConfig {
+    fn resolve(&self, d: Definition) -> ListenerConfig {
+        let named = self
+            .named
+            .get(&(d.transport, d.name.clone()))
+            .map(|s| &s.level);
         // Most specific level first: listener, transport, global.
-        let levels = [named, Some(&self.tcp), Some(&self.global)];
-        let pick = |f: &dyn Fn(&Level) -> bool| levels.iter().flatten().find(|l| f(l)).copied();
-        TcpListenerConfig {
-            name,
-            addr,
-            max_connections: pick(&|l| l.max_connections.is_some())
-                .and_then(|l| l.max_connections)
-                .unwrap_or(Some(DEFAULT_MAX_CONNECTIONS)),
-            mountpoint: pick(&|l| l.mountpoint.is_some())
-                .and_then(|l| l.mountpoint.clone())
-                .unwrap_or_default(),
-            allowed_protocol_versions: pick(&|l| l.allowed_protocol_versions.is_some())
-                .and_then(|l| l.allowed_protocol_versions.clone())
-                .unwrap_or_else(|| DEFAULT_PROTOCOL_VERSIONS.to_vec()),
-            max_connection_lifetime: pick(&|l| l.max_connection_lifetime.is_some())
-                .and_then(|l| l.max_connection_lifetime)
-                .unwrap_or(None),
-            allow_anonymous_override: pick(&|l| l.allow_anonymous_override.is_some())
-                .and_then(|l| l.allow_anonymous_override)
-                .unwrap_or(false),
+        let levels = [named, self.transports.get(&d.transport), Some(&self.global)];
+        let levels = levels.iter().flatten();
+        let mut listener = ListenerConfig::new(d.transport, d.name, d.addr);
+        if let Some(v) = levels.clone().find_map(|l| l.max_connections) {
+            listener.max_connections = v;
         }
+        if let Some(v) = levels.clone().find_map(|l| l.mountpoint.clone()) {
+            listener.mountpoint = v;
+        }
+        if let Some(v) = levels.clone().find_map(|l| l.allowed_protocol_versions.clone()) {
+            listener.allowed_protocol_versions = v;
+        }
+        if let Some(v) = levels.clone().find_map(|l| l.max_connection_lifetime) {
+            listener.max_connection_lifetime = v;
+        }
+        if let Some(v) = levels.clone().find_map(|l| l.allow_anonymous_override) {
+            listener.allow_anonymous_override = v;
+        }
+        if let Some(v) = levels.clone().find_map(|l| l.proxy_protocol) {
+            listener.proxy_protocol = v;
+        }
+        if let Some(v) = levels.clone().find_map(|l| l.proxy_protocol_use_cn_as_username) {
+            listener.proxy_protocol_use_cn_as_username = v;
+        }
+        // Least specific first, so the more specific levels overwrite.
+        for level in levels.rev() {
+            for (setting, value) in &level.transport_settings {
+                listener
+                    .transport_settings
+                    .insert(setting.clone(), value.clone());
+            }
+        }
+        listener
+    }
+}
+
+impl Transport {
+    /// Every transport, in the order of the variants.
+    pub const ALL: [Transport; 4] = [Transport::Tcp, Transport::Ssl, Transport::Ws, Transport::Wss];
+
+    /// The `<transport>` segment of its keys: `tcp`, `ssl`, `ws` or `wss`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Ssl => "ssl",
+            Transport::Ws => "ws",
+            Transport::Wss => "wss",
+        }
+    }
+
+    /// The transport whose keys use `key`.
+    pub fn from_key(key: &str) -> Option<Transport> {
+        Transport::ALL.into_iter().find(|t| t.key() == key)
+    }
+
+    /// What it is called in messages.
+    pub fn description(self) -> &'static str {
+        match self {
+            Transport::Tcp => "TCP",
+            Transport::Ssl => "TLS",
+            Transport::Ws => "WebSocket",
+            Transport::Wss => "secure WebSocket",
+        }
+    }
+
+    /// Whether `setting` is a setting of this transport's listeners.
+    fn accepts(self, setting: &str) -> bool {
+        LISTENER_SETTINGS.contains(&setting)
+            || (self != Transport::Tcp && TRANSPORT_SETTINGS.contains(&setting))
+    }
+}
+
+impl ListenerConfig {
+    /// A listener `name` of `transport` on `addr`, with VerneMQ's defaults for every setting.
+    pub fn new(transport: Transport, name: impl Into<String>, addr: SocketAddr) -> ListenerConfig {
+        ListenerConfig {
+            transport,
+            name: name.into(),
+            addr,
+            max_connections: Some(DEFAULT_MAX_CONNECTIONS),
+            mountpoint: String::new(),
+            allowed_protocol_versions: DEFAULT_PROTOCOL_VERSIONS.to_vec(),
+            max_connection_lifetime: None,
+            allow_anonymous_override: false,
+            proxy_protocol: false,
+            proxy_protocol_use_cn_as_username: false,
+            transport_settings: BTreeMap::new(),
+        }
+    }
+
+    /// The key that defines it, `listener.<transport>.<name>`.
+    pub fn key(&self) -> String {
+        format!("listener.{}.{}", self.transport.key(), self.name)
+    }
+}
+
+/// The transport of a `listener.<transport>...` key.
+fn transport_of(key: &str) -> Option<Transport> {
+    key.split('.').nth(1).and_then(Transport::from_key)
+}
+
+/// The feature a key of a not yet implemented transport belongs to, for its warning.
+fn not_implemented(key: &str) -> &'static str {
+    match transport_of(key) {
+        Some(Transport::Ssl) => "TLS listeners",
+        Some(Transport::Ws) => "WebSocket listeners",
+        Some(Transport::Wss) => "secure WebSocket listeners",
+        Some(Transport::Tcp) | None => "this listener setting",
     }
 }
 
@@ -334,7 +498,13 @@ fn apply(level: &mut Level, setting: &str, value: &str) -> Result<Handled, Value
             values::parse_integer_in(value, 1, i64::from(u32::MAX))?;
         }
         "proxy_protocol" | "proxy_protocol_use_cn_as_username" => {
-            if values::parse_flag(value)? {
+            let on = values::parse_flag(value)?;
+            if setting == "proxy_protocol" {
+                level.proxy_protocol = Some(on);
+            } else {
+                level.proxy_protocol_use_cn_as_username = Some(on);
+            }
+            if on {
                 return Ok(Handled::Warning(
                     Unsupported::NotYet("PROXY protocol").message(),
                 ));
@@ -344,6 +514,11 @@ fn apply(level: &mut Level, setting: &str, value: &str) -> Result<Handled, Value
             return Ok(Handled::Warning(
                 Unsupported::NotYet("per-listener socket buffer sizes").message(),
             ));
+        }
+        _ if TRANSPORT_SETTINGS.contains(&setting) => {
+            level
+                .transport_settings
+                .insert(setting.to_string(), value.to_string());
         }
         _ => return Ok(Handled::Unknown),
     }
@@ -391,29 +566,23 @@ fn parse_protocol_versions(level: &mut Level, value: &str) -> Result<Handled, Va
     })
 }
 
-/// Keys of transports we do not implement: known ones are accepted with a warning.
+/// Keys of `listener.https.*`, an HTTP listener we do not implement: accepted with a warning.
 fn other_transport(transport: &str, rest: &[&str], value: &str) -> Handled {
-    let feature = match transport {
-        "ssl" => "TLS listeners",
-        "ws" => "WebSocket listeners",
-        "wss" => "secure WebSocket listeners",
-        "https" => "HTTPS listeners",
-        _ => return Handled::Unknown,
-    };
+    if transport != "https" {
+        return Handled::Unknown;
+    }
     let known = match rest {
-        // `listener.ssl.<name>` or `listener.ssl.<setting>`
+        // `listener.https.<name>` or `listener.https.<setting>`
         [_] => true,
-        [_, setting] => OTHER_SETTINGS.contains(setting),
+        [_, setting] => LISTENER_SETTINGS.contains(setting) || TRANSPORT_SETTINGS.contains(setting),
         // `listener.https.<name>.http_module(s).<module>...`
-        [_, group, _, ..] => {
-            transport == "https" && (*group == "http_module" || *group == "http_modules")
-        }
+        [_, group, _, ..] => *group == "http_module" || *group == "http_modules",
         [] => false,
     };
     match known {
         false => Handled::Unknown,
         true if value == "off" => Handled::Done,
-        true => Handled::Warning(Unsupported::NotYet(feature).message()),
+        true => Handled::Warning(Unsupported::NotYet("HTTPS listeners").message()),
     }
 }
 
@@ -435,7 +604,7 @@ fn near(a: &str, b: &str) -> bool {
 mod tests {
     use super::*;
 
-    fn build(lines: &[(&str, &str)]) -> Result<Vec<TcpListenerConfig>, String> {
+    fn build(lines: &[(&str, &str)]) -> Result<Vec<ListenerConfig>, String> {
         let mut b = ListenerBuilder::default();
         for (i, (k, v)) in lines.iter().enumerate() {
             match b.handle(k, v, i + 1) {
@@ -571,6 +740,8 @@ mod tests {
             err.contains("did you mean listener.tcp.max_connections?"),
             "{err}"
         );
+        let err = build(&[("listener.ssl.certfiel", "./etc/cert.pem")]).unwrap_err();
+        assert!(err.contains("did you mean listener.ssl.certfile?"), "{err}");
     }
 
     #[test]
@@ -655,6 +826,101 @@ mod tests {
             b.handle("listener.tcp.default.cafile", "x", 9),
             Ok(Handled::Unknown)
         );
+    }
+
+    #[test]
+    fn every_transport_resolves_its_own_level_then_the_global_one() {
+        let listeners = build(&[
+            ("listener.max_connections", "100"),
+            ("listener.ssl.max_connections", "200"),
+            ("listener.ssl.certfile", "/etc/ssl/cert.pem"),
+            ("listener.ssl.default", "127.0.0.1:8883"),
+            ("listener.ssl.default.certfile", "/etc/ssl/default.pem"),
+            ("listener.ssl.default.keyfile", "/etc/ssl/default.key"),
+            ("listener.ssl.other", "127.0.0.1:8884"),
+            ("listener.ws.default", "127.0.0.1:8080"),
+            ("listener.ws.default.mountpoint", "web"),
+            ("listener.wss.default", "127.0.0.1:8443"),
+            ("listener.wss.allowed_protocol_versions", "5"),
+            ("listener.tcp.default", "127.0.0.1:1883"),
+        ])
+        .unwrap();
+        let by_key = |key: &str| {
+            listeners
+                .iter()
+                .find(|l| l.key() == key)
+                .unwrap_or_else(|| panic!("{key} missing: {listeners:?}"))
+        };
+        let ssl = by_key("listener.ssl.default");
+        assert_eq!(ssl.transport, Transport::Ssl);
+        assert_eq!(ssl.max_connections, Some(200));
+        assert_eq!(
+            ssl.transport_settings.get("certfile").map(String::as_str),
+            Some("/etc/ssl/default.pem")
+        );
+        assert_eq!(
+            ssl.transport_settings.get("keyfile").map(String::as_str),
+            Some("/etc/ssl/default.key")
+        );
+        let other = by_key("listener.ssl.other");
+        assert_eq!(
+            other.transport_settings.get("certfile").map(String::as_str),
+            Some("/etc/ssl/cert.pem")
+        );
+        assert_eq!(other.transport_settings.get("keyfile"), None);
+        let ws = by_key("listener.ws.default");
+        assert_eq!((ws.transport, ws.max_connections), (Transport::Ws, Some(100)));
+        assert_eq!(ws.mountpoint, "web");
+        let wss = by_key("listener.wss.default");
+        assert_eq!(wss.allowed_protocol_versions, [ProtocolVersion::V5]);
+        let tcp = by_key("listener.tcp.default");
+        assert_eq!(tcp.max_connections, Some(100));
+        assert!(tcp.transport_settings.is_empty());
+        assert_eq!(listeners.len(), 5);
+    }
+
+    #[test]
+    fn only_tls_and_websocket_listeners_take_tls_settings() {
+        let err = build(&[("listener.tcp.certfile", "/etc/ssl/cert.pem")]).unwrap_err();
+        assert!(err.contains("'/etc/ssl/cert.pem' is not"), "{err}");
+        let err = build(&[
+            ("listener.ssl.default", "127.0.0.1:8883"),
+            ("listener.ssl.default.cafiel", "x"),
+        ])
+        .unwrap_err();
+        assert!(err.starts_with("unknown listener.ssl.default.cafiel"), "{err}");
+    }
+
+    #[test]
+    fn a_tls_listener_alone_still_gets_the_default_tcp_listener() {
+        let listeners = build(&[("listener.ssl.default", "127.0.0.1:8883")]).unwrap();
+        let keys: Vec<String> = listeners.iter().map(|l| l.key()).collect();
+        assert_eq!(keys, ["listener.tcp.default", "listener.ssl.default"]);
+    }
+
+    #[test]
+    fn two_transports_on_one_address_is_an_error() {
+        let err = build(&[
+            ("listener.tcp.default", "127.0.0.1:1883"),
+            ("listener.ws.default", "127.0.0.1:1883"),
+        ])
+        .unwrap_err();
+        assert!(err.starts_with("2:listener.ws.default:"), "{err}");
+        assert!(err.contains("already used by listener.tcp.default"), "{err}");
+    }
+
+    #[test]
+    fn proxy_protocol_is_carried_with_its_warning() {
+        let mut b = ListenerBuilder::default();
+        b.handle("listener.tcp.default", "127.0.0.1:1883", 1)
+            .unwrap();
+        assert!(matches!(
+            b.handle("listener.tcp.default.proxy_protocol", "on", 2),
+            Ok(Handled::Warning(w)) if w.contains("PROXY protocol")
+        ));
+        let listeners = b.finish().unwrap();
+        assert!(listeners[0].proxy_protocol);
+        assert!(!listeners[0].proxy_protocol_use_cn_as_username);
     }
 
     #[test]

@@ -42,8 +42,17 @@ fn example_parses_with_only_warnings() {
         config.mqtt.persistent_client_expiration,
         Some(Duration::from_secs(7 * 86_400))
     );
-    let names: Vec<&str> = config.listeners.iter().map(|l| l.name.as_str()).collect();
-    assert_eq!(names, ["default", "internal"]);
+    let names: Vec<String> = config.listeners.iter().map(|l| l.key()).collect();
+    assert_eq!(
+        names,
+        ["listener.tcp.default", "listener.tcp.internal", "listener.ssl.default"]
+    );
+    let ssl = &config.listeners[2];
+    assert_eq!(ssl.transport, Transport::Ssl);
+    assert_eq!(
+        ssl.transport_settings.get("certfile").map(String::as_str),
+        Some("./etc/cert.pem")
+    );
     assert_eq!(config.listeners[1].mountpoint, "internal");
     assert_eq!(config.listeners[1].max_connections, None);
     assert_eq!(config.listeners[0].max_connections, Some(10_000));

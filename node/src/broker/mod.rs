@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::Duration;
 
+use vmq_config::SharedSubscriptionPolicy;
 use vmq_storage::MessageStore;
 use vmq_storage::metadata::NodeId;
 
@@ -39,20 +40,6 @@ use self::trie::Trie;
 /// unreachable peer; they are not sessions.
 pub const CLUSTER_OUTBOX_MOUNTPOINT: &str = "$cluster-outbox";
 
-/// `shared_subscription_policy`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SharedPolicy {
-    /// Prefer members on the local node (on one node: random).
-    #[default]
-    PreferLocal,
-    /// Random member.
-    Random,
-    /// Only members on the local node (on one node: random).
-    LocalOnly,
-    /// Prefer online members, then local ones.
-    PreferOnlineBeforeLocal,
-}
-
 /// Broker-wide behaviour settings (from `vernemq.conf`).
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
@@ -61,13 +48,9 @@ pub struct BrokerSettings {
     /// `upgrade_outgoing_qos`.
     pub upgrade_outgoing_qos: bool,
     /// `shared_subscription_policy`.
-    pub shared_policy: SharedPolicy,
+    pub shared_policy: SharedSubscriptionPolicy,
     /// `persistent_client_expiration`: offline persistent sessions older than this are removed.
     pub persistent_client_expiration: Option<Duration>,
-    /// `max_last_will_delay`: caps the will delay; `None` = the client's value.
-    pub max_last_will_delay: Option<Duration>,
-    /// `suppress_lwt_on_session_takeover`.
-    pub suppress_lwt_on_session_takeover: bool,
 }
 
 impl Default for BrokerSettings {
@@ -75,10 +58,8 @@ impl Default for BrokerSettings {
         Self {
             queue: QueueLimits::default(),
             upgrade_outgoing_qos: false,
-            shared_policy: SharedPolicy::PreferLocal,
+            shared_policy: SharedSubscriptionPolicy::PreferLocal,
             persistent_client_expiration: None,
-            max_last_will_delay: None,
-            suppress_lwt_on_session_takeover: false,
         }
     }
 }

@@ -12,21 +12,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{Notify, oneshot};
 use tracing::warn;
+use vmq_config::QueueType;
 use vmq_storage::{MessageSeq, MessageStore, QueueKey, StoreError};
 
 use super::message::Delivery;
 use super::persist;
 use vmq_mqtt::QoS;
-
-/// Order in which queued messages are delivered (`queue_type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum QueueType {
-    /// Oldest first; when full, new messages are dropped.
-    #[default]
-    Fifo,
-    /// Newest first; when full, the oldest message is dropped.
-    Lifo,
-}
 
 /// Size limits of a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,8 @@ use std::time::Instant;
 use super::message::{Delivery, Msg};
 use super::queue::{Durable, EnqueueOutcome, Queue, Wakes};
 use super::trie::{Match, SubEntry, Trie};
-use super::{Broker, Forward, SessionSlot, SharedPolicy, SubscriptionRecord};
+use super::{Broker, Forward, SessionSlot, SubscriptionRecord};
+use vmq_config::SharedSubscriptionPolicy;
 use vmq_mqtt::topic;
 use vmq_storage::metadata::NodeId;
 
@@ -165,7 +166,7 @@ impl Broker {
         }
         // Groups with remote members only.
         for r in remote_shared {
-            if self.settings.shared_policy == SharedPolicy::LocalOnly || r.members.is_empty() {
+            if self.settings.shared_policy == SharedSubscriptionPolicy::LocalOnly || r.members.is_empty() {
                 continue;
             }
             let i = (self.random() % r.members.len() as u64) as usize;
@@ -189,13 +190,13 @@ impl Broker {
             }
         };
         match self.settings.shared_policy {
-            SharedPolicy::LocalOnly => random_local(),
-            SharedPolicy::PreferLocal => random_local().or_else(random_remote),
+            SharedSubscriptionPolicy::LocalOnly => random_local(),
+            SharedSubscriptionPolicy::PreferLocal => random_local().or_else(random_remote),
             // Remote members count as online: their node holds them only while subscribed.
-            SharedPolicy::PreferOnlineBeforeLocal => {
+            SharedSubscriptionPolicy::PreferOnlineBeforeLocal => {
                 if online.is_empty() { random_remote().or_else(random_local) } else { random_local() }
             }
-            SharedPolicy::Random => {
+            SharedSubscriptionPolicy::Random => {
                 let n = local.len() + remote.len();
                 if n == 0 {
                     return None;
@@ -287,7 +288,7 @@ impl Broker {
         // On a single node every policy picks among local members; all prefer an online member
         // so that a message is not parked in an offline queue while a consumer is connected.
         let online = members.iter().filter(|e| e.queue.is_online()).count();
-        let pool_online = online > 0 && self.settings.shared_policy != SharedPolicy::Random || online == members.len();
+        let pool_online = online > 0 && self.settings.shared_policy != SharedSubscriptionPolicy::Random || online == members.len();
         let n = if pool_online { online } else { members.len() };
         if n == 0 {
             return None;

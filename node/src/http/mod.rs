@@ -4,7 +4,8 @@
 //! - `GET /health`: 200 `{"status":"OK"}` when the node accepts connections and is ready (every
 //!   cluster member reachable), else 503 with the reason.
 //! - `GET /health/ping`: 200 while the HTTP server runs.
-//! - `GET /health/listeners`: 200 when every MQTT listener is up.
+//! - `GET /health/listeners`: 200 when every MQTT listener of [`Listeners`] accepts
+//!   connections; one stopped (at runtime, or by a cluster leave) makes it 503.
 //! - `GET /health/listeners_full_cluster`: listeners up and every member reachable.
 //! - `GET /metrics`: Prometheus text format.
 //! - `GET /api/v1/<command path>`: `vmq-admin` commands, answered as VerneMQ's HTTP API does
@@ -18,7 +19,6 @@ mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -34,6 +34,7 @@ use vmq_admin_commands::{Command, CommandError, CommandId};
 
 use crate::broker::Broker;
 use crate::cluster::view::{ClusterView, LeaveStatus};
+use crate::listener::Listeners;
 
 /// Shared state of the HTTP handlers.
 pub struct HttpState {
@@ -43,8 +44,8 @@ pub struct HttpState {
     pub nodename: String,
     /// The cluster as this node sees it.
     pub cluster: Arc<dyn ClusterView>,
-    /// True while the MQTT listeners accept connections.
-    pub accepting: Arc<AtomicBool>,
+    /// The MQTT listeners.
+    pub listeners: Arc<Listeners>,
     /// API keys accepted from non-loopback clients.
     pub api_keys: Vec<String>,
 }
@@ -92,19 +93,18 @@ fn status(ok: bool, reason: &str) -> Response {
 }
 
 async fn health(State(s): State<Arc<HttpState>>) -> Response {
-    let accepting = s.accepting.load(Ordering::Relaxed);
-    if !accepting {
+    if !s.listeners.all_running() {
         return status(false, "MQTT listeners are not accepting connections");
     }
     status(s.cluster.is_ready(), "cluster is not ready: a member is unreachable")
 }
 
 async fn health_listeners(State(s): State<Arc<HttpState>>) -> Response {
-    status(s.accepting.load(Ordering::Relaxed), "MQTT listeners are not accepting connections")
+    status(s.listeners.all_running(), "MQTT listeners are not accepting connections")
 }
 
 async fn health_full_cluster(State(s): State<Arc<HttpState>>) -> Response {
-    let ok = s.accepting.load(Ordering::Relaxed) && s.cluster.members().iter().all(|m| m.running);
+    let ok = s.listeners.all_running() && s.cluster.members().iter().all(|m| m.running);
     status(ok, "a listener is down or a cluster member is offline")
 }
 

@@ -1,41 +1,28 @@
-//! TCP listeners: the accept loop with its connection limit, and one task per connection
-//! (framing, keep-alive, timers) around a sans-IO [`crate::session::Session`].
+//! MQTT listeners: the registry of running listeners ([`Listeners`]), the accept loop with its
+//! connection limit, and one task per connection (framing, keep-alive, timers) around a
+//! sans-IO [`crate::session::Session`].
 
 mod connection;
 mod verdicts;
+mod registry;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{info, warn};
 
 use crate::broker::Broker;
-use vmq_mqtt::ProtocolVersion;
 use crate::session::SessionConfig;
 
 pub use crate::session::ConnectSettings;
+pub use registry::{Bound, ListenerError, ListenerInfo, Listeners};
 
-/// One `listener.tcp.<name>`.
-#[derive(Debug, Clone)]
-pub struct ListenerSpec {
-    /// The listener's name (`default` in `listener.tcp.default`).
-    pub name: String,
-    /// Address to bind.
-    pub addr: SocketAddr,
-    /// Connection limit; `None` = unlimited.
-    pub max_connections: Option<usize>,
-    /// Mountpoint of every client of this listener ("" = none).
-    pub mountpoint: String,
-    /// Protocol versions accepted.
-    pub allowed_protocol_versions: Vec<ProtocolVersion>,
-    /// Clients are disconnected after this long; `None` = never.
-    pub max_connection_lifetime: Option<Duration>,
-    /// Accept anonymous clients here even when `allow_anonymous` is off.
-    pub allow_anonymous_override: bool,
-}
+/// A configured listener, as connection handling names it; the one definition of a listener's
+/// settings is [`vmq_config::ListenerConfig`].
+pub use vmq_config::ListenerConfig as ListenerSpec;
 
 /// What every connection task shares.
 #[derive(Debug)]
@@ -48,63 +35,92 @@ pub struct ConnectionContext {
     pub connect: ConnectSettings,
 }
 
-/// Accepts connections on `listener` until `shutdown` turns true; each connection runs in its
-/// own task. Beyond `max_connections`, new connections are closed at once (and logged).
-pub async fn serve(
-    listener: TcpListener,
+/// A listener's accept task: accepts connections on `socket` until `stop` turns true (or its
+/// sender is dropped) or the node leaves the cluster; each connection runs in its own task
+/// until it ends or `kill` turns true. Beyond `max_connections`, new connections are closed at
+/// once (and logged).
+struct Accept {
+    socket: TcpListener,
     spec: Arc<ListenerSpec>,
     ctx: Arc<ConnectionContext>,
-    mut shutdown: watch::Receiver<bool>,
-    tasks: tokio::sync::mpsc::Sender<()>,
-) {
-    let limit = spec.max_connections.map(|n| Arc::new(Semaphore::new(n)));
-    let mut backoff = Duration::from_millis(5);
-    info!(listener = %spec.name, addr = %spec.addr, "listening for MQTT over TCP");
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.wait_for(|s| *s) => break,
-            _ = ctx.broker.listeners_stopped() => {
-                info!(listener = %spec.name, addr = %spec.addr, "MQTT listener stopped (cluster leave)");
-                break;
-            }
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => {
-                backoff = Duration::from_millis(5);
-                a
-            }
-            Err(e) => {
-                // Out of file descriptors and similar: back off instead of spinning.
-                warn!(listener = %spec.name, error = %e, "accept failed; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        let permit = match &limit {
-            Some(sem) => match sem.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    warn!(listener = %spec.name, %peer, "connection refused: max_connections reached");
-                    drop(stream);
+    stop: watch::Receiver<bool>,
+    /// Handed to every connection; the registry keeps the sender until they have all ended.
+    kill: watch::Receiver<bool>,
+    /// Open connections of the listener.
+    connections: Arc<AtomicUsize>,
+    /// Held by this task and every connection for the node's shutdown to wait on.
+    tasks: mpsc::Sender<()>,
+}
+
+impl Accept {
+    async fn run(mut self) {
+        let spec = self.spec.clone();
+        let ctx = self.ctx.clone();
+        let limit = spec.max_connections.map(|n| Arc::new(Semaphore::new(n)));
+        let mut backoff = Duration::from_millis(5);
+        info!(listener = %spec.key(), addr = %spec.addr, "listening for MQTT over TCP");
+        loop {
+            let accepted = tokio::select! {
+                r = self.socket.accept() => r,
+                _ = self.stop.wait_for(|s| *s) => break,
+                _ = ctx.broker.listeners_stopped() => {
+                    info!(listener = %spec.key(), addr = %spec.addr, "MQTT listener stopped (cluster leave)");
+                    break;
+                }
+            };
+            let (stream, peer) = match accepted {
+                Ok(a) => {
+                    backoff = Duration::from_millis(5);
+                    a
+                }
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    warn!(listener = %spec.key(), error = %e, "accept failed; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;
                 }
-            },
-            None => None,
-        };
-        let _ = stream.set_nodelay(true);
-        let spec = spec.clone();
-        let ctx = ctx.clone();
-        let shutdown = shutdown.clone();
-        let tasks = tasks.clone();
-        ctx.broker.counters.socket_open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tokio::spawn(async move {
-            connection::run(stream, peer, spec, ctx.clone(), shutdown).await;
-            ctx.broker.counters.socket_close.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            drop(permit);
-            drop(tasks);
-        });
+            };
+            let permit = match &limit {
+                Some(sem) => match sem.clone().try_acquire_owned() {
+                    Ok(p) => Some(p),
+                    Err(_) => {
+                        warn!(listener = %spec.key(), %peer, "connection refused: max_connections reached");
+                        drop(stream);
+                        continue;
+                    }
+                },
+                None => None,
+            };
+            let _ = stream.set_nodelay(true);
+            let spec = spec.clone();
+            let ctx = ctx.clone();
+            let kill = self.kill.clone();
+            let tasks = self.tasks.clone();
+            let open = OpenConnection::new(&self.connections);
+            ctx.broker.counters.socket_open.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                connection::run(stream, peer, spec, ctx.clone(), kill).await;
+                ctx.broker.counters.socket_close.fetch_add(1, Ordering::Relaxed);
+                drop((permit, open, tasks));
+            });
+        }
+        info!(listener = %spec.key(), "listener stopped accepting");
     }
-    info!(listener = %spec.name, "listener stopped");
+}
+
+/// Counts one open connection of a listener while it lives.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl OpenConnection {
+    fn new(count: &Arc<AtomicUsize>) -> OpenConnection {
+        count.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(count.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }

@@ -1,0 +1,298 @@
+//! The node's MQTT listeners by transport and name: started from the configuration when the
+//! node starts, started and stopped while it runs (VerneMQ's `vmq-admin listener`), and all
+//! stopped at shutdown.
+//!
+//! A stopped listener stays in the registry, so that it can be listed, started again and
+//! have the connections it accepted closed later: stopping only stops accepting, as in
+//! VerneMQ, unless `kill_sessions` asks to close those connections too.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::info;
+use vmq_config::{ListenerConfig, Transport};
+
+use super::{Accept, ConnectionContext};
+
+/// Why a listener could not be started or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerError {
+    /// The listener's transport is not implemented.
+    #[error("{key} = {addr} not started: {} listeners are not implemented yet", transport.description())]
+    NotImplemented {
+        /// `listener.<transport>.<name>`.
+        key: String,
+        /// Its address.
+        addr: SocketAddr,
+        /// Its transport.
+        transport: Transport,
+    },
+    /// The address could not be bound.
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind {
+        /// `listener.<transport>.<name>`.
+        key: String,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A listener of that transport and name is accepting already.
+    #[error("{key} is running already")]
+    Running {
+        /// `listener.<transport>.<name>`.
+        key: String,
+    },
+    /// No listener of that transport and name was ever started.
+    #[error("there is no listener {key}")]
+    Unknown {
+        /// `listener.<transport>.<name>`.
+        key: String,
+    },
+    /// The node is shutting down.
+    #[error("{key} not started: the node is shutting down")]
+    ShuttingDown {
+        /// `listener.<transport>.<name>`.
+        key: String,
+    },
+}
+
+/// A listener's socket, bound but not accepting yet ([`Listeners::bind`]).
+#[derive(Debug)]
+pub struct Bound {
+    socket: TcpListener,
+    /// Its configuration, with the address actually bound (port 0 resolved).
+    spec: ListenerConfig,
+}
+
+impl Bound {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.spec.addr
+    }
+
+    /// Its configuration, with the bound address.
+    pub fn spec(&self) -> &ListenerConfig {
+        &self.spec
+    }
+}
+
+/// A listener as [`Listeners::list`] reports it.
+#[derive(Debug, Clone)]
+pub struct ListenerInfo {
+    /// Its configuration, with the address it was bound to.
+    pub spec: Arc<ListenerConfig>,
+    /// True while it accepts connections.
+    pub running: bool,
+    /// Its connections that are open now, from this and earlier runs.
+    pub connections: usize,
+}
+
+/// The listeners of a node.
+#[derive(Debug)]
+pub struct Listeners {
+    ctx: Arc<ConnectionContext>,
+    /// A std mutex: every section is short and never awaits.
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    entries: Vec<Entry>,
+    /// The node's task tracker: every accept task and every connection holds a clone, and the
+    /// node's shutdown waits for all of them to be dropped. `None` once shutting down.
+    tasks: Option<mpsc::Sender<()>>,
+}
+
+/// One listener, running or stopped.
+#[derive(Debug)]
+struct Entry {
+    spec: Arc<ListenerConfig>,
+    /// Turns true to make the accept task stop; `None` once stopped.
+    stop: Option<watch::Sender<bool>>,
+    /// The accept task; `None` once stopped.
+    accept: Option<JoinHandle<()>>,
+    /// One per run whose connections are still open; turning one true closes that run's
+    /// connections.
+    kill: Vec<watch::Sender<bool>>,
+    /// Open connections, across runs.
+    connections: Arc<AtomicUsize>,
+}
+
+impl Entry {
+    fn running(&self) -> bool {
+        self.accept.as_ref().is_some_and(|a| !a.is_finished())
+    }
+
+    fn kill_connections(&mut self) {
+        for kill in &self.kill {
+            kill.send_replace(true);
+        }
+    }
+}
+
+impl Listeners {
+    /// An empty registry whose connections share `ctx`; `tasks` is the node's task tracker.
+    pub fn new(ctx: Arc<ConnectionContext>, tasks: mpsc::Sender<()>) -> Listeners {
+        Listeners { ctx, state: Mutex::new(State { entries: Vec::new(), tasks: Some(tasks) }) }
+    }
+
+    /// Binds `spec`'s address without accepting yet, so that a node can bind all its
+    /// listeners before it starts any.
+    pub async fn bind(spec: ListenerConfig) -> Result<Bound, ListenerError> {
+        if spec.transport != Transport::Tcp {
+            return Err(ListenerError::NotImplemented { key: spec.key(), addr: spec.addr, transport: spec.transport });
+        }
+        let socket = TcpListener::bind(spec.addr)
+            .await
+            .map_err(|source| ListenerError::Bind { key: spec.key(), addr: spec.addr, source })?;
+        let mut spec = spec;
+        spec.addr = socket.local_addr().unwrap_or(spec.addr);
+        Ok(Bound { socket, spec })
+    }
+
+    /// Binds and starts `spec`; returns the bound address. A stopped listener of the same
+    /// transport and name is replaced (its open connections stay).
+    pub async fn start(&self, spec: ListenerConfig) -> Result<SocketAddr, ListenerError> {
+        if let Some(e) = self.lock().entries.iter().find(|e| same(&e.spec, spec.transport, &spec.name)) {
+            if e.running() {
+                return Err(ListenerError::Running { key: spec.key() });
+            }
+        }
+        let bound = Listeners::bind(spec).await?;
+        self.start_bound(bound)
+    }
+
+    /// Starts accepting on a listener bound by [`Listeners::bind`]; returns its address.
+    pub fn start_bound(&self, bound: Bound) -> Result<SocketAddr, ListenerError> {
+        let Bound { socket, spec } = bound;
+        let addr = spec.addr;
+        let spec = Arc::new(spec);
+        let mut state = self.lock();
+        // Under the lock, so that a listener started during shutdown is not missed by it.
+        let Some(tasks) = state.tasks.clone() else {
+            return Err(ListenerError::ShuttingDown { key: spec.key() });
+        };
+        let entries = &mut state.entries;
+        let index = match entries.iter().position(|e| same(&e.spec, spec.transport, &spec.name)) {
+            Some(i) if entries[i].running() => return Err(ListenerError::Running { key: spec.key() }),
+            Some(i) => i,
+            None => {
+                entries.push(Entry {
+                    spec: spec.clone(),
+                    stop: None,
+                    accept: None,
+                    kill: Vec::new(),
+                    connections: Arc::new(AtomicUsize::new(0)),
+                });
+                entries.len() - 1
+            }
+        };
+        let entry = &mut entries[index];
+        // Earlier runs whose connections have all ended need no kill switch any more.
+        entry.kill.retain(|k| k.receiver_count() > 0);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (kill_tx, kill_rx) = watch::channel(false);
+        let accept = Accept {
+            socket,
+            spec: spec.clone(),
+            ctx: self.ctx.clone(),
+            stop: stop_rx,
+            kill: kill_rx,
+            connections: entry.connections.clone(),
+            tasks,
+        };
+        entry.spec = spec;
+        entry.stop = Some(stop_tx);
+        entry.kill.push(kill_tx);
+        entry.accept = Some(tokio::spawn(accept.run()));
+        Ok(addr)
+    }
+
+    /// Stops the listener `name` of `transport` from accepting and returns once its socket is
+    /// closed, so that new connections are refused. With `kill_sessions` its open
+    /// connections are closed too (as at shutdown: MQTT 5 clients get DISCONNECT 0x8B and
+    /// wills are published at once); without, they go on.
+    pub async fn stop(&self, transport: Transport, name: &str, kill_sessions: bool) -> Result<(), ListenerError> {
+        let accept = {
+            let mut state = self.lock();
+            let Some(entry) = state.entries.iter_mut().find(|e| same(&e.spec, transport, name)) else {
+                return Err(ListenerError::Unknown { key: format!("listener.{}.{name}", transport.key()) });
+            };
+            if let Some(stop) = entry.stop.take() {
+                stop.send_replace(true);
+            }
+            if kill_sessions {
+                entry.kill_connections();
+            }
+            entry.accept.take()
+        };
+        if let Some(accept) = accept {
+            // A panicked accept task has stopped accepting all the same.
+            let _ = accept.await;
+        }
+        info!(listener = %format!("listener.{}.{name}", transport.key()), kill_sessions, "MQTT listener stopped");
+        Ok(())
+    }
+
+    /// Every listener started since the node started, running or stopped, in start order.
+    pub fn list(&self) -> Vec<ListenerInfo> {
+        self.lock()
+            .entries
+            .iter()
+            .map(|e| ListenerInfo {
+                spec: e.spec.clone(),
+                running: e.running(),
+                connections: e.connections.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// True when the node is not shutting down and every listener accepts connections
+    /// (`/health/listeners`).
+    pub fn all_running(&self) -> bool {
+        let state = self.lock();
+        state.tasks.is_some() && state.entries.iter().all(Entry::running)
+    }
+
+    /// Stops every listener and closes every connection, without waiting: the node's task
+    /// tracker tells when all have ended. Nothing can be started afterwards.
+    pub fn shutdown(&self) {
+        let mut state = self.lock();
+        state.tasks = None;
+        for entry in state.entries.iter_mut() {
+            if let Some(stop) = entry.stop.take() {
+                stop.send_replace(true);
+            }
+            entry.kill_connections();
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The sections under this lock leave the state consistent at every step, so one
+        // that panicked left nothing half done.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+fn same(spec: &ListenerConfig, transport: Transport, name: &str) -> bool {
+    spec.transport == transport && spec.name == name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The HTTP API (axum) and `tokio::spawn` need `Send` futures: the registry's lock must
+    /// never be held across an await.
+    #[allow(dead_code)]
+    fn start_and_stop_are_send(listeners: &Listeners, spec: ListenerConfig) {
+        fn send<T: Send>(_: T) {}
+        send(listeners.start(spec));
+        send(listeners.stop(Transport::Tcp, "default", true));
+    }
+}
