@@ -224,11 +224,11 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             };
             match connect::admit(&connect, rules, &ctx.connect, &ctx.broker, || assigned_client_id(ctx)) {
                 Ok(accepted) => {
-                    Span::current().record("client_id", accepted.client_id.as_str());
+                    Span::current().record("client_id", tracing::field::display(&accepted.client_id));
                     return Some((connect, accepted));
                 }
                 Err(refused) => {
-                    Span::current().record("client_id", connect.client_id.as_str());
+                    Span::current().record("client_id", tracing::field::display(&connect.client_id));
                     info!(code = refused.code.0, cause = %refused.cause, "CONNECT refused");
                     w.queue(&refused.connack());
                     let _ = w.flush(stream).await;
