@@ -19,8 +19,7 @@ use crate::broker::{Broker, BrokerSettings, NetsplitAction};
 use vmq_config::Config;
 use crate::cluster::Cluster;
 use crate::http::{self, HttpState};
-use crate::listener::{ConnectSettings, ConnectionContext, ListenerError, Listeners};
-use crate::session::SessionConfig;
+use crate::listener::{ConnectionContext, ListenerError, Listeners};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -86,39 +85,6 @@ pub fn broker_settings(cfg: &Config) -> BrokerSettings {
     }
 }
 
-/// Session settings from the configuration.
-pub fn session_config(cfg: &Config) -> SessionConfig {
-    let m = &cfg.mqtt;
-    SessionConfig {
-        max_inflight_messages: m.max_inflight_messages,
-        receive_max_broker: m.receive_max_broker,
-        receive_max_client: m.receive_max_client,
-        retry_interval: m.retry_interval,
-        topic_max_depth: m.topic_max_depth,
-        max_message_size: m.max_message_size,
-        topic_alias_max_broker: m.topic_alias_max_broker,
-        topic_alias_max_client: m.topic_alias_max_client,
-        max_message_rate: m.max_message_rate,
-    }
-}
-
-/// CONNECT settings from the configuration.
-pub fn connect_settings(cfg: &Config) -> ConnectSettings {
-    let m = &cfg.mqtt;
-    ConnectSettings {
-        allow_anonymous: m.allow_anonymous,
-        max_client_id_size: m.max_client_id_size,
-        max_keepalive: m.max_keepalive,
-        connect_timeout: m.mqtt_connect_timeout,
-        topic_max_depth: m.topic_max_depth,
-        max_message_size: m.max_message_size,
-        max_last_will_delay: m.max_last_will_delay,
-        suppress_lwt_on_session_takeover: m.suppress_lwt_on_session_takeover,
-        receive_max_broker: m.receive_max_broker,
-        topic_alias_max_broker: m.topic_alias_max_broker,
-    }
-}
-
 /// How often offline sessions are checked for expiry.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -147,8 +113,7 @@ impl Node {
         let cluster = Arc::new(Cluster::start(cfg, &storage, broker.clone()).await?);
         let ctx = Arc::new(ConnectionContext {
             broker: broker.clone(),
-            session: session_config(cfg),
-            connect: connect_settings(cfg),
+            mqtt: Arc::new(cfg.mqtt.clone()),
         });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (tasks_tx, tasks_rx) = mpsc::channel(1);

@@ -194,9 +194,9 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     spec: &ListenerSpec,
     ctx: &ConnectionContext,
 ) -> Option<(Box<Connect>, Accepted)> {
-    let max_packet = ctx.connect.max_packet_size();
+    let max_packet = connect::max_packet_size(&ctx.mqtt);
     // CONNECT must be the first packet [MQTT-3.1.0-1], within `mqtt.connect.timeout`.
-    let first = tokio::time::timeout(ctx.connect.connect_timeout, read_packet(stream, rbuf, ProtocolVersion::V4, max_packet)).await;
+    let first = tokio::time::timeout(ctx.mqtt.mqtt_connect_timeout, read_packet(stream, rbuf, ProtocolVersion::V4, max_packet)).await;
     let refused = match first {
         Err(_) => {
             info!("no CONNECT within mqtt.connect.timeout; closing");
@@ -222,7 +222,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
                 allowed_protocol_versions: &spec.allowed_protocol_versions,
                 allow_anonymous_override: spec.allow_anonymous_override,
             };
-            match connect::admit(&connect, rules, &ctx.connect, &ctx.broker, || assigned_client_id(ctx)) {
+            match connect::admit(&connect, rules, &ctx.mqtt, &ctx.broker, || assigned_client_id(ctx)) {
                 Ok(accepted) => {
                     Span::current().record("client_id", tracing::field::display(&accepted.client_id));
                     return Some((connect, accepted));
@@ -285,8 +285,7 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
         reg,
         connect,
         accepted,
-        ctx.session.clone(),
-        &ctx.connect,
+        ctx.mqtt.clone(),
         spec.max_connection_lifetime,
         now(),
     );

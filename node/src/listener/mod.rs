@@ -17,7 +17,6 @@ use tracing::{info, warn};
 use crate::broker::Broker;
 use crate::session::SessionConfig;
 
-pub use crate::session::ConnectSettings;
 pub use registry::{Bound, ListenerError, ListenerInfo, Listeners};
 
 /// A configured listener, as connection handling names it; the one definition of a listener's
@@ -29,10 +28,8 @@ pub use vmq_config::ListenerConfig as ListenerSpec;
 pub struct ConnectionContext {
     /// The broker.
     pub broker: Arc<Broker>,
-    /// Session settings.
-    pub session: SessionConfig,
-    /// CONNECT handling settings.
-    pub connect: ConnectSettings,
+    /// The `mqtt` settings, for CONNECT handling and every session.
+    pub mqtt: SessionConfig,
 }
 
 /// A listener's accept task: accepts connections on `socket` until `stop` turns true (or its

@@ -10,63 +10,20 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::broker::{Broker, NetsplitAction};
+use vmq_config::MqttConfig;
 use vmq_mqtt::{ConnAck, Connect, DecodeError, Packet, ProtocolVersion, ReasonCode, topic};
-
-/// Settings for accepting CONNECT.
-#[derive(Debug, Clone)]
-pub struct ConnectSettings {
-    /// `allow_anonymous`.
-    pub allow_anonymous: bool,
-    /// `max_client_id_size`.
-    pub max_client_id_size: usize,
-    /// `max_keepalive`.
-    pub max_keepalive: Option<u16>,
-    /// `mqtt.connect.timeout`: time a new connection has to send CONNECT.
-    pub connect_timeout: Duration,
-    /// `topic_max_depth` (for will topics).
-    pub topic_max_depth: usize,
-    /// `max_message_size` (0 = unlimited).
-    pub max_message_size: usize,
-    /// `max_last_will_delay`; `None` = the client's value.
-    pub max_last_will_delay: Option<Duration>,
-    /// `suppress_lwt_on_session_takeover`.
-    pub suppress_lwt_on_session_takeover: bool,
-    /// `receive_max_broker`, announced in CONNACK.
-    pub receive_max_broker: u16,
-    /// `topic_alias_max_broker`, announced in CONNACK.
-    pub topic_alias_max_broker: u16,
-}
-
-impl Default for ConnectSettings {
-    fn default() -> Self {
-        Self {
-            allow_anonymous: true,
-            max_client_id_size: 100,
-            max_keepalive: None,
-            connect_timeout: Duration::from_secs(30),
-            topic_max_depth: 10,
-            max_message_size: 0,
-            max_last_will_delay: None,
-            suppress_lwt_on_session_takeover: false,
-            receive_max_broker: u16::MAX,
-            topic_alias_max_broker: 0,
-        }
-    }
-}
 
 /// Largest packet MQTT allows: 268,435,455 bytes of body plus a 5-byte fixed header.
 const MQTT_MAX_PACKET: usize = 268_435_460;
 
-impl ConnectSettings {
-    /// Largest packet the server reads from a client (announced as Maximum Packet Size when
-    /// `max_message_size` is set).
-    pub fn max_packet_size(&self) -> usize {
-        if self.max_message_size == 0 {
-            MQTT_MAX_PACKET
-        } else {
-            // Room for the topic and properties around a maximal payload.
-            self.max_message_size.saturating_add(2 * 65_536).min(MQTT_MAX_PACKET)
-        }
+/// Largest packet the server reads from a client (announced as Maximum Packet Size when
+/// `max_message_size` is set).
+pub fn max_packet_size(cfg: &MqttConfig) -> usize {
+    if cfg.max_message_size == 0 {
+        MQTT_MAX_PACKET
+    } else {
+        // Room for the topic and properties around a maximal payload.
+        cfg.max_message_size.saturating_add(2 * 65_536).min(MQTT_MAX_PACKET)
     }
 }
 
@@ -151,7 +108,7 @@ pub fn session_expiry(c: &Connect, version: ProtocolVersion) -> Option<Duration>
 pub fn admit(
     c: &Connect,
     listener: ListenerRules<'_>,
-    settings: &ConnectSettings,
+    settings: &MqttConfig,
     broker: &Broker,
     new_client_id: impl FnOnce() -> String,
 ) -> Result<Accepted, Refused> {
@@ -170,7 +127,7 @@ pub fn admit(
 pub fn validate(
     c: &Connect,
     listener: ListenerRules<'_>,
-    settings: &ConnectSettings,
+    settings: &MqttConfig,
     new_client_id: impl FnOnce() -> String,
 ) -> Result<Accepted, Refused> {
     let Some(version) = c.protocol else {
@@ -256,7 +213,7 @@ mod tests {
 
     #[test]
     fn empty_client_id_rules_mqtt_3_1_3_6_to_8() {
-        let s = ConnectSettings::default();
+        let s = MqttConfig { allow_anonymous: true, ..MqttConfig::default() };
         let l = listener();
         let v4_persistent = validate(&connect(ProtocolVersion::V4, "", false), l, &s, || "x".into());
         assert_eq!(v4_persistent.unwrap_err().code, ReasonCode::CLIENT_IDENTIFIER_NOT_VALID);
@@ -269,7 +226,7 @@ mod tests {
 
     #[test]
     fn client_id_length_and_anonymous_and_versions() {
-        let mut s = ConnectSettings { max_client_id_size: 4, ..ConnectSettings::default() };
+        let mut s = MqttConfig { allow_anonymous: true, max_client_id_size: 4, ..MqttConfig::default() };
         let mut l = listener();
         assert_eq!(
             validate(&connect(ProtocolVersion::V4, "12345", true), l, &s, String::new).unwrap_err().code,
@@ -290,7 +247,7 @@ mod tests {
 
     #[test]
     fn max_keepalive_caps_and_replaces_zero() {
-        let s = ConnectSettings { max_keepalive: Some(30), ..ConnectSettings::default() };
+        let s = MqttConfig { allow_anonymous: true, max_keepalive: Some(30), ..MqttConfig::default() };
         let a = validate(&connect(ProtocolVersion::V5, "a", true), listener(), &s, String::new).unwrap();
         assert_eq!((a.keep_alive, a.keep_alive_changed), (30, true));
         let mut c = connect(ProtocolVersion::V5, "a", true);

@@ -22,8 +22,8 @@ const ALL_VERSIONS: &[ProtocolVersion] = &[ProtocolVersion::V3, ProtocolVersion:
 /// The broker, the settings every session gets, and the virtual clock.
 pub(crate) struct Harness {
     pub(crate) broker: Arc<Broker>,
-    pub(crate) cfg: SessionConfig,
-    pub(crate) settings: ConnectSettings,
+    /// The `mqtt` settings (anonymous clients allowed); each connect takes a copy.
+    pub(crate) cfg: MqttConfig,
     pub(crate) max_connection_lifetime: Option<Duration>,
     pub(crate) now: Instant,
 }
@@ -55,8 +55,7 @@ impl Harness {
         settings.queue.max_online = None;
         Self {
             broker: Broker::new(settings, Arc::new(store) as Arc<dyn MessageStore>),
-            cfg: SessionConfig::default(),
-            settings: ConnectSettings::default(),
+            cfg: MqttConfig { allow_anonymous: true, ..MqttConfig::default() },
             max_connection_lifetime: None,
             now: Instant::now(),
         }
@@ -67,7 +66,7 @@ impl Harness {
     pub(crate) async fn connect(&self, c: Connect) -> Client {
         let rules = ListenerRules { name: "test", allowed_protocol_versions: ALL_VERSIONS, allow_anonymous_override: false };
         let version = c.protocol.unwrap_or(ProtocolVersion::V4);
-        let accepted = connect::admit(&c, rules, &self.settings, &self.broker, || "assigned-id".into())
+        let accepted = connect::admit(&c, rules, &self.cfg, &self.broker, || "assigned-id".into())
             .unwrap_or_else(|r| panic!("CONNECT refused: {r:?}"));
         let handle = ConnectionHandle::new(self.broker.next_connection_id());
         let key = QueueKey::new("", accepted.client_id.clone());
@@ -77,8 +76,7 @@ impl Harness {
             reg,
             Box::new(c),
             accepted,
-            self.cfg.clone(),
-            &self.settings,
+            Arc::new(self.cfg.clone()),
             self.max_connection_lifetime,
             self.now,
         );

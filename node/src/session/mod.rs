@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tracing::debug;
+use vmq_config::MqttConfig;
 use vmq_storage::QueueKey;
 
 use self::timer::{Timer, TimerTable};
@@ -36,50 +37,15 @@ use vmq_mqtt::{
 };
 
 pub use close::{End, Farewell};
-pub use connect::{Accepted, ConnectSettings, ListenerRules, Refused};
+pub use connect::{Accepted, ListenerRules, Refused};
 pub use crate::broker::inflight::{OutFlight, OutState, SavedInflight};
 pub use verdict::{PendingRequest, Request, Token, Verdict};
 
-/// Session behaviour settings (from `vernemq.conf`).
-#[derive(Debug, Clone)]
-pub struct SessionConfig {
-    /// `max_inflight_messages` (0 = unlimited).
-    pub max_inflight_messages: u16,
-    /// Unreleased incoming QoS 2 messages a client may have at once: `receive_max_broker` for
-    /// MQTT 5 (announced as Receive Maximum), `max_inflight_messages` for MQTT 3.x (VerneMQ
-    /// uses it to protect the incoming side); 0 = unlimited.
-    pub receive_max_broker: u16,
-    /// `receive_max_client`: caps the client's Receive Maximum for our sends.
-    pub receive_max_client: u16,
-    /// `retry_interval` (MQTT 3.x only; MQTT 5 forbids resending except on reconnect).
-    pub retry_interval: Duration,
-    /// `topic_max_depth` (0 = unlimited).
-    pub topic_max_depth: usize,
-    /// `max_message_size` (0 = unlimited).
-    pub max_message_size: usize,
-    /// `topic_alias_max_broker`: aliases the client may use towards us.
-    pub topic_alias_max_broker: u16,
-    /// `topic_alias_max_client`: aliases we may use towards the client.
-    pub topic_alias_max_client: u16,
-    /// `max_message_rate` (publishes per second, 0 = unlimited).
-    pub max_message_rate: u32,
-}
-
-impl Default for SessionConfig {
-    fn default() -> Self {
-        Self {
-            max_inflight_messages: 20,
-            receive_max_broker: u16::MAX,
-            receive_max_client: u16::MAX,
-            retry_interval: Duration::from_secs(20),
-            topic_max_depth: 10,
-            max_message_size: 0,
-            topic_alias_max_broker: 0,
-            topic_alias_max_client: 0,
-            max_message_rate: 0,
-        }
-    }
-}
+/// The session's settings: the `mqtt` section of `vernemq.conf` (one definition of each
+/// setting, in `vmq-config`), shared by every connection of the node. `receive_max_broker`
+/// bounds the unacknowledged QoS 1/2 publishes an MQTT 5 client may have (it is announced as
+/// Receive Maximum); `max_inflight_messages` does for MQTT 3.x, as VerneMQ does.
+pub type SessionConfig = Arc<MqttConfig>;
 
 /// Most messages [`Session::pump`] takes from the queue per call. While publishers outpace a
 /// subscriber its queue never runs empty; without a limit the subscriber would keep taking
@@ -212,14 +178,12 @@ impl Session {
 
     /// The session of a client whose CONNECT was accepted and registered: queues the CONNACK,
     /// then the resends of what the previous connection left in flight [MQTT-4.4.0-1].
-    #[allow(clippy::too_many_arguments)]
     pub fn accept(
         broker: Arc<Broker>,
         reg: Registration,
         mut connect: Box<Connect>,
         accepted: Accepted,
         cfg: SessionConfig,
-        settings: &ConnectSettings,
         max_connection_lifetime: Option<Duration>,
         now: Instant,
     ) -> Self {
@@ -230,7 +194,7 @@ impl Session {
             topic_alias_maximum: connect.properties.topic_alias_maximum.unwrap_or(0),
         };
         let mut s = Self::unstarted(broker, reg.slot, cfg, version, limits, reg.inflight, now);
-        s.max_packet = settings.max_packet_size();
+        s.max_packet = connect::max_packet_size(&s.cfg);
         s.connected = Connected {
             keep_alive: (accepted.keep_alive > 0).then(|| Duration::from_millis(u64::from(accepted.keep_alive) * 1500)),
             session_expiry: accepted.session_expiry,
@@ -239,8 +203,8 @@ impl Session {
             // Only these parts of CONNECT matter from here on; the rest is freed now.
             will: connect.will.take().map(Box::new),
             generation: reg.generation,
-            max_last_will_delay: settings.max_last_will_delay,
-            suppress_lwt_on_takeover: settings.suppress_lwt_on_session_takeover,
+            max_last_will_delay: s.cfg.max_last_will_delay,
+            suppress_lwt_on_takeover: s.cfg.suppress_lwt_on_session_takeover,
         };
         if let Some(ka) = s.connected.keep_alive {
             s.timers.set(Timer::KeepAlive, now + ka);
@@ -259,11 +223,11 @@ impl Session {
             if accepted.keep_alive_changed {
                 p.server_keep_alive = Some(accepted.keep_alive);
             }
-            p.receive_maximum = Some(settings.receive_max_broker.max(1));
-            if settings.topic_alias_max_broker > 0 {
-                p.topic_alias_maximum = Some(settings.topic_alias_max_broker);
+            p.receive_maximum = Some(s.cfg.receive_max_broker.max(1));
+            if s.cfg.topic_alias_max_broker > 0 {
+                p.topic_alias_maximum = Some(s.cfg.topic_alias_max_broker);
             }
-            if settings.max_message_size > 0 {
+            if s.cfg.max_message_size > 0 {
                 p.maximum_packet_size = u32::try_from(s.max_packet).ok();
             }
         }
@@ -299,7 +263,7 @@ impl Session {
             scratch: Vec::new(),
             timers: TimerTable::default(),
             connected: Connected::default(),
-            max_packet: ConnectSettings::default().max_packet_size(),
+            max_packet: connect::max_packet_size(&MqttConfig::default()),
             deferred_qos1: 0,
             awaiting: std::collections::VecDeque::new(),
             next_token: 0,

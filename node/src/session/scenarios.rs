@@ -125,7 +125,6 @@ async fn mqtt_3_deliveries_are_resent_with_dup_after_retry_interval_and_mqtt_5_o
 #[tokio::test]
 async fn topic_aliases_are_resolved_from_the_client_and_used_towards_it_mqtt_3_3_2_12() {
     let mut h = Harness::new();
-    h.settings.topic_alias_max_broker = 5;
     h.cfg.topic_alias_max_broker = 5;
     h.cfg.topic_alias_max_client = 5;
     let mut c = connect_packet(V5, "sub", true);
@@ -290,8 +289,8 @@ async fn disconnect_may_lower_a_session_expiry_to_zero() {
 #[tokio::test]
 async fn connack_assigns_a_client_id_and_announces_the_broker_limits() {
     let mut h = Harness::new();
-    h.settings.receive_max_broker = 10;
-    h.settings.max_keepalive = Some(30);
+    h.cfg.receive_max_broker = 10;
+    h.cfg.max_keepalive = Some(30);
     let mut c = connect_packet(V5, "", true);
     c.keep_alive = 60;
     let mut client = h.connect(c).await;
@@ -333,7 +332,6 @@ async fn an_offline_message_whose_expiry_passed_is_not_delivered_on_resume_mqtt_
 #[tokio::test]
 async fn more_unacknowledged_qos1_publishes_than_receive_maximum_disconnect_with_0x93_mqtt_3_3_4_9() {
     let mut h = Harness::new();
-    h.settings.receive_max_broker = 2;
     h.cfg.receive_max_broker = 2;
     // An offline persistent subscriber: each publish is acknowledged only once on disk.
     let mut sub = subscriber(&h, v5_persistent("sub", 1000), "t", QoS::AtLeastOnce).await;
@@ -355,7 +353,6 @@ async fn more_unacknowledged_qos1_publishes_than_receive_maximum_disconnect_with
 #[tokio::test]
 async fn settled_acknowledgements_make_room_in_the_receive_maximum_again() {
     let mut h = Harness::new();
-    h.settings.receive_max_broker = 2;
     h.cfg.receive_max_broker = 2;
     let mut sub = subscriber(&h, v5_persistent("sub", 1000), "t", QoS::AtLeastOnce).await;
     h.drop_connection(&mut sub).await;

@@ -108,7 +108,7 @@ async fn qos0_messages_do_not_count_against_the_inflight_window() {
             let _ = queue.enqueue(Delivery { msg: msg("t", qos), qos, retain: false, subscription_ids: vec![] });
         }
     }
-    let cfg = SessionConfig { max_inflight_messages: 20, ..SessionConfig::default() };
+    let cfg = Arc::new(MqttConfig { max_inflight_messages: 20, ..MqttConfig::default() });
     let limits = ClientLimits { receive_maximum: u16::MAX, ..ClientLimits::default() };
     let mut session = Session::new(broker.clone(), reg.slot.clone(), cfg, ProtocolVersion::V4, limits, reg.inflight, Instant::now());
     assert!(!session.pump(Instant::now()), "stopped by the window, not by the batch limit");
