@@ -52,7 +52,7 @@ use crate::broker::{Broker, ClusterLink, Forward, GrantFuture, RemoteMatches, Se
 use vmq_mqtt::QoS;
 use vmq_config::{Config, ConfigError, MetadataPlugin};
 use view::{AdminFuture, ClusterView, LeaveStatus, LeaveStatusFuture, MemberStatus, MetadataExchanges};
-use crate::server::NodeStorage;
+use crate::storage::NodeStorage;
 
 /// The default port of `listener.vmq.clustering` (VerneMQ's).
 pub const DEFAULT_CLUSTER_PORT: u16 = 44053;
