@@ -44,13 +44,19 @@ impl Endpoint {
 
     /// `GET path` and the JSON body; non-2xx answers become errors carrying the node's text.
     pub fn get(&self, path_and_query: &str) -> anyhow::Result<serde_json::Value> {
-        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5))
-            .with_context(|| format!("cannot reach the node's management API at {} (is the node running?)", self.addr))?;
+        let mut stream = TcpStream::connect_timeout(&self.addr, Duration::from_secs(5)).with_context(|| {
+            format!("cannot reach the node's management API at {} (is the node running?)", self.addr)
+        })?;
         stream.set_read_timeout(Some(self.timeout))?;
         let auth = self
             .api_key
             .as_ref()
-            .map(|k| format!("Authorization: Basic {}\r\n", base64::engine::general_purpose::STANDARD.encode(format!("{k}:"))))
+            .map(|k| {
+                format!(
+                    "Authorization: Basic {}\r\n",
+                    base64::engine::general_purpose::STANDARD.encode(format!("{k}:"))
+                )
+            })
             .unwrap_or_default();
         write!(
             stream,

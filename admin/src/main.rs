@@ -57,9 +57,9 @@ fn local_api(explicit: Option<&Path>) -> anyhow::Result<String> {
         },
     };
     let listeners = vmq_config::http::http_listeners(&cfg)?;
-    let first = listeners
-        .first()
-        .with_context(|| format!("{} has no listener.http.<name>: the node serves no management API", cfg.file_label()))?;
+    let first = listeners.first().with_context(|| {
+        format!("{} has no listener.http.<name>: the node serves no management API", cfg.file_label())
+    })?;
     let mut addr = first.addr;
     if addr.ip().is_unspecified() {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());

@@ -15,10 +15,8 @@ use serde_json::Value;
 pub fn render(rows: &[Value]) -> String {
     let Some(first) = rows.first().and_then(Value::as_object) else { return String::new() };
     let headers: Vec<&str> = first.keys().map(String::as_str).collect();
-    let cells: Vec<Vec<String>> = rows
-        .iter()
-        .map(|r| headers.iter().map(|h| r.get(*h).map(cell).unwrap_or_default()).collect())
-        .collect();
+    let cells: Vec<Vec<String>> =
+        rows.iter().map(|r| headers.iter().map(|h| r.get(*h).map(cell).unwrap_or_default()).collect()).collect();
     let widths: Vec<usize> = headers
         .iter()
         .enumerate()

@@ -38,7 +38,10 @@ impl Node {
             .spawn()
             .expect("vernemq starts");
         let (tx, lines) = mpsc::channel();
-        for out in [Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().expect("stderr"))] {
+        for out in [
+            Box::new(child.stdout.take().expect("stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("stderr")),
+        ] {
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -53,7 +56,14 @@ impl Node {
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
                 .unwrap_or_else(|_| panic!("vernemq printed no HTTP listener address:\n{}", seen.join("\n")));
             if line.contains("HTTP listener ready") {
-                break line.split("addr=").nth(1).expect("addr field").split_whitespace().next().expect("address").to_string();
+                break line
+                    .split("addr=")
+                    .nth(1)
+                    .expect("addr field")
+                    .split_whitespace()
+                    .next()
+                    .expect("address")
+                    .to_string();
             }
             seen.push(line);
         };
@@ -71,7 +81,11 @@ impl Drop for Node {
 /// The `vernemq` binary of this build, in the directory `vmq-admin` was built in.
 fn vernemq() -> PathBuf {
     let bin = PathBuf::from(env!("CARGO_BIN_EXE_vmq-admin")).with_file_name("vernemq");
-    assert!(bin.exists(), "{} is missing: build it with `cargo build -p vmq-node` (or run `cargo test --workspace`)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p vmq-node` (or run `cargo test --workspace`)",
+        bin.display()
+    );
     bin
 }
 
@@ -115,7 +129,8 @@ fn finds_the_node_from_its_config_file() {
     let node = Node::start();
     let dir = tempfile::tempdir().expect("temporary directory");
     let conf = dir.path().join("vernemq.conf");
-    std::fs::write(&conf, format!("listener.tcp.default = 127.0.0.1:0\nlistener.http.default = {}\n", node.http)).expect("config written");
+    std::fs::write(&conf, format!("listener.tcp.default = 127.0.0.1:0\nlistener.http.default = {}\n", node.http))
+        .expect("config written");
     let out = admin(&["-c", conf.to_str().expect("utf-8 path"), "cluster", "show"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("| vmq1@127.0.0.1 | true    |"));
@@ -192,7 +207,10 @@ fn cli_and_api_refuse_an_unknown_argument_with_the_same_error() {
     assert_eq!(status, 404, "{body}");
     let out = admin(&["--url", &node.http, "cluster", "shwo"]);
     let text = serde_json::from_str::<serde_json::Value>(&body).expect("JSON")["text"].as_str().map(String::from);
-    assert_eq!(Some(String::from_utf8_lossy(&out.stderr).trim_start_matches("vmq-admin: ").trim_end().to_string()), text);
+    assert_eq!(
+        Some(String::from_utf8_lossy(&out.stderr).trim_start_matches("vmq-admin: ").trim_end().to_string()),
+        text
+    );
 }
 
 #[test]

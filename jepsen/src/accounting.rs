@@ -39,9 +39,7 @@ impl BitSet {
     }
 
     fn contains(&self, i: u64) -> bool {
-        self.words
-            .get((i / 64) as usize)
-            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+        self.words.get((i / 64) as usize).is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
 }
 
@@ -59,12 +57,7 @@ pub struct PublisherLog {
 impl PublisherLog {
     /// An empty log for publisher `id`.
     pub fn new(id: PublisherId) -> Self {
-        Self {
-            id,
-            sent: 0,
-            acked: BitSet::default(),
-            acked_count: 0,
-        }
+        Self { id, sent: 0, acked: BitSet::default(), acked_count: 0 }
     }
 
     /// Records that the next sequence number was sent and returns it.
@@ -197,10 +190,7 @@ pub fn check(
         let Some(publog) = publishers.iter().find(|l| l.id == p) else {
             continue;
         };
-        let stream = subscribers[s.0 as usize]
-            .streams
-            .get(p.0 as usize)
-            .unwrap_or(&empty);
+        let stream = subscribers[s.0 as usize].streams.get(p.0 as usize).unwrap_or(&empty);
         v.expected += publog.sent;
         for seq in 0..publog.sent {
             if !stream.seen.contains(seq) {
@@ -289,15 +279,9 @@ mod tests {
                 half.handle_delivery(PublisherId(0), seq);
             }
         }
-        let expect = [
-            (SubscriberId(0), PublisherId(0)),
-            (SubscriberId(1), PublisherId(0)),
-        ];
+        let expect = [(SubscriberId(0), PublisherId(0)), (SubscriberId(1), PublisherId(0))];
         let v = check(&[p], &[full, half], &expect);
-        assert_eq!(
-            (v.expected, v.delivered, v.lost, v.duplicates, v.reordered),
-            (200, 150, 50, 0, 0)
-        );
+        assert_eq!((v.expected, v.delivered, v.lost, v.duplicates, v.reordered), (200, 150, 50, 0, 0));
     }
 
     #[test]

@@ -211,13 +211,8 @@ pub struct Counts {
 impl HistoryWriter {
     /// Creates (truncates) the history file; `t` counts from now.
     pub fn create(path: &Path) -> anyhow::Result<Self> {
-        let file =
-            File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(Self {
-            start: Instant::now(),
-            out: Mutex::new(BufWriter::new(file)),
-            counts: Counts::default(),
-        })
+        let file = File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(Self { start: Instant::now(), out: Mutex::new(BufWriter::new(file)), counts: Counts::default() })
     }
 
     /// Milliseconds since the run started.
@@ -229,9 +224,7 @@ impl HistoryWriter {
     pub fn record(&self, event: Event) {
         let c = &self.counts;
         let counter = match &event {
-            Event::Publish { .. } | Event::Op { .. } | Event::Connect { ok: true, .. } => {
-                Some(&c.invoked)
-            }
+            Event::Publish { .. } | Event::Op { .. } | Event::Connect { ok: true, .. } => Some(&c.invoked),
             Event::PublishOk { .. } | Event::OpOk { .. } => Some(&c.acked),
             Event::Deliver { .. } => Some(&c.delivered),
             Event::Connect { ok: false, .. } => Some(&c.connect_failed),
@@ -241,10 +234,7 @@ impl HistoryWriter {
         if let Some(counter) = counter {
             counter.fetch_add(1, Ordering::Relaxed);
         }
-        let record = Record {
-            t: self.now(),
-            event,
-        };
+        let record = Record { t: self.now(), event };
         // A history that cannot be written makes the run meaningless, but the run still has to
         // tear the cluster down, so a write error is reported once at `flush` rather than here.
         if let Ok(line) = serde_json::to_string(&record) {
@@ -286,30 +276,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("h.jsonl");
         let w = HistoryWriter::create(&path).unwrap();
-        w.record(Event::Phase {
-            name: "workload".into(),
-        });
-        w.record(Event::PublishOk {
-            publisher: "p1".into(),
-            seq: 7,
-        });
+        w.record(Event::Phase { name: "workload".into() });
+        w.record(Event::PublishOk { publisher: "p1".into(), seq: 7 });
         w.flush().unwrap();
         let back = read(&path).unwrap();
         assert_eq!(back.len(), 2);
-        assert_eq!(
-            back[1].event,
-            Event::PublishOk {
-                publisher: "p1".into(),
-                seq: 7
-            }
-        );
+        assert_eq!(back[1].event, Event::PublishOk { publisher: "p1".into(), seq: 7 });
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(
-            text.lines()
-                .nth(1)
-                .unwrap()
-                .contains(r#""type":"publish_ok""#),
-            "{text}"
-        );
+        assert!(text.lines().nth(1).unwrap().contains(r#""type":"publish_ok""#), "{text}");
     }
 }

@@ -21,11 +21,7 @@ use vmq_jepsen::harness::{self, TestArgs, net};
 use vmq_jepsen::history;
 
 #[derive(Parser)]
-#[command(
-    name = "vmq-jepsen",
-    version,
-    about = "Load generator, benchmark and fault harness for MQTT brokers"
-)]
+#[command(name = "vmq-jepsen", version, about = "Load generator, benchmark and fault harness for MQTT brokers")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,12 +55,7 @@ struct CheckArgs {
 }
 
 /// Checks a history, writes summary.txt, report.json and the timeline, prints the summary.
-fn check_history(
-    path: &Path,
-    known_list: Option<&Path>,
-    svg: Option<&Path>,
-    color: bool,
-) -> ExitCode {
+fn check_history(path: &Path, known_list: Option<&Path>, svg: Option<&Path>, color: bool) -> ExitCode {
     let result = (|| -> anyhow::Result<bool> {
         let records = history::read(path)?;
         let report = check::check(&records)?;
@@ -81,14 +72,8 @@ fn check_history(
         std::fs::write(&svg_path, check::svg::timeline(&records, &report))?;
         let plain = check::report::summary(&report, comparison.as_ref(), false);
         std::fs::write(dir.join("summary.txt"), &plain)?;
-        std::fs::write(
-            dir.join("report.json"),
-            serde_json::to_string_pretty(&report)?,
-        )?;
-        print!(
-            "{}",
-            check::report::summary(&report, comparison.as_ref(), color)
-        );
+        std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+        print!("{}", check::report::summary(&report, comparison.as_ref(), color));
         println!(
             "history: {}
 timeline: {}",
@@ -118,9 +103,7 @@ fn color(no_color: bool) -> bool {
 
 fn run_test(runtime: &tokio::runtime::Runtime, args: &TestArgs) -> ExitCode {
     if !net::is_root() {
-        eprintln!(
-            "vmq-jepsen test: needs root (it creates network namespaces and packet filters); run it with sudo"
-        );
+        eprintln!("vmq-jepsen test: needs root (it creates network namespaces and packet filters); run it with sudo");
         return ExitCode::from(2);
     }
     // Whatever panics, the namespaces and nodes go: the run future's guards drop on unwind,
@@ -144,12 +127,7 @@ fn run_test(runtime: &tokio::runtime::Runtime, args: &TestArgs) -> ExitCode {
     // Dropping the run future above removed the cluster; this catches anything left over.
     net::cleanup();
     match outcome {
-        Ok(files) => check_history(
-            &files.history,
-            args.known_violations.as_deref(),
-            None,
-            color(args.no_color),
-        ),
+        Ok(files) => check_history(&files.history, args.known_violations.as_deref(), None, color(args.no_color)),
         Err(e) => {
             eprintln!("vmq-jepsen test: {e:#}");
             ExitCode::from(2)
@@ -163,10 +141,7 @@ fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("vmq-jepsen: cannot start the runtime: {e}");
@@ -175,12 +150,9 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Test(args) => run_test(&runtime, &args),
-        Command::Check(args) => check_history(
-            &args.history,
-            args.known_violations.as_deref(),
-            args.svg.as_deref(),
-            color(args.no_color),
-        ),
+        Command::Check(args) => {
+            check_history(&args.history, args.known_violations.as_deref(), args.svg.as_deref(), color(args.no_color))
+        }
         Command::Cleanup => {
             if !net::is_root() {
                 eprintln!("vmq-jepsen cleanup: needs root");
@@ -204,11 +176,7 @@ fn main() -> ExitCode {
                 } else {
                     print!("{}", report.table());
                 }
-                if report.ok {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(2)
-                }
+                if report.ok { ExitCode::SUCCESS } else { ExitCode::from(2) }
             }
             Err(e) => {
                 eprintln!("vmq-jepsen bench: {e:#}");

@@ -21,9 +21,7 @@ fn queue_history(lose: bool) -> String {
     if !lose {
         lines.push(r#"{"t":9,"type":"deliver","subscriber":"s","publisher":"p","seq":1,"qos":1,"dup":false}"#);
     }
-    lines.push(
-        r#"{"t":10,"type":"deliver","subscriber":"s","publisher":"p","seq":2,"qos":1,"dup":false}"#,
-    );
+    lines.push(r#"{"t":10,"type":"deliver","subscriber":"s","publisher":"p","seq":2,"qos":1,"dup":false}"#);
     lines.join("\n") + "\n"
 }
 
@@ -46,17 +44,11 @@ fn a_lost_acknowledged_publish_makes_check_exit_1_and_name_it() {
     let out = check(dir.path(), &queue_history(true), None);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(
-        stdout.contains("| VIOLATION | lost-acked | 1 |"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("| VIOLATION | lost-acked | 1 |"), "{stdout}");
     assert!(stdout.contains("p #1"), "{stdout}");
     assert!(stdout.contains("verdict: RED: lost-acked"), "{stdout}");
     let svg = std::fs::read_to_string(dir.path().join("timeline.svg")).expect("timeline written");
-    assert!(
-        svg.starts_with("<svg") && svg.contains("lost-acked (1)"),
-        "{svg}"
-    );
+    assert!(svg.starts_with("<svg") && svg.contains("lost-acked (1)"), "{svg}");
     assert!(dir.path().join("summary.txt").exists());
 }
 
@@ -74,12 +66,7 @@ fn a_listed_violation_passes_and_a_listed_must_that_did_not_occur_fails() {
     let dir = tempfile::tempdir().expect("temp dir");
     let listed = "queue * partition,kill lost-acked may the data path fix\n";
     let out = check(dir.path(), &queue_history(true), Some(listed));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
     let must = "queue * * lost-acked must the data path fix\n";
     let out = check(dir.path(), &queue_history(false), Some(must));
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -30,10 +30,7 @@ impl Drop for Broker {
 fn vernemq_binary() -> PathBuf {
     // The test executable is target/<profile>/deps/smoke-<hash>; the broker is target/<profile>/vernemq.
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("target/<profile> directory");
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target/<profile> directory");
     let bin = profile_dir.join("vernemq");
     assert!(
         bin.exists(),
@@ -67,14 +64,8 @@ fn start_broker() -> Broker {
         .expect("start vernemq");
     let (tx, rx) = mpsc::channel();
     for out in [
-        child
-            .stdout
-            .take()
-            .map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
+        child.stdout.take().map(|o| Box::new(o) as Box<dyn std::io::Read + Send>),
+        child.stderr.take().map(|e| Box::new(e) as Box<dyn std::io::Read + Send>),
     ]
     .into_iter()
     .flatten()
@@ -84,9 +75,7 @@ fn start_broker() -> Broker {
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines().map_while(Result::ok) {
                 if line.contains("MQTT listener ready")
-                    && let Some(addr) = line
-                        .split_whitespace()
-                        .find_map(|w| w.strip_prefix("addr="))
+                    && let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("addr="))
                 {
                     let _ = tx.send(addr.to_owned());
                 }
@@ -94,21 +83,14 @@ fn start_broker() -> Broker {
         });
     }
     let addr = rx.recv_timeout(Duration::from_secs(20));
-    let mut broker = Broker {
-        child,
-        addr: String::new(),
-        _dir: dir,
-    };
-    broker.addr =
-        addr.expect("vernemq printed no 'MQTT listener ready ... addr=' line within 20 s");
+    let mut broker = Broker { child, addr: String::new(), _dir: dir };
+    broker.addr = addr.expect("vernemq printed no 'MQTT listener ready ... addr=' line within 20 s");
     broker
 }
 
 fn bench(addr: &str, args: &[&str]) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_vmq-jepsen"))
-        .args([
-            "bench", "--addr", addr, "--broker", "vernemq", "--json", "--quiet", "--drain", "5",
-        ])
+        .args(["bench", "--addr", addr, "--broker", "vernemq", "--json", "--quiet", "--drain", "5"])
         .args(args)
         .output()
         .expect("run vmq-jepsen");
@@ -126,17 +108,9 @@ fn check_delivery_report(r: &Value, scenario: &str) {
     assert_eq!(r["scenario"], scenario);
     assert_eq!(r["ok"], true, "{r}");
     let v = &r["verdict"];
-    for f in [
-        "sent",
-        "acked",
-        "delivered",
-        "expected",
-        "lost",
-        "lost_after_ack",
-        "duplicates",
-        "reordered",
-        "unexpected",
-    ] {
+    for f in
+        ["sent", "acked", "delivered", "expected", "lost", "lost_after_ack", "duplicates", "reordered", "unexpected"]
+    {
         assert!(v[f].is_u64(), "verdict.{f} missing in {r}");
     }
     assert_eq!(v["lost_after_ack"], 0, "{r}");
@@ -155,99 +129,35 @@ fn every_scenario_runs_against_vernemq_without_losing_acknowledged_messages() {
     let a = broker.addr.as_str();
     let short = ["--duration", "1"];
 
-    let r = bench(
-        a,
-        &[&["fanin", "--qos", "0", "--publishers", "2"][..], &short].concat(),
-    );
+    let r = bench(a, &[&["fanin", "--qos", "0", "--publishers", "2"][..], &short].concat());
     check_delivery_report(&r, "fanin");
 
-    let r = bench(
-        a,
-        &[&["fanin", "--qos", "1", "--publishers", "4"][..], &short].concat(),
-    );
+    let r = bench(a, &[&["fanin", "--qos", "1", "--publishers", "4"][..], &short].concat());
     check_delivery_report(&r, "fanin");
     assert_eq!(r["verdict"]["lost"], 0, "QoS 1 fanin lost messages: {r}");
 
-    let r = bench(
-        a,
-        &[
-            &[
-                "fanout",
-                "--qos",
-                "1",
-                "--protocol",
-                "5",
-                "--subscribers",
-                "4",
-            ][..],
-            &short,
-        ]
-        .concat(),
-    );
+    let r = bench(a, &[&["fanout", "--qos", "1", "--protocol", "5", "--subscribers", "4"][..], &short].concat());
     check_delivery_report(&r, "fanout");
     assert_eq!(r["subscribers"], 4);
 
-    let r = bench(
-        a,
-        &[
-            &["pairs", "--qos", "2", "--pairs", "2", "--inflight", "10"][..],
-            &short,
-        ]
-        .concat(),
-    );
+    let r = bench(a, &[&["pairs", "--qos", "2", "--pairs", "2", "--inflight", "10"][..], &short].concat());
     check_delivery_report(&r, "pairs");
     assert_eq!(r["verdict"]["duplicates"], 0, "QoS 2 duplicated: {r}");
 
-    let r = bench(
-        a,
-        &[&["latency", "--qos", "1", "--rate", "2000"][..], &short].concat(),
-    );
+    let r = bench(a, &[&["latency", "--qos", "1", "--rate", "2000"][..], &short].concat());
     check_delivery_report(&r, "latency");
 
     // Clustering is not merged yet: both addresses name the same node.
-    let r = bench(
-        a,
-        &[
-            &["cluster", "--qos", "1", "--pairs", "2", "--addr2", a][..],
-            &short,
-        ]
-        .concat(),
-    );
+    let r = bench(a, &[&["cluster", "--qos", "1", "--pairs", "2", "--addr2", a][..], &short].concat());
     check_delivery_report(&r, "cluster");
 
-    let r = bench(
-        a,
-        &[&[
-            "offline",
-            "--qos",
-            "1",
-            "--messages",
-            "2000",
-            "--duration",
-            "5",
-        ][..]]
-        .concat(),
-    );
+    let r = bench(a, &[&["offline", "--qos", "1", "--messages", "2000", "--duration", "5"][..]].concat());
     check_delivery_report(&r, "offline");
-    assert_eq!(
-        r["verdict"]["delivered"], 2000,
-        "offline drain incomplete: {r}"
-    );
+    assert_eq!(r["verdict"]["delivered"], 2000, "offline drain incomplete: {r}");
     assert_eq!(r["offline"]["sessions_present"], true, "{r}");
     assert!(r["offline"]["enqueue_rate"].as_f64() > Some(0.0), "{r}");
 
-    let r = bench(
-        a,
-        &[
-            "conns",
-            "--conns",
-            "200",
-            "--conn-rate",
-            "2000",
-            "--duration",
-            "0.5",
-        ],
-    );
+    let r = bench(a, &["conns", "--conns", "200", "--conn-rate", "2000", "--duration", "0.5"]);
     assert_eq!(r["scenario"], "conns");
     assert_eq!(r["conns"]["connected"], 200, "{r}");
     assert_eq!(r["conns"]["failed"], 0, "{r}");
@@ -258,14 +168,7 @@ fn every_scenario_runs_against_vernemq_without_losing_acknowledged_messages() {
 #[test]
 fn non_loopback_addresses_are_refused() {
     let out = Command::new(env!("CARGO_BIN_EXE_vmq-jepsen"))
-        .args([
-            "bench",
-            "fanin",
-            "--addr",
-            "192.0.2.1:1883",
-            "--duration",
-            "1",
-        ])
+        .args(["bench", "fanin", "--addr", "192.0.2.1:1883", "--duration", "1"])
         .output()
         .expect("run vmq-jepsen");
     assert!(!out.status.success());

@@ -106,7 +106,8 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             warn!("{w}");
         }
         // Only TCP listeners run so far.
-        let anonymous_somewhere = cfg.listeners.iter().any(|l| l.transport == Transport::Tcp && l.allow_anonymous_override);
+        let anonymous_somewhere =
+            cfg.listeners.iter().any(|l| l.transport == Transport::Tcp && l.allow_anonymous_override);
         if !cfg.mqtt.allow_anonymous && !anonymous_somewhere {
             warn!("allow_anonymous is off and no authentication plugin is configured: every client will be refused");
         }

@@ -16,10 +16,10 @@ pub use crate::storage::NodeStorage;
 
 use crate::broker::queue::QueueLimits;
 use crate::broker::{Broker, BrokerSettings, NetsplitAction};
-use vmq_config::Config;
 use crate::cluster::Cluster;
 use crate::http::{self, HttpState};
 use crate::listener::{ConnectionContext, ListenerError, Listeners};
+use vmq_config::Config;
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -111,10 +111,7 @@ impl Node {
         }
         // Before the listeners: the routing table is rebuilt from the replica first.
         let cluster = Arc::new(Cluster::start(cfg, &storage, broker.clone()).await?);
-        let ctx = Arc::new(ConnectionContext {
-            broker: broker.clone(),
-            mqtt: Arc::new(cfg.mqtt.clone()),
-        });
+        let ctx = Arc::new(ConnectionContext { broker: broker.clone(), mqtt: Arc::new(cfg.mqtt.clone()) });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (tasks_tx, tasks_rx) = mpsc::channel(1);
         let listeners = Arc::new(Listeners::new(ctx, tasks_tx.clone()));
@@ -142,9 +139,11 @@ impl Node {
         });
         let mut http_addrs = Vec::new();
         for l in vmq_config::http::http_listeners(cfg)? {
-            let socket = TcpListener::bind(l.addr)
-                .await
-                .map_err(|source| StartError::BindHttp { name: l.name.clone(), addr: l.addr, source })?;
+            let socket = TcpListener::bind(l.addr).await.map_err(|source| StartError::BindHttp {
+                name: l.name.clone(),
+                addr: l.addr,
+                source,
+            })?;
             http_addrs.push((l.name.clone(), socket.local_addr().unwrap_or(l.addr)));
             tokio::spawn(http::serve(socket, l.name, http_state.clone(), shutdown_rx.clone()));
         }

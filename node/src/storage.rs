@@ -55,14 +55,18 @@ pub fn storage_settings(cfg: &Config) -> Result<(RocksConfig, GroupCommitConfig)
     let mut group = GroupCommitConfig::default();
     for e in cfg.delegated_entries("message_store.") {
         let key = &e.key["message_store.".len()..];
-        let bad = |accepted: &str| cfg.invalid_entry(e, format!("'{}' is not valid here", e.value), accepted.to_string());
+        let bad =
+            |accepted: &str| cfg.invalid_entry(e, format!("'{}' is not valid here", e.value), accepted.to_string());
         match key {
-            "durability" => group.policy = e.value.parse::<DurabilityPolicy>().map_err(|_| bad("sync, buffered or always"))?,
-            "max_group_messages" => group.max_group_messages = e.value.parse().map_err(|_| bad("a positive integer"))?,
+            "durability" => {
+                group.policy = e.value.parse::<DurabilityPolicy>().map_err(|_| bad("sync, buffered or always"))?
+            }
+            "max_group_messages" => {
+                group.max_group_messages = e.value.parse().map_err(|_| bad("a positive integer"))?
+            }
             "max_group_bytes" => {
-                group.max_group_bytes = vmq_storage::parse_size(&e.value)
-                    .map(|b| b as usize)
-                    .map_err(|_| bad("a size such as 4MB"))?
+                group.max_group_bytes =
+                    vmq_storage::parse_size(&e.value).map(|b| b as usize).map_err(|_| bad("a size such as 4MB"))?
             }
             _ => {
                 return Err(cfg.invalid_entry(

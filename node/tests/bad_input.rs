@@ -123,7 +123,8 @@ async fn payload_over_max_message_size_is_refused() {
     let node = common::start(|cfg| cfg.mqtt.max_message_size = 16).await;
     let mut h = healthy(node.mqtt_addr()).await;
     let mut c = v5_client(node.mqtt_addr(), "big").await;
-    c.send(&Packet::Publish(Publish { topic: "t".into(), payload: Bytes::from(vec![7u8; 17]), ..Publish::default() })).await;
+    c.send(&Packet::Publish(Publish { topic: "t".into(), payload: Bytes::from(vec![7u8; 17]), ..Publish::default() }))
+        .await;
     assert_eq!(disconnect_code(&c.until_closed().await), Some(ReasonCode::PACKET_TOO_LARGE));
     still_works(node.mqtt_addr(), &mut h).await;
     node.shutdown().await;
@@ -190,7 +191,8 @@ async fn takeover_tells_the_old_mqtt5_connection_why_mqtt_3_1_4_3() {
 #[tokio::test]
 async fn anonymous_clients_are_refused_when_allow_anonymous_is_off() {
     let node = common::start(|cfg| cfg.mqtt.allow_anonymous = false).await;
-    let (mut c, ack) = RawClient::connect(node.mqtt_addr(), ProtocolVersion::V4, RawClient::connect_packet("anon", true)).await;
+    let (mut c, ack) =
+        RawClient::connect(node.mqtt_addr(), ProtocolVersion::V4, RawClient::connect_packet("anon", true)).await;
     assert!(matches!(ack, Packet::ConnAck(ref a) if a.code == ReasonCode::NOT_AUTHORIZED), "{ack:?}");
     assert!(c.until_closed().await.is_empty());
     node.shutdown().await;

@@ -20,7 +20,27 @@ fn mosquitto_clients_round_trip_every_version_and_qos() {
             // `-d` makes mosquitto_sub report its SUBACK, so we publish only once subscribed;
             // `stdbuf -oL` makes it print each line as it happens rather than at exit.
             let mut sub = Command::new("stdbuf")
-                .args(["-oL", "mosquitto_sub", "-d", "-h", "127.0.0.1", "-p", &port, "-V", version, "-q", qos, "-t", &topic, "-C", "1", "-W", "20", "-i", &id])
+                .args([
+                    "-oL",
+                    "mosquitto_sub",
+                    "-d",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-V",
+                    version,
+                    "-q",
+                    qos,
+                    "-t",
+                    &topic,
+                    "-C",
+                    "1",
+                    "-W",
+                    "20",
+                    "-i",
+                    &id,
+                ])
                 .stdout(Stdio::piped())
                 .spawn()
                 .expect("mosquitto_sub is installed (.ci/run installs mosquitto-clients)");

@@ -176,10 +176,8 @@ async fn until_barrier(c: &mut V4) -> Vec<rumqttc::Publish> {
 
 async fn wait_remote_subscriptions(c: &TestCluster, i: usize, n: usize) {
     let node = c.node(i);
-    wait_until(&format!("n{i} routes to {n} remote subscriptions"), || {
-        node.cluster().remote_subscription_count() == n
-    })
-    .await;
+    wait_until(&format!("n{i} routes to {n} remote subscriptions"), || node.cluster().remote_subscription_count() == n)
+        .await;
 }
 
 async fn distributed_subscribe_and_cross_node_publish(plugin: MetadataPlugin) {

@@ -84,7 +84,12 @@ impl Seen {
             }
         }
         let lost: Vec<u32> = (0..acked).filter(|n| !count.contains_key(n)).collect();
-        assert!(lost.is_empty(), "{what}: {} acknowledged messages lost, first {:?}", lost.len(), &lost[..lost.len().min(10)]);
+        assert!(
+            lost.is_empty(),
+            "{what}: {} acknowledged messages lost, first {:?}",
+            lost.len(),
+            &lost[..lost.len().min(10)]
+        );
         count.values().map(|c| c - 1).sum()
     }
 }
@@ -194,12 +199,15 @@ async fn paused_peer_loses_nothing_acknowledged(backend: &str) {
     let mut sub = routed_subscriber(src, dst, "paused-sub", "paused/t", QoS::AtLeastOnce).await;
     let (mut publisher, _) = V4::connect(v4(src, "paused-pub", true)).await;
     let collector = tokio::spawn(async move { collect(&mut sub, n, Duration::from_secs(120)).await });
-    let publishing = tokio::spawn(async move { publish_numbered(&mut publisher, "paused/t", QoS::AtLeastOnce, n).await });
+    let publishing =
+        tokio::spawn(async move { publish_numbered(&mut publisher, "paused/t", QoS::AtLeastOnce, n).await });
     // Pause the subscriber's node mid-run (once it has routed a first part of the messages),
     // long enough to be declared unreachable.
     let node1 = nodes.node(1);
     let started = tokio::task::block_in_place(|| {
-        wait_until("the subscriber's node routes messages", Duration::from_secs(30), || node1.metric("router_matches_local") >= 300)
+        wait_until("the subscriber's node routes messages", Duration::from_secs(30), || {
+            node1.metric("router_matches_local") >= 300
+        })
     });
     tracing::info!(?started, "load running");
     nodes.node(1).pause();
@@ -277,7 +285,8 @@ async fn publish_qos0_test(backend: &str) {
     common::init_tracing();
     // VerneMQ's case: a QoS 0 publish made during the split reaches the other side's
     // subscriber after the heal (held in the link's buffer meanwhile).
-    let nodes = Nodes::start(2, &config(backend, "allow_publish_during_netsplit = on\nallow_register_during_netsplit = on"));
+    let nodes =
+        Nodes::start(2, &config(backend, "allow_publish_during_netsplit = on\nallow_register_during_netsplit = on"));
     let (src, dst) = (nodes.node(0).mqtt, nodes.node(1).mqtt);
     let mut sub = routed_subscriber(src, dst, "q0-sub", "q0/t", QoS::AtMostOnce).await;
     split_last(&nodes);
@@ -357,7 +366,10 @@ async fn subscribe_refused_during_netsplit_unless_allowed(backend: &str) {
     assert_eq!(suback.return_codes, vec![rumqttc::SubscribeReasonCode::Failure]);
     assert_eq!(nodes.node(0).http_get("/api/v1/set?allow_subscribe_during_netsplit=on").0, 200);
     c.client.subscribe("split/t", rumqttc::v5::mqttbytes::QoS::AtLeastOnce).await.unwrap();
-    assert_eq!(c.suback().await.return_codes, vec![SubscribeReasonCode::Success(rumqttc::v5::mqttbytes::QoS::AtLeastOnce)]);
+    assert_eq!(
+        c.suback().await.return_codes,
+        vec![SubscribeReasonCode::Success(rumqttc::v5::mqttbytes::QoS::AtLeastOnce)]
+    );
     heal_last(&nodes);
 }
 
@@ -384,7 +396,9 @@ async fn unsubscribe_refused_during_netsplit_unless_allowed(backend: &str) {
     v3.client.subscribe("split/sentinel", QoS::AtMostOnce).await.unwrap();
     loop {
         match v3.next().await {
-            Ok(Event::Incoming(Packet::UnsubAck(_))) => panic!("an MQTT 3.1.1 UNSUBSCRIBE was acknowledged during a netsplit"),
+            Ok(Event::Incoming(Packet::UnsubAck(_))) => {
+                panic!("an MQTT 3.1.1 UNSUBSCRIBE was acknowledged during a netsplit")
+            }
             Ok(Event::Incoming(Packet::SubAck(_))) => break,
             Ok(_) => {}
             Err(e) => panic!("the connection must stay open: {e}"),
@@ -437,9 +451,12 @@ async fn outbox_delivers_publishes_acknowledged_during_a_split_after_the_heal_in
     split_last(&nodes);
     // Acknowledged while the subscriber's node is still unreachable: the outbox has them.
     let n = 200;
-    let acked = tokio::time::timeout(Duration::from_secs(20), publish_numbered(&mut publisher, "outbox/t", QoS::AtLeastOnce, n))
-        .await
-        .expect("publishes to an unreachable node are acknowledged once in the outbox");
+    let acked = tokio::time::timeout(
+        Duration::from_secs(20),
+        publish_numbered(&mut publisher, "outbox/t", QoS::AtLeastOnce, n),
+    )
+    .await
+    .expect("publishes to an unreachable node are acknowledged once in the outbox");
     assert_eq!(acked, n);
     drop(publisher);
     // The publishing node dies with the messages only in its outbox, and comes back.

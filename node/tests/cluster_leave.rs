@@ -13,7 +13,9 @@ use common::nodes::{NodeProcess, Nodes, wait_until};
 use rumqttc::{Event, Packet, QoS};
 
 fn config(backend: &str) -> String {
-    format!("metadata_plugin = {backend}\nmax_inflight_messages = 100\nmax_online_messages = -1\nmax_offline_messages = -1\n")
+    format!(
+        "metadata_plugin = {backend}\nmax_inflight_messages = 100\nmax_online_messages = -1\nmax_offline_messages = -1\n"
+    )
 }
 
 both_backends!(cluster_leave_test, cluster_leave_myself_test, cluster_leave_dead_node_test);

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use std::collections::BTreeSet;
 
-use common::nodes::session_options as v4;
 use common::nodes::Nodes;
+use common::nodes::session_options as v4;
 use common::{V4, V5};
 use rumqttc::{Event, Packet, QoS};
 
@@ -41,24 +41,15 @@ async fn routable(from: SocketAddr, sub: &mut V4, topic: &str) {
     let (probe, _) = V4::connect(v4(from, &format!("probe-{}", unique()), true)).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        probe
-            .client
-            .publish(topic, QoS::AtMostOnce, false, b"probe".to_vec())
-            .await
-            .unwrap();
+        probe.client.publish(topic, QoS::AtMostOnce, false, b"probe".to_vec()).await.unwrap();
         if let Ok(Some(Ok(Event::Incoming(Packet::Publish(_))))) =
             tokio::time::timeout(Duration::from_millis(100), sub.events.recv()).await
         {
             break;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the subscription on another node never became routable"
-        );
+        assert!(Instant::now() < deadline, "the subscription on another node never became routable");
     }
-    while let Ok(Some(_)) =
-        tokio::time::timeout(Duration::from_millis(200), sub.events.recv()).await
-    {}
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::from_millis(200), sub.events.recv()).await {}
     let _ = probe.client.disconnect().await;
 }
 
@@ -69,16 +60,10 @@ fn unique() -> usize {
 
 /// The acceptance scenario: subscribe on vmq1, go offline, 1,000 QoS 1 messages
 /// published on vmq2, reconnect on vmq3: session present, all 1,000 in order.
-async fn persistent_session_resumes_on_another_node_with_1000_offline_messages_in_order(
-    backend: &str,
-) {
+async fn persistent_session_resumes_on_another_node_with_1000_offline_messages_in_order(backend: &str) {
     common::init_tracing();
     let cluster = Nodes::start(3, &config(backend));
-    let (n1, n2, n3) = (
-        cluster.node(0).mqtt,
-        cluster.node(1).mqtt,
-        cluster.node(2).mqtt,
-    );
+    let (n1, n2, n3) = (cluster.node(0).mqtt, cluster.node(1).mqtt, cluster.node(2).mqtt);
     let (mut sub, present) = V4::connect(v4(n1, "mover", false)).await;
     assert!(!present);
     sub.subscribe("move/t", QoS::AtLeastOnce).await;
@@ -86,17 +71,11 @@ async fn persistent_session_resumes_on_another_node_with_1000_offline_messages_i
     sub.client.disconnect().await.unwrap();
     // The session is offline on vmq1 once its disconnect is processed: a publish from now on is
     // queued there.
-    while let Ok(Some(Ok(_))) =
-        tokio::time::timeout(Duration::from_secs(5), sub.events.recv()).await
-    {}
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(5), sub.events.recv()).await {}
 
     let (mut publisher, _) = V4::connect(v4(n2, "mover-pub", true)).await;
     for i in 0..1000u32 {
-        publisher
-            .client
-            .publish("move/t", QoS::AtLeastOnce, false, i.to_be_bytes().to_vec())
-            .await
-            .unwrap();
+        publisher.client.publish("move/t", QoS::AtLeastOnce, false, i.to_be_bytes().to_vec()).await.unwrap();
     }
     let mut acked = 0;
     while acked < 1000 {
@@ -106,10 +85,7 @@ async fn persistent_session_resumes_on_another_node_with_1000_offline_messages_i
     }
 
     let (mut resumed, present) = V4::connect(v4(n3, "mover", false)).await;
-    assert!(
-        present,
-        "{backend}: the session moved from vmq1 to vmq3 must be present"
-    );
+    assert!(present, "{backend}: the session moved from vmq1 to vmq3 must be present");
     let mut next = 0u32;
     while next < 1000 {
         let p = resumed.publish_event().await;
@@ -119,19 +95,13 @@ async fn persistent_session_resumes_on_another_node_with_1000_offline_messages_i
     }
     // And the subscription lives on vmq3 now: a new publish on vmq1 reaches it.
     let (late, _) = V4::connect(v4(n1, "mover-late", true)).await;
-    late.client
-        .publish("move/t", QoS::AtLeastOnce, false, b"late".to_vec())
-        .await
-        .unwrap();
+    late.client.publish("move/t", QoS::AtLeastOnce, false, b"late".to_vec()).await.unwrap();
     loop {
         let p = resumed.publish_event().await;
         if p.payload.as_ref() == b"late" {
             break;
         }
-        assert!(
-            u32::from_be_bytes(p.payload[..4].try_into().unwrap()) < 1000,
-            "unexpected {p:?}"
-        );
+        assert!(u32::from_be_bytes(p.payload[..4].try_into().unwrap()) < 1000, "unexpected {p:?}");
     }
 }
 
@@ -148,9 +118,7 @@ async fn a_client_id_connected_on_two_nodes_keeps_the_newer_connection(backend: 
     let told = match tokio::time::timeout(Duration::from_secs(1), async {
         loop {
             match first.events.recv().await {
-                Some(Ok(rumqttc::v5::Event::Incoming(
-                    rumqttc::v5::mqttbytes::v5::Packet::Disconnect(d),
-                ))) => {
+                Some(Ok(rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::Disconnect(d)))) => {
                     return format!("{:?}", d.reason_code);
                 }
                 Some(Ok(_)) => {}
@@ -166,19 +134,8 @@ async fn a_client_id_connected_on_two_nodes_keeps_the_newer_connection(backend: 
     };
     assert!(told.contains("SessionTakenOver"), "{backend}: {told}");
     // The second connection works: it receives what it subscribes to.
-    second
-        .subscribe("twice/t", rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
-        .await;
-    second
-        .client
-        .publish(
-            "twice/t",
-            rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-            false,
-            b"hi".to_vec(),
-        )
-        .await
-        .unwrap();
+    second.subscribe("twice/t", rumqttc::v5::mqttbytes::QoS::AtLeastOnce).await;
+    second.client.publish("twice/t", rumqttc::v5::mqttbytes::QoS::AtLeastOnce, false, b"hi".to_vec()).await.unwrap();
     assert_eq!(second.publish_event().await.payload.as_ref(), b"hi");
 }
 
@@ -191,12 +148,7 @@ async fn multiple_connect_test(backend: &str) {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..250 {
         let addr = addrs[i % addrs.len()];
-        tasks.spawn(async move {
-            V4::try_connect(v4(addr, "racer", true))
-                .await
-                .ok()
-                .map(|(c, _)| c)
-        });
+        tasks.spawn(async move { V4::try_connect(v4(addr, "racer", true)).await.ok().map(|(c, _)| c) });
     }
     let mut clients = Vec::new();
     while let Some(done) = tasks.join_next().await {
@@ -209,11 +161,7 @@ async fn multiple_connect_test(backend: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut open: Vec<V4> = clients;
     while open.len() > 1 {
-        assert!(
-            Instant::now() < deadline,
-            "{backend}: {} connections of one client id still open",
-            open.len()
-        );
+        assert!(Instant::now() < deadline, "{backend}: {} connections of one client id still open", open.len());
         let mut still = Vec::new();
         for mut c in open {
             let closed = loop {
@@ -268,11 +216,7 @@ async fn racing_connect_test(backend: &str) {
                 }
             })
             .await;
-            assert!(
-                closed.is_ok(),
-                "{backend}: racer {} still connected after racer {i}",
-                i - 1
-            );
+            assert!(closed.is_ok(), "{backend}: racer {} still connected after racer {i}", i - 1);
         }
         previous = Some(c);
     }
@@ -288,19 +232,10 @@ async fn a_clean_start_elsewhere_discards_the_old_session_and_its_messages(backe
     let (mut sub, _) = V4::connect(v4(n1, "fresh", false)).await;
     sub.subscribe("fresh/t", QoS::AtLeastOnce).await;
     sub.client.disconnect().await.unwrap();
-    while let Ok(Some(Ok(_))) =
-        tokio::time::timeout(Duration::from_secs(5), sub.events.recv()).await
-    {}
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(5), sub.events.recv()).await {}
     let (mut publisher, _) = V4::connect(v4(n1, "fresh-pub", true)).await;
-    publisher
-        .client
-        .publish("fresh/t", QoS::AtLeastOnce, false, b"old".to_vec())
-        .await
-        .unwrap();
-    while !matches!(
-        publisher.next().await.unwrap(),
-        Event::Incoming(Packet::PubAck(_))
-    ) {}
+    publisher.client.publish("fresh/t", QoS::AtLeastOnce, false, b"old".to_vec()).await.unwrap();
+    while !matches!(publisher.next().await.unwrap(), Event::Incoming(Packet::PubAck(_))) {}
 
     let (mut clean, present) = V4::connect(v4(n2, "fresh", true)).await;
     assert!(!present, "{backend}: a clean start never resumes");
@@ -317,9 +252,7 @@ async fn a_clean_start_elsewhere_discards_the_old_session_and_its_messages(backe
         "{backend}: a clean session received an old message"
     );
     clean.client.disconnect().await.unwrap();
-    while let Ok(Some(Ok(_))) =
-        tokio::time::timeout(Duration::from_secs(5), clean.events.recv()).await
-    {}
+    while let Ok(Some(Ok(_))) = tokio::time::timeout(Duration::from_secs(5), clean.events.recv()).await {}
     let (_, present) = V4::connect(v4(n1, "fresh", false)).await;
     assert!(!present, "{backend}: the old session on vmq1 must be gone");
 }

@@ -13,11 +13,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::Receiver;
-use vmq_node::cluster::transport::{
-    ClusterTlsFiles, RefuseReason, SendError, StreamKind, Transport, TransportConfig,
-    TransportEvent,
-};
 use vmq_config::MetadataPlugin;
+use vmq_node::cluster::transport::{
+    ClusterTlsFiles, RefuseReason, SendError, StreamKind, Transport, TransportConfig, TransportEvent,
+};
 use vmq_storage::metadata::NodeId;
 
 /// Upper bound for anything to happen; never a speed assertion.
@@ -26,8 +25,7 @@ const WAIT: Duration = Duration::from_secs(10);
 fn init_tracing() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "vmq_node=debug".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "vmq_node=debug".into()),
         )
         .with_test_writer()
         .try_init();
@@ -50,12 +48,7 @@ fn start(config: TransportConfig) -> Node {
     let name = config.node.clone();
     let (transport, events) = Transport::bind(config).unwrap();
     let addr = transport.local_addr().unwrap();
-    Node {
-        transport,
-        events,
-        name,
-        addr,
-    }
+    Node { transport, events, name, addr }
 }
 
 /// Binds `config` on an address a previous transport just released; the OS may need a
@@ -66,12 +59,7 @@ async fn restart(config: TransportConfig) -> Node {
         match Transport::bind(config.clone()) {
             Ok((transport, events)) => {
                 let addr = transport.local_addr().unwrap();
-                return Node {
-                    transport,
-                    events,
-                    name: config.node.clone(),
-                    addr,
-                };
+                return Node { transport, events, name: config.node.clone(), addr };
             }
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::debug!(%e, "address not free yet");
@@ -86,10 +74,7 @@ async fn restart(config: TransportConfig) -> Node {
 const DATA_KINDS: [StreamKind; 3] = [StreamKind::Metadata, StreamKind::Publish, StreamKind::Rpc];
 
 async fn next(events: &mut Receiver<TransportEvent>) -> TransportEvent {
-    tokio::time::timeout(WAIT, events.recv())
-        .await
-        .expect("no transport event in time")
-        .expect("event channel closed")
+    tokio::time::timeout(WAIT, events.recv()).await.expect("no transport event in time").expect("event channel closed")
 }
 
 /// Skips events until one matches; returns it and the events skipped.
@@ -108,26 +93,15 @@ async fn until(
 }
 
 async fn until_up(node: &mut Node, peer: &NodeId) -> Vec<TransportEvent> {
-    until(&mut node.events, |e| *e == TransportEvent::Up(peer.clone()))
-        .await
-        .1
+    until(&mut node.events, |e| *e == TransportEvent::Up(peer.clone())).await.1
 }
 
 async fn until_down(node: &mut Node, peer: &NodeId) -> Vec<TransportEvent> {
-    until(&mut node.events, |e| {
-        *e == TransportEvent::Down(peer.clone())
-    })
-    .await
-    .1
+    until(&mut node.events, |e| *e == TransportEvent::Down(peer.clone())).await.1
 }
 
 async fn until_refused(node: &mut Node) -> (Option<NodeId>, RefuseReason) {
-    match until(&mut node.events, |e| {
-        matches!(e, TransportEvent::Refused { .. })
-    })
-    .await
-    .0
-    {
+    match until(&mut node.events, |e| matches!(e, TransportEvent::Refused { .. })).await.0 {
         TransportEvent::Refused { node, reason, .. } => (node, reason),
         _ => unreachable!("matched Refused"),
     }
@@ -138,11 +112,7 @@ async fn frames(node: &mut Node, from: &NodeId, kind: StreamKind, n: usize) -> V
     let mut out = Vec::new();
     while out.len() < n {
         match next(&mut node.events).await {
-            TransportEvent::Frame {
-                from: f,
-                kind: k,
-                payload,
-            } if f == *from && k == kind => {
+            TransportEvent::Frame { from: f, kind: k, payload } if f == *from && k == kind => {
                 out.push(payload);
             }
             TransportEvent::Down(peer) if peer == *from => {
@@ -165,11 +135,7 @@ fn is_frame_from(event: &TransportEvent, peer: &NodeId) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_mesh_exchanges_frames_in_order_on_every_kind() {
     init_tracing();
-    let mut nodes = vec![
-        start(config("a@h")),
-        start(config("b@h")),
-        start(config("c@h")),
-    ];
+    let mut nodes = vec![start(config("a@h")), start(config("b@h")), start(config("c@h"))];
     let addrs: Vec<(NodeId, SocketAddr)> = nodes.iter().map(|n| (n.name.clone(), n.addr)).collect();
     for node in &nodes {
         for (name, addr) in &addrs {
@@ -204,25 +170,14 @@ async fn full_mesh_exchanges_frames_in_order_on_every_kind() {
         let mut got = std::collections::BTreeMap::new();
         while got.values().map(Vec::len).sum::<usize>() < 2 * 3 * N {
             match next(&mut node.events).await {
-                TransportEvent::Frame {
-                    from,
-                    kind,
-                    payload,
-                } => {
-                    got.entry((from, kind))
-                        .or_insert_with(Vec::new)
-                        .push(payload);
+                TransportEvent::Frame { from, kind, payload } => {
+                    got.entry((from, kind)).or_insert_with(Vec::new).push(payload);
                 }
                 TransportEvent::Down(peer) => panic!("{} lost {peer}", node.name),
                 _ => {}
             }
         }
-        assert_eq!(
-            got.len(),
-            2 * 3,
-            "{}: frames from two peers on three kinds",
-            node.name
-        );
+        assert_eq!(got.len(), 2 * 3, "{}: frames from two peers on three kinds", node.name);
         for ((from, kind), frames) in got {
             assert_eq!(frames, expected, "{} from {from} on {kind}", node.name);
         }
@@ -252,9 +207,7 @@ async fn a_burst_on_one_stream_arrives_complete_and_in_order() {
     };
     let started = tokio::time::Instant::now();
     for i in 0..FRAMES {
-        a.transport
-            .send(&b.name, StreamKind::Publish, payload(i))
-            .unwrap();
+        a.transport.send(&b.name, StreamKind::Publish, payload(i)).unwrap();
     }
     let got = frames(&mut b, &a.name, StreamKind::Publish, FRAMES).await;
     let elapsed = started.elapsed();
@@ -284,32 +237,17 @@ async fn simultaneous_dialing_leaves_one_connection_per_pair() {
         // Frames sent now arrive, in order, and neither side saw its link go down: no
         // connection was replaced after `Up`.
         for i in 0..50 {
-            a.transport
-                .send(&b.name, StreamKind::Publish, numbered(i))
-                .unwrap();
-            b.transport
-                .send(&a.name, StreamKind::Publish, numbered(i))
-                .unwrap();
+            a.transport.send(&b.name, StreamKind::Publish, numbered(i)).unwrap();
+            b.transport.send(&a.name, StreamKind::Publish, numbered(i)).unwrap();
         }
         let expected: Vec<Bytes> = (0..50).map(numbered).collect();
-        assert_eq!(
-            frames(&mut b, &a.name, StreamKind::Publish, 50).await,
-            expected,
-            "round {round}"
-        );
-        assert_eq!(
-            frames(&mut a, &b.name, StreamKind::Publish, 50).await,
-            expected,
-            "round {round}"
-        );
+        assert_eq!(frames(&mut b, &a.name, StreamKind::Publish, 50).await, expected, "round {round}");
+        assert_eq!(frames(&mut a, &b.name, StreamKind::Publish, 50).await, expected, "round {round}");
 
         // Refused duplicates close at once; each endpoint ends with exactly one connection.
         let deadline = tokio::time::Instant::now() + WAIT;
         while a.transport.open_connections() != 1 || b.transport.open_connections() != 1 {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "duplicate connections linger"
-            );
+            assert!(tokio::time::Instant::now() < deadline, "duplicate connections linger");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(a.transport.is_connected(&b.name) && b.transport.is_connected(&a.name));
@@ -327,46 +265,27 @@ async fn wrong_cookie_is_refused_and_nothing_it_sent_is_delivered() {
     let mut mallory = start(mallory_config);
     mallory.transport.connect(a.name.clone(), a.addr);
     for kind in DATA_KINDS {
-        mallory
-            .transport
-            .send(&a.name, kind, Bytes::from_static(b"intrusion"))
-            .unwrap();
+        mallory.transport.send(&a.name, kind, Bytes::from_static(b"intrusion")).unwrap();
     }
 
     let (claimed, reason) = until_refused(&mut a).await;
     assert_eq!(claimed, Some(mallory.name.clone()));
     assert_eq!(reason, RefuseReason::BadCookie);
     let (_, reason) = until_refused(&mut mallory).await;
-    assert!(
-        matches!(&reason, RefuseReason::ByPeer(text) if text.contains("wrong cookie")),
-        "{reason}"
-    );
+    assert!(matches!(&reason, RefuseReason::ByPeer(text) if text.contains("wrong cookie")), "{reason}");
 
     // A legitimate node's frame marks a point after mallory's attempts; before it, a must
     // have seen neither `Up(mallory)` nor any of mallory's frames.
     let mut b = start(config("b@h"));
     b.transport.connect(a.name.clone(), a.addr);
     until_up(&mut b, &a.name).await;
-    b.transport
-        .send(&a.name, StreamKind::Rpc, Bytes::from_static(b"marker"))
-        .unwrap();
+    b.transport.send(&a.name, StreamKind::Rpc, Bytes::from_static(b"marker")).unwrap();
     let (_, before) = until(&mut a.events, |e| is_frame_from(e, &b.name)).await;
     assert!(
-        before
-            .iter()
-            .all(|e| !is_frame_from(e, &mallory.name)
-                && *e != TransportEvent::Up(mallory.name.clone())),
+        before.iter().all(|e| !is_frame_from(e, &mallory.name) && *e != TransportEvent::Up(mallory.name.clone())),
         "{before:?}"
     );
-    assert_eq!(
-        a.transport
-            .stats()
-            .peers
-            .get(&mallory.name)
-            .map(|p| p.counters.frames_received)
-            .unwrap_or(0),
-        0
-    );
+    assert_eq!(a.transport.stats().peers.get(&mallory.name).map(|p| p.counters.frames_received).unwrap_or(0), 0);
     assert!(!mallory.transport.is_connected(&a.name));
     a.transport.shutdown().await;
     b.transport.shutdown().await;
@@ -384,25 +303,13 @@ async fn mismatched_backend_is_refused_naming_both() {
 
     let (claimed, reason) = until_refused(&mut a).await;
     assert_eq!(claimed, Some(p.name.clone()));
-    assert_eq!(
-        reason,
-        RefuseReason::BackendMismatch {
-            ours: "vmq_swc".into(),
-            theirs: "vmq_plumtree".into()
-        }
-    );
+    assert_eq!(reason, RefuseReason::BackendMismatch { ours: "vmq_swc".into(), theirs: "vmq_plumtree".into() });
     let text = reason.to_string();
-    assert!(
-        text.contains("vmq_swc") && text.contains("vmq_plumtree"),
-        "{text}"
-    );
+    assert!(text.contains("vmq_swc") && text.contains("vmq_plumtree"), "{text}");
     // The refused side learns why, in the same words.
     let (_, reason) = until_refused(&mut p).await;
     let text = reason.to_string();
-    assert!(
-        text.contains("vmq_swc") && text.contains("vmq_plumtree"),
-        "{text}"
-    );
+    assert!(text.contains("vmq_swc") && text.contains("vmq_plumtree"), "{text}");
     a.transport.shutdown().await;
     p.transport.shutdown().await;
 }
@@ -415,19 +322,10 @@ async fn dialing_an_address_where_another_node_answers_is_refused() {
     let expected = NodeId::new("x@h");
     a.transport.connect(expected.clone(), b.addr);
     let (_, reason) = until_refused(&mut a).await;
-    assert_eq!(
-        reason,
-        RefuseReason::WrongPeer {
-            expected,
-            actual: b.name.clone()
-        }
-    );
+    assert_eq!(reason, RefuseReason::WrongPeer { expected, actual: b.name.clone() });
     // b accepted a's hello, then saw a close the connection before confirming it: no `Up`.
     let (_, reason) = until_refused(&mut b).await;
-    assert!(
-        matches!(&reason, RefuseReason::ByPeer(text) if text.contains("x@h")),
-        "{reason}"
-    );
+    assert!(matches!(&reason, RefuseReason::ByPeer(text) if text.contains("x@h")), "{reason}");
     assert!(!b.transport.is_connected(&a.name));
     a.transport.shutdown().await;
     b.transport.shutdown().await;
@@ -438,10 +336,7 @@ async fn stopped_peer_is_reported_down_and_up_again_when_it_returns() {
     init_tracing();
     let mut a = start(config("a@h"));
     let mut b = start(config("b@h"));
-    let b_config = TransportConfig {
-        listen: b.addr,
-        ..config("b@h")
-    };
+    let b_config = TransportConfig { listen: b.addr, ..config("b@h") };
     a.transport.connect(b.name.clone(), b.addr);
     until_up(&mut a, &b.name).await;
     until_up(&mut b, &a.name).await;
@@ -455,13 +350,8 @@ async fn stopped_peer_is_reported_down_and_up_again_when_it_returns() {
     let mut b = restart(b_config.clone()).await;
     until_up(&mut a, &b.name).await;
     until_up(&mut b, &a.name).await;
-    b.transport
-        .send(&a.name, StreamKind::Metadata, Bytes::from_static(b"back"))
-        .unwrap();
-    assert_eq!(
-        frames(&mut a, &b.name, StreamKind::Metadata, 1).await,
-        vec![Bytes::from_static(b"back")]
-    );
+    b.transport.send(&a.name, StreamKind::Metadata, Bytes::from_static(b"back")).unwrap();
+    assert_eq!(frames(&mut a, &b.name, StreamKind::Metadata, 1).await, vec![Bytes::from_static(b"back")]);
 
     // Dropped without shutdown.
     drop(b);
@@ -540,10 +430,7 @@ async fn frames_are_buffered_while_unreachable_and_dropped_beyond_the_buffer() {
     a_config.outgoing_buffer_size = 1000;
     let mut a = start(a_config);
     let b = start(config("b@h"));
-    let b_config = TransportConfig {
-        listen: b.addr,
-        ..config("b@h")
-    };
+    let b_config = TransportConfig { listen: b.addr, ..config("b@h") };
     let b_name = b.name.clone();
     // b is gone before a ever reaches it.
     b.transport.shutdown().await;
@@ -563,20 +450,14 @@ async fn frames_are_buffered_while_unreachable_and_dropped_beyond_the_buffer() {
     assert_eq!(accepted, 10);
     let stats = a.transport.stats();
     let peer = &stats.peers[&b_name];
-    assert_eq!(
-        (peer.counters.frames_dropped, peer.counters.bytes_dropped),
-        (15, 1500)
-    );
+    assert_eq!((peer.counters.frames_dropped, peer.counters.bytes_dropped), (15, 1500));
     assert_eq!((peer.pending_frames, peer.pending_bytes), (10, 1000));
     assert!(!peer.connected);
 
     let mut b = restart(b_config).await;
     until_up(&mut a, &b_name).await;
     let expected: Vec<Bytes> = (0..10).map(payload).collect();
-    assert_eq!(
-        frames(&mut b, &a.name, StreamKind::Publish, 10).await,
-        expected
-    );
+    assert_eq!(frames(&mut b, &a.name, StreamKind::Publish, 10).await, expected);
     // Publish frames stay pending until b acknowledges them.
     let deadline = tokio::time::Instant::now() + WAIT;
     while a.transport.stats().peers[&b_name].pending_frames > 0 {
@@ -601,37 +482,20 @@ async fn oversized_frame_closes_the_connection() {
     until_up(&mut a, &b.name).await;
     until_up(&mut b, &a.name).await;
 
-    a.transport
-        .send(&b.name, StreamKind::Rpc, Bytes::from_static(b"small"))
-        .unwrap();
-    a.transport
-        .send(&b.name, StreamKind::Rpc, Bytes::from(vec![7u8; 2048]))
-        .unwrap();
+    a.transport.send(&b.name, StreamKind::Rpc, Bytes::from_static(b"small")).unwrap();
+    a.transport.send(&b.name, StreamKind::Rpc, Bytes::from(vec![7u8; 2048])).unwrap();
     let (first, _) = until(&mut b.events, |e| is_frame_from(e, &a.name)).await;
     assert!(matches!(first, TransportEvent::Frame { ref payload, .. } if payload == "small"));
     // The next event of a is its connection closing, without the oversized frame.
-    let (_, between) = until(&mut b.events, |e| {
-        *e == TransportEvent::Down(a.name.clone())
-    })
-    .await;
-    assert!(
-        between.iter().all(|e| !is_frame_from(e, &a.name)),
-        "{between:?}"
-    );
+    let (_, between) = until(&mut b.events, |e| *e == TransportEvent::Down(a.name.clone())).await;
+    assert!(between.iter().all(|e| !is_frame_from(e, &a.name)), "{between:?}");
     until_down(&mut a, &b.name).await;
-    assert_eq!(
-        b.transport.stats().peers[&a.name].counters.frames_received,
-        1
-    );
+    assert_eq!(b.transport.stats().peers[&a.name].counters.frames_received, 1);
 
     // Sending is bounded locally too.
     assert_eq!(
-        b.transport
-            .send(&a.name, StreamKind::Rpc, Bytes::from(vec![0u8; 1025])),
-        Err(SendError::TooLarge {
-            len: 1025,
-            max: 1024
-        })
+        b.transport.send(&a.name, StreamKind::Rpc, Bytes::from(vec![0u8; 1025])),
+        Err(SendError::TooLarge { len: 1025, max: 1024 })
     );
     a.transport.shutdown().await;
     b.transport.shutdown().await;
@@ -647,26 +511,16 @@ impl Pki {
         let dir = tempfile::tempdir().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, "vmq test cluster CA");
-        ca_params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, "vmq test cluster CA");
+        ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
         std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
         for name in names {
-            let mut params =
-                rcgen::CertificateParams::new(vec![format!("{name}.cluster")]).unwrap();
-            params
-                .distinguished_name
-                .push(rcgen::DnType::CommonName, *name);
-            params.extended_key_usages = vec![
-                rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-                rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-            ];
+            let mut params = rcgen::CertificateParams::new(vec![format!("{name}.cluster")]).unwrap();
+            params.distinguished_name.push(rcgen::DnType::CommonName, *name);
+            params.extended_key_usages =
+                vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
             let key = rcgen::KeyPair::generate().unwrap();
             let cert = params.signed_by(&key, &*ca).unwrap();
             std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).unwrap();
@@ -699,13 +553,8 @@ async fn certificate_mode_connects_members_of_the_cluster_ca_only() {
     a.transport.connect(b.name.clone(), b.addr);
     until_up(&mut a, &b.name).await;
     until_up(&mut b, &a.name).await;
-    a.transport
-        .send(&b.name, StreamKind::Rpc, Bytes::from_static(b"over tls"))
-        .unwrap();
-    assert_eq!(
-        frames(&mut b, &a.name, StreamKind::Rpc, 1).await,
-        vec![Bytes::from_static(b"over tls")]
-    );
+    a.transport.send(&b.name, StreamKind::Rpc, Bytes::from_static(b"over tls")).unwrap();
+    assert_eq!(frames(&mut b, &a.name, StreamKind::Rpc, 1).await, vec![Bytes::from_static(b"over tls")]);
 
     // r trusts the cluster CA, so it accepts a's certificate, but its own certificate is
     // signed by another CA: a refuses it in the TLS handshake, before any hello.
@@ -714,10 +563,7 @@ async fn certificate_mode_connects_members_of_the_cluster_ca_only() {
     let (_, reason) = until_refused(&mut a).await;
     assert!(matches!(reason, RefuseReason::Tls(_)), "{reason}");
     let (_, reason) = until_refused(&mut r).await;
-    assert!(
-        matches!(reason, RefuseReason::Tls(_) | RefuseReason::ByPeer(_)),
-        "{reason}"
-    );
+    assert!(matches!(reason, RefuseReason::Tls(_) | RefuseReason::ByPeer(_)), "{reason}");
 
     // A node without certificates cannot join either: it presents none.
     let mut plain = start(config("plain@h"));
@@ -726,16 +572,9 @@ async fn certificate_mode_connects_members_of_the_cluster_ca_only() {
     assert!(matches!(reason, RefuseReason::Tls(_)), "{reason}");
 
     // Neither reached a.
-    b.transport
-        .send(&a.name, StreamKind::Rpc, Bytes::from_static(b"marker"))
-        .unwrap();
+    b.transport.send(&a.name, StreamKind::Rpc, Bytes::from_static(b"marker")).unwrap();
     let (_, before) = until(&mut a.events, |e| is_frame_from(e, &b.name)).await;
-    assert!(
-        before
-            .iter()
-            .all(|e| !matches!(e, TransportEvent::Up(n) if *n != b.name)),
-        "{before:?}"
-    );
+    assert!(before.iter().all(|e| !matches!(e, TransportEvent::Up(n) if *n != b.name)), "{before:?}");
     let _ = plain.events.try_recv();
     for node in [&a, &b, &r, &plain] {
         node.transport.shutdown().await;

@@ -10,8 +10,8 @@ use bytes::Bytes;
 use common::RawClient;
 use vmq_config::Config;
 use vmq_mqtt::{
-    Connect, Packet, PacketId, ProtocolVersion, PubResp, Publish, QoS, ReasonCode, Subscribe,
-    SubscribeFilter, SubscriptionOptions, Will,
+    Connect, Packet, PacketId, ProtocolVersion, PubResp, Publish, QoS, ReasonCode, Subscribe, SubscribeFilter,
+    SubscriptionOptions, Will,
 };
 use vmq_node::server::Node;
 
@@ -28,11 +28,7 @@ async fn start(text: &str) -> Node {
 }
 
 fn addr_of(node: &Node, listener: &str) -> SocketAddr {
-    node.local_addrs()
-        .iter()
-        .find(|(n, _)| n == listener)
-        .map(|(_, a)| *a)
-        .expect("listener bound")
+    node.local_addrs().iter().find(|(n, _)| n == listener).map(|(_, a)| *a).expect("listener bound")
 }
 
 fn publish(topic: &str, qos: QoS, id: u16, payload: &'static [u8]) -> Packet {
@@ -55,22 +51,13 @@ async fn next_publish(c: &mut RawClient) -> Publish {
     }
 }
 
-async fn subscribed(
-    addr: SocketAddr,
-    version: ProtocolVersion,
-    connect: Connect,
-    filter: &str,
-    qos: QoS,
-) -> RawClient {
+async fn subscribed(addr: SocketAddr, version: ProtocolVersion, connect: Connect, filter: &str, qos: QoS) -> RawClient {
     let (mut c, _) = RawClient::connect(addr, version, connect).await;
     c.send(&Packet::Subscribe(Subscribe {
         packet_id: PacketId(1),
         filters: vec![SubscribeFilter {
             filter: filter.into(),
-            options: SubscriptionOptions {
-                qos,
-                ..Default::default()
-            },
+            options: SubscriptionOptions { qos, ..Default::default() },
         }],
         ..Default::default()
     }))
@@ -89,18 +76,10 @@ async fn allow_anonymous_override_admits_anonymous_clients_on_its_listener_only(
     )
     .await;
     let connect = RawClient::connect_packet("anon", true);
-    let (_open, ack) =
-        RawClient::connect(addr_of(&node, "open"), ProtocolVersion::V4, connect.clone()).await;
-    assert!(
-        matches!(ack, Packet::ConnAck(ref a) if a.code == ReasonCode::SUCCESS),
-        "{ack:?}"
-    );
-    let (_closed, ack) =
-        RawClient::connect(addr_of(&node, "closed"), ProtocolVersion::V4, connect).await;
-    assert!(
-        matches!(ack, Packet::ConnAck(ref a) if a.code == ReasonCode::NOT_AUTHORIZED),
-        "{ack:?}"
-    );
+    let (_open, ack) = RawClient::connect(addr_of(&node, "open"), ProtocolVersion::V4, connect.clone()).await;
+    assert!(matches!(ack, Packet::ConnAck(ref a) if a.code == ReasonCode::SUCCESS), "{ack:?}");
+    let (_closed, ack) = RawClient::connect(addr_of(&node, "closed"), ProtocolVersion::V4, connect).await;
+    assert!(matches!(ack, Packet::ConnAck(ref a) if a.code == ReasonCode::NOT_AUTHORIZED), "{ack:?}");
     node.shutdown().await;
 }
 
@@ -111,11 +90,7 @@ async fn mqtt_connect_timeout_closes_a_connection_that_sends_no_connect() {
     let mut silent = RawClient::open(node.mqtt_addr(), ProtocolVersion::V4).await;
     assert!(silent.until_closed().await.is_empty());
     // The default, 30 s, would outlast the test's wait.
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "closed after {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(5), "closed after {:?}", started.elapsed());
     node.shutdown().await;
 }
 
@@ -123,14 +98,8 @@ async fn mqtt_connect_timeout_closes_a_connection_that_sends_no_connect() {
 async fn max_last_will_delay_caps_the_will_delay_interval() {
     let node = start("allow_anonymous = on\nmax_last_will_delay = 1s\n").await;
     let addr = node.mqtt_addr();
-    let mut watcher = subscribed(
-        addr,
-        ProtocolVersion::V5,
-        RawClient::connect_packet("watch", true),
-        "wd/#",
-        QoS::AtLeastOnce,
-    )
-    .await;
+    let mut watcher =
+        subscribed(addr, ProtocolVersion::V5, RawClient::connect_packet("watch", true), "wd/#", QoS::AtLeastOnce).await;
     let mut connect = RawClient::connect_packet("delayed", false);
     connect.properties.session_expiry_interval = Some(3600);
     let mut will = Will {
@@ -143,14 +112,8 @@ async fn max_last_will_delay_caps_the_will_delay_interval() {
     connect.will = Some(will);
     let (c, _) = RawClient::connect(addr, ProtocolVersion::V5, connect).await;
     drop(c);
-    let (mut publ, _) = RawClient::connect(
-        addr,
-        ProtocolVersion::V5,
-        RawClient::connect_packet("pub", true),
-    )
-    .await;
-    publ.send(&publish("wd/marker", QoS::AtMostOnce, 0, b"now"))
-        .await;
+    let (mut publ, _) = RawClient::connect(addr, ProtocolVersion::V5, RawClient::connect_packet("pub", true)).await;
+    publ.send(&publish("wd/marker", QoS::AtMostOnce, 0, b"now")).await;
     // Still delayed (the marker comes first), but by 1 s, not the hour the client asked for:
     // `next_publish` gives up after common::WAIT.
     assert_eq!(next_publish(&mut watcher).await.topic.as_ref(), "wd/marker");
@@ -163,39 +126,18 @@ async fn receive_max_client_caps_messages_in_flight_towards_a_client() {
     let node = start("allow_anonymous = on\nreceive_max_client = 1\n").await;
     let addr = node.mqtt_addr();
     // The client announces no Receive Maximum (65535), so only receive_max_client limits.
-    let mut sub = subscribed(
-        addr,
-        ProtocolVersion::V5,
-        RawClient::connect_packet("slow", true),
-        "w",
-        QoS::AtLeastOnce,
-    )
-    .await;
-    let (mut publ, _) = RawClient::connect(
-        addr,
-        ProtocolVersion::V5,
-        RawClient::connect_packet("pub", true),
-    )
-    .await;
+    let mut sub =
+        subscribed(addr, ProtocolVersion::V5, RawClient::connect_packet("slow", true), "w", QoS::AtLeastOnce).await;
+    let (mut publ, _) = RawClient::connect(addr, ProtocolVersion::V5, RawClient::connect_packet("pub", true)).await;
     for (i, payload) in [&b"1"[..], b"2"].into_iter().enumerate() {
-        publ.send(&publish("w", QoS::AtLeastOnce, i as u16 + 1, payload))
-            .await;
+        publ.send(&publish("w", QoS::AtLeastOnce, i as u16 + 1, payload)).await;
         assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
     }
     let first = next_publish(&mut sub).await;
     assert_eq!(first.payload.as_ref(), b"1");
     // One in flight: nothing more arrives until it is acknowledged.
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), sub.recv())
-            .await
-            .is_err(),
-        "a second message was sent"
-    );
-    sub.send(&Packet::PubAck(PubResp {
-        packet_id: first.packet_id.unwrap(),
-        ..Default::default()
-    }))
-    .await;
+    assert!(tokio::time::timeout(Duration::from_millis(300), sub.recv()).await.is_err(), "a second message was sent");
+    sub.send(&Packet::PubAck(PubResp { packet_id: first.packet_id.unwrap(), ..Default::default() })).await;
     assert_eq!(next_publish(&mut sub).await.payload.as_ref(), b"2");
     node.shutdown().await;
 }
@@ -211,15 +153,8 @@ fn console_until_exit(dir: &std::path::Path, text: &str) -> String {
         .env("NO_COLOR", "1")
         .output()
         .expect("vernemq runs");
-    assert!(
-        !out.status.success(),
-        "the node was expected to stop on its data directory"
-    );
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(!out.status.success(), "the node was expected to stop on its data directory");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     common::process::strip_ansi(&text)
 }
 
@@ -244,28 +179,20 @@ fn log_console_level_filters_the_console_log_and_warnings_name_silent_keys() {
     let warning = console_until_exit(dir.path(), &format!("{base}log.console.level = warning\n"));
     assert!(!warning.contains("starting vmq-rs"), "{warning}");
     assert_eq!(warning.matches(silent_key).count(), 1, "{warning}");
-    assert!(
-        warning.contains("cannot create the data directory"),
-        "{warning}"
-    );
+    assert!(warning.contains("cannot create the data directory"), "{warning}");
 }
 
 #[test]
 fn vernemq_check_prints_the_warnings_of_the_example_configuration() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/vernemq.conf");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_vernemq"))
-        .args(["check", "-c", example])
-        .output()
-        .unwrap();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_vernemq")).args(["check", "-c", example]).output().unwrap();
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     for key in ["logging.obfuscation_secret", "listener.nr_of_acceptors"] {
         let needle = format!("'{key}' ");
         assert_eq!(
-            stdout
-                .lines()
-                .filter(|l| l.starts_with("warning: ") && l.contains(&needle))
-                .count(),
+            stdout.lines().filter(|l| l.starts_with("warning: ") && l.contains(&needle)).count(),
             1,
             "{key}: {stdout}"
         );
@@ -278,16 +205,9 @@ fn listener_vmqs_clustering_sets_the_cluster_address_over_listener_vmq_clusterin
     use vmq_node::cluster::transport::TransportConfig;
     let read = |text: &str| {
         let cfg = Config::parse(text, None).expect("the configuration parses");
-        TransportConfig::from_config(&cfg)
-            .expect("transport settings")
-            .listen
+        TransportConfig::from_config(&cfg).expect("transport settings").listen
     };
     let vmqs: SocketAddr = "127.0.0.1:18884".parse().unwrap();
     assert_eq!(read("listener.vmqs.clustering = 127.0.0.1:18884\n"), vmqs);
-    assert_eq!(
-        read(
-            "listener.vmqs.clustering = 127.0.0.1:18884\nlistener.vmq.clustering = 127.0.0.1:18883\n"
-        ),
-        vmqs
-    );
+    assert_eq!(read("listener.vmqs.clustering = 127.0.0.1:18884\nlistener.vmq.clustering = 127.0.0.1:18883\n"), vmqs);
 }

@@ -68,4 +68,3 @@ fn b_wait(b: &Broker, needle: &str) {
         }
     }
 }
-

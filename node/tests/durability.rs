@@ -31,7 +31,12 @@ impl MessageStore for FillableDisk {
     fn append_deferred(&self, queue: &QueueKey, messages: &[&[u8]], done: AppendDone) {
         done(self.append(queue, messages));
     }
-    fn read(&self, queue: &QueueKey, after: Option<MessageSeq>, limit: usize) -> Result<Vec<StoredMessage>, StoreError> {
+    fn read(
+        &self,
+        queue: &QueueKey,
+        after: Option<MessageSeq>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, StoreError> {
         self.inner.read(queue, after, limit)
     }
     fn delete(&self, queue: &QueueKey, seqs: &[MessageSeq]) -> Result<(), StoreError> {
@@ -69,7 +74,12 @@ async fn offline_subscriber(node: &Node, id: &str) {
 }
 
 fn publish(id: u16) -> Packet {
-    Packet::Publish(Publish { topic: "d/x".into(), qos: QoS::AtLeastOnce, packet_id: Some(PacketId(id)), ..Publish::default() })
+    Packet::Publish(Publish {
+        topic: "d/x".into(),
+        qos: QoS::AtLeastOnce,
+        packet_id: Some(PacketId(id)),
+        ..Publish::default()
+    })
 }
 
 #[tokio::test]
@@ -80,9 +90,13 @@ async fn full_disk_refuses_offline_publishes_with_a_reason_code_in_mqtt_5() {
     });
     let node = node_with(disk.clone()).await;
     offline_subscriber(&node, "sleeper").await;
-    let (mut p, _) = RawClient::connect(node.mqtt_addr(), ProtocolVersion::V5, RawClient::connect_packet("p5", true)).await;
+    let (mut p, _) =
+        RawClient::connect(node.mqtt_addr(), ProtocolVersion::V5, RawClient::connect_packet("p5", true)).await;
     p.send(&publish(1)).await;
-    assert!(matches!(p.recv().await, Some(Packet::PubAck(a)) if a.code == ReasonCode::SUCCESS), "stored, then acknowledged");
+    assert!(
+        matches!(p.recv().await, Some(Packet::PubAck(a)) if a.code == ReasonCode::SUCCESS),
+        "stored, then acknowledged"
+    );
     disk.full.store(true, Ordering::SeqCst);
     p.send(&publish(2)).await;
     match p.recv().await {
@@ -104,9 +118,13 @@ async fn full_disk_closes_mqtt_3_publishers_without_acknowledging() {
     });
     let node = node_with(disk).await;
     offline_subscriber(&node, "sleeper4").await;
-    let (mut p, _) = RawClient::connect(node.mqtt_addr(), ProtocolVersion::V4, RawClient::connect_packet("p4", true)).await;
+    let (mut p, _) =
+        RawClient::connect(node.mqtt_addr(), ProtocolVersion::V4, RawClient::connect_packet("p4", true)).await;
     p.send(&publish(1)).await;
     let got = p.until_closed().await;
-    assert!(!got.iter().any(|x| matches!(x, Packet::PubAck(_))), "no PUBACK for a message that was not stored: {got:?}");
+    assert!(
+        !got.iter().any(|x| matches!(x, Packet::PubAck(_))),
+        "no PUBACK for a message that was not stored: {got:?}"
+    );
     node.shutdown().await;
 }

@@ -113,11 +113,8 @@ impl Drop for Cut {
 }
 
 fn nft_script(script: &str) {
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("nft runs");
+    let mut child =
+        Command::new("nft").args(["-f", "-"]).stdin(std::process::Stdio::piped()).spawn().expect("nft runs");
     child.stdin.take().expect("stdin").write_all(script.as_bytes()).expect("script written");
     assert!(child.wait().expect("nft ends").success(), "nft refused:\n{script}");
 }
@@ -155,8 +152,10 @@ impl Drop for Nodes {
                 let lines: Vec<String> = n.broker.lines.try_iter().collect();
                 let path = std::env::temp_dir().join(format!("heal-{}-{}.log", std::process::id(), n.name));
                 let _ = std::fs::write(&path, lines.join("\n"));
-                let cluster: Vec<&String> =
-                    lines.iter().filter(|l| l.contains("cluster") || l.contains("netsplit") || l.contains("WARN")).collect();
+                let cluster: Vec<&String> = lines
+                    .iter()
+                    .filter(|l| l.contains("cluster") || l.contains("netsplit") || l.contains("WARN"))
+                    .collect();
                 let tail = &cluster[cluster.len().saturating_sub(LOG_TAIL)..];
                 eprintln!("--- {} (whole log: {}) ---", n.name, path.display());
                 for l in tail {
@@ -353,7 +352,8 @@ async fn every_node_agrees_within_a_second_of_a_heal(plugin: &'static str) {
     let prefix = if plugin == "vmq_swc" { "swc" } else { "plumtree" };
     for peer in [&n1.name, &n2.name] {
         assert!(
-            metrics.contains(&format!("{prefix}_exchange_last_completed_seconds{{node=\"{}\",peer=\"{peer}\"}}", n3.name)),
+            metrics
+                .contains(&format!("{prefix}_exchange_last_completed_seconds{{node=\"{}\",peer=\"{peer}\"}}", n3.name)),
             "exchange metrics for {peer}:\n{metrics}"
         );
     }
@@ -374,7 +374,15 @@ async fn every_node_agrees_within_a_second_of_a_heal(plugin: &'static str) {
 
 /// One cut, the writes on both sides, the heal and the checks; returns how long after the
 /// heal every check first held.
-async fn repetition(plugin: &str, rep: usize, n1: &Node, n2: &Node, n3: &Node, pub1: &mut V4, pub2: &mut V4) -> Duration {
+async fn repetition(
+    plugin: &str,
+    rep: usize,
+    n1: &Node,
+    n2: &Node,
+    n3: &Node,
+    pub1: &mut V4,
+    pub2: &mut V4,
+) -> Duration {
     let (t_old, t_keep, t_new) = (format!("heal/{rep}/old"), format!("heal/{rep}/keep"), format!("heal/{rep}/new"));
     let (t_set, t_clear) = (format!("heal/{rep}/set"), format!("heal/{rep}/clear"));
 
@@ -586,7 +594,9 @@ async fn duplicate_sessions_resolve_after_the_heal(plugin: &'static str) {
     assert_eq!(got, (0..10).collect::<Vec<u8>>(), "{plugin}: merged messages in order");
     // The newer connections live on.
     assert!(
-        tokio::time::timeout(Duration::from_millis(300), live_new.events.recv()).await.map_or(true, |e| matches!(e, Some(Ok(_)))),
+        tokio::time::timeout(Duration::from_millis(300), live_new.events.recv())
+            .await
+            .map_or(true, |e| matches!(e, Some(Ok(_)))),
         "{plugin}: the newer connection was closed"
     );
     eprintln!(
@@ -594,5 +604,9 @@ async fn duplicate_sessions_resolve_after_the_heal(plugin: &'static str) {
         closed_after.as_millis(),
         merged_after.as_millis()
     );
-    assert!(closed_after.max(merged_after) <= BUDGET, "{plugin}: duplicates resolved after {:?}", closed_after.max(merged_after));
+    assert!(
+        closed_after.max(merged_after) <= BUDGET,
+        "{plugin}: duplicates resolved after {:?}",
+        closed_after.max(merged_after)
+    );
 }

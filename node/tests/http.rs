@@ -29,7 +29,10 @@ async fn health_metrics_and_cluster_show() {
     let (publ, _) = V4::connect(V4::options(node.mqtt_addr(), "p")).await;
     publ.client.publish("m", rumqttc::QoS::AtLeastOnce, false, "x").await.unwrap();
     let broker = node.broker().clone();
-    common::wait_until("publish counted", || broker.counters.publish_received.load(std::sync::atomic::Ordering::Relaxed) == 1).await;
+    common::wait_until("publish counted", || {
+        broker.counters.publish_received.load(std::sync::atomic::Ordering::Relaxed) == 1
+    })
+    .await;
     let (status, metrics) = tokio::task::spawn_blocking(move || get(http, "/metrics")).await.unwrap();
     assert_eq!(status, 200);
     assert!(metrics.contains("mqtt_publish_received{node=\"vmq1@127.0.0.1\"} 1"), "{metrics}");

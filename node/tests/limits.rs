@@ -10,15 +10,17 @@ use vmq_mqtt::{Packet, ProtocolVersion, ReasonCode};
 #[tokio::test]
 async fn max_connections_refuses_connections_over_the_limit() {
     let node = common::start(|cfg| cfg.listeners[0].max_connections = Some(1)).await;
-    let (_first, ack) = RawClient::connect(node.mqtt_addr(), ProtocolVersion::V4, RawClient::connect_packet("one", true)).await;
+    let (_first, ack) =
+        RawClient::connect(node.mqtt_addr(), ProtocolVersion::V4, RawClient::connect_packet("one", true)).await;
     assert!(matches!(ack, Packet::ConnAck(_)));
     let mut second = RawClient::open(node.mqtt_addr(), ProtocolVersion::V4).await;
-    second.send(&Packet::Connect(Box::new({
-        let mut c = RawClient::connect_packet("two", true);
-        c.protocol = Some(ProtocolVersion::V4);
-        c
-    })))
-    .await;
+    second
+        .send(&Packet::Connect(Box::new({
+            let mut c = RawClient::connect_packet("two", true);
+            c.protocol = Some(ProtocolVersion::V4);
+            c
+        })))
+        .await;
     assert!(second.until_closed().await.is_empty(), "closed without CONNACK");
     node.shutdown().await;
 }
@@ -26,7 +28,8 @@ async fn max_connections_refuses_connections_over_the_limit() {
 #[tokio::test]
 async fn max_connection_lifetime_disconnects_with_maximum_connect_time() {
     let node = common::start(|cfg| cfg.listeners[0].max_connection_lifetime = Some(Duration::from_millis(300))).await;
-    let (mut c, _) = RawClient::connect(node.mqtt_addr(), ProtocolVersion::V5, RawClient::connect_packet("short", true)).await;
+    let (mut c, _) =
+        RawClient::connect(node.mqtt_addr(), ProtocolVersion::V5, RawClient::connect_packet("short", true)).await;
     let got = c.until_closed().await;
     assert!(
         got.iter().any(|p| matches!(p, Packet::Disconnect(d) if d.code == ReasonCode::MAXIMUM_CONNECT_TIME)),

@@ -87,7 +87,10 @@ async fn clean_session_discards_the_previous_session_mqtt_3_1_2_6() {
     let (mut c, _) = V4::connect(opts.clone()).await;
     c.subscribe("a", QoS::AtLeastOnce).await;
     c.client.disconnect().await.unwrap();
-    wait_until("offline", || node.broker().session(&vmq_storage::QueueKey::new("", "c1")).is_some_and(|s| !s.queue.is_online())).await;
+    wait_until("offline", || {
+        node.broker().session(&vmq_storage::QueueKey::new("", "c1")).is_some_and(|s| !s.queue.is_online())
+    })
+    .await;
     let mut clean = V4::options(addr, "c1");
     clean.set_clean_session(true);
     let (_c, present) = V4::connect(clean).await;

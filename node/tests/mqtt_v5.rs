@@ -45,7 +45,11 @@ async fn user_properties_and_request_response_pass_through_mqtt_3_3_2_17_to_20()
     let got = p.properties.expect("properties forwarded");
     assert_eq!(got.response_topic.as_deref(), Some("resp/requester"));
     assert_eq!(got.correlation_data.as_deref(), Some(&b"corr-1"[..]));
-    assert_eq!(got.user_properties, vec![("k1".into(), "v1".into()), ("k1".into(), "v2".into())], "order kept [MQTT-3.3.2-18]");
+    assert_eq!(
+        got.user_properties,
+        vec![("k1".into(), "v1".into()), ("k1".into(), "v2".into())],
+        "order kept [MQTT-3.3.2-18]"
+    );
     assert_eq!(got.content_type.as_deref(), Some("text/plain"));
     assert_eq!(got.payload_format_indicator, Some(1));
     node.shutdown().await;
@@ -131,7 +135,8 @@ async fn retained_message_expires_mqtt_3_3_2_5() {
     let left = p.properties.and_then(|p| p.message_expiry_interval).expect("remaining expiry sent");
     assert!(left <= 1, "the interval counts down [MQTT-3.3.2-6]");
     let broker = node.broker().clone();
-    wait_until("the retained message expired", || broker.retained_for("", "exp", std::time::Instant::now()).is_empty()).await;
+    wait_until("the retained message expired", || broker.retained_for("", "exp", std::time::Instant::now()).is_empty())
+        .await;
     node.shutdown().await;
 }
 

@@ -15,7 +15,10 @@ use vmq_mqtt::{
 fn subscribe(filter: &str, qos: QoS) -> Packet {
     Packet::Subscribe(Subscribe {
         packet_id: PacketId(1),
-        filters: vec![SubscribeFilter { filter: filter.into(), options: SubscriptionOptions { qos, ..Default::default() } }],
+        filters: vec![SubscribeFilter {
+            filter: filter.into(),
+            options: SubscriptionOptions { qos, ..Default::default() },
+        }],
         ..Default::default()
     })
 }
@@ -40,7 +43,13 @@ async fn next_publish(c: &mut RawClient) -> Publish {
     }
 }
 
-async fn subscribed(addr: std::net::SocketAddr, version: ProtocolVersion, connect: Connect, filter: &str, qos: QoS) -> RawClient {
+async fn subscribed(
+    addr: std::net::SocketAddr,
+    version: ProtocolVersion,
+    connect: Connect,
+    filter: &str,
+    qos: QoS,
+) -> RawClient {
     let (mut c, _) = RawClient::connect(addr, version, connect).await;
     c.send(&subscribe(filter, qos)).await;
     assert!(matches!(c.recv().await, Some(Packet::SubAck(_))));
@@ -51,7 +60,8 @@ async fn subscribed(addr: std::net::SocketAddr, version: ProtocolVersion, connec
 async fn inflight_window_holds_back_messages_until_acknowledged() {
     let node = common::start(|cfg| cfg.mqtt.max_inflight_messages = 2).await;
     let addr = node.mqtt_addr();
-    let mut sub = subscribed(addr, ProtocolVersion::V4, RawClient::connect_packet("slow", true), "w", QoS::AtLeastOnce).await;
+    let mut sub =
+        subscribed(addr, ProtocolVersion::V4, RawClient::connect_packet("slow", true), "w", QoS::AtLeastOnce).await;
     let (mut publ, _) = RawClient::connect(addr, ProtocolVersion::V4, RawClient::connect_packet("pub", true)).await;
     for (i, payload) in [&b"1"[..], b"2", b"3", b"4"].into_iter().enumerate() {
         publ.send(&publish("w", QoS::AtLeastOnce, i as u16 + 1, payload)).await;
@@ -72,7 +82,9 @@ async fn inflight_window_holds_back_messages_until_acknowledged() {
 async fn unacknowledged_message_is_retried_with_dup_in_mqtt_3() {
     let node = common::start(|cfg| cfg.mqtt.retry_interval = Duration::from_millis(200)).await;
     let addr = node.mqtt_addr();
-    let mut sub = subscribed(addr, ProtocolVersion::V4, RawClient::connect_packet("forgetful", true), "r", QoS::AtLeastOnce).await;
+    let mut sub =
+        subscribed(addr, ProtocolVersion::V4, RawClient::connect_packet("forgetful", true), "r", QoS::AtLeastOnce)
+            .await;
     let (mut publ, _) = RawClient::connect(addr, ProtocolVersion::V4, RawClient::connect_packet("pub", true)).await;
     publ.send(&publish("r", QoS::AtLeastOnce, 1, b"again")).await;
     let first = next_publish(&mut sub).await;
@@ -109,7 +121,8 @@ async fn inflight_messages_are_resent_on_reconnect_with_their_ids_mqtt_4_4_0_1()
 async fn qos2_incoming_is_routed_once_despite_resends_mqtt_4_3_3() {
     let node = common::start(|_| {}).await;
     let addr = node.mqtt_addr();
-    let mut sub = subscribed(addr, ProtocolVersion::V4, RawClient::connect_packet("sub", true), "x2", QoS::AtMostOnce).await;
+    let mut sub =
+        subscribed(addr, ProtocolVersion::V4, RawClient::connect_packet("sub", true), "x2", QoS::AtMostOnce).await;
     let (mut publ, _) = RawClient::connect(addr, ProtocolVersion::V4, RawClient::connect_packet("pub", true)).await;
     publ.send(&publish("x2", QoS::ExactlyOnce, 9, b"once")).await;
     assert!(matches!(publ.recv().await, Some(Packet::PubRec(r)) if r.packet_id == PacketId(9)));
@@ -131,7 +144,8 @@ async fn qos2_incoming_is_routed_once_despite_resends_mqtt_4_3_3() {
 async fn qos2_outgoing_flow_pubrec_pubrel_pubcomp_mqtt_4_3_3() {
     let node = common::start(|_| {}).await;
     let addr = node.mqtt_addr();
-    let mut sub = subscribed(addr, ProtocolVersion::V5, RawClient::connect_packet("sub", true), "q2", QoS::ExactlyOnce).await;
+    let mut sub =
+        subscribed(addr, ProtocolVersion::V5, RawClient::connect_packet("sub", true), "q2", QoS::ExactlyOnce).await;
     let (mut publ, _) = RawClient::connect(addr, ProtocolVersion::V5, RawClient::connect_packet("pub", true)).await;
     publ.send(&publish("q2", QoS::ExactlyOnce, 3, b"x")).await;
     let p = next_publish(&mut sub).await;
@@ -182,10 +196,16 @@ async fn messages_over_the_clients_maximum_packet_size_are_not_sent_mqtt_3_1_2_2
 async fn will_delay_postpones_the_will_mqtt_3_1_3_9() {
     let node = common::start(|_| {}).await;
     let addr = node.mqtt_addr();
-    let mut watcher = subscribed(addr, ProtocolVersion::V5, RawClient::connect_packet("watch", true), "wd/#", QoS::AtLeastOnce).await;
+    let mut watcher =
+        subscribed(addr, ProtocolVersion::V5, RawClient::connect_packet("watch", true), "wd/#", QoS::AtLeastOnce).await;
     let mut connect = RawClient::connect_packet("delayed", false);
     connect.properties.session_expiry_interval = Some(60);
-    let mut will = Will { topic: "wd/will".into(), payload: Bytes::from_static(b"late"), qos: QoS::AtLeastOnce, ..Default::default() };
+    let mut will = Will {
+        topic: "wd/will".into(),
+        payload: Bytes::from_static(b"late"),
+        qos: QoS::AtLeastOnce,
+        ..Default::default()
+    };
     will.properties.will_delay_interval = Some(1);
     connect.will = Some(will);
     let (c, _) = RawClient::connect(addr, ProtocolVersion::V5, connect).await;
@@ -201,7 +221,14 @@ async fn will_delay_postpones_the_will_mqtt_3_1_3_9() {
 #[tokio::test]
 async fn unsubscribe_reports_missing_subscriptions_in_mqtt_5() {
     let node = common::start(|_| {}).await;
-    let mut c = subscribed(node.mqtt_addr(), ProtocolVersion::V5, RawClient::connect_packet("u", true), "have", QoS::AtMostOnce).await;
+    let mut c = subscribed(
+        node.mqtt_addr(),
+        ProtocolVersion::V5,
+        RawClient::connect_packet("u", true),
+        "have",
+        QoS::AtMostOnce,
+    )
+    .await;
     c.send(&Packet::Unsubscribe(vmq_mqtt::Unsubscribe {
         packet_id: PacketId(5),
         filters: vec!["have".into(), "never".into()],
@@ -221,11 +248,15 @@ async fn unsubscribe_reports_missing_subscriptions_in_mqtt_5() {
 #[tokio::test]
 async fn invalid_filters_get_failure_codes_in_suback() {
     let node = common::start(|_| {}).await;
-    let (mut c, _) = RawClient::connect(node.mqtt_addr(), ProtocolVersion::V4, RawClient::connect_packet("f", true)).await;
+    let (mut c, _) =
+        RawClient::connect(node.mqtt_addr(), ProtocolVersion::V4, RawClient::connect_packet("f", true)).await;
     c.send(&Packet::Subscribe(Subscribe {
         packet_id: PacketId(2),
         filters: vec![
-            SubscribeFilter { filter: "ok/+".into(), options: SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() } },
+            SubscribeFilter {
+                filter: "ok/+".into(),
+                options: SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() },
+            },
             SubscribeFilter { filter: "bad/#/x".into(), options: SubscriptionOptions::default() },
         ],
         ..Default::default()
@@ -246,19 +277,27 @@ async fn invalid_filters_get_failure_codes_in_suback() {
 async fn a_client_that_stopped_reading_is_taken_over_and_its_in_flight_messages_are_sent_again() {
     let node = common::start(|c| c.mqtt.max_online_messages = None).await;
     let addr = node.mqtt_addr();
-    let (mut stuck, ack) = RawClient::connect(addr, ProtocolVersion::V4, RawClient::connect_packet("stuck", false)).await;
+    let (mut stuck, ack) =
+        RawClient::connect(addr, ProtocolVersion::V4, RawClient::connect_packet("stuck", false)).await;
     assert!(matches!(ack, Packet::ConnAck(_)));
     stuck.send(&subscribe("stuck/#", QoS::AtLeastOnce)).await;
     assert!(matches!(stuck.recv().await, Some(Packet::SubAck(_))));
     // From here on `stuck` reads nothing.
-    let (mut publisher, _) = RawClient::connect(addr, ProtocolVersion::V4, RawClient::connect_packet("filler", true)).await;
+    let (mut publisher, _) =
+        RawClient::connect(addr, ProtocolVersion::V4, RawClient::connect_packet("filler", true)).await;
     for id in 1..=10u16 {
         publisher.send(&publish("stuck/acked", QoS::AtLeastOnce, id, b"in flight")).await;
     }
     // Enough QoS 0 bulk to fill both socket buffers behind them.
     static BULK: [u8; 65_536] = [0; 65_536];
     for _ in 0..400 {
-        publisher.send(&Packet::Publish(Publish { topic: "stuck/bulk".into(), payload: Bytes::from_static(&BULK), ..Default::default() })).await;
+        publisher
+            .send(&Packet::Publish(Publish {
+                topic: "stuck/bulk".into(),
+                payload: Bytes::from_static(&BULK),
+                ..Default::default()
+            }))
+            .await;
     }
     let mut acked = 0;
     while acked < 10 {

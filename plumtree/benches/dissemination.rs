@@ -79,17 +79,8 @@ fn report() {
     }
     let mut sim = diverged();
     sim.set_members(&[0, 1]);
-    assert!(
-        sim.run_until_converged(600_000),
-        "anti-entropy did not converge"
-    );
-    let frames: u64 = sim
-        .stats
-        .sent
-        .iter()
-        .filter(|(k, _)| k.starts_with("exchange"))
-        .map(|(_, v)| *v)
-        .sum();
+    assert!(sim.run_until_converged(600_000), "anti-entropy did not converge");
+    let frames: u64 = sim.stats.sent.iter().filter(|(k, _)| k.starts_with("exchange")).map(|(_, v)| *v).sum();
     let bytes = sim.stats.bytes;
     let repaired: u64 = (0..2).map(|i| sim.replica(i).stats().keys_repaired).sum();
     println!(

@@ -21,20 +21,13 @@ use crate::message::IHave;
 pub fn build_tree(n: usize, nodes: &[NodeId]) -> BTreeMap<NodeId, Vec<NodeId>> {
     let expand: Vec<&NodeId> = nodes.iter().cycle().take(nodes.len() * (n + 1)).collect();
     let mut work = expand.into_iter().skip(1);
-    nodes
-        .iter()
-        .map(|node| (node.clone(), work.by_ref().take(n).cloned().collect()))
-        .collect()
+    nodes.iter().map(|node| (node.clone(), work.by_ref().take(n).cloned().collect())).collect()
 }
 
 /// `plumtree_broadcast:init_peers/1`: the initial (eager, lazy) sets of `me` for a cluster of
 /// `members` (which includes `me`). The fan-out grows with the cluster: 1 below 5 nodes, 2
 /// below 10, `round(ln N + 1)` from 10 on; one random other node starts lazy.
-pub fn init_peers(
-    me: &NodeId,
-    members: &BTreeSet<NodeId>,
-    rng: &mut StdRng,
-) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
+pub fn init_peers(me: &NodeId, members: &BTreeSet<NodeId>, rng: &mut StdRng) -> (BTreeSet<NodeId>, BTreeSet<NodeId>) {
     let nodes: Vec<NodeId> = members.iter().cloned().collect();
     let others: BTreeSet<NodeId> = members.iter().filter(|m| *m != me).cloned().collect();
     let fanout = match nodes.len() {
@@ -46,13 +39,7 @@ pub fn init_peers(
     };
     let tree = build_tree(fanout, &nodes);
     // With cycles a node can be its own child; a self-link carries nothing.
-    let eager: BTreeSet<NodeId> = tree
-        .get(me)
-        .into_iter()
-        .flatten()
-        .filter(|n| *n != me)
-        .cloned()
-        .collect();
+    let eager: BTreeSet<NodeId> = tree.get(me).into_iter().flatten().filter(|n| *n != me).cloned().collect();
     let rest: Vec<&NodeId> = others.iter().filter(|n| !eager.contains(*n)).collect();
     let mut lazy = BTreeSet::new();
     if !rest.is_empty() {
@@ -123,49 +110,24 @@ impl Trees {
     /// Eager peers of `root`'s tree, except `from`.
     pub fn eager_peers(&mut self, root: &NodeId, from: &NodeId) -> Vec<NodeId> {
         self.ensure_root(root);
-        self.eager
-            .get(root)
-            .into_iter()
-            .flatten()
-            .filter(|p| *p != from)
-            .cloned()
-            .collect()
+        self.eager.get(root).into_iter().flatten().filter(|p| *p != from).cloned().collect()
     }
 
     /// Eager peers of `root`'s tree (for inspection in tests and the simulation).
     pub fn eager_of(&self, root: &NodeId) -> BTreeSet<NodeId> {
-        self.eager
-            .get(root)
-            .cloned()
-            .unwrap_or_else(|| self.common_eager.clone())
+        self.eager.get(root).cloned().unwrap_or_else(|| self.common_eager.clone())
     }
 
     /// Lazy peers of `root`'s tree.
     pub fn lazy_of(&self, root: &NodeId) -> BTreeSet<NodeId> {
-        self.lazy
-            .get(root)
-            .cloned()
-            .unwrap_or_else(|| self.common_lazy.clone())
+        self.lazy.get(root).cloned().unwrap_or_else(|| self.common_lazy.clone())
     }
 
     /// Announces a version to the lazy peers of `root` except `from`: it stays outstanding
     /// until they acknowledge it (`schedule_lazy_push`).
-    pub fn schedule_lazy(
-        &mut self,
-        root: &NodeId,
-        from: &NodeId,
-        key: &MetaKey,
-        ctx: &VersionVector,
-    ) {
+    pub fn schedule_lazy(&mut self, root: &NodeId, from: &NodeId, key: &MetaKey, ctx: &VersionVector) {
         self.ensure_root(root);
-        let peers: Vec<NodeId> = self
-            .lazy
-            .get(root)
-            .into_iter()
-            .flatten()
-            .filter(|p| *p != from)
-            .cloned()
-            .collect();
+        let peers: Vec<NodeId> = self.lazy.get(root).into_iter().flatten().filter(|p| *p != from).cloned().collect();
         for peer in peers {
             let out = self.outstanding.entry(peer).or_default();
             out.insert((root.clone(), key.clone()), ctx.clone());
@@ -205,10 +167,7 @@ impl Trees {
     pub fn ack(&mut self, peer: &NodeId, ihave: &IHave) {
         if let Some(out) = self.outstanding.get_mut(peer) {
             let slot = (ihave.root.clone(), ihave.key.clone());
-            if out
-                .get(&slot)
-                .is_some_and(|ctx| ihave.context.descends(ctx))
-            {
+            if out.get(&slot).is_some_and(|ctx| ihave.context.descends(ctx)) {
                 out.remove(&slot);
             }
             if out.is_empty() {
@@ -224,11 +183,7 @@ impl Trees {
             .map(|(peer, out)| {
                 let list = out
                     .iter()
-                    .map(|((root, key), ctx)| IHave {
-                        root: root.clone(),
-                        key: key.clone(),
-                        context: ctx.clone(),
-                    })
+                    .map(|((root, key), ctx)| IHave { root: root.clone(), key: key.clone(), context: ctx.clone() })
                     .collect();
                 (peer.clone(), list)
             })
@@ -269,19 +224,13 @@ mod tests {
             let members: BTreeSet<NodeId> = nodes(n).into_iter().collect();
             let me = nodes(n)[n / 2].clone();
             let (eager, lazy) = init_peers(&me, &members, &mut rng);
-            assert!(
-                eager.len() <= fanout && !eager.is_empty(),
-                "n={n} eager={eager:?}"
-            );
+            assert!(eager.len() <= fanout && !eager.is_empty(), "n={n} eager={eager:?}");
             assert!(!eager.contains(&me) && !lazy.contains(&me));
             assert!(eager.is_disjoint(&lazy));
             assert_eq!(lazy.len(), usize::from(n > 2), "n={n}");
         }
         let one: BTreeSet<NodeId> = nodes(1).into_iter().collect();
-        assert_eq!(
-            init_peers(&nodes(1)[0], &one, &mut rng),
-            (BTreeSet::new(), BTreeSet::new())
-        );
+        assert_eq!(init_peers(&nodes(1)[0], &one, &mut rng), (BTreeSet::new(), BTreeSet::new()));
     }
 
     #[test]
@@ -290,10 +239,8 @@ mod tests {
         for n in [3, 6, 12, 50] {
             let ns = nodes(n);
             let members: BTreeSet<NodeId> = ns.iter().cloned().collect();
-            let edges: BTreeMap<NodeId, BTreeSet<NodeId>> = ns
-                .iter()
-                .map(|m| (m.clone(), init_peers(m, &members, &mut rng).0))
-                .collect();
+            let edges: BTreeMap<NodeId, BTreeSet<NodeId>> =
+                ns.iter().map(|m| (m.clone(), init_peers(m, &members, &mut rng).0)).collect();
             for root in &ns {
                 let mut seen = BTreeSet::from([root.clone()]);
                 let mut todo = vec![root.clone()];
@@ -322,21 +269,8 @@ mod tests {
         let key = MetaKey::new("p", b"k".to_vec());
         let ctx: VersionVector = [(root.clone(), 1)].into_iter().collect();
         t.schedule_lazy(&root, &root, &key, &ctx);
-        assert_eq!(
-            t.outstanding()
-                .iter()
-                .filter(|(p, _)| *p == ns[1] || *p == ns[2])
-                .count(),
-            2
-        );
-        t.ack(
-            &ns[1],
-            &IHave {
-                root: root.clone(),
-                key: key.clone(),
-                context: ctx.clone(),
-            },
-        );
+        assert_eq!(t.outstanding().iter().filter(|(p, _)| *p == ns[1] || *p == ns[2]).count(), 2);
+        t.ack(&ns[1], &IHave { root: root.clone(), key: key.clone(), context: ctx.clone() });
         assert!(t.outstanding().iter().all(|(p, _)| *p != ns[1]));
         t.add_eager(&root, &ns[2]);
         assert!(t.eager_of(&root).contains(&ns[2]) && !t.lazy_of(&root).contains(&ns[2]));

@@ -50,16 +50,11 @@ impl PlumtreeConfig {
     /// Sets one key from the node's config file. Keys are VerneMQ's names, bare or under
     /// `vmq_plumtree.` / `plumtree.`; durations take milliseconds or a `ms`/`s`/`m`/`h` suffix.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
-        let name = PREFIXES
-            .iter()
-            .find_map(|p| key.strip_prefix(p))
-            .unwrap_or(key);
+        let name = PREFIXES.iter().find_map(|p| key.strip_prefix(p)).unwrap_or(key);
         match name {
             "min_lazy_tick_interval" => self.min_lazy_tick_interval = duration(key, value)?,
             "broadcast_exchange_timer" => self.broadcast_exchange_timer = duration(key, value)?,
-            "broadcast_start_exchange_limit" => {
-                self.broadcast_start_exchange_limit = count(key, value)?
-            }
+            "broadcast_start_exchange_limit" => self.broadcast_start_exchange_limit = count(key, value)?,
             "metadata_exchange_timeout" => self.metadata_exchange_timeout = duration(key, value)?,
             "metadata_hashtree_timer" => self.metadata_hashtree_timer = duration(key, value)?,
             "drop_i_have_threshold" => self.drop_i_have_threshold = count(key, value)?,
@@ -72,16 +67,12 @@ impl PlumtreeConfig {
 }
 
 fn count(key: &str, value: &str) -> Result<usize, String> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| format!("`{key}` needs a non-negative integer, got `{value}`"))
+    value.trim().parse().map_err(|_| format!("`{key}` needs a non-negative integer, got `{value}`"))
 }
 
 fn duration(key: &str, value: &str) -> Result<u64, String> {
     let v = value.trim();
-    let err =
-        || format!("`{key}` needs a duration in milliseconds (or with ms/s/m/h), got `{value}`");
+    let err = || format!("`{key}` needs a duration in milliseconds (or with ms/s/m/h), got `{value}`");
     let (digits, scale) = if let Some(d) = v.strip_suffix("ms") {
         (d, 1)
     } else if let Some(d) = v.strip_suffix('s') {
@@ -128,11 +119,7 @@ mod tests {
     fn set_rejects_unknown_keys_and_bad_values() {
         let mut c = PlumtreeConfig::default();
         assert!(c.set("lazy_tick", "1").unwrap_err().contains("unknown"));
-        assert!(
-            c.set("metadata_exchange_timeout", "soon")
-                .unwrap_err()
-                .contains("duration")
-        );
+        assert!(c.set("metadata_exchange_timeout", "soon").unwrap_err().contains("duration"));
         assert!(c.set("outstanding_limit", "-1").is_err());
         assert_eq!(c, PlumtreeConfig::default());
     }

@@ -80,9 +80,7 @@ pub struct DvvSet<V> {
 
 impl<V> Default for DvvSet<V> {
     fn default() -> Self {
-        Self {
-            entries: BTreeMap::new(),
-        }
+        Self { entries: BTreeMap::new() }
     }
 }
 
@@ -109,10 +107,7 @@ impl<V: Clone + PartialEq> DvvSet<V> {
 
     /// The causal context: every dot this set knows of (`dvvset:join/1`).
     pub fn context(&self) -> VersionVector {
-        self.entries
-            .iter()
-            .map(|(id, e)| (id.clone(), e.counter))
-            .collect()
+        self.entries.iter().map(|(id, e)| (id.clone(), e.counter)).collect()
     }
 
     /// The writers' entries.
@@ -131,37 +126,19 @@ impl<V: Clone + PartialEq> DvvSet<V> {
     /// key recreated after its tombstone was reclaimed never reuses a dot of its old life.
     /// (With surviving own values the next dot must stay contiguous: `values[i]` is dot
     /// `counter - i`; those values prove the set was not reclaimed since.)
-    pub fn update_after(
-        &self,
-        context: &VersionVector,
-        writer: &NodeId,
-        value: V,
-        floor: u64,
-    ) -> Self {
+    pub fn update_after(&self, context: &VersionVector, writer: &NodeId, value: V, floor: u64) -> Self {
         let mut entries = BTreeMap::new();
         for (id, e) in &self.entries {
             let seen = context.counter(id);
             // Dots in (seen, counter] were not seen by the writer: they stay as siblings.
             let keep = usize::try_from(e.counter.saturating_sub(seen)).unwrap_or(usize::MAX);
             let values = e.values.iter().take(keep).cloned().collect();
-            entries.insert(
-                id.clone(),
-                DvvEntry {
-                    counter: e.counter.max(seen),
-                    values,
-                },
-            );
+            entries.insert(id.clone(), DvvEntry { counter: e.counter.max(seen), values });
         }
         for (id, n) in context.iter() {
-            entries.entry(id.clone()).or_insert_with(|| DvvEntry {
-                counter: n,
-                values: Vec::new(),
-            });
+            entries.entry(id.clone()).or_insert_with(|| DvvEntry { counter: n, values: Vec::new() });
         }
-        let own = entries.entry(writer.clone()).or_insert_with(|| DvvEntry {
-            counter: 0,
-            values: Vec::new(),
-        });
+        let own = entries.entry(writer.clone()).or_insert_with(|| DvvEntry { counter: 0, values: Vec::new() });
         if own.values.is_empty() {
             own.counter = own.counter.max(floor);
         }
@@ -187,10 +164,7 @@ impl<V: Clone + PartialEq> DvvSet<V> {
 
     /// True when every dot known to `other` is known to `self` (`other` is stale or equal).
     pub fn descends(&self, other: &Self) -> bool {
-        other
-            .entries
-            .iter()
-            .all(|(id, e)| self.entries.get(id).is_some_and(|m| m.counter >= e.counter))
+        other.entries.iter().all(|(id, e)| self.entries.get(id).is_some_and(|m| m.counter >= e.counter))
     }
 
     /// Keeps only the values `keep` accepts, leaving the causal history unchanged.
@@ -205,21 +179,14 @@ impl<V: Clone + PartialEq> DvvSet<V> {
 /// The live interval of one writer after a merge is `(max(n1 - l1, n2 - l2), max(n1, n2)]`:
 /// a dot is obsolete as soon as one side has it below its live window.
 fn merge_entry<V: Clone>(a: &DvvEntry<V>, b: &DvvEntry<V>) -> DvvEntry<V> {
-    let (hi, lo) = if a.counter >= b.counter {
-        (a, b)
-    } else {
-        (b, a)
-    };
+    let (hi, lo) = if a.counter >= b.counter { (a, b) } else { (b, a) };
     let hi_floor = hi.counter - len_u64(&hi.values).min(hi.counter);
     let lo_floor = lo.counter - len_u64(&lo.values).min(lo.counter);
     if hi_floor >= lo_floor {
         return hi.clone();
     }
     let keep = usize::try_from(hi.counter - lo_floor).unwrap_or(usize::MAX);
-    DvvEntry {
-        counter: hi.counter,
-        values: hi.values.iter().take(keep).cloned().collect(),
-    }
+    DvvEntry { counter: hi.counter, values: hi.values.iter().take(keep).cloned().collect() }
 }
 
 fn len_u64<V>(values: &[V]) -> u64 {

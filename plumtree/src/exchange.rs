@@ -111,13 +111,7 @@ impl Replica {
                 heal_retries,
             },
         );
-        self.send(
-            &peer,
-            MessageV1::ExchangeRoot {
-                exchange: id,
-                prefixes,
-            },
-        );
+        self.send(&peer, MessageV1::ExchangeRoot { exchange: id, prefixes });
     }
 
     /// Drops exchanges past their deadline.
@@ -155,23 +149,11 @@ impl Replica {
     /// One exchange message (either role).
     pub(crate) fn handle_exchange(&mut self, now: Millis, from: &NodeId, msg: MessageV1) {
         match msg {
-            MessageV1::ExchangeRoot { exchange, prefixes } => {
-                self.on_root(from, exchange, prefixes)
-            }
-            MessageV1::ExchangeBuckets { exchange, prefixes } => {
-                self.on_buckets(now, from, exchange, prefixes)
-            }
-            MessageV1::ExchangeSegments { exchange, buckets } => {
-                self.on_segments(from, exchange, buckets)
-            }
-            MessageV1::ExchangeKeys { exchange, segments } => {
-                self.on_keys(now, from, exchange, segments)
-            }
-            MessageV1::ExchangeRepair {
-                exchange,
-                objects,
-                want,
-            } => {
+            MessageV1::ExchangeRoot { exchange, prefixes } => self.on_root(from, exchange, prefixes),
+            MessageV1::ExchangeBuckets { exchange, prefixes } => self.on_buckets(now, from, exchange, prefixes),
+            MessageV1::ExchangeSegments { exchange, buckets } => self.on_segments(from, exchange, buckets),
+            MessageV1::ExchangeKeys { exchange, segments } => self.on_keys(now, from, exchange, segments),
+            MessageV1::ExchangeRepair { exchange, objects, want } => {
                 self.merge_all(now, from, objects);
                 let objects = self.objects_for(from, &want);
                 self.send(from, MessageV1::ExchangeObjects { exchange, objects });
@@ -202,29 +184,14 @@ impl Replica {
             if theirs.get(prefix) == mine.get(prefix) {
                 self.confirm(from, prefix, Scope::Prefix, None);
             } else {
-                differ.push(PrefixBuckets {
-                    prefix: prefix.clone(),
-                    buckets: self.tree.buckets(prefix),
-                });
+                differ.push(PrefixBuckets { prefix: prefix.clone(), buckets: self.tree.buckets(prefix) });
             }
         }
-        self.send(
-            from,
-            MessageV1::ExchangeBuckets {
-                exchange,
-                prefixes: differ,
-            },
-        );
+        self.send(from, MessageV1::ExchangeBuckets { exchange, prefixes: differ });
     }
 
     /// Initiator, step 3.
-    fn on_buckets(
-        &mut self,
-        now: Millis,
-        from: &NodeId,
-        exchange: u64,
-        prefixes: Vec<PrefixBuckets>,
-    ) {
+    fn on_buckets(&mut self, now: Millis, from: &NodeId, exchange: u64, prefixes: Vec<PrefixBuckets>) {
         let Some(x) = self.exchange_step(now, from, exchange) else {
             return;
         };
@@ -245,23 +212,13 @@ impl Replica {
             self.confirm(from, &prefix, Scope::Buckets(same), None);
             for bucket in other {
                 let segments = self.tree.segments(&prefix, bucket);
-                differ.push(BucketSegments {
-                    prefix: prefix.clone(),
-                    bucket,
-                    segments,
-                });
+                differ.push(BucketSegments { prefix: prefix.clone(), bucket, segments });
             }
         }
         if differ.is_empty() {
             self.finish_exchange(now, exchange);
         } else {
-            self.send(
-                from,
-                MessageV1::ExchangeSegments {
-                    exchange,
-                    buckets: differ,
-                },
-            );
+            self.send(from, MessageV1::ExchangeSegments { exchange, buckets: differ });
         }
     }
 
@@ -271,15 +228,9 @@ impl Replica {
         // Equal segments of every bucket, confirmed with one pass over each prefix's
         // tombstones: a pass per bucket made a heal cost buckets x tombstones.
         let mut same_all: BTreeMap<String, BTreeSet<u32>> = BTreeMap::new();
-        for BucketSegments {
-            prefix,
-            bucket,
-            segments,
-        } in buckets
-        {
+        for BucketSegments { prefix, bucket, segments } in buckets {
             let theirs: BTreeMap<u32, u64> = segments.into_iter().collect();
-            let mine: BTreeMap<u32, u64> =
-                self.tree.segments(&prefix, bucket).into_iter().collect();
+            let mine: BTreeMap<u32, u64> = self.tree.segments(&prefix, bucket).into_iter().collect();
             let all: BTreeSet<u32> = theirs.keys().chain(mine.keys()).copied().collect();
             let (same, other): (BTreeSet<u32>, BTreeSet<u32>) =
                 all.into_iter().partition(|s| theirs.get(s) == mine.get(s));
@@ -294,11 +245,7 @@ impl Replica {
             let mut keys = self.keys_in_segments(&prefix, &segs);
             for seg in segs {
                 let keys = keys.remove(&seg).unwrap_or_default();
-                segments.push(SegmentKeys {
-                    prefix: prefix.clone(),
-                    segment: seg,
-                    keys,
-                });
+                segments.push(SegmentKeys { prefix: prefix.clone(), segment: seg, keys });
             }
         }
         self.send(from, MessageV1::ExchangeKeys { exchange, segments });
@@ -319,11 +266,7 @@ impl Replica {
             let mut mine = self.keys_in_segments(&prefix, &seg_set);
             for SegmentKeys { segment, keys, .. } in segs {
                 let theirs: BTreeMap<Vec<u8>, u64> = keys.into_iter().collect();
-                let ours: BTreeMap<Vec<u8>, u64> = mine
-                    .remove(&segment)
-                    .unwrap_or_default()
-                    .into_iter()
-                    .collect();
+                let ours: BTreeMap<Vec<u8>, u64> = mine.remove(&segment).unwrap_or_default().into_iter().collect();
                 let all: BTreeSet<&Vec<u8>> = theirs.keys().chain(ours.keys()).collect();
                 for k in all {
                     let key = MetaKey::new(prefix.clone(), k.clone());
@@ -346,10 +289,7 @@ impl Replica {
         let objects = self.objects_for(from, &give);
         // Frames stay bounded however far apart the replicas are (a joining node gets every
         // key): the repair goes out in chunks, each answered by one `ExchangeObjects`.
-        let chunks = objects
-            .len()
-            .div_ceil(REPAIR_CHUNK)
-            .max(want.len().div_ceil(REPAIR_CHUNK));
+        let chunks = objects.len().div_ceil(REPAIR_CHUNK).max(want.len().div_ceil(REPAIR_CHUNK));
         if chunks == 0 {
             self.finish_exchange(now, exchange);
             return;
@@ -362,14 +302,7 @@ impl Replica {
         for _ in 0..chunks {
             let objects = objects.by_ref().take(REPAIR_CHUNK).collect();
             let want = want.by_ref().take(REPAIR_CHUNK).collect();
-            self.send(
-                from,
-                MessageV1::ExchangeRepair {
-                    exchange,
-                    objects,
-                    want,
-                },
-            );
+            self.send(from, MessageV1::ExchangeRepair { exchange, objects, want });
         }
     }
 
@@ -378,11 +311,7 @@ impl Replica {
         keys.iter()
             .filter_map(|k| {
                 let s = self.objects.get(k)?;
-                if self
-                    .tombstones
-                    .get(k)
-                    .is_some_and(|t| t.confirmed.contains(peer))
-                {
+                if self.tombstones.get(k).is_some_and(|t| t.confirmed.contains(peer)) {
                     return None;
                 }
                 Some((k.clone(), s.object.clone()))
@@ -400,18 +329,10 @@ impl Replica {
     }
 
     /// Our keys in `segments` of `prefix` with their hashes, by segment.
-    fn keys_in_segments(
-        &self,
-        prefix: &str,
-        segments: &BTreeSet<u32>,
-    ) -> BTreeMap<u32, Vec<(Vec<u8>, u64)>> {
+    fn keys_in_segments(&self, prefix: &str, segments: &BTreeSet<u32>) -> BTreeMap<u32, Vec<(Vec<u8>, u64)>> {
         let mut out: BTreeMap<u32, Vec<(Vec<u8>, u64)>> = BTreeMap::new();
         let start = MetaKey::new(prefix, Vec::new());
-        for (key, s) in self
-            .objects
-            .range(start..)
-            .take_while(|(k, _)| k.prefix == prefix)
-        {
+        for (key, s) in self.objects.range(start..).take_while(|(k, _)| k.prefix == prefix) {
             let seg = segment_of(&key.key);
             if segments.contains(&seg) {
                 out.entry(seg).or_default().push((key.key.clone(), s.hash));
@@ -423,17 +344,11 @@ impl Replica {
     /// Records that `peer` holds the tombstones of `scope` under `prefix` (those unchanged
     /// since `not_after`, when the comparison was against an older snapshot of ours).
     fn confirm(&mut self, peer: &NodeId, prefix: &str, scope: Scope, not_after: Option<Millis>) {
-        if matches!(&scope, Scope::Buckets(b) if b.is_empty())
-            || matches!(&scope, Scope::Segments(s) if s.is_empty())
-        {
+        if matches!(&scope, Scope::Buckets(b) if b.is_empty()) || matches!(&scope, Scope::Segments(s) if s.is_empty()) {
             return;
         }
         let start = MetaKey::new(prefix, Vec::new());
-        for (key, t) in self
-            .tombstones
-            .range_mut(start..)
-            .take_while(|(k, _)| k.prefix == prefix)
-        {
+        for (key, t) in self.tombstones.range_mut(start..).take_while(|(k, _)| k.prefix == prefix) {
             let inside = match &scope {
                 Scope::Prefix => true,
                 Scope::Buckets(b) => b.contains(&bucket_of(segment_of(&key.key))),
@@ -474,10 +389,7 @@ mod tests {
 
     /// Two replicas that know each other but never broadcast (writes happen before they meet).
     fn pair() -> (Replica, Replica) {
-        let config = PlumtreeConfig {
-            min_lazy_tick_interval: 0,
-            ..PlumtreeConfig::default()
-        };
+        let config = PlumtreeConfig { min_lazy_tick_interval: 0, ..PlumtreeConfig::default() };
         let a = Replica::new(config.clone(), NodeId::new("a"), 1, Recovered::empty());
         let b = Replica::new(config, NodeId::new("b"), 2, Recovered::empty());
         (a, b)
@@ -485,18 +397,8 @@ mod tests {
 
     fn put(r: &mut Replica, k: u32, data: &[u8]) {
         let key = MetaKey::new("subscriber", k.to_be_bytes().to_vec());
-        let value = MetaValue {
-            timestamp: 1,
-            data: data.to_vec(),
-        };
-        r.handle_local(
-            Millis(0),
-            LocalOp::Put {
-                key,
-                value,
-                context: Default::default(),
-            },
-        );
+        let value = MetaValue { timestamp: 1, data: data.to_vec() };
+        r.handle_local(Millis(0), LocalOp::Put { key, value, context: Default::default() });
     }
 
     /// Tells `r` its members and drops what that sends, including the exchanges a new member
@@ -519,11 +421,7 @@ mod tests {
         let mut log = Vec::new();
         while let Some((to, msg)) = inflight.pop() {
             log.push(msg.clone());
-            let (dst, src) = if to.as_str() == "a" {
-                (&mut *a, NodeId::new("b"))
-            } else {
-                (&mut *b, NodeId::new("a"))
-            };
+            let (dst, src) = if to.as_str() == "a" { (&mut *a, NodeId::new("b")) } else { (&mut *b, NodeId::new("a")) };
             dst.handle_message(Millis(1), &src, msg);
             inflight.extend(flush(dst));
         }
@@ -534,20 +432,12 @@ mod tests {
     fn an_exchange_transfers_only_the_differing_keys_both_ways() {
         let (mut a, mut b) = pair();
         // The same writes on both sides, made by one writer id, give identical objects.
-        let mut shared = Replica::new(
-            PlumtreeConfig::default(),
-            NodeId::new("w"),
-            3,
-            Recovered::empty(),
-        );
+        let mut shared = Replica::new(PlumtreeConfig::default(), NodeId::new("w"), 3, Recovered::empty());
         for k in 0..1000 {
             put(&mut shared, k, b"same");
         }
-        let objects: Vec<(MetaKey, Object)> = shared
-            .objects
-            .iter()
-            .map(|(k, s)| (k.clone(), s.object.clone()))
-            .collect();
+        let objects: Vec<(MetaKey, Object)> =
+            shared.objects.iter().map(|(k, s)| (k.clone(), s.object.clone())).collect();
         for r in [&mut a, &mut b] {
             for (k, o) in &objects {
                 r.merge_remote(Millis(0), k, o);
@@ -567,21 +457,15 @@ mod tests {
         let moved: usize = log
             .iter()
             .map(|m| match m {
-                Message::V1(
-                    MessageV1::ExchangeRepair { objects, .. }
-                    | MessageV1::ExchangeObjects { objects, .. },
-                ) => objects.len(),
+                Message::V1(MessageV1::ExchangeRepair { objects, .. } | MessageV1::ExchangeObjects { objects, .. }) => {
+                    objects.len()
+                }
                 _ => 0,
             })
             .sum();
         // a sends its key 5000 and its version of key 7; b sends 6000 and its key 7.
         assert_eq!(moved, 4, "{log:?}");
-        assert_eq!(
-            a.read(&MetaKey::new("subscriber", 7u32.to_be_bytes().to_vec()))
-                .values
-                .len(),
-            2
-        );
+        assert_eq!(a.read(&MetaKey::new("subscriber", 7u32.to_be_bytes().to_vec())).values.len(), 2);
     }
 
     #[test]
@@ -593,13 +477,7 @@ mod tests {
         put(&mut a, 1, b"x");
         let key = MetaKey::new("subscriber", 1u32.to_be_bytes().to_vec());
         let context = a.read(&key).context;
-        a.handle_local(
-            Millis(0),
-            LocalOp::Delete {
-                key: key.clone(),
-                context,
-            },
-        );
+        a.handle_local(Millis(0), LocalOp::Delete { key: key.clone(), context });
         let obj = a.objects[&key].object.clone();
         b.merge_remote(Millis(0), &key, &obj);
         flush(&mut a);
@@ -615,10 +493,7 @@ mod tests {
         b.start_exchange(Millis(1));
         let first = flush(&mut b);
         let log = run(&mut a, &mut b, first);
-        assert!(
-            !a.objects.contains_key(&key),
-            "tombstone came back: {log:?}"
-        );
+        assert!(!a.objects.contains_key(&key), "tombstone came back: {log:?}");
     }
 
     #[test]

@@ -96,10 +96,7 @@ impl HashTree {
 
     /// Every non-empty prefix with its hash.
     pub fn prefixes(&self) -> Vec<(String, u64)> {
-        self.prefixes
-            .iter()
-            .map(|(p, t)| (p.clone(), t.hash))
-            .collect()
+        self.prefixes.iter().map(|(p, t)| (p.clone(), t.hash)).collect()
     }
 
     /// The hash of `prefix` (0 when empty).
@@ -110,29 +107,20 @@ impl HashTree {
 
     /// The non-zero bucket hashes of `prefix`.
     pub fn buckets(&self, prefix: &str) -> Vec<(u16, u64)> {
-        self.prefixes
-            .get(prefix)
-            .map(|t| t.buckets.iter().map(|(b, h)| (*b, *h)).collect())
-            .unwrap_or_default()
+        self.prefixes.get(prefix).map(|t| t.buckets.iter().map(|(b, h)| (*b, *h)).collect()).unwrap_or_default()
     }
 
     /// The hash of one bucket (0 when empty).
     #[cfg(test)]
     pub fn bucket_hash(&self, prefix: &str, bucket: u16) -> u64 {
-        self.prefixes
-            .get(prefix)
-            .and_then(|t| t.buckets.get(&bucket).copied())
-            .unwrap_or(0)
+        self.prefixes.get(prefix).and_then(|t| t.buckets.get(&bucket).copied()).unwrap_or(0)
     }
 
     /// The non-zero segment hashes of one bucket.
     pub fn segments(&self, prefix: &str, bucket: u16) -> Vec<(u32, u64)> {
         let lo = u32::from(bucket) * SEGMENTS_PER_BUCKET;
         let hi = lo + SEGMENTS_PER_BUCKET;
-        self.prefixes
-            .get(prefix)
-            .map(|t| t.segments.range(lo..hi).map(|(s, h)| (*s, *h)).collect())
-            .unwrap_or_default()
+        self.prefixes.get(prefix).map(|t| t.segments.range(lo..hi).map(|(s, h)| (*s, *h)).collect()).unwrap_or_default()
     }
 }
 

@@ -34,8 +34,8 @@ pub use broadcast::{build_tree, init_peers};
 pub use config::PlumtreeConfig;
 pub use dvv::{DvvEntry, DvvSet, VersionVector};
 pub use message::{
-    BACKEND_NAME, BucketSegments, Hello, IHave, Message, MessageV1, Object, PROTOCOL_VERSION,
-    PrefixBuckets, SegmentKeys, WireError, check_hello,
+    BACKEND_NAME, BucketSegments, Hello, IHave, Message, MessageV1, Object, PROTOCOL_VERSION, PrefixBuckets,
+    SegmentKeys, WireError, check_hello,
 };
 pub use persist::{FORMAT_VERSION, Recovered, load};
 pub use replica::{PeerExchangeStats, Replica, ReplicaStats};

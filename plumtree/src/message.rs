@@ -39,10 +39,7 @@ pub struct Hello {
 impl Hello {
     /// This node's hello.
     pub fn ours() -> Self {
-        Self {
-            backend: BACKEND_NAME.to_owned(),
-            protocol_version: PROTOCOL_VERSION,
-        }
+        Self { backend: BACKEND_NAME.to_owned(), protocol_version: PROTOCOL_VERSION }
     }
 }
 
@@ -228,17 +225,10 @@ pub enum WireError {
 /// Checks a peer's hello: `Ok` when it runs a compatible plumtree.
 pub fn check_hello(peer: &NodeId, hello: &Hello) -> Result<(), WireError> {
     if hello.backend != BACKEND_NAME {
-        return Err(WireError::ForeignBackend {
-            peer: peer.clone(),
-            backend: hello.backend.clone(),
-        });
+        return Err(WireError::ForeignBackend { peer: peer.clone(), backend: hello.backend.clone() });
     }
     if hello.protocol_version != PROTOCOL_VERSION {
-        return Err(WireError::Version {
-            peer: peer.clone(),
-            theirs: hello.protocol_version,
-            ours: PROTOCOL_VERSION,
-        });
+        return Err(WireError::Version { peer: peer.clone(), theirs: hello.protocol_version, ours: PROTOCOL_VERSION });
     }
     Ok(())
 }
@@ -255,10 +245,7 @@ mod tests {
         DvvSet::new().update(
             &VersionVector::new(),
             &NodeId::new("a"),
-            Some(MetaValue {
-                timestamp: 7,
-                data: b"v".to_vec(),
-            }),
+            Some(MetaValue { timestamp: 7, data: b"v".to_vec() }),
         )
     }
 
@@ -273,11 +260,7 @@ mod tests {
                 b"\x00\x0cvmq_plumtree\x01",
             ),
             (
-                Message::V1(MessageV1::Broadcast {
-                    root: NodeId::new("a"),
-                    key: key(),
-                    object: object(),
-                }),
+                Message::V1(MessageV1::Broadcast { root: NodeId::new("a"), key: key(), object: object() }),
                 // V1, Broadcast, root "a", key ("subscriber", [b'k']), 1 entry: "a" -> counter 1,
                 // 1 value: Some(timestamp 7, data "v")
                 b"\x01\x00\x01a\x0asubscriber\x01k\x01\x01a\x01\x01\x01\x07\x01v",
@@ -290,12 +273,7 @@ mod tests {
                 })),
                 b"\x01\x03\x01a\x0asubscriber\x01k\x01\x01a\x01",
             ),
-            (
-                Message::V1(MessageV1::Prune {
-                    root: NodeId::new("b"),
-                }),
-                b"\x01\x04\x01b",
-            ),
+            (Message::V1(MessageV1::Prune { root: NodeId::new("b") }), b"\x01\x04\x01b"),
             (
                 Message::V1(MessageV1::IHave(vec![IHave {
                     root: NodeId::new("a"),
@@ -313,18 +291,12 @@ mod tests {
                 b"\x01\x02\x01\x01a\x0asubscriber\x01k\x01\x01a\x01",
             ),
             (
-                Message::V1(MessageV1::ExchangeObjects {
-                    exchange: 5,
-                    objects: vec![(key(), object())],
-                }),
+                Message::V1(MessageV1::ExchangeObjects { exchange: 5, objects: vec![(key(), object())] }),
                 // V1, ExchangeObjects, exchange 5, 1 object: key, then the DVV set
                 b"\x01\x0a\x05\x01\x0asubscriber\x01k\x01\x01a\x01\x01\x01\x07\x01v",
             ),
             (
-                Message::V1(MessageV1::ExchangeRoot {
-                    exchange: 5,
-                    prefixes: vec![("retain".into(), 1)],
-                }),
+                Message::V1(MessageV1::ExchangeRoot { exchange: 5, prefixes: vec![("retain".into(), 1)] }),
                 b"\x01\x05\x05\x01\x06retain\x01",
             ),
         ];
@@ -338,15 +310,10 @@ mod tests {
     fn a_swc_hello_is_refused_with_a_clear_message() {
         // A vmq_swc peer's hello, same layout: variant 0 then the backend name.
         let frame = b"\x00\x07vmq_swc\x01";
-        let Message::Hello(hello) = Message::decode(frame).unwrap() else {
-            panic!("not a hello")
-        };
+        let Message::Hello(hello) = Message::decode(frame).unwrap() else { panic!("not a hello") };
         let err = check_hello(&NodeId::new("vmq2@host"), &hello).unwrap_err();
         let text = err.to_string();
-        assert!(
-            text.contains("vmq2@host") && text.contains("vmq_swc"),
-            "{text}"
-        );
+        assert!(text.contains("vmq2@host") && text.contains("vmq_swc"), "{text}");
         assert!(text.contains("not wire-compatible"), "{text}");
         assert!(check_hello(&NodeId::new("x"), &Hello::ours()).is_ok());
     }

@@ -43,11 +43,7 @@ pub fn object_key(key: &MetaKey) -> Vec<u8> {
 
 /// Adds the put of `object` under `key` to `batch`.
 pub fn put_object(batch: &mut WriteBatch, key: &MetaKey, object: &Object) {
-    batch.put(
-        Column::Metadata,
-        object_key(key),
-        postcard::to_stdvec(object).unwrap_or_default(),
-    );
+    batch.put(Column::Metadata, object_key(key), postcard::to_stdvec(object).unwrap_or_default());
 }
 
 /// Adds the removal of `key` (a reclaimed tombstone) to `batch`.
@@ -57,20 +53,12 @@ pub fn delete_object(batch: &mut WriteBatch, key: &MetaKey) {
 
 /// Adds the highest issued dot counter to `batch`.
 pub fn put_counter(batch: &mut WriteBatch, counter: u64) {
-    batch.put(
-        Column::Metadata,
-        COUNTER_KEY,
-        counter.to_le_bytes().to_vec(),
-    );
+    batch.put(Column::Metadata, COUNTER_KEY, counter.to_le_bytes().to_vec());
 }
 
 /// Adds the format version and history marker to `batch`.
 pub fn put_history(batch: &mut WriteBatch) {
-    batch.put(
-        Column::Metadata,
-        VERSION_KEY,
-        FORMAT_VERSION.to_le_bytes().to_vec(),
-    );
+    batch.put(Column::Metadata, VERSION_KEY, FORMAT_VERSION.to_le_bytes().to_vec());
     batch.put(Column::Metadata, HISTORY_KEY, vec![1]);
 }
 
@@ -105,10 +93,7 @@ impl Recovered {
 }
 
 fn corrupt(reason: String) -> StoreError {
-    StoreError::Corrupt {
-        column: Column::Metadata.name(),
-        reason,
-    }
+    StoreError::Corrupt { column: Column::Metadata.name(), reason }
 }
 
 /// Reads the replica's rows from `store`.
@@ -120,49 +105,36 @@ pub fn load(store: &dyn Store) -> Result<Recovered, StoreError> {
             .map_err(|_| corrupt(format!("plumtree format version row has {} bytes", v.len())))?;
         let found = u32::from_le_bytes(bytes);
         if found > FORMAT_VERSION {
-            return Err(corrupt(format!(
-                "plumtree format version {found}, this build reads up to {FORMAT_VERSION}"
-            )));
+            return Err(corrupt(format!("plumtree format version {found}, this build reads up to {FORMAT_VERSION}")));
         }
     }
     let history = store.get(Column::Metadata, HISTORY_KEY)?.is_some();
     let counter = match store.get(Column::Metadata, COUNTER_KEY)? {
         None => 0,
         Some(v) => {
-            let bytes: [u8; 8] = v
-                .as_slice()
-                .try_into()
-                .map_err(|_| corrupt(format!("plumtree counter row has {} bytes", v.len())))?;
+            let bytes: [u8; 8] =
+                v.as_slice().try_into().map_err(|_| corrupt(format!("plumtree counter row has {} bytes", v.len())))?;
             u64::from_le_bytes(bytes)
         }
     };
     let mut objects = BTreeMap::new();
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let rows = store.scan_prefix(
-            Column::Metadata,
-            OBJECT_PREFIX,
-            after.as_deref(),
-            SCAN_BATCH,
-        )?;
+        let rows = store.scan_prefix(Column::Metadata, OBJECT_PREFIX, after.as_deref(), SCAN_BATCH)?;
         let Some((last, _)) = rows.last() else { break };
         after = Some(last.clone());
         for (k, v) in &rows {
             let key: MetaKey = postcard::from_bytes(&k[OBJECT_PREFIX.len()..])
                 .map_err(|e| corrupt(format!("plumtree object key: {e}")))?;
-            let object: Object = postcard::from_bytes(v)
-                .map_err(|e| corrupt(format!("plumtree object {key:?}: {e}")))?;
+            let object: Object =
+                postcard::from_bytes(v).map_err(|e| corrupt(format!("plumtree object {key:?}: {e}")))?;
             objects.insert(key, object);
         }
         if rows.len() < SCAN_BATCH {
             break;
         }
     }
-    Ok(Recovered {
-        history: history || !objects.is_empty(),
-        objects,
-        counter,
-    })
+    Ok(Recovered { history: history || !objects.is_empty(), objects, counter })
 }
 
 #[cfg(test)]
@@ -181,17 +153,11 @@ mod tests {
         put_counter(&mut batch, 77);
         let mut want = BTreeMap::new();
         for i in 0..2500u32 {
-            let key = MetaKey::new(
-                if i % 2 == 0 { "subscriber" } else { "retain" },
-                i.to_be_bytes().to_vec(),
-            );
+            let key = MetaKey::new(if i % 2 == 0 { "subscriber" } else { "retain" }, i.to_be_bytes().to_vec());
             let obj = Object::new().update(
                 &VersionVector::new(),
                 &NodeId::new("a"),
-                Some(MetaValue {
-                    timestamp: u64::from(i),
-                    data: vec![1; 3],
-                }),
+                Some(MetaValue { timestamp: u64::from(i), data: vec![1; 3] }),
             );
             put_object(&mut batch, &key, &obj);
             want.insert(key, obj);
@@ -216,11 +182,7 @@ mod tests {
         assert!(matches!(load(&store), Err(StoreError::Corrupt { .. })));
         let store = MemStore::new();
         let mut batch = WriteBatch::new();
-        batch.put(
-            Column::Metadata,
-            VERSION_KEY.to_vec(),
-            9u32.to_le_bytes().to_vec(),
-        );
+        batch.put(Column::Metadata, VERSION_KEY.to_vec(), 9u32.to_le_bytes().to_vec());
         store.write(batch, Durability::Sync).unwrap();
         assert!(matches!(load(&store), Err(StoreError::Corrupt { .. })));
     }

@@ -9,8 +9,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use vmq_storage::WriteBatch;
 use vmq_storage::metadata::{
-    LocalOp, MetaKey, MetaValue, MetadataBackend, MetadataEvent, Millis, NodeId, PendingWrite,
-    Read, WriteToken,
+    LocalOp, MetaKey, MetaValue, MetadataBackend, MetadataEvent, Millis, NodeId, PendingWrite, Read, WriteToken,
 };
 
 use crate::broadcast::Trees;
@@ -142,12 +141,7 @@ fn is_tombstone(object: &Object) -> bool {
 impl Replica {
     /// A replica of `node_id` starting from `recovered` (see [`Recovered::load`]), with all
     /// randomness drawn from `rng_seed`.
-    pub fn new(
-        config: PlumtreeConfig,
-        node_id: NodeId,
-        rng_seed: u64,
-        recovered: Recovered,
-    ) -> Replica {
+    pub fn new(config: PlumtreeConfig, node_id: NodeId, rng_seed: u64, recovered: Recovered) -> Replica {
         let mut tree = HashTree::new();
         let mut objects = BTreeMap::new();
         let mut tombstones = BTreeMap::new();
@@ -158,13 +152,7 @@ impl Replica {
             tree.update(&key.prefix, &key.key, None, Some(hash));
             if is_tombstone(&object) {
                 // Confirmations are not persisted: a restart only delays reclamation.
-                tombstones.insert(
-                    key.clone(),
-                    Tombstone {
-                        since: Millis(0),
-                        confirmed: BTreeSet::new(),
-                    },
-                );
+                tombstones.insert(key.clone(), Tombstone { since: Millis(0), confirmed: BTreeSet::new() });
             }
             objects.insert(key, Stored { object, hash });
         }
@@ -264,10 +252,7 @@ impl Replica {
             self.last_token = Some(token);
             self.batch = Some((WriteToken(token), WriteBatch::new()));
         }
-        &mut self
-            .batch
-            .get_or_insert_with(|| (WriteToken(0), WriteBatch::new()))
-            .1
+        &mut self.batch.get_or_insert_with(|| (WriteToken(0), WriteBatch::new())).1
     }
 
     /// Closes the batch of the current input so `poll_write` can hand it out.
@@ -282,8 +267,7 @@ impl Replica {
         if *peer == self.me || self.refused.contains_key(peer) {
             return;
         }
-        self.transmits
-            .push_back((self.last_token, peer.clone(), Message::V1(msg)));
+        self.transmits.push_back((self.last_token, peer.clone(), Message::V1(msg)));
     }
 
     // ----- state changes -------------------------------------------------------------------
@@ -292,12 +276,7 @@ impl Replica {
     pub(crate) fn store(&mut self, now: Millis, key: &MetaKey, object: Object, local: bool) {
         let hash = object_hash(key, &object);
         let old = self.objects.get(key).map(|s| (s.hash, live(&s.object)));
-        self.tree.update(
-            &key.prefix,
-            &key.key,
-            old.as_ref().map(|(h, _)| *h),
-            Some(hash),
-        );
+        self.tree.update(&key.prefix, &key.key, old.as_ref().map(|(h, _)| *h), Some(hash));
         if !self.history {
             self.history = true;
             persist::put_history(self.batch_mut());
@@ -309,13 +288,7 @@ impl Replica {
             persist::put_counter(self.batch_mut(), own);
         }
         if is_tombstone(&object) {
-            self.tombstones.insert(
-                key.clone(),
-                Tombstone {
-                    since: now,
-                    confirmed: BTreeSet::new(),
-                },
-            );
+            self.tombstones.insert(key.clone(), Tombstone { since: now, confirmed: BTreeSet::new() });
         } else {
             self.tombstones.remove(key);
         }
@@ -326,12 +299,7 @@ impl Replica {
             && let Some(skip_local) = self.subscriptions.get(&key.prefix)
             && !(local && *skip_local)
         {
-            self.events.push_back(MetadataEvent {
-                key: key.clone(),
-                old: old_values,
-                new: new_values,
-                local,
-            });
+            self.events.push_back(MetadataEvent { key: key.clone(), old: old_values, new: new_values, local });
         }
     }
 
@@ -372,24 +340,13 @@ impl Replica {
             targets.extend(lazy.into_iter().filter(|p| p != from && !self.unreachable.contains(p)));
         }
         for peer in targets {
-            let msg = MessageV1::Broadcast {
-                root: root.clone(),
-                key: key.clone(),
-                object: object.clone(),
-            };
+            let msg = MessageV1::Broadcast { root: root.clone(), key: key.clone(), object: object.clone() };
             self.send(&peer, msg);
         }
         self.trees.schedule_lazy(root, from, key, &object.context());
     }
 
-    fn handle_broadcast(
-        &mut self,
-        now: Millis,
-        from: &NodeId,
-        root: NodeId,
-        key: MetaKey,
-        object: Object,
-    ) {
+    fn handle_broadcast(&mut self, now: Millis, from: &NodeId, root: NodeId, key: MetaKey, object: Object) {
         if self.merge_remote(now, &key, &object) {
             self.trees.add_eager(&root, from);
             self.push(&root, from, &key, &object);
@@ -401,9 +358,7 @@ impl Replica {
     }
 
     fn is_stale(&self, ihave: &IHave) -> bool {
-        self.objects
-            .get(&ihave.key)
-            .is_some_and(|s| s.object.context().descends(&ihave.context))
+        self.objects.get(&ihave.key).is_some_and(|s| s.object.context().descends(&ihave.context))
     }
 
     fn handle_ihave(&mut self, from: &NodeId, list: Vec<IHave>) {
@@ -431,11 +386,7 @@ impl Replica {
         {
             // The current version covers the one asked for (riak_core would answer `stale`
             // and let the newer broadcast arrive; sending it now is cheaper than waiting).
-            let msg = MessageV1::Broadcast {
-                root: ihave.root,
-                key: ihave.key,
-                object: s.object.clone(),
-            };
+            let msg = MessageV1::Broadcast { root: ihave.root, key: ihave.key, object: s.object.clone() };
             self.send(from, msg);
         }
     }
@@ -526,10 +477,7 @@ impl Replica {
 
     fn arm(&mut self, now: Millis) {
         let every = |ms: u64| (ms > 0).then(|| now.plus(ms));
-        if self.timers.lazy.is_none()
-            && self.timers.exchange.is_none()
-            && self.timers.sweep.is_none()
-        {
+        if self.timers.lazy.is_none() && self.timers.exchange.is_none() && self.timers.sweep.is_none() {
             self.timers.lazy = every(self.config.min_lazy_tick_interval);
             self.timers.exchange = every(self.config.broadcast_exchange_timer);
             self.timers.sweep = every(self.config.metadata_hashtree_timer);
@@ -558,17 +506,9 @@ impl MetadataBackend for Replica {
     fn handle_local(&mut self, now: Millis, op: LocalOp<VersionVector>) {
         self.arm(now);
         let (key, value, context) = match op {
-            LocalOp::Put {
-                key,
-                value,
-                context,
-            } => (key, Some(value), context),
+            LocalOp::Put { key, value, context } => (key, Some(value), context),
             LocalOp::Delete { key, context } => {
-                if self
-                    .objects
-                    .get(&key)
-                    .is_none_or(|s| is_tombstone(&s.object))
-                {
+                if self.objects.get(&key).is_none_or(|s| is_tombstone(&s.object)) {
                     // Nothing live to delete here: a tombstone would only add a sibling.
                     return;
                 }
@@ -608,9 +548,7 @@ impl MetadataBackend for Replica {
             return;
         }
         match msg {
-            MessageV1::Broadcast { root, key, object } => {
-                self.handle_broadcast(now, from, root, key, object)
-            }
+            MessageV1::Broadcast { root, key, object } => self.handle_broadcast(now, from, root, key, object),
             MessageV1::IHave(list) => self.handle_ihave(from, list),
             MessageV1::IgnoredIHave(list) => {
                 for ihave in &list {
@@ -667,8 +605,7 @@ impl MetadataBackend for Replica {
         self.missed.retain(|p, _| self.members.contains(p));
         for peer in added {
             if peer != self.me {
-                self.transmits
-                    .push_back((self.last_token, peer.clone(), Message::Hello(Hello::ours())));
+                self.transmits.push_back((self.last_token, peer.clone(), Message::Hello(Hello::ours())));
                 // A joining node, or this one starting, catches up with each new member at
                 // once (after the hello, which the peer checks first).
                 if !self.unreachable.contains(&peer) {
@@ -705,24 +642,14 @@ impl MetadataBackend for Replica {
 
     fn read(&self, key: &MetaKey) -> Read<VersionVector> {
         match self.objects.get(key) {
-            Some(s) => Read {
-                values: live(&s.object),
-                context: s.object.context(),
-            },
-            None => Read {
-                values: Vec::new(),
-                context: VersionVector::new(),
-            },
+            Some(s) => Read { values: live(&s.object), context: s.object.context() },
+            None => Read { values: Vec::new(), context: VersionVector::new() },
         }
     }
 
     fn fold(&self, prefix: &str, f: &mut dyn FnMut(&MetaKey, &[MetaValue])) {
         let start = MetaKey::new(prefix, Vec::new());
-        for (key, s) in self
-            .objects
-            .range(start..)
-            .take_while(|(k, _)| k.prefix == prefix)
-        {
+        for (key, s) in self.objects.range(start..).take_while(|(k, _)| k.prefix == prefix) {
             let values = live(&s.object);
             if !values.is_empty() {
                 f(key, &values);
@@ -757,11 +684,7 @@ impl MetadataBackend for Replica {
 
     fn poll_timeout(&self) -> Option<Millis> {
         let t = &self.timers;
-        [t.lazy, t.exchange, t.sweep]
-            .into_iter()
-            .flatten()
-            .chain(self.exchanges.values().map(|x| x.deadline))
-            .min()
+        [t.lazy, t.exchange, t.sweep].into_iter().flatten().chain(self.exchanges.values().map(|x| x.deadline)).min()
     }
 }
 
@@ -772,26 +695,14 @@ mod tests {
     use super::*;
 
     fn replica(name: &str) -> Replica {
-        Replica::new(
-            PlumtreeConfig::default(),
-            NodeId::new(name),
-            1,
-            Recovered::empty(),
-        )
+        Replica::new(PlumtreeConfig::default(), NodeId::new(name), 1, Recovered::empty())
     }
 
     fn put(r: &mut Replica, key: &MetaKey, ts: u64, data: &[u8]) {
         let context = r.read(key).context;
         r.handle_local(
             Millis(1),
-            LocalOp::Put {
-                key: key.clone(),
-                value: MetaValue {
-                    timestamp: ts,
-                    data: data.to_vec(),
-                },
-                context,
-            },
+            LocalOp::Put { key: key.clone(), value: MetaValue { timestamp: ts, data: data.to_vec() }, context },
         );
     }
 
@@ -806,10 +717,7 @@ mod tests {
         let key = MetaKey::new("retain", b"t".to_vec());
         put(&mut a, &key, 1, b"x");
         let write = a.poll_write().expect("a write");
-        assert!(
-            a.poll_transmit().is_none(),
-            "broadcast before the write is durable"
-        );
+        assert!(a.poll_transmit().is_none(), "broadcast before the write is durable");
         a.handle_persisted(write.token);
         let (peer, msg) = a.poll_transmit().expect("broadcast");
         assert_eq!(peer, NodeId::new("b"));
@@ -836,43 +744,17 @@ mod tests {
         let key = MetaKey::new("subscriber", b"c".to_vec());
         put(&mut a, &key, 1, b"x");
         let ctx = a.read(&key).context;
-        a.handle_local(
-            Millis(2),
-            LocalOp::Delete {
-                key: key.clone(),
-                context: ctx,
-            },
-        );
+        a.handle_local(Millis(2), LocalOp::Delete { key: key.clone(), context: ctx });
         assert!(a.read(&key).values.is_empty());
         assert_eq!(a.tombstone_count(), 1);
         let mut seen = 0;
         a.fold("subscriber", &mut |_, _| seen += 1);
         assert_eq!(seen, 0);
         // Two writes without context are siblings; the resolved read writes the winner back.
-        let v1 = MetaValue {
-            timestamp: 5,
-            data: b"1".to_vec(),
-        };
-        let v2 = MetaValue {
-            timestamp: 9,
-            data: b"2".to_vec(),
-        };
-        a.handle_local(
-            Millis(3),
-            LocalOp::Put {
-                key: key.clone(),
-                value: v1,
-                context: VersionVector::new(),
-            },
-        );
-        a.handle_local(
-            Millis(4),
-            LocalOp::Put {
-                key: key.clone(),
-                value: v2.clone(),
-                context: VersionVector::new(),
-            },
-        );
+        let v1 = MetaValue { timestamp: 5, data: b"1".to_vec() };
+        let v2 = MetaValue { timestamp: 9, data: b"2".to_vec() };
+        a.handle_local(Millis(3), LocalOp::Put { key: key.clone(), value: v1, context: VersionVector::new() });
+        a.handle_local(Millis(4), LocalOp::Put { key: key.clone(), value: v2.clone(), context: VersionVector::new() });
         assert_eq!(a.read(&key).values.len(), 2);
         assert_eq!(a.read_resolved(Millis(5), &key), Some(v2.clone()));
         assert_eq!(a.read(&key).values, vec![v2]);
@@ -885,14 +767,7 @@ mod tests {
         let b = NodeId::new("b");
         a.handle_membership(Millis(0), &[NodeId::new("a"), b.clone()]);
         while a.poll_transmit().is_some() {}
-        a.handle_message(
-            Millis(1),
-            &b,
-            Message::Hello(Hello {
-                backend: "vmq_swc".into(),
-                protocol_version: 1,
-            }),
-        );
+        a.handle_message(Millis(1), &b, Message::Hello(Hello { backend: "vmq_swc".into(), protocol_version: 1 }));
         let refused: Vec<_> = a.refused_peers().collect();
         assert_eq!(refused.len(), 1);
         assert!(refused[0].1.to_string().contains("vmq_swc"));

@@ -15,11 +15,7 @@ fn key(prefix: &str, k: u8) -> MetaKey {
 
 /// No periodic exchange, no lazy tick within a test; broadcasts as the node runs them.
 fn heal_only() -> PlumtreeConfig {
-    PlumtreeConfig {
-        broadcast_exchange_timer: 0,
-        min_lazy_tick_interval: 3_600_000,
-        ..PlumtreeConfig::default()
-    }
+    PlumtreeConfig { broadcast_exchange_timer: 0, min_lazy_tick_interval: 3_600_000, ..PlumtreeConfig::default() }
 }
 
 fn init_tracing() {
@@ -55,4 +51,3 @@ fn writes_made_during_a_split_are_offered_first() {
     }
     assert!(time_to_converge(&mut sim, 1000).is_some());
 }
-

@@ -11,13 +11,9 @@ use vmq_storage::metadata::MetaKey;
 const MINUTE: u64 = 60_000;
 
 fn config(name: &'static str, cases: u32) -> ProptestConfig {
-    let path: &'static str =
-        Box::leak(format!("../proptest-regressions/plumtree-{name}.txt").into_boxed_str());
+    let path: &'static str = Box::leak(format!("../proptest-regressions/plumtree-{name}.txt").into_boxed_str());
     // PLUMTREE_PROPTEST_CASES raises the case count for a deep run without editing the code.
-    let cases = std::env::var("PLUMTREE_PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(cases);
+    let cases = std::env::var("PLUMTREE_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
     ProptestConfig {
         cases,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(path))),
@@ -26,21 +22,11 @@ fn config(name: &'static str, cases: u32) -> ProptestConfig {
 }
 
 fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter("warn")
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
 }
 
 fn key(k: u8) -> MetaKey {
-    MetaKey::new(
-        if k.is_multiple_of(2) {
-            "subscriber"
-        } else {
-            "retain"
-        },
-        vec![k],
-    )
+    MetaKey::new(if k.is_multiple_of(2) { "subscriber" } else { "retain" }, vec![k])
 }
 
 fn reads_agree(sim: &Sim, n: usize) -> Result<(), TestCaseError> {

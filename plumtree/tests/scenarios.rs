@@ -9,10 +9,7 @@ use vmq_storage::metadata::{MetaKey, MetadataBackend, Millis};
 const MINUTE: u64 = 60_000;
 
 fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter("warn")
-        .try_init();
+    let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
 }
 
 fn key(k: &str) -> MetaKey {
@@ -139,10 +136,7 @@ fn membership_suite_join() {
 #[test]
 fn membership_suite_join_nonexistent_node() {
     init_tracing();
-    let config = PlumtreeConfig {
-        tombstone_grace_period: 1_000,
-        ..PlumtreeConfig::default()
-    };
+    let config = PlumtreeConfig { tombstone_grace_period: 1_000, ..PlumtreeConfig::default() };
     let mut sim = Sim::new(4, config, 6);
     sim.crash(3);
     sim.put(0, &key("foo"), b"bar");
@@ -152,11 +146,7 @@ fn membership_suite_join_nonexistent_node() {
     sim.run_for(5 * MINUTE);
     assert_everywhere(&sim, &[0, 1, 2], "foo", &[]);
     for i in 0..3 {
-        assert_eq!(
-            sim.replica(i).tombstone_count(),
-            1,
-            "node {i} reclaimed with a member down"
-        );
+        assert_eq!(sim.replica(i).tombstone_count(), 1, "node {i} reclaimed with a member down");
     }
 }
 
@@ -215,11 +205,7 @@ fn membership_suite_sticky_membership_across_restart() {
     sim.put(1, &key("missed"), b"m");
     sim.run_for(MINUTE);
     sim.recover(2);
-    assert_eq!(
-        data(&sim, 2, "foo"),
-        vec![b"bar".to_vec()],
-        "recovered from the store"
-    );
+    assert_eq!(data(&sim, 2, "foo"), vec![b"bar".to_vec()], "recovered from the store");
     assert!(sim.run_until_converged(10 * MINUTE));
     assert_eq!(data(&sim, 2, "missed"), vec![b"m".to_vec()]);
 }
@@ -231,10 +217,7 @@ fn membership_suite_sticky_membership_across_restart() {
 #[test]
 fn lost_eager_push_is_repaired_by_graft() {
     init_tracing();
-    let config = PlumtreeConfig {
-        broadcast_exchange_timer: 0,
-        ..PlumtreeConfig::default()
-    };
+    let config = PlumtreeConfig { broadcast_exchange_timer: 0, ..PlumtreeConfig::default() };
     let n = 8;
     let mut sim = Sim::new(n, config, 11);
     for round in 0..10 {
@@ -250,19 +233,15 @@ fn lost_eager_push_is_repaired_by_graft() {
         })
         .expect("a node with a lazy in-link");
     let victim_id = sim.id(victim).clone();
-    let parents: Vec<usize> = (0..n)
-        .filter(|i| *i != victim && sim.replica(*i).eager_peers(&root).contains(&victim_id))
-        .collect();
+    let parents: Vec<usize> =
+        (0..n).filter(|i| *i != victim && sim.replica(*i).eager_peers(&root).contains(&victim_id)).collect();
     for p in &parents {
         sim.drop_next(*p, victim, "broadcast");
     }
     let grafts_before = sim.replica(victim).stats().grafts_sent;
     sim.put(0, &key("fresh"), b"x");
     sim.run_for(1_000);
-    assert!(
-        data(&sim, victim, "fresh").is_empty(),
-        "the eager push was not lost"
-    );
+    assert!(data(&sim, victim, "fresh").is_empty(), "the eager push was not lost");
     sim.run_for(30_000);
     assert_eq!(data(&sim, victim, "fresh"), vec![b"x".to_vec()]);
     assert!(sim.replica(victim).stats().grafts_sent > grafts_before);
@@ -273,10 +252,7 @@ fn lost_eager_push_is_repaired_by_graft() {
 #[test]
 fn tombstones_are_reclaimed_once_confirmed_everywhere() {
     init_tracing();
-    let config = PlumtreeConfig {
-        tombstone_grace_period: 30_000,
-        ..PlumtreeConfig::default()
-    };
+    let config = PlumtreeConfig { tombstone_grace_period: 30_000, ..PlumtreeConfig::default() };
     let mut sim = Sim::new(3, config, 12);
     sim.put(0, &key("foo"), b"bar");
     sim.put(1, &key("keep"), b"k");
@@ -300,10 +276,7 @@ fn tombstones_are_reclaimed_once_confirmed_everywhere() {
 #[test]
 fn a_tombstone_outlives_a_crashed_member_and_deletes_its_stale_value() {
     init_tracing();
-    let config = PlumtreeConfig {
-        tombstone_grace_period: 10_000,
-        ..PlumtreeConfig::default()
-    };
+    let config = PlumtreeConfig { tombstone_grace_period: 10_000, ..PlumtreeConfig::default() };
     let mut sim = Sim::new(3, config, 13);
     sim.put(0, &key("foo"), b"bar");
     assert!(sim.run_until_quiet(MINUTE));
@@ -325,24 +298,12 @@ fn a_vmq_swc_peer_is_refused() {
     init_tracing();
     let mut sim = Sim::new(2, PlumtreeConfig::default(), 14);
     assert!(sim.run_until_quiet(MINUTE));
-    let swc = Hello {
-        backend: "vmq_swc".into(),
-        protocol_version: 1,
-    };
+    let swc = Hello { backend: "vmq_swc".into(), protocol_version: 1 };
     let peer = sim.id(1).clone();
-    sim.replica_mut(0)
-        .handle_message(Millis(1), &peer, Message::Hello(swc));
-    let reasons: Vec<String> = sim
-        .replica(0)
-        .refused_peers()
-        .map(|(_, e)| e.to_string())
-        .collect();
+    sim.replica_mut(0).handle_message(Millis(1), &peer, Message::Hello(swc));
+    let reasons: Vec<String> = sim.replica(0).refused_peers().map(|(_, e)| e.to_string()).collect();
     assert_eq!(reasons.len(), 1);
-    assert!(
-        reasons[0].contains("vmq_swc") && reasons[0].contains("vmq_plumtree"),
-        "{}",
-        reasons[0]
-    );
+    assert!(reasons[0].contains("vmq_swc") && reasons[0].contains("vmq_plumtree"), "{}", reasons[0]);
     sim.reset_counters();
     sim.put(0, &key("foo"), b"bar");
     sim.run_for(MINUTE);
@@ -354,18 +315,9 @@ fn a_vmq_swc_peer_is_refused() {
 fn lossy_network_still_converges() {
     init_tracing();
     let mut sim = Sim::new(6, PlumtreeConfig::default(), 15);
-    sim.set_net(NetConfig {
-        drop: 0.2,
-        duplicate: 0.1,
-        min_delay: 1,
-        max_delay: 10,
-    });
+    sim.set_net(NetConfig { drop: 0.2, duplicate: 0.1, min_delay: 1, max_delay: 10 });
     for k in 0..40 {
-        sim.put(
-            k % 6,
-            &key(&format!("k{}", k % 13)),
-            format!("{k}").as_bytes(),
-        );
+        sim.put(k % 6, &key(&format!("k{}", k % 13)), format!("{k}").as_bytes());
         sim.run_for(500);
     }
     sim.set_net(NetConfig::RELIABLE);
@@ -380,21 +332,9 @@ fn lossy_network_still_converges() {
 #[test]
 fn a_key_written_again_after_its_tombstone_was_reclaimed_converges() {
     init_tracing();
-    let config = PlumtreeConfig {
-        tombstone_grace_period: 20_000,
-        ..PlumtreeConfig::default()
-    };
+    let config = PlumtreeConfig { tombstone_grace_period: 20_000, ..PlumtreeConfig::default() };
     let mut sim = Sim::new(2, config, 1836556331234117141);
-    let k = |i: u8| {
-        MetaKey::new(
-            if i.is_multiple_of(2) {
-                "subscriber"
-            } else {
-                "retain"
-            },
-            vec![i],
-        )
-    };
+    let k = |i: u8| MetaKey::new(if i.is_multiple_of(2) { "subscriber" } else { "retain" }, vec![i]);
     for i in 0..6 {
         sim.put(usize::from(i) % 2, &k(i), b"v");
     }

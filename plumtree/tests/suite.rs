@@ -17,11 +17,8 @@ fn profile() -> Profile<PlumtreeConfig> {
         ..PlumtreeConfig::default()
     };
     // No periodic exchange and no lazy tick within a test.
-    let heal_only = PlumtreeConfig {
-        broadcast_exchange_timer: 0,
-        min_lazy_tick_interval: 3_600_000,
-        ..PlumtreeConfig::default()
-    };
+    let heal_only =
+        PlumtreeConfig { broadcast_exchange_timer: 0, min_lazy_tick_interval: 3_600_000, ..PlumtreeConfig::default() };
     // Writes after a heal travel on trees the split reshaped, where a link may be lazy on
     // both sides until the lazy tick (plumtree's own repair, not anti-entropy) announces them.
     let after_heal = PlumtreeConfig { min_lazy_tick_interval: LAZY_TICK, ..heal_only.clone() };

@@ -16,8 +16,7 @@ use std::sync::{Arc, mpsc};
 use divan::Bencher;
 use divan::counter::ItemsCount;
 use vmq_storage::{
-    DurabilityPolicy, GroupCommitConfig, GroupCommitMessageStore, MessageStore, QueueKey,
-    RocksConfig, RocksStore,
+    DurabilityPolicy, GroupCommitConfig, GroupCommitMessageStore, MessageStore, QueueKey, RocksConfig, RocksStore,
 };
 
 const PER_ITERATION: usize = 256;
@@ -92,9 +91,13 @@ fn pipelined_deferred(bencher: Bencher, policy: DurabilityPolicy) {
         let (tx, rx) = mpsc::channel();
         for i in 0..PER_ITERATION {
             let tx = tx.clone();
-            f.ms.append_deferred(&queues[i % queues.len()], &[&MESSAGE], Box::new(move |r| {
-                let _ = tx.send(r);
-            }));
+            f.ms.append_deferred(
+                &queues[i % queues.len()],
+                &[&MESSAGE],
+                Box::new(move |r| {
+                    let _ = tx.send(r);
+                }),
+            );
         }
         drop(tx);
         assert_eq!(rx.iter().filter(Result::is_ok).count(), PER_ITERATION);

@@ -280,9 +280,13 @@ fn deferred_calls_complete_in_order<M: MessageStore>(ms: &M) {
     let (tx, rx) = mpsc::channel();
     for i in 0..20u8 {
         let tx = tx.clone();
-        ms.append_deferred(&q("d"), &[&[i][..], &[i, i][..]], Box::new(move |r| {
-            let _ = tx.send(r);
-        }));
+        ms.append_deferred(
+            &q("d"),
+            &[&[i][..], &[i, i][..]],
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
     }
     drop(tx);
     let results: Vec<Vec<MessageSeq>> = rx.iter().map(|r| r.expect("deferred append")).collect();
@@ -297,12 +301,19 @@ fn deferred_calls_complete_in_order<M: MessageStore>(ms: &M) {
     assert_eq!(read[39].data, [19, 19], "call order is queue order");
     let (tx, rx) = mpsc::channel();
     let tx2 = tx.clone();
-    ms.delete_deferred(&q("d"), &all[..10], Box::new(move |r| {
-        let _ = tx.send(r);
-    }));
-    ms.delete_queue_deferred(&q("d"), Box::new(move |r| {
-        let _ = tx2.send(r);
-    }));
+    ms.delete_deferred(
+        &q("d"),
+        &all[..10],
+        Box::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    );
+    ms.delete_queue_deferred(
+        &q("d"),
+        Box::new(move |r| {
+            let _ = tx2.send(r);
+        }),
+    );
     assert_eq!(rx.recv().expect("delete done"), Ok(10));
     assert_eq!(rx.recv().expect("delete_queue done"), Ok(30));
     assert_eq!(ms.count(&q("d")), 0);

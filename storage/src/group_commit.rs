@@ -14,8 +14,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::{self, JoinHandle, ThreadId};
 
 use crate::message_store::{
-    AppendDone, DeleteDone, QueueMeta, append_batch, delete_all, delete_present, load_queues,
-    nonempty_queues, read_queue,
+    AppendDone, DeleteDone, QueueMeta, append_batch, delete_all, delete_present, load_queues, nonempty_queues,
+    read_queue,
 };
 use crate::{Durability, MessageSeq, MessageStore, QueueKey, Store, StoreError, StoredMessage, WriteBatch};
 
@@ -178,10 +178,7 @@ impl<S: Store> GroupCommitMessageStore<S> {
     /// Opens the message store on `store`, rebuilding sequence numbers and counts from the
     /// stored keys, and starts the writer thread.
     pub fn open(store: Arc<S>, config: GroupCommitConfig) -> Result<Self, StoreError> {
-        let queues = load_queues(&*store)?
-            .into_iter()
-            .map(|(q, stored)| (q, Meta { stored, pending: 0 }))
-            .collect();
+        let queues = load_queues(&*store)?.into_iter().map(|(q, stored)| (q, Meta { stored, pending: 0 })).collect();
         let shared = Arc::new(Shared {
             store,
             config,
@@ -710,21 +707,23 @@ mod tests {
 
     #[test]
     fn callbacks_may_defer_but_not_block_and_may_drop_the_last_handle() {
-        let ms = Arc::new(
-            GroupCommitMessageStore::open(Arc::new(MemStore::new()), GroupCommitConfig::default())
-                .unwrap(),
-        );
+        let ms =
+            Arc::new(GroupCommitMessageStore::open(Arc::new(MemStore::new()), GroupCommitConfig::default()).unwrap());
         let (tx, rx) = channel();
         let inner = ms.clone();
-        ms.append_deferred(&q("a"), &[b"1"], Box::new(move |r| {
-            r.unwrap();
-            let blocked = inner.append(&q("a"), &[b"blocked"]);
-            let tx2 = tx.clone();
-            inner.append_deferred(&q("a"), &[b"2"], Box::new(move |r| tx2.send(r).unwrap()));
-            tx.send(blocked.map(|_| Vec::new())).unwrap();
-            // `inner` may be the last handle: dropping it here must not deadlock.
-            drop(inner);
-        }));
+        ms.append_deferred(
+            &q("a"),
+            &[b"1"],
+            Box::new(move |r| {
+                r.unwrap();
+                let blocked = inner.append(&q("a"), &[b"blocked"]);
+                let tx2 = tx.clone();
+                inner.append_deferred(&q("a"), &[b"2"], Box::new(move |r| tx2.send(r).unwrap()));
+                tx.send(blocked.map(|_| Vec::new())).unwrap();
+                // `inner` may be the last handle: dropping it here must not deadlock.
+                drop(inner);
+            }),
+        );
         let blocked = rx.recv().unwrap();
         assert!(matches!(&blocked, Err(StoreError::Engine(m)) if m.contains("deadlock")), "{blocked:?}");
         drop(ms);
@@ -784,10 +783,18 @@ mod model_tests {
 
     #[derive(Debug, Clone)]
     enum Op {
-        Append { queue: usize, n: usize },
+        Append {
+            queue: usize,
+            n: usize,
+        },
         /// Deletes the `k` oldest messages plus one sequence number that is not there.
-        DeleteOldest { queue: usize, k: usize },
-        DeleteQueue { queue: usize },
+        DeleteOldest {
+            queue: usize,
+            k: usize,
+        },
+        DeleteQueue {
+            queue: usize,
+        },
         Reopen,
     }
 
@@ -809,10 +816,7 @@ mod model_tests {
         queues: BTreeMap<usize, (Held, u64)>,
     }
 
-    fn check<M: MessageStore>(
-        ops: &[Op],
-        open: impl Fn(&Arc<MemStore>) -> M,
-    ) -> Result<(), TestCaseError> {
+    fn check<M: MessageStore>(ops: &[Op], open: impl Fn(&Arc<MemStore>) -> M) -> Result<(), TestCaseError> {
         let store = Arc::new(MemStore::new());
         let mut ms = open(&store);
         let mut model = Model::default();

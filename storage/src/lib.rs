@@ -15,6 +15,8 @@
 //!
 //! Nothing here does network I/O; nothing here reads the clock.
 
+#[cfg(any(test, feature = "contract-tests"))]
+pub mod contract;
 mod error;
 mod group_commit;
 mod mem;
@@ -25,17 +27,11 @@ mod rocks;
 #[cfg(feature = "sim")]
 pub mod sim;
 mod store;
-#[cfg(any(test, feature = "contract-tests"))]
-pub mod contract;
 
 pub use error::StoreError;
-pub use group_commit::{
-    DurabilityPolicy, GroupCommitConfig, GroupCommitMessageStore, GroupCommitStats,
-};
+pub use group_commit::{DurabilityPolicy, GroupCommitConfig, GroupCommitMessageStore, GroupCommitStats};
 pub use mem::MemStore;
-pub use message_store::{
-    AppendDone, DeleteDone, MessageSeq, MessageStore, QueueKey, StoreMessageStore, StoredMessage,
-};
+pub use message_store::{AppendDone, DeleteDone, MessageSeq, MessageStore, QueueKey, StoreMessageStore, StoredMessage};
 #[cfg(feature = "rocksdb")]
 pub use rocks::{Compression, RocksConfig, RocksStore, format_size, parse_size};
 pub use store::{BatchOp, Column, Durability, KeyValue, Store, WriteBatch};

@@ -103,12 +103,8 @@ pub trait MessageStore: Send + Sync + 'static {
     }
 
     /// Reads up to `limit` messages of `queue` in order, strictly after `after` when given.
-    fn read(
-        &self,
-        queue: &QueueKey,
-        after: Option<MessageSeq>,
-        limit: usize,
-    ) -> Result<Vec<StoredMessage>, StoreError>;
+    fn read(&self, queue: &QueueKey, after: Option<MessageSeq>, limit: usize)
+    -> Result<Vec<StoredMessage>, StoreError>;
 
     /// Deletes delivered messages (absent ones are ignored).
     fn delete(&self, queue: &QueueKey, seqs: &[MessageSeq]) -> Result<(), StoreError>;
@@ -177,9 +173,7 @@ impl<S: Store> StoreMessageStore<S> {
 /// Scans the whole [`Column::Messages`] column and rebuilds every queue's next sequence number
 /// and count. A key that does not decode is corruption: refusing to start beats silently
 /// dropping a queue.
-pub(crate) fn load_queues<S: Store + ?Sized>(
-    store: &S,
-) -> Result<HashMap<QueueKey, QueueMeta>, StoreError> {
+pub(crate) fn load_queues<S: Store + ?Sized>(store: &S) -> Result<HashMap<QueueKey, QueueMeta>, StoreError> {
     let mut queues: HashMap<QueueKey, QueueMeta> = HashMap::new();
     let mut after: Option<Vec<u8>> = None;
     loop {
@@ -213,11 +207,7 @@ pub(crate) fn decode_key(key: &[u8]) -> Option<(QueueKey, MessageSeq)> {
 }
 
 /// The batch that appends `messages` to the queue with key prefix `prefix` from `first`.
-pub(crate) fn append_batch(
-    prefix: &[u8],
-    first: u64,
-    messages: &[&[u8]],
-) -> (WriteBatch, Vec<MessageSeq>) {
+pub(crate) fn append_batch(prefix: &[u8], first: u64, messages: &[&[u8]]) -> (WriteBatch, Vec<MessageSeq>) {
     let mut batch = WriteBatch::new();
     let mut seqs = Vec::with_capacity(messages.len());
     for (i, data) in messages.iter().enumerate() {
@@ -292,9 +282,7 @@ pub(crate) fn delete_all<S: Store + ?Sized>(store: &S, queue: &QueueKey) -> Resu
     }
 }
 
-pub(crate) fn nonempty_queues<'a>(
-    queues: impl Iterator<Item = (&'a QueueKey, u64)>,
-) -> Vec<(QueueKey, u64)> {
+pub(crate) fn nonempty_queues<'a>(queues: impl Iterator<Item = (&'a QueueKey, u64)>) -> Vec<(QueueKey, u64)> {
     let mut out: Vec<_> = queues.filter(|(_, n)| *n > 0).map(|(q, n)| (q.clone(), n)).collect();
     out.sort();
     out

@@ -48,9 +48,7 @@ impl fmt::Display for NodeId {
 
 /// A point in time in milliseconds, on a clock chosen by the caller (monotonic in the node,
 /// virtual in simulations). Only differences between values are meaningful.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize)]
 pub struct Millis(pub u64);
 
 impl Millis {
@@ -203,10 +201,7 @@ pub trait MetadataBackend {
         let read = self.read(key);
         let winner = lww(&read.values)?.clone();
         if read.values.len() > 1 {
-            self.handle_local(
-                now,
-                LocalOp::Put { key: key.clone(), value: winner.clone(), context: read.context },
-            );
+            self.handle_local(now, LocalOp::Put { key: key.clone(), value: winner.clone(), context: read.context });
         }
         Some(winner)
     }

@@ -130,10 +130,7 @@ mod tests {
     #[test]
     fn defaults_are_vernemqs() {
         let c = SwcConfig::default();
-        assert_eq!(
-            (c.swc_groups, c.sync_interval, c.sync_interval_leeway, c.gc_interval),
-            (10, 5000, 2500, 15000)
-        );
+        assert_eq!((c.swc_groups, c.sync_interval, c.sync_interval_leeway, c.gc_interval), (10, 5000, 2500, 15000));
         assert!(c.periodic_gc && c.enable_broadcast && c.prevent_nonempty_join);
         assert_eq!((c.sync_timeout, c.exchange_batch_size), (60000, 100));
     }

@@ -85,9 +85,7 @@ impl DotKeyMap {
 
     /// Every indexed dot with its key.
     pub fn iter(&self) -> impl Iterator<Item = (Dot, &MetaKey)> {
-        self.dots
-            .iter()
-            .flat_map(|(id, row)| row.iter().map(|(c, k)| (Dot::new(id.clone(), *c), k)))
+        self.dots.iter().flat_map(|(id, row)| row.iter().map(|(c, k)| (Dot::new(id.clone(), *c), k)))
     }
 }
 

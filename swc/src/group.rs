@@ -120,12 +120,7 @@ impl Group {
 
     /// Merges objects received from a peer whose node-clock base was `remote_base`
     /// (`vmq_swc_store:sync_repair`, broadcast handling). Returns how many keys changed.
-    pub fn apply_remote(
-        &mut self,
-        remote_base: &VersionVector,
-        objects: Vec<WireObject>,
-        fx: &mut Effects,
-    ) -> usize {
+    pub fn apply_remote(&mut self, remote_base: &VersionVector, objects: Vec<WireObject>, fx: &mut Effects) -> usize {
         let mut changed = 0;
         for WireObject { key, object: mut remote } in objects {
             remote.fill(remote_base);
@@ -281,10 +276,7 @@ impl Group {
             let done: Vec<Dot> = obj
                 .versions
                 .iter()
-                .filter(|(d, v)| {
-                    v.is_none()
-                        && (self.retired.covers(d) || self.watermark.seen_by_all(d, columns))
-                })
+                .filter(|(d, v)| v.is_none() && (self.retired.covers(d) || self.watermark.seen_by_all(d, columns)))
                 .map(|(d, _)| d.clone())
                 .collect();
             if done.is_empty() {
@@ -315,10 +307,7 @@ impl Group {
             .filter(|id| !columns.contains(id) && !self.dkm.holds_dots_of(id))
             .filter_map(|id| {
                 let e = self.clock.entry(id)?;
-                columns
-                    .iter()
-                    .all(|p| self.watermark.cell(id, p) == Some(e))
-                    .then(|| (id.clone(), e.max()))
+                columns.iter().all(|p| self.watermark.cell(id, p) == Some(e)).then(|| (id.clone(), e.max()))
             })
             .collect();
         for (id, c) in retire {
@@ -347,11 +336,7 @@ impl Group {
             self.clock_dirty = false;
         }
         if self.watermark_dirty {
-            fx.batch.put(
-                Column::Metadata,
-                persist::watermark_key(self.index),
-                persist::encode(&self.watermark),
-            );
+            fx.batch.put(Column::Metadata, persist::watermark_key(self.index), persist::encode(&self.watermark));
             self.watermark_dirty = false;
         }
     }

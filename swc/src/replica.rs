@@ -6,8 +6,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tracing::{debug, warn};
 use vmq_storage::metadata::{
-    LocalOp, MetaKey, MetaValue, MetadataBackend, MetadataEvent, Millis, NodeId, PendingWrite,
-    Read, WriteToken,
+    LocalOp, MetaKey, MetaValue, MetadataBackend, MetadataEvent, Millis, NodeId, PendingWrite, Read, WriteToken,
 };
 use vmq_storage::{Column, WriteBatch};
 
@@ -148,9 +147,8 @@ impl Replica {
             }
         };
         let mut recovered_groups = recovered.groups;
-        let groups = (0..groups_n)
-            .map(|g| Group::recover(g, recovered_groups.remove(&g).unwrap_or_default()))
-            .collect();
+        let groups =
+            (0..groups_n).map(|g| Group::recover(g, recovered_groups.remove(&g).unwrap_or_default())).collect();
         let n = usize::from(groups_n);
         let mut replica = Self {
             me: ReplicaId::new(node_id.clone(), incarnation),
@@ -248,11 +246,8 @@ impl Replica {
         s.clock_entries = 0;
         for g in &self.groups {
             s.tombstones += g.tombstones();
-            s.delete_markers += g
-                .objects
-                .values()
-                .map(|o| o.versions.values().filter(|v| v.is_none()).count())
-                .sum::<usize>();
+            s.delete_markers +=
+                g.objects.values().map(|o| o.versions.values().filter(|v| v.is_none()).count()).sum::<usize>();
             s.live_keys += g.objects.values().filter(|o| !o.values().is_empty()).count();
             s.dkm_entries += g.dkm.len();
             s.clock_entries += g.clock.len();
@@ -432,8 +427,7 @@ impl Replica {
     }
 
     fn pick_peer(&mut self) -> Option<NodeId> {
-        let reachable: Vec<&NodeId> =
-            self.peers.iter().filter(|(_, p)| p.reachable).map(|(n, _)| n).collect();
+        let reachable: Vec<&NodeId> = self.peers.iter().filter(|(_, p)| p.reachable).map(|(n, _)| n).collect();
         if reachable.is_empty() {
             return None;
         }
@@ -444,9 +438,7 @@ impl Replica {
     /// Asks for the next batch of missing dots, or ends the exchange when none remain.
     fn continue_exchange(&mut self, now: Millis, g: usize) {
         let Some(mut ex) = self.exchanges[g].take() else { return };
-        let Phase::AwaitObjects { remote, clock, watermark, retired, remaining, batch } =
-            &mut ex.phase
-        else {
+        let Phase::AwaitObjects { remote, clock, watermark, retired, remaining, batch } = &mut ex.phase else {
             return;
         };
         if remaining.is_empty() {
@@ -805,9 +797,7 @@ impl MetadataBackend for Replica {
     }
 
     fn is_empty_history(&self) -> bool {
-        self.groups
-            .iter()
-            .all(|g| g.objects.is_empty() && g.clock.is_empty() && g.retired.is_empty())
+        self.groups.iter().all(|g| g.objects.is_empty() && g.clock.is_empty() && g.retired.is_empty())
     }
 
     fn poll_write(&mut self) -> Option<PendingWrite> {
@@ -926,9 +916,8 @@ mod tests {
         // Pinned: every node of a cluster, whatever its build, must agree.
         let k = MetaKey::new("subscriber", b"client-1".to_vec());
         assert_eq!(Replica::group_for_key(&k, 10), Replica::group_for_key(&k.clone(), 10));
-        let spread: BTreeSet<u16> = (0..200u32)
-            .map(|i| Replica::group_for_key(&MetaKey::new("p", i.to_be_bytes().to_vec()), 10))
-            .collect();
+        let spread: BTreeSet<u16> =
+            (0..200u32).map(|i| Replica::group_for_key(&MetaKey::new("p", i.to_be_bytes().to_vec()), 10)).collect();
         assert_eq!(spread.len(), 10, "keys spread over every group");
         assert_eq!(Replica::group_for_key(&MetaKey::new("p", b"k".to_vec()), 10), GOLDEN_GROUP);
     }

@@ -145,10 +145,7 @@ mod tests {
         let msg = SwcMessage::V1(Envelope {
             from: id(),
             group: 1,
-            body: Body::Broadcast {
-                base,
-                objects: vec![WireObject { key: MetaKey::new("p", b"k".to_vec()), object }],
-            },
+            body: Body::Broadcast { base, objects: vec![WireObject { key: MetaKey::new("p", b"k".to_vec()), object }] },
         });
         let bytes = msg.to_bytes().expect("encode");
         // V1, from {"n1", 7}, group 1, Broadcast, base {n1#7: 2}, 1 object: key ("p", "k"),

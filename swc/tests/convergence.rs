@@ -38,7 +38,13 @@ fn large_values_are_repaired_in_answers_of_bounded_size() {
     // No broadcast: the values reach the other node only through anti-entropy, whose answers
     // may carry 1 KiB of values while every value is 600 bytes.
     // One group, and one request asks for every dot: only the byte bound can split the answer.
-    let config = SwcConfig { enable_broadcast: false, exchange_reply_bytes: 1024, exchange_batch_size: 100, swc_groups: 1, ..config() };
+    let config = SwcConfig {
+        enable_broadcast: false,
+        exchange_reply_bytes: 1024,
+        exchange_batch_size: 100,
+        swc_groups: 1,
+        ..config()
+    };
     let mut sim = sim(7, 2, config, NetConfig::default());
     let (a, b) = (n(1), n(2));
     let value = vec![9u8; 600];

@@ -135,12 +135,7 @@ fn delete_markers_after_a_leave_and_rejoin_during_a_split_are_collected() {
         Op::Join { node: 1 },
         Op::Run { ms: 1 },
     ];
-    let env = Env {
-        net: NetConfig::RELIABLE,
-        persist_delay: 0,
-        detection: vec![0, 323, 1109, 0],
-        jitter: 0,
-    };
+    let env = Env { net: NetConfig::RELIABLE, persist_delay: 0, detection: vec![0, 323, 1109, 0], jitter: 0 };
     suite::converge_after_any_history::<Replica>(&profile(), 12998653538043292314, &env, &ops)
         .expect("converges and collects");
 }

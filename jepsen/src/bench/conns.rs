@@ -47,12 +47,7 @@ pub async fn run(p: &Params, count: u32, rate: f64, pid: Option<u32>) -> anyhow:
             drop(permit);
         }));
         if p.progress && (i + 1) % 1000 == 0 {
-            eprintln!(
-                "[conns {} {:>5.1}s] opened {}",
-                p.broker,
-                start.elapsed().as_secs_f64(),
-                i + 1
-            );
+            eprintln!("[conns {} {:>5.1}s] opened {}", p.broker, start.elapsed().as_secs_f64(), i + 1);
         }
     }
     for t in tasks {

@@ -160,13 +160,9 @@ pub const SETUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Resolves `s` and refuses anything that is not loopback: the benchmark is a load generator
 /// and must never be pointed at someone else's machine.
 pub fn loopback_addr(s: &str) -> anyhow::Result<SocketAddr> {
-    let addrs: Vec<SocketAddr> = s
-        .to_socket_addrs()
-        .with_context(|| format!("cannot resolve broker address {s:?}"))?
-        .collect();
-    let Some(first) = addrs.first().copied() else {
-        bail!("broker address {s:?} resolves to nothing")
-    };
+    let addrs: Vec<SocketAddr> =
+        s.to_socket_addrs().with_context(|| format!("cannot resolve broker address {s:?}"))?.collect();
+    let Some(first) = addrs.first().copied() else { bail!("broker address {s:?} resolves to nothing") };
     if let Some(bad) = addrs.iter().find(|a| !a.ip().is_loopback()) {
         bail!(
             "refusing non-loopback broker address {bad} (from {s:?}): vmq-jepsen bench only loads 127.0.0.0/8 or ::1"
@@ -183,22 +179,12 @@ impl Params {
             Some(s) => loopback_addr(s)?,
             None => addr,
         };
-        let Some(qos) = QoS::from_u8(a.qos) else {
-            bail!("--qos must be 0, 1 or 2")
-        };
-        let Some(version) = ProtocolVersion::from_level(a.protocol) else {
-            bail!("--protocol must be 4 or 5")
-        };
+        let Some(qos) = QoS::from_u8(a.qos) else { bail!("--qos must be 0, 1 or 2") };
+        let Some(version) = ProtocolVersion::from_level(a.protocol) else { bail!("--protocol must be 4 or 5") };
         if a.payload < payload::HEADER_LEN {
-            bail!(
-                "--payload must be at least {} bytes (publisher, sequence, timestamp)",
-                payload::HEADER_LEN
-            );
+            bail!("--payload must be at least {} bytes (publisher, sequence, timestamp)", payload::HEADER_LEN);
         }
-        if !((0.0..=3600.0).contains(&a.duration)
-            && a.duration > 0.0
-            && (0.0..=600.0).contains(&a.drain))
-        {
+        if !((0.0..=3600.0).contains(&a.duration) && a.duration > 0.0 && (0.0..=600.0).contains(&a.drain)) {
             bail!("--duration must be in (0, 3600] s and --drain in [0, 600] s");
         }
         if a.inflight == 0 || a.inflight > 65_000 {
@@ -209,10 +195,8 @@ impl Params {
             (Scenario::Latency, None) => Some(50_000.0),
             (_, r) => r,
         };
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         Ok(Self {
             scenario: a.scenario,
             broker: a.broker.clone(),
@@ -241,13 +225,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         Scenario::Latency => throughput::latency(&p, args.publishers.unwrap_or(1)).await,
         Scenario::Conns => conns::run(&p, args.conns, args.conn_rate, args.broker_pid).await,
         Scenario::Offline => {
-            offline::run(
-                &p,
-                args.publishers.unwrap_or(4),
-                args.subscribers.unwrap_or(1),
-                args.messages,
-            )
-            .await
+            offline::run(&p, args.publishers.unwrap_or(4), args.subscribers.unwrap_or(1), args.messages).await
         }
     }
 }

@@ -22,12 +22,7 @@ use crate::mqtt::QoS;
 
 /// Runs the scenario with `publishers` publishers, `sessions` persistent sessions and
 /// `messages` publishes in total (each delivered to every session).
-pub async fn run(
-    p: &Params,
-    publishers: u32,
-    sessions: u32,
-    messages: u64,
-) -> anyhow::Result<Report> {
+pub async fn run(p: &Params, publishers: u32, sessions: u32, messages: u64) -> anyhow::Result<Report> {
     if p.qos == QoS::AtMostOnce {
         bail!("offline needs --qos 1 or 2: QoS 0 messages are not queued for offline sessions");
     }
@@ -50,9 +45,8 @@ pub async fn run(
             max_messages: share.min(messages.saturating_sub(share * u64::from(i))),
         })
         .collect();
-    let expect: Vec<_> = (0..sessions)
-        .flat_map(|s| (0..publishers).map(move |q| (SubscriberId(s), PublisherId(q))))
-        .collect();
+    let expect: Vec<_> =
+        (0..sessions).flat_map(|s| (0..publishers).map(move |q| (SubscriberId(s), PublisherId(q)))).collect();
 
     // Phase 1: create the sessions, then leave them offline.
     for c in runner::connect_subscribers(p, &subs).await? {
@@ -68,12 +62,7 @@ pub async fn run(
     let hard_deadline = deadline + p.drain;
     if p.progress {
         let label = format!("offline {} enqueue", p.broker);
-        tokio::spawn(runner::progress(
-            label,
-            epoch,
-            counters.clone(),
-            stop_rx.clone(),
-        ));
+        tokio::spawn(runner::progress(label, epoch, counters.clone(), stop_rx.clone()));
     }
     let pub_logs = runner::run_publishers(p, pub_conns, &pubs, epoch, deadline, hard_deadline, &counters).await?;
     let enqueue_secs = epoch.elapsed().as_secs_f64().max(1e-9);
@@ -86,12 +75,7 @@ pub async fn run(
     let drain_deadline = drain_epoch + p.duration + p.drain;
     if p.progress {
         let label = format!("offline {} drain", p.broker);
-        tokio::spawn(runner::progress(
-            label,
-            drain_epoch,
-            counters.clone(),
-            stop_rx.clone(),
-        ));
+        tokio::spawn(runner::progress(label, drain_epoch, counters.clone(), stop_rx.clone()));
     }
     let mut present = true;
     let mut sub_tasks = Vec::new();
@@ -111,8 +95,7 @@ pub async fn run(
         )));
     }
     let expected: u64 = pub_logs.iter().map(|l| l.sent()).sum::<u64>() * u64::from(sessions);
-    let drain_end =
-        runner::await_deliveries(&counters, expected, Duration::from_secs(2), drain_deadline).await;
+    let drain_end = runner::await_deliveries(&counters, expected, Duration::from_secs(2), drain_deadline).await;
     let _ = stop_tx.send(true);
     let mut sub_logs = Vec::new();
     let mut hist = runner::new_histogram();
@@ -124,9 +107,7 @@ pub async fn run(
         last = last.max(o.last_delivery);
     }
     let verdict = accounting::check(&pub_logs, &sub_logs, &expect);
-    let drain_secs = last
-        .map_or(1e-9, |l| l.duration_since(drain_epoch).as_secs_f64())
-        .max(1e-9);
+    let drain_secs = last.map_or(1e-9, |l| l.duration_since(drain_epoch).as_secs_f64()).max(1e-9);
     let mut r = Report::new(p);
     r.publishers = u64::from(publishers);
     r.subscribers = u64::from(sessions);

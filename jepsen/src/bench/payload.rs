@@ -46,11 +46,7 @@ mod tests {
 
     #[test]
     fn header_roundtrips_and_short_payloads_are_rejected() {
-        let h = Header {
-            publisher: PublisherId(7),
-            seq: 1 << 40,
-            sent_at_ns: 123_456_789,
-        };
+        let h = Header { publisher: PublisherId(7), seq: 1 << 40, sent_at_ns: 123_456_789 };
         let mut payload = h.encode().to_vec();
         payload.extend_from_slice(&[0; 44]);
         assert_eq!(Header::decode(&payload), Some(h));

@@ -6,16 +6,11 @@ use anyhow::{Context, bail};
 
 /// Resident set size of `pid` in bytes (`VmRSS` in `/proc/PID/status`).
 pub fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status"))
-        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let status =
+        fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("reading /proc/{pid}/status"))?;
     for line in status.lines() {
         if let Some(rest) = line.strip_prefix("VmRSS:") {
-            let kb: u64 = rest
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .context("parsing VmRSS")?;
+            let kb: u64 = rest.trim().trim_end_matches("kB").trim().parse().context("parsing VmRSS")?;
             return Ok(kb * 1024);
         }
     }
@@ -46,16 +41,10 @@ fn listening_inode(port: u16) -> Option<u64> {
 
 /// The process that owns the socket listening on `port` (must be readable by this user).
 pub fn listener_pid(port: u16) -> anyhow::Result<u32> {
-    let Some(inode) = listening_inode(port) else {
-        bail!("no process listens on TCP port {port}")
-    };
+    let Some(inode) = listening_inode(port) else { bail!("no process listens on TCP port {port}") };
     let want = format!("socket:[{inode}]");
     for entry in fs::read_dir("/proc")?.flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {

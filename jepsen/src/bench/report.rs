@@ -154,79 +154,38 @@ impl Report {
         let mut rows: Vec<(String, String)> = vec![
             ("scenario".into(), self.scenario.into()),
             ("broker".into(), self.broker.clone()),
-            (
-                "protocol / qos / payload".into(),
-                format!("{} / {} / {} B", self.protocol, self.qos, self.payload),
-            ),
-            (
-                "publishers / subscribers".into(),
-                format!("{} / {}", self.publishers, self.subscribers),
-            ),
-            (
-                "duration / elapsed".into(),
-                format!("{:.1} s / {:.1} s", self.duration_s, self.elapsed_s),
-            ),
+            ("protocol / qos / payload".into(), format!("{} / {} / {} B", self.protocol, self.qos, self.payload)),
+            ("publishers / subscribers".into(), format!("{} / {}", self.publishers, self.subscribers)),
+            ("duration / elapsed".into(), format!("{:.1} s / {:.1} s", self.duration_s, self.elapsed_s)),
         ];
         if self.conns.is_none() {
             let v = &self.verdict;
             rows.push(("send rate".into(), format!("{:.0} msg/s", self.send_rate)));
-            rows.push((
-                "throughput (delivered)".into(),
-                format!("{:.0} msg/s", self.throughput),
-            ));
+            rows.push(("throughput (delivered)".into(), format!("{:.0} msg/s", self.throughput)));
             rows.push(("sent / acked".into(), format!("{} / {}", v.sent, v.acked)));
-            rows.push((
-                "delivered / expected".into(),
-                format!("{} / {}", v.delivered, v.expected),
-            ));
-            rows.push((
-                "lost / lost after ack".into(),
-                format!("{} / {}", v.lost, v.lost_after_ack),
-            ));
-            rows.push((
-                "duplicates / reordered".into(),
-                format!("{} / {}", v.duplicates, v.reordered),
-            ));
+            rows.push(("delivered / expected".into(), format!("{} / {}", v.delivered, v.expected)));
+            rows.push(("lost / lost after ack".into(), format!("{} / {}", v.lost, v.lost_after_ack)));
+            rows.push(("duplicates / reordered".into(), format!("{} / {}", v.duplicates, v.reordered)));
             rows.push(("unexpected".into(), v.unexpected.to_string()));
         }
         if let Some(l) = &self.latency {
             rows.push((
                 "latency p50/p90/p99/p99.9/max".into(),
-                format!(
-                    "{:.0} / {:.0} / {:.0} / {:.0} / {:.0} µs",
-                    l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us
-                ),
+                format!("{:.0} / {:.0} / {:.0} / {:.0} / {:.0} µs", l.p50_us, l.p90_us, l.p99_us, l.p999_us, l.max_us),
             ));
         }
         if let Some(c) = &self.conns {
-            rows.push((
-                "connected / failed".into(),
-                format!("{} / {}", c.connected, c.failed),
-            ));
+            rows.push(("connected / failed".into(), format!("{} / {}", c.connected, c.failed)));
             rows.push(("open rate".into(), format!("{:.0} conn/s", c.open_rate)));
             rows.push((
                 "broker RSS before / after".into(),
-                format!(
-                    "{} / {} KiB (pid {})",
-                    c.rss_before / 1024,
-                    c.rss_after / 1024,
-                    c.broker_pid
-                ),
+                format!("{} / {} KiB (pid {})", c.rss_before / 1024, c.rss_after / 1024, c.broker_pid),
             ));
-            rows.push((
-                "RSS per connection".into(),
-                format!("{:.0} B", c.rss_per_conn),
-            ));
+            rows.push(("RSS per connection".into(), format!("{:.0} B", c.rss_per_conn)));
         }
         if let Some(o) = &self.offline {
-            rows.push((
-                "offline sessions".into(),
-                format!("{} (session present: {})", o.sessions, o.sessions_present),
-            ));
-            rows.push((
-                "enqueue rate (acked)".into(),
-                format!("{:.0} msg/s", o.enqueue_rate),
-            ));
+            rows.push(("offline sessions".into(), format!("{} (session present: {})", o.sessions, o.sessions_present)));
+            rows.push(("enqueue rate (acked)".into(), format!("{:.0} msg/s", o.enqueue_rate)));
             rows.push(("drain rate".into(), format!("{:.0} msg/s", o.drain_rate)));
         }
         if let Some(d) = self.drain {
@@ -238,17 +197,10 @@ impl Report {
                 "FAILED: {} acknowledged messages undelivered at the drain deadline (deliveries were still arriving; raise --drain)",
                 self.verdict.lost_after_ack
             ),
-            (false, _) => format!(
-                "FAILED: {} acknowledged messages lost",
-                self.verdict.lost_after_ack
-            ),
+            (false, _) => format!("FAILED: {} acknowledged messages lost", self.verdict.lost_after_ack),
         };
         rows.push(("result".into(), result));
-        let w = rows
-            .iter()
-            .map(|(k, _)| k.chars().count())
-            .max()
-            .unwrap_or(0);
+        let w = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
         let mut s = String::new();
         for (k, v) in rows {
             let _ = writeln!(s, "{k:<w$}  {v}");

@@ -112,9 +112,7 @@ pub async fn connect_subscribers(p: &Params, subs: &[SubSpec]) -> anyhow::Result
         let (p, s) = (p.clone(), s.clone());
         tasks.push(tokio::spawn(async move {
             let (mut c, _) = connect(&p, s.addr, &s.client_id, s.persistent).await?;
-            c.subscribe(&s.filter, p.qos, SETUP_TIMEOUT)
-                .await
-                .with_context(|| format!("subscribing {}", s.filter))?;
+            c.subscribe(&s.filter, p.qos, SETUP_TIMEOUT).await.with_context(|| format!("subscribing {}", s.filter))?;
             anyhow::Ok(c)
         }));
     }
@@ -131,9 +129,7 @@ pub async fn connect_publishers(p: &Params, pubs: &[PubSpec]) -> anyhow::Result<
     for s in pubs {
         let (p, s) = (p.clone(), s.clone());
         let id = format!("vmqb-{}-p{}", p.run_tag, s.id.0);
-        tasks.push(tokio::spawn(async move {
-            anyhow::Ok(connect(&p, s.addr, &id, false).await?.0)
-        }));
+        tasks.push(tokio::spawn(async move { anyhow::Ok(connect(&p, s.addr, &id, false).await?.0) }));
     }
     let mut out = Vec::new();
     for t in tasks {
@@ -199,10 +195,7 @@ pub async fn run_publisher(
         if sending && budget > 0 {
             let sent_at_ns = now.duration_since(epoch).as_nanos() as u64;
             let before = log.sent();
-            while budget > 0
-                && inflight < window
-                && conn.pending_write() < WBUF_HIGH
-                && log.sent() < spec.max_messages
+            while budget > 0 && inflight < window && conn.pending_write() < WBUF_HIGH && log.sent() < spec.max_messages
             {
                 let seq = log.sent();
                 let id = if qos == QoS::AtMostOnce {
@@ -217,18 +210,11 @@ pub async fn run_publisher(
                     Some(PacketId(id as u16))
                 };
                 log.handle_sent();
-                let h = Header {
-                    publisher: spec.id,
-                    seq,
-                    sent_at_ns,
-                }
-                .encode();
+                let h = Header { publisher: spec.id, seq, sent_at_ns }.encode();
                 codec::encode_publish(conn.wbuf(), p.version, qos, id, topic, &h, p.payload);
                 budget -= 1;
             }
-            counters
-                .sent
-                .fetch_add(log.sent() - before, Ordering::Relaxed);
+            counters.sent.fetch_add(log.sent() - before, Ordering::Relaxed);
         }
         conn.try_flush().context("publisher write")?;
         if qos != QoS::AtMostOnce && inflight > 0 {
@@ -253,9 +239,7 @@ pub async fn run_publisher(
                     inflight -= 1;
                 }
             })?;
-            counters
-                .acked
-                .fetch_add(log.acked() - before, Ordering::Relaxed);
+            counters.acked.fetch_add(log.acked() - before, Ordering::Relaxed);
         }
         let sending = Instant::now() < deadline && log.sent() < spec.max_messages;
         if !sending && inflight == 0 && conn.pending_write() == 0 {
@@ -295,11 +279,7 @@ pub async fn run_subscriber(
     hard_deadline: Instant,
     counters: Arc<Counters>,
 ) -> anyhow::Result<SubOutcome> {
-    let mut out = SubOutcome {
-        log: SubscriberLog::new(),
-        latency: new_histogram(),
-        last_delivery: None,
-    };
+    let mut out = SubOutcome { log: SubscriberLog::new(), latency: new_histogram(), last_delivery: None };
     // Frames may already be buffered (a persistent session's queue arrives right behind its
     // CONNACK), so the loop handles what it has before it waits.
     loop {
@@ -308,12 +288,7 @@ pub async fn run_subscriber(
         let before = out.log.delivered();
         let (log, hist) = (&mut out.log, &mut out.latency);
         conn.drain(|pkt, wbuf| match pkt {
-            Packet::Publish {
-                qos,
-                packet_id,
-                payload,
-                ..
-            } => {
+            Packet::Publish { qos, packet_id, payload, .. } => {
                 match Header::decode(payload) {
                     Some(h) => {
                         log.handle_delivery(h.publisher, h.seq);
@@ -355,12 +330,7 @@ pub async fn run_subscriber(
 }
 
 /// Prints a progress line every second until `stop` turns true.
-pub async fn progress(
-    label: String,
-    epoch: Instant,
-    counters: Arc<Counters>,
-    mut stop: watch::Receiver<bool>,
-) {
+pub async fn progress(label: String, epoch: Instant, counters: Arc<Counters>, mut stop: watch::Receiver<bool>) {
     let mut last = (0u64, 0u64, 0u64);
     let mut tick = tokio::time::interval_at(epoch + Duration::from_secs(1), Duration::from_secs(1));
     loop {
@@ -401,12 +371,7 @@ pub enum DrainEnd {
 }
 
 /// Waits until `expected` deliveries arrived, nothing arrived for `quiet`, or `hard_deadline`.
-pub async fn await_deliveries(
-    counters: &Counters,
-    expected: u64,
-    quiet: Duration,
-    hard_deadline: Instant,
-) -> DrainEnd {
+pub async fn await_deliveries(counters: &Counters, expected: u64, quiet: Duration, hard_deadline: Instant) -> DrainEnd {
     let mut last = counters.delivered.load(Ordering::Relaxed);
     let mut last_change = Instant::now();
     loop {

@@ -28,12 +28,7 @@ fn topic(p: &Params, rest: &str) -> String {
 }
 
 fn sub(p: &Params, addr: std::net::SocketAddr, filter: String, i: u32) -> SubSpec {
-    SubSpec {
-        addr,
-        filter,
-        client_id: format!("vmqb-{}-s{i}", p.run_tag),
-        persistent: false,
-    }
+    SubSpec { addr, filter, client_id: format!("vmqb-{}-s{i}", p.run_tag), persistent: false }
 }
 
 fn publisher(p: &Params, id: u32, topic: String, share: u32) -> PubSpec {
@@ -49,9 +44,7 @@ fn publisher(p: &Params, id: u32, topic: String, share: u32) -> PubSpec {
 /// `fanin`: `n` publishers on their own topics, one subscriber on the wildcard.
 pub async fn fanin(p: &Params, n: u32) -> anyhow::Result<Report> {
     let plan = Plan {
-        pubs: (0..n)
-            .map(|i| publisher(p, i, topic(p, &i.to_string()), n))
-            .collect(),
+        pubs: (0..n).map(|i| publisher(p, i, topic(p, &i.to_string()), n)).collect(),
         subs: vec![sub(p, p.addr, topic(p, "+"), 0)],
         expect: (0..n).map(|i| (SubscriberId(0), PublisherId(i))).collect(),
     };
@@ -76,18 +69,10 @@ pub async fn fanout(p: &Params, n: u32) -> anyhow::Result<Report> {
 /// `pairs` (and `cluster`, whose subscribers connect to `--addr2`): `n` publisher/subscriber
 /// pairs on one topic each.
 pub async fn pairs(p: &Params, n: u32) -> anyhow::Result<Report> {
-    let sub_addr = if p.scenario == Scenario::Cluster {
-        p.addr2
-    } else {
-        p.addr
-    };
+    let sub_addr = if p.scenario == Scenario::Cluster { p.addr2 } else { p.addr };
     let plan = Plan {
-        pubs: (0..n)
-            .map(|i| publisher(p, i, topic(p, &i.to_string()), n))
-            .collect(),
-        subs: (0..n)
-            .map(|i| sub(p, sub_addr, topic(p, &i.to_string()), i))
-            .collect(),
+        pubs: (0..n).map(|i| publisher(p, i, topic(p, &i.to_string()), n)).collect(),
+        subs: (0..n).map(|i| sub(p, sub_addr, topic(p, &i.to_string()), i)).collect(),
         expect: (0..n).map(|i| (SubscriberId(i), PublisherId(i))).collect(),
     };
     run_plan(p, plan).await
@@ -115,36 +100,18 @@ pub async fn run_plan(p: &Params, plan: Plan) -> anyhow::Result<Report> {
     let hard_deadline = deadline + p.drain;
     if p.progress {
         let label = format!("{} {}", p.scenario.name(), p.broker);
-        tokio::spawn(runner::progress(
-            label,
-            epoch,
-            counters.clone(),
-            stop_rx.clone(),
-        ));
+        tokio::spawn(runner::progress(label, epoch, counters.clone(), stop_rx.clone()));
     }
     let subs: Vec<_> = sub_conns
         .into_iter()
-        .map(|c| {
-            tokio::spawn(runner::run_subscriber(
-                c,
-                epoch,
-                stop_rx.clone(),
-                hard_deadline,
-                counters.clone(),
-            ))
-        })
+        .map(|c| tokio::spawn(runner::run_subscriber(c, epoch, stop_rx.clone(), hard_deadline, counters.clone())))
         .collect();
     let pub_logs = runner::run_publishers(p, pub_conns, &plan.pubs, epoch, deadline, hard_deadline, &counters).await?;
     let publish_end = Instant::now();
-    let expected: u64 = plan
-        .expect
-        .iter()
-        .filter_map(|(_, pid)| pub_logs.iter().find(|l| l.id == *pid))
-        .map(|l| l.sent())
-        .sum();
+    let expected: u64 =
+        plan.expect.iter().filter_map(|(_, pid)| pub_logs.iter().find(|l| l.id == *pid)).map(|l| l.sent()).sum();
     // QoS 0 loss is allowed, so a quiet second means the broker has nothing more to give.
-    let drain_end =
-        runner::await_deliveries(&counters, expected, Duration::from_secs(1), hard_deadline).await;
+    let drain_end = runner::await_deliveries(&counters, expected, Duration::from_secs(1), hard_deadline).await;
     let _ = stop_tx.send(true);
     let mut sub_logs = Vec::new();
     let mut hist = runner::new_histogram();
@@ -161,9 +128,7 @@ pub async fn run_plan(p: &Params, plan: Plan) -> anyhow::Result<Report> {
     r.subscribers = plan.subs.len() as u64;
     let publish_secs = publish_end.duration_since(epoch).as_secs_f64().max(1e-9);
     r.send_rate = verdict.sent as f64 / publish_secs.min(p.duration.as_secs_f64()).max(1e-9);
-    let delivery_secs = last
-        .map_or(publish_secs, |l| l.duration_since(epoch).as_secs_f64())
-        .max(1e-9);
+    let delivery_secs = last.map_or(publish_secs, |l| l.duration_since(epoch).as_secs_f64()).max(1e-9);
     r.throughput = verdict.delivered as f64 / delivery_secs;
     r.elapsed_s = epoch.elapsed().as_secs_f64();
     r.latency = Latency::from_histogram(&hist);

@@ -49,11 +49,7 @@ pub struct Entry {
 }
 
 fn nemesis_set(s: &str) -> BTreeSet<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty() && *p != "none")
-        .map(String::from)
-        .collect()
+    s.split(',').map(str::trim).filter(|p| !p.is_empty() && *p != "none").map(String::from).collect()
 }
 
 /// Parses the list.
@@ -65,18 +61,10 @@ pub fn parse(text: &str) -> anyhow::Result<Vec<Entry>> {
             continue;
         }
         let mut f = line.split_whitespace();
-        let mut field = |what: &str| {
-            f.next()
-                .map(str::to_owned)
-                .with_context(|| format!("line {}: missing {what}", i + 1))
-        };
-        let (workload, backend, nemesis, violation, expect) = (
-            field("workload")?,
-            field("backend")?,
-            field("nemesis")?,
-            field("violation")?,
-            field("must|may")?,
-        );
+        let mut field =
+            |what: &str| f.next().map(str::to_owned).with_context(|| format!("line {}: missing {what}", i + 1));
+        let (workload, backend, nemesis, violation, expect) =
+            (field("workload")?, field("backend")?, field("nemesis")?, field("violation")?, field("must|may")?);
         let fix = f.collect::<Vec<_>>().join(" ");
         if fix.is_empty() {
             bail!("line {}: say what will fix `{violation}`", i + 1);
@@ -100,8 +88,7 @@ pub fn parse(text: &str) -> anyhow::Result<Vec<Entry>> {
 
 /// Reads and parses the list.
 pub fn load(path: &Path) -> anyhow::Result<Vec<Entry>> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     parse(&text).with_context(|| format!("in {}", path.display()))
 }
 
@@ -109,10 +96,7 @@ impl Entry {
     fn applies(&self, run: &RunInfo) -> bool {
         self.workload == run.workload
             && (self.backend == "*" || self.backend == run.backend)
-            && self
-                .nemesis
-                .as_ref()
-                .is_none_or(|n| *n == nemesis_set(&run.nemesis))
+            && self.nemesis.as_ref().is_none_or(|n| *n == nemesis_set(&run.nemesis))
     }
 }
 
@@ -140,16 +124,13 @@ pub fn compare(entries: &[Entry], run: &RunInfo, found: &BTreeSet<String>) -> Co
     let mut c = Comparison::default();
     for kind in found {
         match applicable.iter().find(|e| e.violation == *kind) {
-            Some(e) => c
-                .known
-                .push(format!("{kind} (known, line {}: {})", e.line, e.fix)),
+            Some(e) => c.known.push(format!("{kind} (known, line {}: {})", e.line, e.fix)),
             None => c.unexpected.push(kind.clone()),
         }
     }
     for e in applicable.iter().filter(|e| e.expect == Expect::Must) {
         if !found.contains(&e.violation) {
-            c.missing
-                .push(format!("{} (line {}, listed as must)", e.violation, e.line));
+            c.missing.push(format!("{} (line {}, listed as must)", e.violation, e.line));
         }
     }
     c
@@ -188,11 +169,7 @@ register vmq_swc * two-live-sessions must  registration through a leader
     #[test]
     fn an_unlisted_violation_fails_even_next_to_a_listed_one() {
         let list = parse(LIST).unwrap();
-        let c = compare(
-            &list,
-            &info("queue"),
-            &set(&["lost-acked", "qos2-duplicate"]),
-        );
+        let c = compare(&list, &info("queue"), &set(&["lost-acked", "qos2-duplicate"]));
         assert!(!c.ok());
         assert_eq!(c.unexpected, ["qos2-duplicate"]);
     }
@@ -213,10 +190,7 @@ register vmq_swc * two-live-sessions must  registration through a leader
         i.backend = "vmq_plumtree".into();
         assert!(compare(&list, &i, &set(&["lost-acked"])).ok());
         i.backend = "vmq_swc".into();
-        assert_eq!(
-            compare(&list, &i, &set(&["lost-acked"])).unexpected,
-            ["lost-acked"]
-        );
+        assert_eq!(compare(&list, &i, &set(&["lost-acked"])).unexpected, ["lost-acked"]);
     }
 
     #[test]

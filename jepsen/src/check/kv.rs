@@ -28,10 +28,7 @@ struct Op {
 }
 
 fn acceptable(ops: &[&Op]) -> BTreeSet<Option<String>> {
-    let last = ops
-        .iter()
-        .filter(|o| o.acked.is_some())
-        .max_by_key(|o| o.acked);
+    let last = ops.iter().filter(|o| o.acked.is_some()).max_by_key(|o| o.acked);
     let mut out = BTreeSet::new();
     match last {
         None => {
@@ -60,15 +57,7 @@ pub fn check(records: &[Record], report: &mut Report) {
     for r in records {
         match &r.event {
             Event::Op { id, key, value, .. } => {
-                ops.insert(
-                    *id,
-                    Op {
-                        key: key.clone(),
-                        value: value.clone(),
-                        invoked: r.t,
-                        acked: None,
-                    },
-                );
+                ops.insert(*id, Op { key: key.clone(), value: value.clone(), invoked: r.t, acked: None });
             }
             Event::OpOk { id } => {
                 if let Some(o) = ops.get_mut(id) {
@@ -76,10 +65,7 @@ pub fn check(records: &[Record], report: &mut Report) {
                 }
             }
             Event::Probe { round, node, state } => {
-                rounds
-                    .entry(*round)
-                    .or_default()
-                    .insert(*node, (r.t, state.clone()));
+                rounds.entry(*round).or_default().insert(*node, (r.t, state.clone()));
             }
             _ => {}
         }
@@ -88,12 +74,9 @@ pub fn check(records: &[Record], report: &mut Report) {
     for o in ops.values() {
         by_key.entry(&o.key).or_default().push(o);
     }
-    let allowed: BTreeMap<&str, BTreeSet<Option<String>>> =
-        by_key.iter().map(|(k, v)| (*k, acceptable(v))).collect();
+    let allowed: BTreeMap<&str, BTreeSet<Option<String>>> = by_key.iter().map(|(k, v)| (*k, acceptable(v))).collect();
     let fits = |state: &BTreeMap<String, String>| {
-        allowed
-            .iter()
-            .all(|(k, ok)| ok.contains(&state.get(*k).cloned()))
+        allowed.iter().all(|(k, ok)| ok.contains(&state.get(*k).cloned()))
             && state.keys().all(|k| allowed.contains_key(k.as_str()))
     };
     let heal = final_heal(records).unwrap_or(0);
@@ -105,20 +88,12 @@ pub fn check(records: &[Record], report: &mut Report) {
             break;
         }
     }
+    report.stats.push(("operations".into(), ops.len().to_string()));
     report
         .stats
-        .push(("operations".into(), ops.len().to_string()));
-    report.stats.push((
-        "operations acknowledged".into(),
-        ops.values()
-            .filter(|o| o.acked.is_some())
-            .count()
-            .to_string(),
-    ));
+        .push(("operations acknowledged".into(), ops.values().filter(|o| o.acked.is_some()).count().to_string()));
     report.stats.push(("keys".into(), by_key.len().to_string()));
-    report
-        .stats
-        .push(("probe rounds".into(), rounds.len().to_string()));
+    report.stats.push(("probe rounds".into(), rounds.len().to_string()));
     report.stats.push((
         "convergence time after the final heal".into(),
         match converged_at {
@@ -127,26 +102,14 @@ pub fn check(records: &[Record], report: &mut Report) {
         },
     ));
     let Some((_, last)) = rounds.iter().next_back() else {
-        let mut f = Finding::new(
-            "not-probed",
-            "no probe round was recorded: the check saw nothing",
-        );
-        f.add(report.duration_ms, || {
-            "no `probe` records in the history".into()
-        });
+        let mut f = Finding::new("not-probed", "no probe round was recorded: the check saw nothing");
+        f.add(report.duration_ms, || "no `probe` records in the history".into());
         report.push(f, false);
         return;
     };
     let t = last.values().map(|(t, _)| *t).max().unwrap_or(0);
-    let first = last
-        .values()
-        .next()
-        .map(|(_, s)| s.clone())
-        .unwrap_or_default();
-    let mut diverged = Finding::new(
-        "diverged",
-        "after the final heal the nodes' replicated state differs",
-    );
+    let first = last.values().next().map(|(_, s)| s.clone()).unwrap_or_default();
+    let mut diverged = Finding::new("diverged", "after the final heal the nodes' replicated state differs");
     let mut wrong = Finding::new(
         "wrong-value",
         "after the final heal the nodes agree on a value that is not the last acknowledged one",
@@ -159,9 +122,7 @@ pub fn check(records: &[Record], report: &mut Report) {
         for k in keys {
             let views: Vec<String> = last
                 .iter()
-                .map(|(n, (_, s))| {
-                    format!("node {n}: {}", s.get(k).map_or("absent", String::as_str))
-                })
+                .map(|(n, (_, s))| format!("node {n}: {}", s.get(k).map_or("absent", String::as_str)))
                 .collect();
             let values: BTreeSet<Option<&String>> = last.values().map(|(_, s)| s.get(k)).collect();
             if values.len() > 1 {
@@ -172,15 +133,11 @@ pub fn check(records: &[Record], report: &mut Report) {
         for (k, ok) in &allowed {
             let have = first.get(*k).cloned();
             if !ok.contains(&have) {
-                wrong.add(t, || {
-                    format!("{k}: every node shows {:?}, acceptable {:?}", have, ok)
-                });
+                wrong.add(t, || format!("{k}: every node shows {:?}, acceptable {:?}", have, ok));
             }
         }
         for k in first.keys().filter(|k| !allowed.contains_key(k.as_str())) {
-            wrong.add(t, || {
-                format!("{k}: present on every node but never written")
-            });
+            wrong.add(t, || format!("{k}: present on every node but never written"));
         }
     }
     report.push(diverged, false);
@@ -196,24 +153,13 @@ mod tests {
     use crate::history::{Event, Record};
 
     fn op(t: u64, id: u64, key: &str, value: Option<&str>) -> Record {
-        at(
-            t,
-            Event::Op {
-                id,
-                key: key.into(),
-                value: value.map(Into::into),
-                node: 1,
-            },
-        )
+        at(t, Event::Op { id, key: key.into(), value: value.map(Into::into), node: 1 })
     }
     fn ok(t: u64, id: u64) -> Record {
         at(t, Event::OpOk { id })
     }
     fn probe(t: u64, round: u32, node: usize, state: &[(&str, &str)]) -> Record {
-        let state: BTreeMap<String, String> = state
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect();
+        let state: BTreeMap<String, String> = state.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
         at(t, Event::Probe { round, node, state })
     }
 
@@ -263,15 +209,8 @@ mod tests {
 
     #[test]
     fn convergence_time_counts_from_the_final_heal() {
-        let heal = at(
-            5_000,
-            Event::Nemesis {
-                fault: "heal".into(),
-                nodes: vec![],
-                detail: String::new(),
-                active: false,
-            },
-        );
+        let heal =
+            at(5_000, Event::Nemesis { fault: "heal".into(), nodes: vec![], detail: String::new(), active: false });
         let h = [
             run("subscriptions", "off"),
             op(1, 1, "ws0 js/t0", Some("subscribed")),
@@ -284,12 +223,6 @@ mod tests {
         ];
         let r = check(&h).unwrap();
         assert!(r.ok(), "{:?}", r.violations);
-        assert!(
-            r.stats
-                .iter()
-                .any(|(k, v)| k.starts_with("convergence") && v == "2.5 s"),
-            "{:?}",
-            r.stats
-        );
+        assert!(r.stats.iter().any(|(k, v)| k.starts_with("convergence") && v == "2.5 s"), "{:?}", r.stats);
     }
 }

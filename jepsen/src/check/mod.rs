@@ -40,13 +40,7 @@ pub struct Finding {
 
 impl Finding {
     fn new(kind: &str, meaning: &str) -> Self {
-        Self {
-            kind: kind.to_owned(),
-            count: 0,
-            meaning: meaning.to_owned(),
-            examples: Vec::new(),
-            times: Vec::new(),
-        }
+        Self { kind: kind.to_owned(), count: 0, meaning: meaning.to_owned(), examples: Vec::new(), times: Vec::new() }
     }
 
     fn add(&mut self, t: u64, example: impl FnOnce() -> String) {
@@ -114,18 +108,10 @@ pub fn check(records: &[Record]) -> anyhow::Result<Report> {
         "subscriptions" | "retain" => kv::check(records, &mut report),
         other => bail!("unknown workload '{other}' in the history"),
     }
-    let mut exits = Finding::new(
-        "node-crashed",
-        "a node process exited that the nemesis did not kill",
-    );
+    let mut exits = Finding::new("node-crashed", "a node process exited that the nemesis did not kill");
     for r in records {
         if let Event::NodeExit { node, status } = &r.event {
-            exits.add(r.t, || {
-                format!(
-                    "node {node} exited ({status}) at t={} ms; see its console.log",
-                    r.t
-                )
-            });
+            exits.add(r.t, || format!("node {node} exited ({status}) at t={} ms; see its console.log", r.t));
         }
     }
     report.push(exits, false);
@@ -203,22 +189,8 @@ pub(crate) mod tests {
     fn a_node_that_exits_on_its_own_is_a_violation() {
         let h = [
             run("register", "off"),
-            at(
-                5,
-                Event::NodeExit {
-                    node: 2,
-                    status: "signal: 6 (SIGABRT)".into(),
-                },
-            ),
-            at(
-                9,
-                Event::Live {
-                    client: "r0".into(),
-                    conn: "a".into(),
-                    node: 1,
-                    alive: true,
-                },
-            ),
+            at(5, Event::NodeExit { node: 2, status: "signal: 6 (SIGABRT)".into() }),
+            at(9, Event::Live { client: "r0".into(), conn: "a".into(), node: 1, alive: true }),
         ];
         let r = check(&h).unwrap();
         assert_eq!(r.violations.len(), 1);
@@ -227,17 +199,8 @@ pub(crate) mod tests {
 
     #[test]
     fn fault_windows_pair_start_and_end() {
-        let nem = |t, active| {
-            at(
-                t,
-                Event::Nemesis {
-                    fault: "kill".into(),
-                    nodes: vec![1],
-                    detail: String::new(),
-                    active,
-                },
-            )
-        };
+        let nem =
+            |t, active| at(t, Event::Nemesis { fault: "kill".into(), nodes: vec![1], detail: String::new(), active });
         let w = fault_windows(&[nem(10, true), nem(20, false), nem(30, true)]);
         assert_eq!(w, vec![(10, 20, "kill".into()), (30, 30, "kill".into())]);
     }

@@ -42,11 +42,7 @@ fn route(pub_qos: u8) -> u8 {
 
 /// Appends the queue checker's stats and findings to `report`.
 pub fn check(records: &[Record], report: &mut Report) {
-    let publish_on = report
-        .info
-        .netsplit_settings
-        .get("allow_publish_during_netsplit")
-        .is_some_and(|v| v == "on");
+    let publish_on = report.info.netsplit_settings.get("allow_publish_during_netsplit").is_some_and(|v| v == "on");
     let network_faults: Vec<(u64, u64)> = fault_windows(records)
         .into_iter()
         .filter(|(_, _, f)| f.starts_with("partition") || f == "slow")
@@ -56,35 +52,18 @@ pub fn check(records: &[Record], report: &mut Report) {
     // Subscriber -> (qos, [(SUBACK time, node)]).
     let mut subs: BTreeMap<String, (u8, Vec<(u64, usize)>)> = BTreeMap::new();
     let mut delivered: HashMap<String, HashMap<(String, u64), u32>> = HashMap::new();
-    let mut reordered = Finding::new(
-        "reordered",
-        "a message delivered after a later one from the same publisher connection",
-    );
+    let mut reordered =
+        Finding::new("reordered", "a message delivered after a later one from the same publisher connection");
     let mut dup2 = Finding::new("qos2-duplicate", "a QoS 2 message delivered more than once");
-    let mut dup1 = Finding::new(
-        "qos1-duplicate",
-        "a QoS 1 message delivered more than once (allowed)",
-    );
+    let mut dup1 = Finding::new("qos1-duplicate", "a QoS 1 message delivered more than once (allowed)");
     let mut highest: HashMap<(String, String, u32), u64> = HashMap::new();
     let mut total_deliveries = 0u64;
     for r in records {
         match &r.event {
-            Event::Publish {
-                publisher,
-                epoch,
-                seq,
-                node,
-                qos,
-            } => {
+            Event::Publish { publisher, epoch, seq, node, qos } => {
                 pubs.insert(
                     (publisher.clone(), *seq),
-                    Pub {
-                        t: r.t,
-                        qos: *qos,
-                        epoch: *epoch,
-                        node: *node,
-                        acked: None,
-                    },
+                    Pub { t: r.t, qos: *qos, epoch: *epoch, node: *node, acked: None },
                 );
             }
             Event::PublishOk { publisher, seq } => {
@@ -92,12 +71,7 @@ pub fn check(records: &[Record], report: &mut Report) {
                     p.acked = Some(r.t);
                 }
             }
-            Event::Subscribed {
-                client,
-                node,
-                qos,
-                topic,
-            } => {
+            Event::Subscribed { client, node, qos, topic } => {
                 // The filter names the QoS its publishers use (`jq/1/#`, `jq/2/#`); the granted
                 // QoS may be lower.
                 let class = topic
@@ -105,40 +79,23 @@ pub fn check(records: &[Record], report: &mut Report) {
                     .and_then(|t| t.split('/').next())
                     .and_then(|d| d.parse().ok())
                     .unwrap_or(*qos);
-                subs.entry(client.clone())
-                    .or_insert((class, Vec::new()))
-                    .1
-                    .push((r.t, *node));
+                subs.entry(client.clone()).or_insert((class, Vec::new())).1.push((r.t, *node));
             }
-            Event::Deliver {
-                subscriber,
-                publisher,
-                seq,
-                qos,
-                ..
-            } => {
+            Event::Deliver { subscriber, publisher, seq, qos, .. } => {
                 total_deliveries += 1;
-                let count = delivered
-                    .entry(subscriber.clone())
-                    .or_default()
-                    .entry((publisher.clone(), *seq))
-                    .or_insert(0);
+                let count =
+                    delivered.entry(subscriber.clone()).or_default().entry((publisher.clone(), *seq)).or_insert(0);
                 *count += 1;
                 if *count > 1 {
                     let f = if *qos == 2 { &mut dup2 } else { &mut dup1 };
-                    f.add(r.t, || {
-                        format!("{subscriber} received {publisher} #{seq} again")
-                    });
+                    f.add(r.t, || format!("{subscriber} received {publisher} #{seq} again"));
                     continue;
                 }
                 let epoch = pubs.get(&(publisher.clone(), *seq)).map_or(0, |p| p.epoch);
                 let key = (subscriber.clone(), publisher.clone(), epoch);
                 match highest.get(&key) {
-                    Some(&h) if h > *seq => reordered.add(r.t, || {
-                        format!(
-                            "{subscriber} received {publisher} #{seq} after #{h} (epoch {epoch})"
-                        )
-                    }),
+                    Some(&h) if h > *seq => reordered
+                        .add(r.t, || format!("{subscriber} received {publisher} #{seq} after #{h} (epoch {epoch})")),
                     _ => {
                         highest.insert(key, *seq);
                     }
@@ -177,18 +134,11 @@ pub fn check(records: &[Record], report: &mut Report) {
                 continue;
             }
             expected += 1;
-            let got = delivered
-                .get(sub)
-                .is_some_and(|d| d.contains_key(&(publisher.clone(), *seq)));
+            let got = delivered.get(sub).is_some_and(|d| d.contains_key(&(publisher.clone(), *seq)));
             if got {
                 continue;
             }
-            let example = || {
-                format!(
-                    "{publisher} #{seq} (sent t={} ms on node {}) never reached {sub}",
-                    p.t, p.node
-                )
-            };
+            let example = || format!("{publisher} #{seq} (sent t={} ms on node {}) never reached {sub}", p.t, p.node);
             if p.qos == 0 {
                 qos0.add(p.t, example);
                 continue;
@@ -200,10 +150,8 @@ pub fn check(records: &[Record], report: &mut Report) {
                 // Not for the first SUBACK: the workload gives those time to replicate before
                 // anyone publishes.
                 let replicating = t != first && p.t - t < WINDOW;
-                let split = publish_on
-                    && network_faults
-                        .iter()
-                        .any(|&(s, e)| t + WINDOW >= s && t <= e && p.t <= e + WINDOW);
+                let split =
+                    publish_on && network_faults.iter().any(|&(s, e)| t + WINDOW >= s && t <= e && p.t <= e + WINDOW);
                 node != p.node && (replicating || split)
             });
             if in_window {
@@ -214,23 +162,11 @@ pub fn check(records: &[Record], report: &mut Report) {
         }
     }
     let published = pubs.len() as u64;
-    report
-        .stats
-        .push(("publishes sent".into(), published.to_string()));
-    report
-        .stats
-        .push(("QoS 1/2 publishes acknowledged".into(), acked.to_string()));
-    report
-        .stats
-        .push(("subscribers".into(), subs.len().to_string()));
-    report.stats.push((
-        "deliveries expected (acknowledged × subscribed)".into(),
-        expected.to_string(),
-    ));
-    report.stats.push((
-        "deliveries seen (duplicates included)".into(),
-        total_deliveries.to_string(),
-    ));
+    report.stats.push(("publishes sent".into(), published.to_string()));
+    report.stats.push(("QoS 1/2 publishes acknowledged".into(), acked.to_string()));
+    report.stats.push(("subscribers".into(), subs.len().to_string()));
+    report.stats.push(("deliveries expected (acknowledged × subscribed)".into(), expected.to_string()));
+    report.stats.push(("deliveries seen (duplicates included)".into(), total_deliveries.to_string()));
     report.push(lost, false);
     report.push(dup2, false);
     report.push(reordered, false);
@@ -246,54 +182,19 @@ mod tests {
     use crate::history::{Event, Record};
 
     fn publish(t: u64, seq: u64, qos: u8, node: usize) -> Record {
-        at(
-            t,
-            Event::Publish {
-                publisher: "p".into(),
-                epoch: 1,
-                seq,
-                node,
-                qos,
-            },
-        )
+        at(t, Event::Publish { publisher: "p".into(), epoch: 1, seq, node, qos })
     }
     fn ok(t: u64, seq: u64) -> Record {
-        at(
-            t,
-            Event::PublishOk {
-                publisher: "p".into(),
-                seq,
-            },
-        )
+        at(t, Event::PublishOk { publisher: "p".into(), seq })
     }
     fn sub(t: u64, qos: u8, node: usize) -> Record {
-        at(
-            t,
-            Event::Subscribed {
-                client: "s".into(),
-                node,
-                topic: format!("jq/{qos}/#"),
-                qos,
-            },
-        )
+        at(t, Event::Subscribed { client: "s".into(), node, topic: format!("jq/{qos}/#"), qos })
     }
     fn deliver(t: u64, seq: u64, qos: u8) -> Record {
-        at(
-            t,
-            Event::Deliver {
-                subscriber: "s".into(),
-                publisher: "p".into(),
-                seq,
-                qos,
-                dup: false,
-            },
-        )
+        at(t, Event::Deliver { subscriber: "s".into(), publisher: "p".into(), seq, qos, dup: false })
     }
     fn kinds(r: &Report) -> (Vec<&str>, Vec<&str>) {
-        (
-            r.violations.iter().map(|f| f.kind.as_str()).collect(),
-            r.allowed.iter().map(|f| f.kind.as_str()).collect(),
-        )
+        (r.violations.iter().map(|f| f.kind.as_str()).collect(), r.allowed.iter().map(|f| f.kind.as_str()).collect())
     }
 
     #[test]
@@ -310,44 +211,20 @@ mod tests {
         let r = check(&h).unwrap();
         assert_eq!(kinds(&r).0, ["lost-acked"]);
         assert_eq!(r.violations[0].count, 1);
-        assert!(
-            r.violations[0].examples[0].contains("p #1"),
-            "{:?}",
-            r.violations[0].examples
-        );
+        assert!(r.violations[0].examples[0].contains("p #1"), "{:?}", r.violations[0].examples);
     }
 
     #[test]
     fn unacknowledged_or_pre_subscription_publishes_may_be_missing() {
-        let h = [
-            run("queue", "off"),
-            publish(1, 1, 1, 1),
-            ok(2, 1),
-            sub(3, 1, 1),
-            publish(5, 2, 1, 1),
-        ];
+        let h = [run("queue", "off"), publish(1, 1, 1, 1), ok(2, 1), sub(3, 1, 1), publish(5, 2, 1, 1)];
         assert!(check(&h).unwrap().ok());
     }
 
     #[test]
     fn qos2_duplicate_is_a_violation_and_qos1_duplicate_is_allowed() {
-        let h = [
-            run("queue", "off"),
-            sub(1, 2, 1),
-            publish(5, 1, 2, 1),
-            ok(6, 1),
-            deliver(7, 1, 2),
-            deliver(8, 1, 2),
-        ];
+        let h = [run("queue", "off"), sub(1, 2, 1), publish(5, 1, 2, 1), ok(6, 1), deliver(7, 1, 2), deliver(8, 1, 2)];
         assert_eq!(kinds(&check(&h).unwrap()).0, ["qos2-duplicate"]);
-        let h = [
-            run("queue", "off"),
-            sub(1, 1, 1),
-            publish(5, 1, 1, 1),
-            ok(6, 1),
-            deliver(7, 1, 1),
-            deliver(8, 1, 1),
-        ];
+        let h = [run("queue", "off"), sub(1, 1, 1), publish(5, 1, 1, 1), ok(6, 1), deliver(7, 1, 1), deliver(8, 1, 1)];
         let r = check(&h).unwrap();
         assert!(r.ok());
         assert_eq!(kinds(&r).1, ["qos1-duplicate"]);
@@ -358,13 +235,7 @@ mod tests {
         // SUBACK on node 2 at t=100 (first subscription long before, on node 1), publish on
         // node 1 at t=600: replication had 500 ms. A publish on node 2 itself may not miss it.
         for (pub_node, allowed) in [(1, true), (2, false)] {
-            let h = [
-                run("queue", "off"),
-                sub(1, 1, 1),
-                sub(100, 1, 2),
-                publish(600, 1, 1, pub_node),
-                ok(601, 1),
-            ];
+            let h = [run("queue", "off"), sub(1, 1, 1), sub(100, 1, 2), publish(600, 1, 1, pub_node), ok(601, 1)];
             let r = check(&h).unwrap();
             assert_eq!(r.ok(), allowed, "publish on node {pub_node}");
         }
@@ -394,18 +265,9 @@ mod tests {
     }
 
     #[test]
-    fn loss_of_a_remote_subscription_made_in_the_window_is_allowed_only_with_publish_during_netsplit()
-     {
+    fn loss_of_a_remote_subscription_made_in_the_window_is_allowed_only_with_publish_during_netsplit() {
         let fault = |t, active| {
-            at(
-                t,
-                Event::Nemesis {
-                    fault: "partition-halves".into(),
-                    nodes: vec![1, 2],
-                    detail: String::new(),
-                    active,
-                },
-            )
+            at(t, Event::Nemesis { fault: "partition-halves".into(), nodes: vec![1, 2], detail: String::new(), active })
         };
         // Subscribed on node 2 (first at t=1, again at t=1200 after a reconnect, inside a
         // partition from t=1000 to t=4000), publish on node 1 at t=4500, 3.3 s later: allowed

@@ -19,12 +19,7 @@ pub fn check(records: &[Record], report: &mut Report) {
                 connects += 1;
                 refused += u64::from(!ok);
             }
-            Event::Live {
-                client,
-                conn,
-                node,
-                alive,
-            } => {
+            Event::Live { client, conn, node, alive } => {
                 probed += 1;
                 if *alive {
                     live.entry(client).or_default().push((r.t, conn, *node));
@@ -41,43 +36,19 @@ pub fn check(records: &[Record], report: &mut Report) {
         if conns.len() > 1 {
             let t = conns.iter().map(|c| c.0).max().unwrap_or(0);
             two.add(t, || {
-                let list: Vec<String> = conns
-                    .iter()
-                    .map(|(_, c, n)| format!("{c} on node {n}"))
-                    .collect();
-                format!(
-                    "client id {client}: {} live sessions ({})",
-                    conns.len(),
-                    list.join(", ")
-                )
+                let list: Vec<String> = conns.iter().map(|(_, c, n)| format!("{c} on node {n}")).collect();
+                format!("client id {client}: {} live sessions ({})", conns.len(), list.join(", "))
             });
         }
     }
-    report
-        .stats
-        .push(("connection attempts".into(), connects.to_string()));
-    report
-        .stats
-        .push(("connections refused or failed".into(), refused.to_string()));
-    report
-        .stats
-        .push(("connections probed at the end".into(), probed.to_string()));
-    report.stats.push((
-        "client ids with a live session".into(),
-        live.len().to_string(),
-    ));
-    report.stats.push((
-        "bound after the final heal".into(),
-        format!("{} s", report.info.register_bound_s),
-    ));
+    report.stats.push(("connection attempts".into(), connects.to_string()));
+    report.stats.push(("connections refused or failed".into(), refused.to_string()));
+    report.stats.push(("connections probed at the end".into(), probed.to_string()));
+    report.stats.push(("client ids with a live session".into(), live.len().to_string()));
+    report.stats.push(("bound after the final heal".into(), format!("{} s", report.info.register_bound_s)));
     if probed == 0 {
-        let mut none = Finding::new(
-            "not-probed",
-            "no connection was left to probe: the check saw nothing",
-        );
-        none.add(report.duration_ms, || {
-            "no `live` records in the history".into()
-        });
+        let mut none = Finding::new("not-probed", "no connection was left to probe: the check saw nothing");
+        none.add(report.duration_ms, || "no `live` records in the history".into());
         report.push(none, false);
     }
     report.push(two, false);
@@ -90,15 +61,7 @@ mod tests {
     use crate::history::Event;
 
     fn live(t: u64, client: &str, conn: &str, node: usize, alive: bool) -> crate::history::Record {
-        at(
-            t,
-            Event::Live {
-                client: client.into(),
-                conn: conn.into(),
-                node,
-                alive,
-            },
-        )
+        at(t, Event::Live { client: client.into(), conn: conn.into(), node, alive })
     }
 
     #[test]
@@ -117,11 +80,7 @@ mod tests {
 
     #[test]
     fn one_live_session_per_client_id_passes() {
-        let h = [
-            run("register", "off"),
-            live(10, "r0", "a", 1, true),
-            live(10, "r0", "b", 2, false),
-        ];
+        let h = [run("register", "off"), live(10, "r0", "a", 1, true), live(10, "r0", "b", 2, false)];
         assert!(check(&h).unwrap().ok());
     }
 }

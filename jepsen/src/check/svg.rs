@@ -11,9 +11,7 @@ const LEFT: f64 = 210.0;
 const RIGHT: f64 = 20.0;
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 fn fault_color(f: &str) -> &'static str {
@@ -41,11 +39,7 @@ pub fn timeline(records: &[Record], report: &Report) -> String {
             Event::Connect { ok: false, .. } => "connect failed",
             _ => continue,
         };
-        *series
-            .entry(name)
-            .or_default()
-            .entry(r.t / 1000)
-            .or_default() += 1;
+        *series.entry(name).or_default().entry(r.t / 1000).or_default() += 1;
     }
     let rows = series.len() + 2 + report.violations.len() + report.allowed.len();
     let row_h = 46.0;
@@ -69,11 +63,7 @@ pub fn timeline(records: &[Record], report: &Report) -> String {
     );
     let mut y = 40.0;
     // Time axis.
-    let _ = writeln!(
-        s,
-        r##"<line x1="{LEFT}" y1="{y}" x2="{}" y2="{y}" stroke="#333"/>"##,
-        W - RIGHT
-    );
+    let _ = writeln!(s, r##"<line x1="{LEFT}" y1="{y}" x2="{}" y2="{y}" stroke="#333"/>"##, W - RIGHT);
     let step = ((end / 1000.0 / 12.0).ceil() as u64).max(1);
     let mut t = 0;
     while (t * 1000) as f64 <= end {
@@ -145,54 +135,26 @@ pub fn timeline(records: &[Record], report: &Report) -> String {
     // Operations per second.
     for (name, per_s) in &series {
         let max = per_s.values().copied().max().unwrap_or(1).max(1) as f64;
-        let _ = writeln!(
-            s,
-            r#"<text x="10" y="{}">{name} /s (max {max})</text>"#,
-            y + 20.0
-        );
+        let _ = writeln!(s, r#"<text x="10" y="{}">{name} /s (max {max})</text>"#, y + 20.0);
         let mut path = String::new();
         // Every second of the run, zeros included, so that a stall shows as a drop to zero.
         for sec in 0..=(report.duration_ms / 1000) {
             let n = per_s.get(&sec).copied().unwrap_or(0);
             let yy = y + 36.0 - (f64::from(n) / max) * 32.0;
-            let _ = write!(
-                path,
-                "{}{:.1},{:.1} ",
-                if path.is_empty() { "M" } else { "L" },
-                x(sec * 1000),
-                yy
-            );
+            let _ = write!(path, "{}{:.1},{:.1} ", if path.is_empty() { "M" } else { "L" }, x(sec * 1000), yy);
         }
-        let _ = writeln!(
-            s,
-            r##"<path d="{path}" fill="none" stroke="#34495e" stroke-width="1.2"/>"##
-        );
+        let _ = writeln!(s, r##"<path d="{path}" fill="none" stroke="#34495e" stroke-width="1.2"/>"##);
         y += row_h;
     }
     // Findings: one tick per instance.
-    for (f, color) in report
-        .violations
-        .iter()
-        .map(|f| (f, "#e30000"))
-        .chain(report.allowed.iter().map(|f| (f, "#f1c40f")))
+    for (f, color) in
+        report.violations.iter().map(|f| (f, "#e30000")).chain(report.allowed.iter().map(|f| (f, "#f1c40f")))
     {
-        let _ = writeln!(
-            s,
-            r#"<text x="10" y="{}" fill="{color}">{} ({})</text>"#,
-            y + 20.0,
-            esc(&f.kind),
-            f.count
-        );
+        let _ = writeln!(s, r#"<text x="10" y="{}" fill="{color}">{} ({})</text>"#, y + 20.0, esc(&f.kind), f.count);
         // One tick per pixel column: thousands of instances in a second draw the same line.
-        let columns: std::collections::BTreeSet<i64> =
-            f.times.iter().map(|&t| x(t).round() as i64).collect();
+        let columns: std::collections::BTreeSet<i64> = f.times.iter().map(|&t| x(t).round() as i64).collect();
         for xx in columns {
-            let _ = writeln!(
-                s,
-                r#"<line x1="{xx}" y1="{}" x2="{xx}" y2="{}" stroke="{color}"/>"#,
-                y + 6.0,
-                y + 34.0
-            );
+            let _ = writeln!(s, r#"<line x1="{xx}" y1="{}" x2="{xx}" y2="{}" stroke="{color}"/>"#, y + 6.0, y + 34.0);
         }
         y += row_h;
     }

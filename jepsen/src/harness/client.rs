@@ -73,15 +73,8 @@ impl Client {
             keep_alive: 10,
             session_expiry: 0,
         };
-        let (conn, present) =
-            Connection::connect(addr, ProtocolVersion::V311, &connect, timeout).await?;
-        Ok((
-            Self {
-                conn,
-                queue: VecDeque::new(),
-            },
-            present,
-        ))
+        let (conn, present) = Connection::connect(addr, ProtocolVersion::V311, &connect, timeout).await?;
+        Ok((Self { conn, queue: VecDeque::new() }, present))
     }
 
     /// A fresh packet id.
@@ -90,10 +83,7 @@ impl Client {
     }
 
     /// Appends frames with `f` and writes them.
-    pub async fn send(
-        &mut self,
-        f: impl FnOnce(&mut BytesMut, ProtocolVersion),
-    ) -> Result<(), ClientError> {
+    pub async fn send(&mut self, f: impl FnOnce(&mut BytesMut, ProtocolVersion)) -> Result<(), ClientError> {
         let v = self.conn.version;
         f(self.conn.wbuf(), v);
         self.conn.flush().await?;
@@ -109,10 +99,7 @@ impl Client {
         retain: bool,
         id: Option<PacketId>,
     ) -> Result<(), ClientError> {
-        self.send(|b, v| {
-            codec::encode_publish_retain(b, v, qos, id, topic.as_bytes(), payload, retain)
-        })
-        .await
+        self.send(|b, v| codec::encode_publish_retain(b, v, qos, id, topic.as_bytes(), payload, retain)).await
     }
 
     /// Sends an acknowledgement.
@@ -123,16 +110,14 @@ impl Client {
     /// Sends SUBSCRIBE for one filter; the SUBACK arrives through [`Client::next`].
     pub async fn subscribe(&mut self, filter: &str, qos: QoS) -> Result<PacketId, ClientError> {
         let id = self.next_id();
-        self.send(|b, v| codec::encode_subscribe(b, v, id, filter, qos))
-            .await?;
+        self.send(|b, v| codec::encode_subscribe(b, v, id, filter, qos)).await?;
         Ok(id)
     }
 
     /// Sends UNSUBSCRIBE for one filter.
     pub async fn unsubscribe(&mut self, filter: &str) -> Result<PacketId, ClientError> {
         let id = self.next_id();
-        self.send(|b, v| codec::encode_unsubscribe(b, v, id, filter))
-            .await?;
+        self.send(|b, v| codec::encode_unsubscribe(b, v, id, filter)).await?;
         Ok(id)
     }
 
@@ -188,14 +173,7 @@ impl Client {
 
 fn owned(p: Packet<'_>) -> Incoming {
     match p {
-        Packet::Publish {
-            dup,
-            retain,
-            qos,
-            topic,
-            packet_id,
-            payload,
-        } => Incoming::Publish {
+        Packet::Publish { dup, retain, qos, topic, packet_id, payload } => Incoming::Publish {
             dup,
             retain,
             qos,
@@ -207,9 +185,7 @@ fn owned(p: Packet<'_>) -> Incoming {
         Packet::PubRec(id) => Incoming::PubRec(id),
         Packet::PubRel(id) => Incoming::PubRel(id),
         Packet::PubComp(id) => Incoming::PubComp(id),
-        Packet::SubAck { packet_id, codes } => {
-            Incoming::SubAck(packet_id, codes.first().copied().unwrap_or(0x80))
-        }
+        Packet::SubAck { packet_id, codes } => Incoming::SubAck(packet_id, codes.first().copied().unwrap_or(0x80)),
         Packet::UnsubAck(id) => Incoming::UnsubAck(id),
         Packet::PingResp => Incoming::PingResp,
         Packet::ConnAck { .. } | Packet::Disconnect(_) => Incoming::Other,

@@ -71,15 +71,11 @@ impl Cluster {
                 );
             }
         }
-        let mut cluster = Self {
-            children: (0..spec.nodes).map(|_| None).collect(),
-            paused: vec![false; spec.nodes],
-            spec,
-        };
+        let mut cluster =
+            Self { children: (0..spec.nodes).map(|_| None).collect(), paused: vec![false; spec.nodes], spec };
         for i in 1..=cluster.spec.nodes {
             let dir = cluster.node_dir(i);
-            std::fs::create_dir_all(dir.join("data"))
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir.join("data")).with_context(|| format!("cannot create {}", dir.display()))?;
             let mut conf = format!(
                 "nodename = {name}\ndistributed_cookie = vmq-jepsen-cookie\nallow_anonymous = on\n\
                  platform_data_dir = {data}\nlistener.tcp.default = {ip}:{MQTT_PORT}\n\
@@ -90,11 +86,7 @@ impl Cluster {
                 data = dir.join("data").display(),
                 ip = node_ip(i),
                 // In a namespace the API listens on the namespace's own loopback.
-                http = if net::mode() == Mode::Namespaces {
-                    "127.0.0.1".to_owned()
-                } else {
-                    node_ip(i).to_string()
-                },
+                http = if net::mode() == Mode::Namespaces { "127.0.0.1".to_owned() } else { node_ip(i).to_string() },
                 backend = cluster.spec.backend,
             );
             for (k, v) in &cluster.spec.settings {
@@ -146,11 +138,7 @@ impl Cluster {
         if net::mode() == Mode::Loopback {
             // Recorded so that the cleanup of a later run can stop it if this one is killed.
             use std::io::Write;
-            if let Ok(mut f) = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(net::PID_FILE)
-            {
+            if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(net::PID_FILE) {
                 let _ = writeln!(f, "{}", child.id());
             }
         }
@@ -177,18 +165,10 @@ impl Cluster {
     pub fn show(&self, i: usize) -> anyhow::Result<Vec<(String, bool)>> {
         let out = self.admin(i, &["cluster", "show", "--format=json"])?;
         let v: Value = serde_json::from_str(out.trim()).context("cluster show: not JSON")?;
-        let rows = v
-            .get("table")
-            .and_then(Value::as_array)
-            .context("cluster show: no table")?;
+        let rows = v.get("table").and_then(Value::as_array).context("cluster show: no table")?;
         Ok(rows
             .iter()
-            .filter_map(|r| {
-                Some((
-                    r.get("Node")?.as_str()?.to_owned(),
-                    r.get("Running")?.as_bool()?,
-                ))
-            })
+            .filter_map(|r| Some((r.get("Node")?.as_str()?.to_owned(), r.get("Running")?.as_bool()?)))
             .collect())
     }
 
@@ -241,10 +221,7 @@ impl Cluster {
                         Err(e) => format!("node {i}: {e:#}"),
                     })
                     .collect();
-                bail!(
-                    "the nodes did not agree on the cluster in time: {}",
-                    views.join("; ")
-                );
+                bail!("the nodes did not agree on the cluster in time: {}", views.join("; "));
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
@@ -312,8 +289,7 @@ impl Cluster {
 }
 
 fn path_str(p: &Path) -> anyhow::Result<&str> {
-    p.to_str()
-        .with_context(|| format!("{} is not valid UTF-8", p.display()))
+    p.to_str().with_context(|| format!("{} is not valid UTF-8", p.display()))
 }
 
 impl Drop for Cluster {

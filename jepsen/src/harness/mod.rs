@@ -102,22 +102,10 @@ pub struct RunFiles {
 fn settings(args: &TestArgs) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for (key, v) in [
-        (
-            "allow_publish_during_netsplit",
-            &args.allow_publish_during_netsplit,
-        ),
-        (
-            "allow_register_during_netsplit",
-            &args.allow_register_during_netsplit,
-        ),
-        (
-            "allow_subscribe_during_netsplit",
-            &args.allow_subscribe_during_netsplit,
-        ),
-        (
-            "allow_unsubscribe_during_netsplit",
-            &args.allow_unsubscribe_during_netsplit,
-        ),
+        ("allow_publish_during_netsplit", &args.allow_publish_during_netsplit),
+        ("allow_register_during_netsplit", &args.allow_register_during_netsplit),
+        ("allow_subscribe_during_netsplit", &args.allow_subscribe_during_netsplit),
+        ("allow_unsubscribe_during_netsplit", &args.allow_unsubscribe_during_netsplit),
     ] {
         if let Some(v) = v {
             if v != "on" && v != "off" {
@@ -132,10 +120,7 @@ fn settings(args: &TestArgs) -> anyhow::Result<BTreeMap<String, String>> {
 /// Runs the cluster, workload and nemesis; returns the files. Checking is the caller's.
 pub async fn run(args: &TestArgs) -> anyhow::Result<RunFiles> {
     if !["queue", "register", "subscriptions", "retain"].contains(&args.workload.as_str()) {
-        bail!(
-            "unknown workload '{}' (accepted: queue, register, subscriptions, retain)",
-            args.workload
-        );
+        bail!("unknown workload '{}' (accepted: queue, register, subscriptions, retain)", args.workload);
     }
     if !["vmq_swc", "vmq_plumtree"].contains(&args.metadata_plugin.as_str()) {
         bail!("--metadata-plugin must be vmq_swc or vmq_plumtree");
@@ -143,9 +128,7 @@ pub async fn run(args: &TestArgs) -> anyhow::Result<RunFiles> {
     let kinds = FaultKind::parse_list(&args.nemesis)?;
     let netsplit = settings(args)?;
     let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_secs())
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs())
     });
     let bin_dir = match &args.bin_dir {
         Some(d) => d.clone(),
@@ -172,11 +155,7 @@ pub async fn run(args: &TestArgs) -> anyhow::Result<RunFiles> {
     let history = Arc::new(HistoryWriter::create(&history_path)?);
     history.record(Event::Run(RunInfo {
         workload: args.workload.clone(),
-        nemesis: if kinds.is_empty() {
-            "none".into()
-        } else {
-            args.nemesis.clone()
-        },
+        nemesis: if kinds.is_empty() { "none".into() } else { args.nemesis.clone() },
         backend: args.metadata_plugin.clone(),
         nodes: args.nodes,
         seed,
@@ -202,10 +181,7 @@ pub async fn run(args: &TestArgs) -> anyhow::Result<RunFiles> {
     })?;
     eprintln!("vmq-jepsen: joining the cluster");
     cluster.join_all(Duration::from_secs(60)).await?;
-    eprintln!(
-        "vmq-jepsen: cluster agreed; running {} for {} s (seed {seed})",
-        args.workload, args.time
-    );
+    eprintln!("vmq-jepsen: cluster agreed; running {} for {} s (seed {seed})", args.workload, args.time);
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Faults);
     let ctx = Ctx {
@@ -225,42 +201,25 @@ pub async fn run(args: &TestArgs) -> anyhow::Result<RunFiles> {
         _ => workload::kv::spawn(&ctx, workload::kv::Kind::Retain, &mut tasks),
     }
     let progress = tokio::spawn(progress(history.clone(), args.time));
-    history.record(Event::Phase {
-        name: "faults".into(),
-    });
+    history.record(Event::Phase { name: "faults".into() });
 
     let mut nemesis = Nemesis::new(kinds, seed, args.nodes);
-    nemesis
-        .run(Duration::from_secs(args.time), &net, &mut cluster, &history)
-        .await?;
+    nemesis.run(Duration::from_secs(args.time), &net, &mut cluster, &history).await?;
     nemesis.final_heal(&net, &mut cluster, &history)?;
-    if let Err(e) = cluster
-        .wait_agreed(tokio::time::Instant::now() + Duration::from_secs(60))
-        .await
-    {
+    if let Err(e) = cluster.wait_agreed(tokio::time::Instant::now() + Duration::from_secs(60)).await {
         eprintln!("vmq-jepsen: {e:#}");
     }
-    history.record(Event::Phase {
-        name: "quiet".into(),
-    });
+    history.record(Event::Phase { name: "quiet".into() });
     let _ = phase_tx.send(Phase::Quiet);
-    let quiet = if args.workload == "register" {
-        args.quiet.max(args.register_bound)
-    } else {
-        args.quiet
-    };
+    let quiet = if args.workload == "register" { args.quiet.max(args.register_bound) } else { args.quiet };
     tokio::time::sleep(Duration::from_secs(quiet)).await;
-    history.record(Event::Phase {
-        name: "settle".into(),
-    });
+    history.record(Event::Phase { name: "settle".into() });
     let _ = phase_tx.send(Phase::Settle);
     settle(&args.workload, &ctx).await;
     let _ = phase_tx.send(Phase::End);
     history.record(Event::Phase { name: "end".into() });
-    let joined = tokio::time::timeout(Duration::from_secs(15), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let joined =
+        tokio::time::timeout(Duration::from_secs(15), async { while tasks.join_next().await.is_some() {} }).await;
     if joined.is_err() {
         tasks.abort_all();
     }
@@ -274,10 +233,7 @@ pub async fn run(args: &TestArgs) -> anyhow::Result<RunFiles> {
         // Keep the logs, not the databases.
         let _ = std::fs::remove_dir_all(dir.join("nodes").join(format!("n{i}")).join("data"));
     }
-    Ok(RunFiles {
-        history: history_path,
-        dir,
-    })
+    Ok(RunFiles { history: history_path, dir })
 }
 
 /// Waits for the workload's final reading: deliveries to stop (queue), the liveness probe
@@ -288,9 +244,7 @@ async fn settle(workload: &str, ctx: &Ctx) {
         "queue" => {
             let mut last = ctx.history.counts.delivered.load(Ordering::Relaxed);
             let mut idle_since = tokio::time::Instant::now();
-            while start.elapsed() < Duration::from_secs(90)
-                && idle_since.elapsed() < Duration::from_secs(6)
-            {
+            while start.elapsed() < Duration::from_secs(90) && idle_since.elapsed() < Duration::from_secs(6) {
                 tokio::time::sleep(Duration::from_millis(250)).await;
                 let now = ctx.history.counts.delivered.load(Ordering::Relaxed);
                 if now != last {

@@ -39,9 +39,7 @@ impl FaultKind {
                 "pause" => FaultKind::Pause,
                 "slow" => FaultKind::Slow,
                 "none" => continue,
-                other => bail!(
-                    "unknown nemesis '{other}' (accepted: partition, kill, pause, slow, none)"
-                ),
+                other => bail!("unknown nemesis '{other}' (accepted: partition, kill, pause, slow, none)"),
             });
         }
         Ok(out.into_iter().collect())
@@ -69,11 +67,7 @@ struct Active {
 impl Nemesis {
     /// A nemesis over `nodes` nodes with `kinds` enabled.
     pub fn new(kinds: Vec<FaultKind>, seed: u64, nodes: usize) -> Self {
-        Self {
-            kinds,
-            rng: Rng::new(seed, 0x6e65_6d65),
-            nodes,
-        }
+        Self { kinds, rng: Rng::new(seed, 0x6e65_6d65), nodes }
     }
 
     /// Runs the schedule for `duration`: fault, hold 3-6 s, undo, rest 2-4 s, repeat.
@@ -103,12 +97,7 @@ impl Nemesis {
         Ok(())
     }
 
-    fn start_fault(
-        &mut self,
-        net: &Network,
-        cluster: &mut Cluster,
-        history: &HistoryWriter,
-    ) -> anyhow::Result<Active> {
+    fn start_fault(&mut self, net: &Network, cluster: &mut Cluster, history: &HistoryWriter) -> anyhow::Result<Active> {
         let kind = self.kinds[self.rng.below(self.kinds.len() as u64) as usize];
         let n = self.nodes;
         let mut active = Active::default();
@@ -153,19 +142,10 @@ impl Nemesis {
             }
             FaultKind::Slow | FaultKind::Partition => {
                 let node = self.rng.node(n);
-                let (delay, loss, reorder) = (
-                    self.rng.range(50, 300) as u32,
-                    self.rng.range(5, 30) as u32,
-                    25,
-                );
-                net.apply(&Faults {
-                    blocked: BTreeSet::new(),
-                    slow: vec![(node, delay, loss, reorder)],
-                })?;
+                let (delay, loss, reorder) = (self.rng.range(50, 300) as u32, self.rng.range(5, 30) as u32, 25);
+                net.apply(&Faults { blocked: BTreeSet::new(), slow: vec![(node, delay, loss, reorder)] })?;
                 detail = if net.has_netem() {
-                    format!(
-                        "netem on node {node}: delay {delay}ms, loss {loss}%, reorder {reorder}%"
-                    )
+                    format!("netem on node {node}: delay {delay}ms, loss {loss}%, reorder {reorder}%")
                 } else {
                     format!("random loss {loss}% on node {node}'s links (no netem in this kernel)")
                 };
@@ -218,22 +198,12 @@ impl Nemesis {
         } else {
             String::new()
         };
-        history.record(Event::Nemesis {
-            fault: active.fault,
-            nodes: active.nodes,
-            detail,
-            active: false,
-        });
+        history.record(Event::Nemesis { fault: active.fault, nodes: active.nodes, detail, active: false });
         Ok(())
     }
 
     /// Heals every link, resumes and restarts every node, and logs it.
-    pub fn final_heal(
-        &mut self,
-        net: &Network,
-        cluster: &mut Cluster,
-        history: &HistoryWriter,
-    ) -> anyhow::Result<()> {
+    pub fn final_heal(&mut self, net: &Network, cluster: &mut Cluster, history: &HistoryWriter) -> anyhow::Result<()> {
         record_exits(cluster, history);
         net.apply(&Faults::default())?;
         let revived = cluster.revive_all()?;
@@ -274,10 +244,7 @@ mod tests {
 
     #[test]
     fn nemesis_list_parses_and_rejects_unknown_faults() {
-        assert_eq!(
-            FaultKind::parse_list("partition,kill").unwrap(),
-            vec![FaultKind::Partition, FaultKind::Kill]
-        );
+        assert_eq!(FaultKind::parse_list("partition,kill").unwrap(), vec![FaultKind::Partition, FaultKind::Kill]);
         assert!(FaultKind::parse_list("none").unwrap().is_empty());
         assert!(FaultKind::parse_list("flood").is_err());
     }

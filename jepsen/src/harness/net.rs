@@ -85,9 +85,7 @@ pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+            s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
         })
         .unwrap_or(false)
 }
@@ -100,25 +98,15 @@ pub fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
 fn run_with_input(program: &str, args: &[&str], input: Option<&str>) -> anyhow::Result<String> {
     let mut cmd = Command::new(program);
     cmd.args(args)
-        .stdin(if input.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot run {program} (is it installed?)"))?;
+    let mut child = cmd.spawn().with_context(|| format!("cannot run {program} (is it installed?)"))?;
     if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
         use std::io::Write;
-        stdin
-            .write_all(text.as_bytes())
-            .with_context(|| format!("cannot write to {program}"))?;
+        stdin.write_all(text.as_bytes()).with_context(|| format!("cannot write to {program}"))?;
     }
-    let out = child
-        .wait_with_output()
-        .with_context(|| format!("{program} did not finish"))?;
+    let out = child.wait_with_output().with_context(|| format!("{program} did not finish"))?;
     if !out.status.success() {
         bail!(
             "`{program} {}` failed ({}): {}",
@@ -135,11 +123,7 @@ fn run_with_input(program: &str, args: &[&str], input: Option<&str>) -> anyhow::
 pub fn cleanup() -> Vec<String> {
     let mut removed = Vec::new();
     if let Ok(list) = run("ip", &["netns", "list"]) {
-        for ns in list
-            .lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .filter(|n| n.starts_with(PREFIX))
-        {
+        for ns in list.lines().filter_map(|l| l.split_whitespace().next()).filter(|n| n.starts_with(PREFIX)) {
             if let Ok(pids) = run("ip", &["netns", "pids", ns]) {
                 for pid in pids.split_whitespace() {
                     let _ = run("kill", &["-9", pid]);
@@ -154,9 +138,7 @@ pub fn cleanup() -> Vec<String> {
         for pid in pids.split_whitespace() {
             // Only a process that still is one of our nodes: pids are reused.
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            if String::from_utf8_lossy(&cmdline).contains("vernemq")
-                && run("kill", &["-9", pid]).is_ok()
-            {
+            if String::from_utf8_lossy(&cmdline).contains("vernemq") && run("kill", &["-9", pid]).is_ok() {
                 removed.push(format!("node process {pid}"));
             }
         }
@@ -168,9 +150,7 @@ pub fn cleanup() -> Vec<String> {
     if let Ok(links) = run("ip", &["-o", "link", "show"]) {
         for link in links.lines().filter_map(|l| {
             // "12: vmqj-h1@if11: <...>": the name is the second field, up to '@' or ':'.
-            l.split_whitespace()
-                .nth(1)
-                .map(|n| n.trim_end_matches(':').split('@').next().unwrap_or(n))
+            l.split_whitespace().nth(1).map(|n| n.trim_end_matches(':').split('@').next().unwrap_or(n))
         }) {
             if link.starts_with(PREFIX) && run("ip", &["link", "del", link]).is_ok() {
                 removed.push(format!("link {link}"));
@@ -213,9 +193,7 @@ impl Network {
             Some(m) => m,
             None if namespaces_available() => Mode::Namespaces,
             None => {
-                eprintln!(
-                    "vmq-jepsen: network namespaces are not available; using loopback addresses"
-                );
+                eprintln!("vmq-jepsen: network namespaces are not available; using loopback addresses");
                 Mode::Loopback
             }
         };
@@ -223,25 +201,16 @@ impl Network {
             bail!("one process runs one network mode");
         }
         if mode == Mode::Loopback {
-            let net = Self {
-                nodes,
-                netem: false,
-            };
+            let net = Self { nodes, netem: false };
             net.apply(&Faults::default())?;
             return Ok(net);
         }
         // Our subnet must not already be routed somewhere else on this machine.
         let routes = run("ip", &["-4", "route", "show", SUBNET])?;
         if !routes.trim().is_empty() {
-            bail!(
-                "{SUBNET} is already routed on this machine ({}); refusing to use it",
-                routes.trim()
-            );
+            bail!("{SUBNET} is already routed on this machine ({}); refusing to use it", routes.trim());
         }
-        let net = Self {
-            nodes,
-            netem: false,
-        };
+        let net = Self { nodes, netem: false };
         run("ip", &["link", "add", BRIDGE, "type", "bridge"])?;
         run("ip", &["addr", "add", BRIDGE_ADDR, "dev", BRIDGE])?;
         run("ip", &["link", "set", BRIDGE, "up"])?;
@@ -250,10 +219,7 @@ impl Network {
             let host = format!("{PREFIX}h{i}");
             let peer = format!("{PREFIX}p{i}");
             run("ip", &["netns", "add", &ns])?;
-            run(
-                "ip",
-                &["link", "add", &host, "type", "veth", "peer", "name", &peer],
-            )?;
+            run("ip", &["link", "add", &host, "type", "veth", "peer", "name", &peer])?;
             run("ip", &["link", "set", &peer, "netns", &ns])?;
             run("ip", &["link", "set", &host, "master", BRIDGE, "up"])?;
             run("ip", &["-n", &ns, "link", "set", &peer, "name", "eth0"])?;
@@ -265,37 +231,11 @@ impl Network {
         let mut net = net;
         net.netem = run(
             "ip",
-            &[
-                "netns",
-                "exec",
-                &namespace(1),
-                "tc",
-                "qdisc",
-                "replace",
-                "dev",
-                "eth0",
-                "root",
-                "netem",
-                "delay",
-                "0ms",
-            ],
+            &["netns", "exec", &namespace(1), "tc", "qdisc", "replace", "dev", "eth0", "root", "netem", "delay", "0ms"],
         )
         .is_ok();
         if net.netem {
-            let _ = run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    &namespace(1),
-                    "tc",
-                    "qdisc",
-                    "del",
-                    "dev",
-                    "eth0",
-                    "root",
-                ],
-            );
+            let _ = run("ip", &["netns", "exec", &namespace(1), "tc", "qdisc", "del", "dev", "eth0", "root"]);
         }
         net.apply(&Faults::default())?;
         Ok(net)
@@ -329,43 +269,25 @@ impl Network {
                 // Without netem only the loss part of a slow link can be had: random drops on
                 // the links to the other nodes (clients keep a clean path to watch the effect).
                 for to in (1..=self.nodes).filter(|&t| t != i) {
-                    rules.push_str(&format!(
-                        "    ip daddr {} numgen random mod 100 < {loss} drop\n",
-                        node_ip(to)
-                    ));
+                    rules.push_str(&format!("    ip daddr {} numgen random mod 100 < {loss} drop\n", node_ip(to)));
                 }
             }
             let script = format!(
                 "table inet vmqj {{}}\ndelete table inet vmqj\n\
                  table inet vmqj {{\n  chain out {{\n    type filter hook output priority 0; policy accept;\n{rules}  }}\n}}\n"
             );
-            run_with_input(
-                "ip",
-                &["netns", "exec", &ns, "nft", "-f", "-"],
-                Some(&script),
-            )
-            .with_context(|| {
-                format!("cannot set the packet filter of {ns} (is nftables installed?)")
-            })?;
+            run_with_input("ip", &["netns", "exec", &ns, "nft", "-f", "-"], Some(&script))
+                .with_context(|| format!("cannot set the packet filter of {ns} (is nftables installed?)"))?;
             if self.netem {
-                let _ = run(
-                    "ip",
-                    &[
-                        "netns", "exec", &ns, "tc", "qdisc", "del", "dev", "eth0", "root",
-                    ],
-                );
+                let _ = run("ip", &["netns", "exec", &ns, "tc", "qdisc", "del", "dev", "eth0", "root"]);
                 if let Some(&(_, delay, loss, reorder)) = slow {
-                    let (d, j, l, r) = (
-                        format!("{delay}ms"),
-                        format!("{}ms", delay / 2),
-                        format!("{loss}%"),
-                        format!("{reorder}%"),
-                    );
+                    let (d, j, l, r) =
+                        (format!("{delay}ms"), format!("{}ms", delay / 2), format!("{loss}%"), format!("{reorder}%"));
                     run(
                         "ip",
                         &[
-                            "netns", "exec", &ns, "tc", "qdisc", "add", "dev", "eth0", "root",
-                            "netem", "delay", &d, &j, "loss", &l, "reorder", &r,
+                            "netns", "exec", &ns, "tc", "qdisc", "add", "dev", "eth0", "root", "netem", "delay", &d,
+                            &j, "loss", &l, "reorder", &r,
                         ],
                     )?;
                 }
@@ -379,11 +301,7 @@ impl Network {
     fn apply_loopback(&self, faults: &Faults) -> anyhow::Result<()> {
         let mut rules = String::new();
         for &(from, to) in &faults.blocked {
-            rules.push_str(&format!(
-                "    ip saddr {} ip daddr {} drop\n",
-                node_ip(from),
-                node_ip(to)
-            ));
+            rules.push_str(&format!("    ip saddr {} ip daddr {} drop\n", node_ip(from), node_ip(to)));
         }
         for &(node, _, loss, _) in &faults.slow {
             for to in (1..=self.nodes).filter(|&t| t != node) {

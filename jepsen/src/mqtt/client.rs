@@ -93,11 +93,9 @@ impl Connection {
             // Only the CONNACK is taken: a persistent session's queued PUBLISHes may follow it
             // in the same read and belong to the caller.
             match conn.take_one(|p| match p {
-                Packet::ConnAck {
-                    code: 0,
-                    session_present,
-                    receive_maximum,
-                } => Some(Ok((session_present, receive_maximum))),
+                Packet::ConnAck { code: 0, session_present, receive_maximum } => {
+                    Some(Ok((session_present, receive_maximum)))
+                }
                 Packet::ConnAck { code, .. } => Some(Err(code)),
                 _ => None,
             })? {
@@ -112,12 +110,7 @@ impl Connection {
     }
 
     /// Subscribes to one filter and waits for the SUBACK.
-    pub async fn subscribe(
-        &mut self,
-        filter: &str,
-        qos: QoS,
-        timeout: Duration,
-    ) -> Result<(), ClientError> {
+    pub async fn subscribe(&mut self, filter: &str, qos: QoS, timeout: Duration) -> Result<(), ClientError> {
         let id = self.next_packet_id();
         codec::encode_subscribe(&mut self.wbuf, self.version, id, filter, qos);
         self.flush().await?;
@@ -125,9 +118,7 @@ impl Connection {
         loop {
             self.read_until(deadline, "SUBACK").await?;
             let result = self.take_one(|p| match p {
-                Packet::SubAck { packet_id, codes } if packet_id == id => {
-                    Some(codes.first().copied().unwrap_or(0x80))
-                }
+                Packet::SubAck { packet_id, codes } if packet_id == id => Some(codes.first().copied().unwrap_or(0x80)),
                 _ => None,
             })?;
             match result {
@@ -146,11 +137,7 @@ impl Connection {
 
     /// A fresh packet identifier, cycling through 1..=65535 ([MQTT-2.3.1-1]).
     pub fn next_packet_id(&mut self) -> PacketId {
-        self.next_id = if self.next_id == u16::MAX {
-            1
-        } else {
-            self.next_id + 1
-        };
+        self.next_id = if self.next_id == u16::MAX { 1 } else { self.next_id + 1 };
         PacketId(self.next_id)
     }
 
@@ -196,11 +183,7 @@ impl Connection {
     }
 
     /// Waits for and reads at least one byte, or fails at `deadline`.
-    pub async fn read_until(
-        &mut self,
-        deadline: tokio::time::Instant,
-        what: &'static str,
-    ) -> Result<(), ClientError> {
+    pub async fn read_until(&mut self, deadline: tokio::time::Instant, what: &'static str) -> Result<(), ClientError> {
         self.rbuf.reserve(SETUP_CHUNK);
         match tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.rbuf)).await {
             Err(_) => Err(ClientError::Timeout(what)),
@@ -212,10 +195,7 @@ impl Connection {
 
     /// Decodes whole frames until `f` returns `Some`, leaving any later frames buffered.
     /// Frames before it are dropped: during setup nothing else is expected.
-    fn take_one<T>(
-        &mut self,
-        mut f: impl FnMut(Packet<'_>) -> Option<T>,
-    ) -> Result<Option<T>, DecodeError> {
+    fn take_one<T>(&mut self, mut f: impl FnMut(Packet<'_>) -> Option<T>) -> Result<Option<T>, DecodeError> {
         while let Some((p, n)) = codec::decode(&self.rbuf, self.version)? {
             let out = f(p);
             self.rbuf.advance(n);

@@ -227,13 +227,7 @@ pub fn encode_connect(buf: &mut BytesMut, version: ProtocolVersion, c: &Connect<
 }
 
 /// Appends a SUBSCRIBE for one filter ([MQTT-3.8]).
-pub fn encode_subscribe(
-    buf: &mut BytesMut,
-    version: ProtocolVersion,
-    id: PacketId,
-    filter: &str,
-    qos: QoS,
-) {
+pub fn encode_subscribe(buf: &mut BytesMut, version: ProtocolVersion, id: PacketId, filter: &str, qos: QoS) {
     let v5 = usize::from(version == ProtocolVersion::V5);
     buf.put_u8(0x82);
     put_varint(buf, 2 + v5 + 2 + filter.len() + 1);
@@ -293,12 +287,7 @@ pub fn encode_publish_retain(
 }
 
 /// Appends an UNSUBSCRIBE for one filter ([MQTT-3.10]).
-pub fn encode_unsubscribe(
-    buf: &mut BytesMut,
-    version: ProtocolVersion,
-    id: PacketId,
-    filter: &str,
-) {
+pub fn encode_unsubscribe(buf: &mut BytesMut, version: ProtocolVersion, id: PacketId, filter: &str) {
     let v5 = usize::from(version == ProtocolVersion::V5);
     buf.put_u8(0xa2);
     put_varint(buf, 2 + v5 + 2 + filter.len());
@@ -372,9 +361,7 @@ fn connack_receive_maximum(body: &[u8]) -> Result<Option<u16>, DecodeError> {
         return Ok(None);
     }
     let (len, n) = read_varint(&body[2..])?.ok_or(DecodeError::Truncated(T))?;
-    let props = body
-        .get(2 + n..2 + n + len)
-        .ok_or(DecodeError::Truncated(T))?;
+    let props = body.get(2 + n..2 + n + len).ok_or(DecodeError::Truncated(T))?;
     let mut at = 0;
     while at < props.len() {
         let id = props[at];
@@ -388,15 +375,9 @@ fn connack_receive_maximum(body: &[u8]) -> Result<Option<u16>, DecodeError> {
             // four-byte integers
             0x02 | 0x11 | 0x18 | 0x27 => 4,
             // variable byte integer
-            0x0b => {
-                read_varint(&props[at..])?
-                    .ok_or(DecodeError::Truncated(T))?
-                    .1
-            }
+            0x0b => read_varint(&props[at..])?.ok_or(DecodeError::Truncated(T))?.1,
             // UTF-8 strings and binary data
-            0x03 | 0x08 | 0x09 | 0x12 | 0x15 | 0x16 | 0x1a | 0x1c | 0x1f => {
-                2 + usize::from(u16_at(props, at, T)?)
-            }
+            0x03 | 0x08 | 0x09 | 0x12 | 0x15 | 0x16 | 0x1a | 0x1c | 0x1f => 2 + usize::from(u16_at(props, at, T)?),
             // user property: a string pair
             0x26 => {
                 let k = 2 + usize::from(u16_at(props, at, T)?);
@@ -413,10 +394,7 @@ fn connack_receive_maximum(body: &[u8]) -> Result<Option<u16>, DecodeError> {
 ///
 /// Returns `Ok(None)` when `buf` holds only part of a frame, else the packet and the number of
 /// bytes it used; the caller advances its buffer by that much once done with the borrow.
-pub fn decode(
-    buf: &[u8],
-    version: ProtocolVersion,
-) -> Result<Option<(Packet<'_>, usize)>, DecodeError> {
+pub fn decode(buf: &[u8], version: ProtocolVersion) -> Result<Option<(Packet<'_>, usize)>, DecodeError> {
     let Some(&first) = buf.first() else {
         return Ok(None);
     };
@@ -436,23 +414,13 @@ pub fn decode(
             if body.len() < 2 {
                 return Err(DecodeError::Truncated("CONNACK"));
             }
-            let receive_maximum = if v5 {
-                connack_receive_maximum(body)?
-            } else {
-                None
-            };
-            Packet::ConnAck {
-                session_present: body[0] & 1 == 1,
-                code: body[1],
-                receive_maximum,
-            }
+            let receive_maximum = if v5 { connack_receive_maximum(body)? } else { None };
+            Packet::ConnAck { session_present: body[0] & 1 == 1, code: body[1], receive_maximum }
         }
         3 => {
             let qos = QoS::from_u8((first >> 1) & 3).ok_or(DecodeError::BadQoS)?;
             let tlen = usize::from(u16_at(body, 0, "PUBLISH")?);
-            let topic = body
-                .get(2..2 + tlen)
-                .ok_or(DecodeError::Truncated("PUBLISH"))?;
+            let topic = body.get(2..2 + tlen).ok_or(DecodeError::Truncated("PUBLISH"))?;
             let mut at = 2 + tlen;
             let packet_id = if qos == QoS::AtMostOnce {
                 None
@@ -464,14 +432,7 @@ pub fn decode(
                 at = skip_props(body, at, "PUBLISH")?;
             }
             let payload = body.get(at..).ok_or(DecodeError::Truncated("PUBLISH"))?;
-            Packet::Publish {
-                dup: first & 0x08 != 0,
-                retain: first & 0x01 != 0,
-                qos,
-                topic,
-                packet_id,
-                payload,
-            }
+            Packet::Publish { dup: first & 0x08 != 0, retain: first & 0x01 != 0, qos, topic, packet_id, payload }
         }
         4 => Packet::PubAck(PacketId(u16_at(body, 0, "PUBACK")?)),
         5 => Packet::PubRec(PacketId(u16_at(body, 0, "PUBREC")?)),
@@ -479,15 +440,8 @@ pub fn decode(
         7 => Packet::PubComp(PacketId(u16_at(body, 0, "PUBCOMP")?)),
         9 => {
             let packet_id = PacketId(u16_at(body, 0, "SUBACK")?);
-            let at = if v5 {
-                skip_props(body, 2, "SUBACK")?
-            } else {
-                2
-            };
-            Packet::SubAck {
-                packet_id,
-                codes: &body[at..],
-            }
+            let at = if v5 { skip_props(body, 2, "SUBACK")? } else { 2 };
+            Packet::SubAck { packet_id, codes: &body[at..] }
         }
         11 => Packet::UnsubAck(PacketId(u16_at(body, 0, "UNSUBACK")?)),
         13 => Packet::PingResp,
@@ -504,12 +458,7 @@ mod tests {
     #[test]
     fn connect_v311_matches_spec_example() {
         let mut b = BytesMut::new();
-        let c = Connect {
-            client_id: "ab",
-            clean_start: true,
-            keep_alive: 60,
-            session_expiry: 0,
-        };
+        let c = Connect { client_id: "ab", clean_start: true, keep_alive: 60, session_expiry: 0 };
         encode_connect(&mut b, ProtocolVersion::V311, &c);
         assert_eq!(
             &b[..],
@@ -527,12 +476,7 @@ mod tests {
     #[test]
     fn connect_v5_carries_session_expiry_property() {
         let mut b = BytesMut::new();
-        let c = Connect {
-            client_id: "a",
-            clean_start: false,
-            keep_alive: 0,
-            session_expiry: 7,
-        };
+        let c = Connect { client_id: "a", clean_start: false, keep_alive: 0, session_expiry: 7 };
         encode_connect(&mut b, ProtocolVersion::V5, &c);
         assert_eq!(&b[8..11], &[5, 0x00, 0]); // level, flags, keep alive high byte
         assert_eq!(&b[12..18], &[5, 0x11, 0, 0, 0, 7]); // properties: session expiry 7
@@ -542,28 +486,10 @@ mod tests {
     #[test]
     fn retained_publish_carries_the_retain_flag_and_exact_payload() {
         let mut b = BytesMut::new();
-        encode_publish_retain(
-            &mut b,
-            ProtocolVersion::V5,
-            QoS::AtLeastOnce,
-            Some(PacketId(3)),
-            b"r/k",
-            b"v1",
-            true,
-        );
+        encode_publish_retain(&mut b, ProtocolVersion::V5, QoS::AtLeastOnce, Some(PacketId(3)), b"r/k", b"v1", true);
         let (p, used) = decode(&b, ProtocolVersion::V5).unwrap().unwrap();
         assert_eq!(used, b.len());
-        assert!(
-            matches!(
-                p,
-                Packet::Publish {
-                    retain: true,
-                    payload: b"v1",
-                    ..
-                }
-            ),
-            "{p:?}"
-        );
+        assert!(matches!(p, Packet::Publish { retain: true, payload: b"v1", .. }), "{p:?}");
     }
 
     #[test]
@@ -582,15 +508,7 @@ mod tests {
                 encode_publish(&mut b, v, qos, Some(PacketId(9)), b"a/b", b"hdr", 200);
                 let (p, used) = decode(&b, v).unwrap().unwrap();
                 assert_eq!(used, b.len());
-                let Packet::Publish {
-                    qos: q,
-                    topic,
-                    packet_id,
-                    payload,
-                    dup,
-                    ..
-                } = p
-                else {
+                let Packet::Publish { qos: q, topic, packet_id, payload, dup, .. } = p else {
                     panic!("not a publish: {p:?}");
                 };
                 assert_eq!((q, topic, dup), (qos, &b"a/b"[..], false));
@@ -604,21 +522,9 @@ mod tests {
     #[test]
     fn partial_frames_need_more_bytes() {
         let mut b = BytesMut::new();
-        encode_publish(
-            &mut b,
-            ProtocolVersion::V311,
-            QoS::AtLeastOnce,
-            Some(PacketId(1)),
-            b"t",
-            b"x",
-            300,
-        );
+        encode_publish(&mut b, ProtocolVersion::V311, QoS::AtLeastOnce, Some(PacketId(1)), b"t", b"x", 300);
         for cut in 0..b.len() {
-            assert_eq!(
-                decode(&b[..cut], ProtocolVersion::V311),
-                Ok(None),
-                "cut at {cut}"
-            );
+            assert_eq!(decode(&b[..cut], ProtocolVersion::V311), Ok(None), "cut at {cut}");
         }
     }
 
@@ -634,44 +540,19 @@ mod tests {
             got.push(p);
             at += n;
         }
-        assert_eq!(
-            got,
-            vec![
-                Packet::PubAck(PacketId(1)),
-                Packet::PubRec(PacketId(2)),
-                Packet::PingResp
-            ]
-        );
+        assert_eq!(got, vec![Packet::PubAck(PacketId(1)), Packet::PubRec(PacketId(2)), Packet::PingResp]);
     }
 
     #[test]
     fn v5_ack_with_reason_and_suback_with_properties_decode() {
         // PUBACK id 3, reason 0x10 (no matching subscribers), empty properties.
-        let (p, _) = decode(&[0x40, 4, 0, 3, 0x10, 0], ProtocolVersion::V5)
-            .unwrap()
-            .unwrap();
+        let (p, _) = decode(&[0x40, 4, 0, 3, 0x10, 0], ProtocolVersion::V5).unwrap().unwrap();
         assert_eq!(p, Packet::PubAck(PacketId(3)));
         // SUBACK id 1, properties length 0, granted QoS 1.
-        let (p, _) = decode(&[0x90, 4, 0, 1, 0, 1], ProtocolVersion::V5)
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            p,
-            Packet::SubAck {
-                packet_id: PacketId(1),
-                codes: &[1]
-            }
-        );
-        let (p, _) = decode(&[0x90, 3, 0, 1, 0x80], ProtocolVersion::V311)
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            p,
-            Packet::SubAck {
-                packet_id: PacketId(1),
-                codes: &[0x80]
-            }
-        );
+        let (p, _) = decode(&[0x90, 4, 0, 1, 0, 1], ProtocolVersion::V5).unwrap().unwrap();
+        assert_eq!(p, Packet::SubAck { packet_id: PacketId(1), codes: &[1] });
+        let (p, _) = decode(&[0x90, 3, 0, 1, 0x80], ProtocolVersion::V311).unwrap().unwrap();
+        assert_eq!(p, Packet::SubAck { packet_id: PacketId(1), codes: &[0x80] });
     }
 
     #[test]
@@ -689,25 +570,9 @@ mod tests {
         b[1] = (b.len() - 2) as u8;
         b[4] = (b.len() - 5) as u8;
         let (p, _) = decode(&b, ProtocolVersion::V5).unwrap().unwrap();
-        assert_eq!(
-            p,
-            Packet::ConnAck {
-                session_present: true,
-                code: 0,
-                receive_maximum: Some(20)
-            }
-        );
-        let (p, _) = decode(&[0x20, 2, 0, 0], ProtocolVersion::V311)
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            p,
-            Packet::ConnAck {
-                session_present: false,
-                code: 0,
-                receive_maximum: None
-            }
-        );
+        assert_eq!(p, Packet::ConnAck { session_present: true, code: 0, receive_maximum: Some(20) });
+        let (p, _) = decode(&[0x20, 2, 0, 0], ProtocolVersion::V311).unwrap().unwrap();
+        assert_eq!(p, Packet::ConnAck { session_present: false, code: 0, receive_maximum: None });
     }
 
     #[test]
@@ -716,22 +581,10 @@ mod tests {
             decode(&[0x30, 0xff, 0xff, 0xff, 0xff], ProtocolVersion::V311),
             Err(DecodeError::BadRemainingLength)
         );
-        assert_eq!(
-            decode(&[0x36, 2, 0, 0], ProtocolVersion::V311),
-            Err(DecodeError::BadQoS)
-        );
-        assert_eq!(
-            decode(&[0x30, 2, 0, 5], ProtocolVersion::V311),
-            Err(DecodeError::Truncated("PUBLISH"))
-        );
-        assert_eq!(
-            decode(&[0x40, 1, 0], ProtocolVersion::V311),
-            Err(DecodeError::Truncated("PUBACK"))
-        );
-        assert_eq!(
-            decode(&[0x10, 0], ProtocolVersion::V311),
-            Err(DecodeError::UnexpectedType(1))
-        );
+        assert_eq!(decode(&[0x36, 2, 0, 0], ProtocolVersion::V311), Err(DecodeError::BadQoS));
+        assert_eq!(decode(&[0x30, 2, 0, 5], ProtocolVersion::V311), Err(DecodeError::Truncated("PUBLISH")));
+        assert_eq!(decode(&[0x40, 1, 0], ProtocolVersion::V311), Err(DecodeError::Truncated("PUBACK")));
+        assert_eq!(decode(&[0x10, 0], ProtocolVersion::V311), Err(DecodeError::UnexpectedType(1)));
         assert_eq!(
             decode(&[0x30, 0xff, 0xff, 0xff, 0x7f], ProtocolVersion::V311),
             Err(DecodeError::TooLarge(268_435_455))
@@ -740,16 +593,7 @@ mod tests {
 
     #[test]
     fn varint_boundaries_roundtrip() {
-        for v in [
-            0usize,
-            127,
-            128,
-            16_383,
-            16_384,
-            2_097_151,
-            2_097_152,
-            268_435_455,
-        ] {
+        for v in [0usize, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, 268_435_455] {
             let mut b = BytesMut::new();
             put_varint(&mut b, v);
             assert_eq!(b.len(), varint_len(v));

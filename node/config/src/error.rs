@@ -111,10 +111,7 @@ mod tests {
             path: "/nope/vernemq.conf".into(),
             source: io::Error::new(io::ErrorKind::NotFound, "No such file or directory"),
         };
-        assert_eq!(
-            err.to_string(),
-            "cannot read configuration file /nope/vernemq.conf: No such file or directory"
-        );
+        assert_eq!(err.to_string(), "cannot read configuration file /nope/vernemq.conf: No such file or directory");
         assert_eq!(err.line(), None);
     }
 

@@ -24,10 +24,9 @@ pub fn http_listeners(cfg: &Config) -> Result<Vec<HttpListenerConfig>, ConfigErr
         let rest = &e.key["listener.http.".len()..];
         match rest.split_once('.') {
             None => {
-                let addr: SocketAddr = e
-                    .value
-                    .parse()
-                    .map_err(|_| cfg.invalid_entry(e, format!("'{}' is not an address", e.value), "ip:port, e.g. 127.0.0.1:8888"))?;
+                let addr: SocketAddr = e.value.parse().map_err(|_| {
+                    cfg.invalid_entry(e, format!("'{}' is not an address", e.value), "ip:port, e.g. 127.0.0.1:8888")
+                })?;
                 out.retain(|l| l.name != rest);
                 out.push(HttpListenerConfig { name: rest.to_string(), addr });
             }

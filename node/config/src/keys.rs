@@ -58,12 +58,7 @@ pub static SETTINGS: &[Setting] = &[
     Setting {
         key: "coordinate_registrations",
         default: "on",
-        apply: |c, v| {
-            set(
-                &mut c.netsplit.coordinate_registrations,
-                values::parse_flag(v),
-            )
-        },
+        apply: |c, v| set(&mut c.netsplit.coordinate_registrations, values::parse_flag(v)),
     },
     Setting {
         key: "retry_interval",
@@ -85,12 +80,7 @@ pub static SETTINGS: &[Setting] = &[
     Setting {
         key: "persistent_client_expiration",
         default: "never",
-        apply: |c, v| {
-            set(
-                &mut c.mqtt.persistent_client_expiration,
-                values::parse_expiration(v),
-            )
-        },
+        apply: |c, v| set(&mut c.mqtt.persistent_client_expiration, values::parse_expiration(v)),
     },
     Setting {
         key: "max_last_will_delay",
@@ -100,42 +90,22 @@ pub static SETTINGS: &[Setting] = &[
     Setting {
         key: "max_inflight_messages",
         default: "20",
-        apply: |c, v| {
-            set(
-                &mut c.mqtt.max_inflight_messages,
-                values::parse_u16_from(v, 0),
-            )
-        },
+        apply: |c, v| set(&mut c.mqtt.max_inflight_messages, values::parse_u16_from(v, 0)),
     },
     Setting {
         key: "max_online_messages",
         default: "1000",
-        apply: |c, v| {
-            set(
-                &mut c.mqtt.max_online_messages,
-                values::parse_queue_limit(v),
-            )
-        },
+        apply: |c, v| set(&mut c.mqtt.max_online_messages, values::parse_queue_limit(v)),
     },
     Setting {
         key: "max_offline_messages",
         default: "1000",
-        apply: |c, v| {
-            set(
-                &mut c.mqtt.max_offline_messages,
-                values::parse_queue_limit(v),
-            )
-        },
+        apply: |c, v| set(&mut c.mqtt.max_offline_messages, values::parse_queue_limit(v)),
     },
     Setting {
         key: "override_max_online_messages",
         default: "off",
-        apply: |c, v| {
-            set(
-                &mut c.mqtt.override_max_online_messages,
-                values::parse_flag(v),
-            )
-        },
+        apply: |c, v| set(&mut c.mqtt.override_max_online_messages, values::parse_flag(v)),
     },
     Setting {
         key: "max_message_size",
@@ -168,11 +138,7 @@ pub static SETTINGS: &[Setting] = &[
         default: "prefer_local",
         apply: |c, v| {
             let policy = SharedSubscriptionPolicy::from_name(v).ok_or_else(|| {
-                ValueError::new(
-                    v,
-                    "is not a valid choice",
-                    values::one_of(SharedSubscriptionPolicy::NAMES),
-                )
+                ValueError::new(v, "is not a valid choice", values::one_of(SharedSubscriptionPolicy::NAMES))
             })?;
             set(&mut c.mqtt.shared_subscription_policy, Ok(policy))
         },
@@ -191,32 +157,17 @@ pub static SETTINGS: &[Setting] = &[
     Setting {
         key: "topic_alias_max_broker",
         default: "0",
-        apply: |c, v| {
-            set(
-                &mut c.mqtt.topic_alias_max_broker,
-                values::parse_u16_from(v, 0),
-            )
-        },
+        apply: |c, v| set(&mut c.mqtt.topic_alias_max_broker, values::parse_u16_from(v, 0)),
     },
     Setting {
         key: "topic_alias_max_client",
         default: "0",
-        apply: |c, v| {
-            set(
-                &mut c.mqtt.topic_alias_max_client,
-                values::parse_u16_from(v, 0),
-            )
-        },
+        apply: |c, v| set(&mut c.mqtt.topic_alias_max_client, values::parse_u16_from(v, 0)),
     },
     Setting {
         key: "suppress_lwt_on_session_takeover",
         default: "off",
-        apply: |c, v| {
-            set(
-                &mut c.mqtt.suppress_lwt_on_session_takeover,
-                values::parse_flag(v),
-            )
-        },
+        apply: |c, v| set(&mut c.mqtt.suppress_lwt_on_session_takeover, values::parse_flag(v)),
     },
     Setting {
         key: "topic_max_depth",
@@ -237,10 +188,7 @@ pub static SETTINGS: &[Setting] = &[
         apply: |c, v| {
             let ms = values::parse_integer_in(v, 1, i64::from(u32::MAX))?;
             let ms = u64::try_from(ms).unwrap_or(u64::MAX);
-            set(
-                &mut c.mqtt.mqtt_connect_timeout,
-                Ok(Duration::from_millis(ms)),
-            )
+            set(&mut c.mqtt.mqtt_connect_timeout, Ok(Duration::from_millis(ms)))
         },
     },
     Setting {
@@ -254,30 +202,16 @@ pub static SETTINGS: &[Setting] = &[
             set(&mut c.metadata_plugin, Ok(plugin))
         },
     },
-    Setting {
-        key: "nodename",
-        default: "VerneMQ@127.0.0.1",
-        apply: |c, v| set(&mut c.nodename, parse_nodename(v)),
-    },
+    Setting { key: "nodename", default: "VerneMQ@127.0.0.1", apply: |c, v| set(&mut c.nodename, parse_nodename(v)) },
     Setting {
         key: "distributed_cookie",
         default: "vmq",
-        apply: |c, v| {
-            set(
-                &mut c.distributed_cookie,
-                values::parse_text(v).map(str::to_owned),
-            )
-        },
+        apply: |c, v| set(&mut c.distributed_cookie, values::parse_text(v).map(str::to_owned)),
     },
     Setting {
         key: "platform_data_dir",
         default: "./data",
-        apply: |c, v| {
-            set(
-                &mut c.platform_data_dir,
-                values::parse_text(v).map(Into::into),
-            )
-        },
+        apply: |c, v| set(&mut c.platform_data_dir, values::parse_text(v).map(Into::into)),
     },
     Setting {
         key: "log.console.level",
@@ -304,16 +238,9 @@ fn secs_duration(secs: i64) -> Duration {
 fn parse_nodename(value: &str) -> Result<String, ValueError> {
     const ACCEPTED: &str = "a node name of the form name@host, e.g. VerneMQ@127.0.0.1";
     let valid = value.split_once('@').is_some_and(|(name, host)| {
-        !name.is_empty()
-            && !host.is_empty()
-            && !host.contains('@')
-            && !value.chars().any(char::is_whitespace)
+        !name.is_empty() && !host.is_empty() && !host.contains('@') && !value.chars().any(char::is_whitespace)
     });
-    if valid {
-        Ok(value.to_owned())
-    } else {
-        Err(ValueError::new(value, "is not a node name", ACCEPTED))
-    }
+    if valid { Ok(value.to_owned()) } else { Err(ValueError::new(value, "is not a node name", ACCEPTED)) }
 }
 
 /// Keys whose entries go unvalidated to the subsystems that own them: these prefixes, and
@@ -378,43 +305,26 @@ pub struct KnownKey {
 }
 
 const fn known(pattern: &'static str, why: Unsupported) -> KnownKey {
-    KnownKey {
-        pattern,
-        why,
-        quiet: &[],
-    }
+    KnownKey { pattern, why, quiet: &[] }
 }
 
 const SYS: Unsupported = Unsupported::NotYet("the $SYS tree");
 const GRAPHITE: Unsupported = Unsupported::NotYet("Graphite reporting");
-const LOG_FILES: Unsupported =
-    Unsupported::NotYet("log files and syslog; vmq-rs logs to the console");
+const LOG_FILES: Unsupported = Unsupported::NotYet("log files and syslog; vmq-rs logs to the console");
 const ERLANG: Unsupported = Unsupported::NoEquivalent("Erlang VM setting");
 
 /// VerneMQ 2.1 keys outside the listener hierarchy that we accept without implementing.
 pub static KNOWN_UNSUPPORTED: &[KnownKey] = &[
-    known(
-        "logging.obfuscation_secret",
-        Unsupported::NotYet("credential obfuscation in logs"),
-    ),
-    known(
-        "logging.keepalive_as_warning",
-        Unsupported::NotYet("keep-alive log level"),
-    ),
-    known(
-        "max_ws_frame_size",
-        Unsupported::NotYet("WebSocket listeners"),
-    ),
+    known("logging.obfuscation_secret", Unsupported::NotYet("credential obfuscation in logs")),
+    known("logging.keepalive_as_warning", Unsupported::NotYet("keep-alive log level")),
+    known("max_ws_frame_size", Unsupported::NotYet("WebSocket listeners")),
     known("systree_enabled", SYS),
     known("systree_interval", SYS),
     known("systree_mountpoint", SYS),
     known("systree_qos", SYS),
     known("systree_retain", SYS),
     known("systree_reg_view", SYS),
-    known(
-        "prometheus_namespace",
-        Unsupported::NotYet("Prometheus metric prefix"),
-    ),
+    known("prometheus_namespace", Unsupported::NotYet("Prometheus metric prefix")),
     known("graphite_enabled", GRAPHITE),
     known("graphite_host", GRAPHITE),
     known("graphite_port", GRAPHITE),
@@ -425,62 +335,21 @@ pub static KNOWN_UNSUPPORTED: &[KnownKey] = &[
     known("graphite_reconnect_timeout", GRAPHITE),
     known("graphite_include_labels", GRAPHITE),
     known("plugins.**", Unsupported::NotYet("plugins")),
-    known(
-        "vmq_acl.**",
-        Unsupported::NotYet("file-based authorization, vmq_acl"),
-    ),
-    known(
-        "vmq_passwd.**",
-        Unsupported::NotYet("file-based authentication, vmq_passwd"),
-    ),
-    known(
-        "vmq_diversity.**",
-        Unsupported::NotYet("Lua and database auth, vmq_diversity"),
-    ),
-    known(
-        "vmq_bcrypt.**",
-        Unsupported::NotYet("bcrypt hashing, vmq_bcrypt"),
-    ),
-    known(
-        "vmq_webhooks.**",
-        Unsupported::NotYet("webhooks, vmq_webhooks"),
-    ),
-    known(
-        "vmq_bridge.**",
-        Unsupported::NotYet("the MQTT bridge, vmq_bridge"),
-    ),
-    known(
-        "vmq_http_pub.**",
-        Unsupported::NotYet("HTTP publish, vmq_http_pub"),
-    ),
-    known(
-        "vmq_web_ui.**",
-        Unsupported::NotYet("the web UI, vmq_web_ui"),
-    ),
-    known(
-        "http_module.**",
-        Unsupported::NotYet("HTTP module authentication"),
-    ),
-    known(
-        "max_apikey_expiry_days",
-        Unsupported::NotYet("API key policy"),
-    ),
+    known("vmq_acl.**", Unsupported::NotYet("file-based authorization, vmq_acl")),
+    known("vmq_passwd.**", Unsupported::NotYet("file-based authentication, vmq_passwd")),
+    known("vmq_diversity.**", Unsupported::NotYet("Lua and database auth, vmq_diversity")),
+    known("vmq_bcrypt.**", Unsupported::NotYet("bcrypt hashing, vmq_bcrypt")),
+    known("vmq_webhooks.**", Unsupported::NotYet("webhooks, vmq_webhooks")),
+    known("vmq_bridge.**", Unsupported::NotYet("the MQTT bridge, vmq_bridge")),
+    known("vmq_http_pub.**", Unsupported::NotYet("HTTP publish, vmq_http_pub")),
+    known("vmq_web_ui.**", Unsupported::NotYet("the web UI, vmq_web_ui")),
+    known("http_module.**", Unsupported::NotYet("HTTP module authentication")),
+    known("max_apikey_expiry_days", Unsupported::NotYet("API key policy")),
     known("min_apikey_length", Unsupported::NotYet("API key policy")),
-    known(
-        "remote_enqueue_timeout",
-        Unsupported::NotYet("remote enqueue timeout"),
-    ),
-    KnownKey {
-        pattern: "log.console",
-        why: LOG_FILES,
-        quiet: &["console"],
-    },
+    known("remote_enqueue_timeout", Unsupported::NotYet("remote enqueue timeout")),
+    KnownKey { pattern: "log.console", why: LOG_FILES, quiet: &["console"] },
     known("log.console.file", LOG_FILES),
-    KnownKey {
-        pattern: "log.console.console.format",
-        why: Unsupported::NotYet("JSON log format"),
-        quiet: &["text"],
-    },
+    KnownKey { pattern: "log.console.console.format", why: Unsupported::NotYet("JSON log format"), quiet: &["text"] },
     known("log.console.file.format", LOG_FILES),
     known("log.console.rotation.**", LOG_FILES),
     known("log.error", LOG_FILES),
@@ -492,52 +361,24 @@ pub static KNOWN_UNSUPPORTED: &[KnownKey] = &[
     known("log.syslog", LOG_FILES),
     known("log.syslog.**", LOG_FILES),
     known("platform_log_dir", LOG_FILES),
-    known(
-        "platform_bin_dir",
-        Unsupported::NoEquivalent("release layout"),
-    ),
-    known(
-        "platform_etc_dir",
-        Unsupported::NoEquivalent("release layout"),
-    ),
-    known(
-        "platform_lib_dir",
-        Unsupported::NoEquivalent("release layout"),
-    ),
+    known("platform_bin_dir", Unsupported::NoEquivalent("release layout")),
+    known("platform_etc_dir", Unsupported::NoEquivalent("release layout")),
+    known("platform_lib_dir", Unsupported::NoEquivalent("release layout")),
     known("erlang.**", ERLANG),
     known("tcp_listen_options", ERLANG),
-    known(
-        "default_reg_view",
-        Unsupported::NoEquivalent("routing views of VerneMQ internals"),
-    ),
-    known(
-        "vmq_reg_view",
-        Unsupported::NoEquivalent("routing views of VerneMQ internals"),
-    ),
-    known(
-        "reg_views",
-        Unsupported::NoEquivalent("routing views of VerneMQ internals"),
-    ),
-    known(
-        "queue_sup_sup_children",
-        Unsupported::NoEquivalent("Erlang supervisor tree"),
-    ),
-    KnownKey {
-        pattern: "allow_multiple_sessions",
-        why: Unsupported::Deprecated("removed in VerneMQ 2.0"),
-        quiet: &[],
-    },
+    known("default_reg_view", Unsupported::NoEquivalent("routing views of VerneMQ internals")),
+    known("vmq_reg_view", Unsupported::NoEquivalent("routing views of VerneMQ internals")),
+    known("reg_views", Unsupported::NoEquivalent("routing views of VerneMQ internals")),
+    known("queue_sup_sup_children", Unsupported::NoEquivalent("Erlang supervisor tree")),
+    KnownKey { pattern: "allow_multiple_sessions", why: Unsupported::Deprecated("removed in VerneMQ 2.0"), quiet: &[] },
     KnownKey {
         pattern: "queue_deliver_mode",
-        why: Unsupported::Deprecated(
-            "only used with allow_multiple_sessions, removed in VerneMQ 2.0",
-        ),
+        why: Unsupported::Deprecated("only used with allow_multiple_sessions, removed in VerneMQ 2.0"),
         quiet: &["fanout"],
     },
 ];
 
-const NO_ACCEPTOR_POOL: Unsupported =
-    Unsupported::NoEquivalent("Erlang acceptor pool; one task accepts per listener");
+const NO_ACCEPTOR_POOL: Unsupported = Unsupported::NoEquivalent("Erlang acceptor pool; one task accepts per listener");
 const SWC_IN_ROCKSDB: Unsupported =
     Unsupported::NoEquivalent("the SWC replica lives in the node's RocksDB in platform_data_dir");
 
@@ -547,19 +388,10 @@ const SWC_IN_ROCKSDB: Unsupported =
 /// it does not. A key here that gets implemented must leave this list (the example
 /// configuration's test lists the warnings it expects).
 pub static WITHOUT_EFFECT: &[(&str, Unsupported)] = &[
-    (
-        "plumtree.**",
-        Unsupported::NoEffectYet("the Plumtree backend reads only vmq_plumtree.* keys"),
-    ),
-    (
-        "cluster.**",
-        Unsupported::NoEffectYet("no cluster.* setting is read"),
-    ),
+    ("plumtree.**", Unsupported::NoEffectYet("the Plumtree backend reads only vmq_plumtree.* keys")),
+    ("cluster.**", Unsupported::NoEffectYet("no cluster.* setting is read")),
     // Except the keys in TRANSPORT_KEYS.
-    (
-        "listener.vmq.**",
-        Unsupported::NoEffectYet("the cluster transport reads only listener.vmq.clustering"),
-    ),
+    ("listener.vmq.**", Unsupported::NoEffectYet("the cluster transport reads only listener.vmq.clustering")),
     (
         "listener.vmqs.**",
         Unsupported::NoEffectYet(
@@ -567,24 +399,15 @@ pub static WITHOUT_EFFECT: &[(&str, Unsupported)] = &[
              and .keyfile",
         ),
     ),
-    (
-        "listener.http.*.http_modules",
-        Unsupported::NoEffectYet("every HTTP listener serves every module"),
-    ),
-    (
-        "listener.http.*.http_module.**",
-        Unsupported::NoEffectYet("every HTTP listener serves every module"),
-    ),
+    ("listener.http.*.http_modules", Unsupported::NoEffectYet("every HTTP listener serves every module")),
+    ("listener.http.*.http_module.**", Unsupported::NoEffectYet("every HTTP listener serves every module")),
     ("listener.nr_of_acceptors", NO_ACCEPTOR_POOL),
     ("listener.tcp.nr_of_acceptors", NO_ACCEPTOR_POOL),
     ("listener.tcp.*.nr_of_acceptors", NO_ACCEPTOR_POOL),
     ("vmq_swc.directory", SWC_IN_ROCKSDB),
     ("vmq_swc.dkm_directory", SWC_IN_ROCKSDB),
     ("vmq_swc.db_backend", SWC_IN_ROCKSDB),
-    (
-        "vmq_swc.fast_call_timeout",
-        Unsupported::NoEquivalent("Erlang call timeout"),
-    ),
+    ("vmq_swc.fast_call_timeout", Unsupported::NoEquivalent("Erlang call timeout")),
 ];
 
 /// The keys under `listener.vmq.` and `listener.vmqs.` that the cluster transport reads
@@ -602,19 +425,13 @@ pub fn without_effect(key: &str) -> Option<Unsupported> {
     if TRANSPORT_KEYS.contains(&key) {
         return None;
     }
-    WITHOUT_EFFECT
-        .iter()
-        .find(|(pattern, _)| matches(pattern, key))
-        .map(|(_, why)| *why)
+    WITHOUT_EFFECT.iter().find(|(pattern, _)| matches(pattern, key)).map(|(_, why)| *why)
 }
 
 /// Keys older VerneMQ versions used, rejected with the key that replaced them: accepting them
 /// would silently lose the user's intent.
 pub static RENAMED: &[(&str, &str)] = &[
-    (
-        "max_queued_messages",
-        "max_online_messages (renamed after VerneMQ 0.10)",
-    ),
+    ("max_queued_messages", "max_online_messages (renamed after VerneMQ 0.10)"),
     ("message_size_limit", "max_message_size"),
     (
         "trade_consistency",
@@ -764,16 +581,8 @@ mod tests {
     #[test]
     fn setting_keys_are_unique_and_not_shadowed() {
         for (i, s) in SETTINGS.iter().enumerate() {
-            assert!(
-                SETTINGS[i + 1..].iter().all(|t| t.key != s.key),
-                "{} twice",
-                s.key
-            );
-            assert!(
-                KNOWN_UNSUPPORTED.iter().all(|k| !matches(k.pattern, s.key)),
-                "{} also unsupported",
-                s.key
-            );
+            assert!(SETTINGS[i + 1..].iter().all(|t| t.key != s.key), "{} twice", s.key);
+            assert!(KNOWN_UNSUPPORTED.iter().all(|k| !matches(k.pattern, s.key)), "{} also unsupported", s.key);
         }
     }
 
@@ -792,41 +601,17 @@ mod tests {
     #[test]
     fn classification() {
         assert!(matches!(classify("allow_anonymous"), KeyClass::Setting(_)));
-        assert!(matches!(
-            classify("log.console.level"),
-            KeyClass::Setting(_)
-        ));
-        assert!(matches!(
-            classify("vmq_swc.sync_interval"),
-            KeyClass::Delegated
-        ));
-        assert!(matches!(
-            classify("listener.vmq.clustering"),
-            KeyClass::Delegated
-        ));
-        assert!(matches!(
-            classify("listener.http.default"),
-            KeyClass::Delegated
-        ));
+        assert!(matches!(classify("log.console.level"), KeyClass::Setting(_)));
+        assert!(matches!(classify("vmq_swc.sync_interval"), KeyClass::Delegated));
+        assert!(matches!(classify("listener.vmq.clustering"), KeyClass::Delegated));
+        assert!(matches!(classify("listener.http.default"), KeyClass::Delegated));
         assert!(matches!(classify("max_drain_time"), KeyClass::Delegated));
         assert!(matches!(classify("cluster.anything"), KeyClass::Delegated));
-        assert!(matches!(
-            classify("listener.tcp.default"),
-            KeyClass::Listener
-        ));
-        assert!(matches!(
-            classify("vmq_bridge.tcp.br0"),
-            KeyClass::Unsupported(_)
-        ));
-        assert!(matches!(
-            classify("erlang.async_threads"),
-            KeyClass::Unsupported(_)
-        ));
+        assert!(matches!(classify("listener.tcp.default"), KeyClass::Listener));
+        assert!(matches!(classify("vmq_bridge.tcp.br0"), KeyClass::Unsupported(_)));
+        assert!(matches!(classify("erlang.async_threads"), KeyClass::Unsupported(_)));
         assert!(matches!(classify("log.console"), KeyClass::Unsupported(_)));
-        assert!(matches!(
-            classify("trade_consistency"),
-            KeyClass::Renamed(_)
-        ));
+        assert!(matches!(classify("trade_consistency"), KeyClass::Renamed(_)));
         assert!(matches!(classify("allow_anonymus"), KeyClass::Unknown));
         assert!(matches!(classify("vmq_swc"), KeyClass::Unknown));
     }
@@ -882,30 +667,12 @@ mod tests {
 
     #[test]
     fn suggestions_for_typos() {
-        assert_eq!(
-            suggest("max_inflight_mesages").as_deref(),
-            Some("max_inflight_messages")
-        );
-        assert_eq!(
-            suggest("allow_anonymus").as_deref(),
-            Some("allow_anonymous")
-        );
-        assert_eq!(
-            suggest("Allow_Anonymous").as_deref(),
-            Some("allow_anonymous")
-        );
-        assert_eq!(
-            suggest("graphite.interval").as_deref(),
-            Some("graphite_interval")
-        );
-        assert_eq!(
-            suggest("plugin.vmq_acl").as_deref(),
-            Some("plugins.vmq_acl")
-        );
-        assert_eq!(
-            suggest("vmq_sw.sync_interval").as_deref(),
-            Some("vmq_swc.sync_interval")
-        );
+        assert_eq!(suggest("max_inflight_mesages").as_deref(), Some("max_inflight_messages"));
+        assert_eq!(suggest("allow_anonymus").as_deref(), Some("allow_anonymous"));
+        assert_eq!(suggest("Allow_Anonymous").as_deref(), Some("allow_anonymous"));
+        assert_eq!(suggest("graphite.interval").as_deref(), Some("graphite_interval"));
+        assert_eq!(suggest("plugin.vmq_acl").as_deref(), Some("plugins.vmq_acl"));
+        assert_eq!(suggest("vmq_sw.sync_interval").as_deref(), Some("vmq_swc.sync_interval"));
         assert_eq!(suggest("completely_unrelated_setting"), None);
     }
 

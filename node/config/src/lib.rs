@@ -32,9 +32,9 @@ use std::time::Duration;
 pub use error::{ConfigError, ConfigWarning};
 pub use values::{ValueError, parse_bytes};
 
-use vmq_mqtt::ProtocolVersion;
 use keys::KeyClass;
 use listeners::{Handled, ListenerBuilder};
+use vmq_mqtt::ProtocolVersion;
 
 /// The node's whole configuration. Build it with [`Config::load`], [`Config::parse`] or
 /// [`Config::embedded_default`]; every field then holds a validated value.
@@ -279,12 +279,8 @@ impl LogLevel {
     /// Parses VerneMQ's level names (syslog severities). Those without a `tracing`
     /// counterpart map to the nearest level and come with a note for a warning.
     fn from_vernemq(value: &str) -> Result<(LogLevel, Option<String>), ValueError> {
-        let mapped = |level: LogLevel, name: &str| {
-            Ok((
-                level,
-                Some(format!("is '{value}', which vmq-rs logs as '{name}'")),
-            ))
-        };
+        let mapped =
+            |level: LogLevel, name: &str| Ok((level, Some(format!("is '{value}', which vmq-rs logs as '{name}'"))));
         match value {
             "none" => Ok((LogLevel::None, None)),
             "debug" => Ok((LogLevel::Debug, None)),
@@ -347,12 +343,7 @@ pub enum SharedSubscriptionPolicy {
 
 impl SharedSubscriptionPolicy {
     /// The names VerneMQ accepts, in the order of the variants.
-    pub const NAMES: &'static [&'static str] = &[
-        "prefer_local",
-        "random",
-        "local_only",
-        "prefer_online_before_local",
-    ];
+    pub const NAMES: &'static [&'static str] = &["prefer_local", "random", "local_only", "prefer_online_before_local"];
 
     /// The policy named `name` in `vernemq.conf`.
     pub fn from_name(name: &str) -> Option<Self> {
@@ -372,10 +363,7 @@ const UNNAMED: &str = "vernemq.conf";
 impl Config {
     /// Reads and parses the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let io_error = |source| ConfigError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io_error = |source| ConfigError::Io { path: path.to_path_buf(), source };
         let bytes = std::fs::read(path).map_err(io_error)?;
         let text = String::from_utf8(bytes).map_err(|e| {
             let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
@@ -426,15 +414,9 @@ impl Config {
                 continue;
             }
             let warning = match keys::classify(key) {
-                KeyClass::Setting(setting) => {
-                    (setting.apply)(&mut config, value).map_err(|e| invalid(line, key, e))?
-                }
+                KeyClass::Setting(setting) => (setting.apply)(&mut config, value).map_err(|e| invalid(line, key, e))?,
                 KeyClass::Delegated => {
-                    config.delegated.push(ConfigEntry {
-                        key: key.to_string(),
-                        value: value.to_string(),
-                        line,
-                    });
+                    config.delegated.push(ConfigEntry { key: key.to_string(), value: value.to_string(), line });
                     None
                 }
                 KeyClass::Unsupported(known) => known.warns_for(value).then(|| known.why.message()),
@@ -448,10 +430,7 @@ impl Config {
                         },
                     ));
                 }
-                KeyClass::Listener => match listeners
-                    .handle(key, value, line)
-                    .map_err(|e| invalid(line, key, e))?
-                {
+                KeyClass::Listener => match listeners.handle(key, value, line).map_err(|e| invalid(line, key, e))? {
                     Handled::Done => None,
                     Handled::Warning(w) => Some(w),
                     Handled::Unknown => return Err(unknown_key(&file, line, key)),
@@ -460,16 +439,10 @@ impl Config {
             };
             let warning = warning.or_else(|| keys::without_effect(key).map(|why| why.message()));
             if let Some(message) = warning {
-                config.warnings.push(ConfigWarning {
-                    line: Some(line),
-                    key: key.to_string(),
-                    message,
-                });
+                config.warnings.push(ConfigWarning { line: Some(line), key: key.to_string(), message });
             }
         }
-        config.listeners = listeners
-            .finish()
-            .map_err(|e| invalid(e.line, &e.key, e.error))?;
+        config.listeners = listeners.finish().map_err(|e| invalid(e.line, &e.key, e.error))?;
         config.warn_other_backend_keys();
         Ok(config)
     }
@@ -506,11 +479,7 @@ impl Config {
             platform_data_dir: PathBuf::from("./data"),
             log_console_level: LogLevel::Info,
             metadata_plugin: MetadataPlugin::VmqSwc,
-            listeners: vec![ListenerConfig::new(
-                Transport::Tcp,
-                "default",
-                SocketAddr::from(([127, 0, 0, 1], 1883)),
-            )],
+            listeners: vec![ListenerConfig::new(Transport::Tcp, "default", SocketAddr::from(([127, 0, 0, 1], 1883)))],
             mqtt: MqttConfig::default(),
             netsplit: NetsplitConfig::default(),
             delegated: Vec::new(),
@@ -542,20 +511,13 @@ impl Config {
 
     /// The file name used in messages.
     pub fn file_label(&self) -> String {
-        self.source
-            .as_ref()
-            .map_or_else(|| UNNAMED.to_string(), |p| p.display().to_string())
+        self.source.as_ref().map_or_else(|| UNNAMED.to_string(), |p| p.display().to_string())
     }
 
     /// The delegated entries whose key is `prefix` or starts with it (e.g. `"vmq_swc."`,
     /// `"max_drain_time"`), in file order.
-    pub fn delegated_entries<'a>(
-        &'a self,
-        prefix: &'a str,
-    ) -> impl Iterator<Item = &'a ConfigEntry> + 'a {
-        self.delegated
-            .iter()
-            .filter(move |e| e.key.starts_with(prefix))
+    pub fn delegated_entries<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a ConfigEntry> + 'a {
+        self.delegated.iter().filter(move |e| e.key.starts_with(prefix))
     }
 
     /// The error a subsystem returns for a delegated entry it rejects, so the user sees the

@@ -62,12 +62,7 @@ pub static PATTERNS: &[&str] = &[
 ];
 
 /// Settings that exist on every level (`listener.<setting>` too).
-const GLOBAL_SETTINGS: &[&str] = &[
-    "max_connections",
-    "max_connection_lifetime",
-    "mountpoint",
-    "nr_of_acceptors",
-];
+const GLOBAL_SETTINGS: &[&str] = &["max_connections", "max_connection_lifetime", "mountpoint", "nr_of_acceptors"];
 
 /// Settings of every transport, on the transport and the listener level; they become
 /// fields of [`ListenerConfig`].
@@ -112,11 +107,7 @@ const TRANSPORT_SETTINGS: &[&str] = &[
 /// VerneMQ's default `allowed_protocol_versions`. The template says `3,4,5,131` and the prose
 /// `3,4` (`features.md` §12.2); we enable the three MQTT versions we implement and not the
 /// bridge variant.
-const DEFAULT_PROTOCOL_VERSIONS: [ProtocolVersion; 3] = [
-    ProtocolVersion::V3,
-    ProtocolVersion::V4,
-    ProtocolVersion::V5,
-];
+const DEFAULT_PROTOCOL_VERSIONS: [ProtocolVersion; 3] = [ProtocolVersion::V3, ProtocolVersion::V4, ProtocolVersion::V5];
 
 /// VerneMQ's default `listener.max_connections`.
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
@@ -228,32 +219,21 @@ impl ListenerBuilder {
             }
             [name] => self.define(transport, name, value, line),
             [name, setting] if transport.accepts(setting) => {
-                let entry = self
-                    .named
-                    .entry((transport, (*name).to_string()))
-                    .or_insert_with(|| NamedSettings {
-                        first_line: line,
-                        first_key: key.to_string(),
-                        level: Level::default(),
-                    });
+                let entry = self.named.entry((transport, (*name).to_string())).or_insert_with(|| NamedSettings {
+                    first_line: line,
+                    first_key: key.to_string(),
+                    level: Level::default(),
+                });
                 apply(&mut entry.level, setting, value)
             }
             _ => Ok(Handled::Unknown),
         }
     }
 
-    fn define(
-        &mut self,
-        transport: Transport,
-        name: &str,
-        value: &str,
-        line: usize,
-    ) -> Result<Handled, ValueError> {
+    fn define(&mut self, transport: Transport, name: &str, value: &str, line: usize) -> Result<Handled, ValueError> {
         if value.starts_with("local:") {
             self.skipped.push((transport, name.to_string()));
-            return Ok(Handled::Warning(
-                Unsupported::NotYet("Unix domain socket listeners").message(),
-            ));
+            return Ok(Handled::Warning(Unsupported::NotYet("Unix domain socket listeners").message()));
         }
         let addr = values::parse_socket_addr(value).map_err(|mut e| {
             // `listener.tcp.max_conections = 500` reads as a listener named
@@ -261,19 +241,12 @@ impl ListenerBuilder {
             let mut settings = LISTENER_SETTINGS.iter().chain(TRANSPORT_SETTINGS);
             if let Some(close) = settings.find(|s| transport.accepts(s) && near(s, name)) {
                 let transport = transport.key();
-                e.message
-                    .push_str(&format!(" (did you mean listener.{transport}.{close}?)"));
+                e.message.push_str(&format!(" (did you mean listener.{transport}.{close}?)"));
             }
             e
         })?;
-        self.defined
-            .retain(|d| !(d.transport == transport && d.name == name));
-        self.defined.push(Definition {
-            transport,
-            name: name.to_string(),
-            addr,
-            line,
-        });
+        self.defined.retain(|d| !(d.transport == transport && d.name == name));
+        self.defined.push(Definition { transport, name: name.to_string(), addr, line });
         Ok(Handled::Done)
     }
 
@@ -282,37 +255,23 @@ impl ListenerBuilder {
     pub fn finish(self) -> Result<Vec<ListenerConfig>, LateError> {
         for ((transport, name), settings) in &self.named {
             let id = (*transport, name.clone());
-            let defined = self
-                .defined
-                .iter()
-                .any(|d| d.transport == *transport && d.name == *name);
+            let defined = self.defined.iter().any(|d| d.transport == *transport && d.name == *name);
             // Only TCP listeners: VerneMQ's template sets
             // `listener.ssl.name.allow_anonymous_override = off` without defining `ssl.name`,
             // and every other such key was warned about when read.
             if !defined && !self.skipped.contains(&id) && *transport == Transport::Tcp {
-                let names: Vec<&str> = self
-                    .defined
-                    .iter()
-                    .filter(|d| d.transport == *transport)
-                    .map(|d| d.name.as_str())
-                    .collect();
+                let names: Vec<&str> =
+                    self.defined.iter().filter(|d| d.transport == *transport).map(|d| d.name.as_str()).collect();
                 return Err(LateError {
                     line: settings.first_line,
                     key: settings.first_key.clone(),
                     error: ValueError {
-                        message: format!(
-                            "there is no {} listener named '{name}'",
-                            transport.description()
-                        ),
+                        message: format!("there is no {} listener named '{name}'", transport.description()),
                         accepted: format!(
                             "settings of a listener defined with listener.{}.{name} = ip:port \
                              (defined: {})",
                             transport.key(),
-                            if names.is_empty() {
-                                "none".to_string()
-                            } else {
-                                names.join(", ")
-                            }
+                            if names.is_empty() { "none".to_string() } else { names.join(", ") }
                         ),
                     },
                 });
@@ -320,9 +279,7 @@ impl ListenerBuilder {
         }
         let mut defined = self.defined.clone();
         let tcp_given = |t: &Transport| *t == Transport::Tcp;
-        if !defined.iter().any(|d| tcp_given(&d.transport))
-            && !self.skipped.iter().any(|(t, _)| tcp_given(t))
-        {
+        if !defined.iter().any(|d| tcp_given(&d.transport)) && !self.skipped.iter().any(|(t, _)| tcp_given(t)) {
             defined.insert(
                 0,
                 Definition {
@@ -353,10 +310,7 @@ impl ListenerBuilder {
     }
 
     fn resolve(&self, d: Definition) -> ListenerConfig {
-        let named = self
-            .named
-            .get(&(d.transport, d.name.clone()))
-            .map(|s| &s.level);
+        let named = self.named.get(&(d.transport, d.name.clone())).map(|s| &s.level);
         // Most specific level first: listener, transport, global.
         let levels = [named, self.transports.get(&d.transport), Some(&self.global)];
         let levels = levels.iter().flatten();
@@ -385,9 +339,7 @@ impl ListenerBuilder {
         // Least specific first, so the more specific levels overwrite.
         for level in levels.rev() {
             for (setting, value) in &level.transport_settings {
-                listener
-                    .transport_settings
-                    .insert(setting.clone(), value.clone());
+                listener.transport_settings.insert(setting.clone(), value.clone());
             }
         }
         listener
@@ -425,8 +377,7 @@ impl Transport {
 
     /// Whether `setting` is a setting of this transport's listeners.
     fn accepts(self, setting: &str) -> bool {
-        LISTENER_SETTINGS.contains(&setting)
-            || (self != Transport::Tcp && TRANSPORT_SETTINGS.contains(&setting))
+        LISTENER_SETTINGS.contains(&setting) || (self != Transport::Tcp && TRANSPORT_SETTINGS.contains(&setting))
     }
 }
 
@@ -482,11 +433,7 @@ fn apply(level: &mut Level, setting: &str, value: &str) -> Result<Handled, Value
         }
         // VerneMQ's `listener.mountpoint` defaults to the text "off", meaning no mountpoint.
         "mountpoint" => {
-            level.mountpoint = Some(if value == "off" {
-                String::new()
-            } else {
-                value.into()
-            });
+            level.mountpoint = Some(if value == "off" { String::new() } else { value.into() });
         }
         "allowed_protocol_versions" => return parse_protocol_versions(level, value),
         "allow_anonymous_override" => {
@@ -505,20 +452,14 @@ fn apply(level: &mut Level, setting: &str, value: &str) -> Result<Handled, Value
                 level.proxy_protocol_use_cn_as_username = Some(on);
             }
             if on {
-                return Ok(Handled::Warning(
-                    Unsupported::NotYet("PROXY protocol").message(),
-                ));
+                return Ok(Handled::Warning(Unsupported::NotYet("PROXY protocol").message()));
             }
         }
         "buffer_sizes" => {
-            return Ok(Handled::Warning(
-                Unsupported::NotYet("per-listener socket buffer sizes").message(),
-            ));
+            return Ok(Handled::Warning(Unsupported::NotYet("per-listener socket buffer sizes").message()));
         }
         _ if TRANSPORT_SETTINGS.contains(&setting) => {
-            level
-                .transport_settings
-                .insert(setting.to_string(), value.to_string());
+            level.transport_settings.insert(setting.to_string(), value.to_string());
         }
         _ => return Ok(Handled::Unknown),
     }
@@ -538,9 +479,7 @@ fn parse_protocol_versions(level: &mut Level, value: &str) -> Result<Handled, Va
                     .parse::<u8>()
                     .ok()
                     .and_then(ProtocolVersion::from_level)
-                    .ok_or_else(|| {
-                        ValueError::new(item, "is not an MQTT protocol version", ACCEPTED)
-                    })?;
+                    .ok_or_else(|| ValueError::new(item, "is not an MQTT protocol version", ACCEPTED))?;
                 if !versions.contains(&level_byte) {
                     versions.push(level_byte);
                 }
@@ -548,19 +487,12 @@ fn parse_protocol_versions(level: &mut Level, value: &str) -> Result<Handled, Va
         }
     }
     if versions.is_empty() {
-        return Err(ValueError::new(
-            value,
-            "enables no MQTT version this broker implements",
-            ACCEPTED,
-        ));
+        return Err(ValueError::new(value, "enables no MQTT version this broker implements", ACCEPTED));
     }
     versions.sort();
     level.allowed_protocol_versions = Some(versions);
     Ok(if bridge {
-        Handled::Warning(
-            "lists 131/132 (bridge protocol versions), which are not supported yet and ignored"
-                .into(),
-        )
+        Handled::Warning("lists 131/132 (bridge protocol versions), which are not supported yet and ignored".into())
     } else {
         Handled::Done
     })
@@ -590,12 +522,7 @@ fn other_transport(transport: &str, rest: &[&str], value: &str) -> Handled {
 fn near(a: &str, b: &str) -> bool {
     a != b && a.len().abs_diff(b.len()) <= 2 && {
         let common = a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
-        let common_end = a
-            .chars()
-            .rev()
-            .zip(b.chars().rev())
-            .take_while(|(x, y)| x == y)
-            .count();
+        let common_end = a.chars().rev().zip(b.chars().rev()).take_while(|(x, y)| x == y).count();
         common + common_end + 2 >= a.len().max(b.len())
     }
 }
@@ -613,8 +540,7 @@ mod tests {
                 Err(e) => return Err(e.to_string()),
             }
         }
-        b.finish()
-            .map_err(|e| format!("{}:{}: {}", e.line, e.key, e.error))
+        b.finish().map_err(|e| format!("{}:{}: {}", e.line, e.key, e.error))
     }
 
     #[test]
@@ -651,10 +577,7 @@ mod tests {
         };
         assert_eq!(default.max_connections, Some(200));
         assert_eq!(default.mountpoint, "global");
-        assert_eq!(
-            default.max_connection_lifetime,
-            Some(Duration::from_secs(3600))
-        );
+        assert_eq!(default.max_connection_lifetime, Some(Duration::from_secs(3600)));
         assert_eq!(internal.max_connections, None);
         assert_eq!(internal.mountpoint, "internal");
         assert_eq!(internal.allowed_protocol_versions, [ProtocolVersion::V5]);
@@ -678,15 +601,10 @@ mod tests {
     #[test]
     fn protocol_versions_bridge_is_warned_and_dropped() {
         let mut b = ListenerBuilder::default();
-        let handled = b
-            .handle("listener.tcp.allowed_protocol_versions", "3,4,5,131", 1)
-            .unwrap();
+        let handled = b.handle("listener.tcp.allowed_protocol_versions", "3,4,5,131", 1).unwrap();
         assert!(matches!(handled, Handled::Warning(w) if w.contains("131/132")));
         let listeners = b.finish().unwrap();
-        assert_eq!(
-            listeners[0].allowed_protocol_versions,
-            DEFAULT_PROTOCOL_VERSIONS
-        );
+        assert_eq!(listeners[0].allowed_protocol_versions, DEFAULT_PROTOCOL_VERSIONS);
     }
 
     #[test]
@@ -696,50 +614,30 @@ mod tests {
         let err = build(&[("listener.tcp.allowed_protocol_versions", "131")]).unwrap_err();
         assert!(err.contains("enables no MQTT version"), "{err}");
         let listeners = build(&[("listener.tcp.allowed_protocol_versions", "5, 4,4")]).unwrap();
-        assert_eq!(
-            listeners[0].allowed_protocol_versions,
-            [ProtocolVersion::V4, ProtocolVersion::V5]
-        );
+        assert_eq!(listeners[0].allowed_protocol_versions, [ProtocolVersion::V4, ProtocolVersion::V5]);
     }
 
     #[test]
     fn settings_for_undefined_listener_are_an_error() {
-        let err = build(&[
-            ("listener.tcp.default", "127.0.0.1:1883"),
-            ("listener.tcp.defualt.max_connections", "5"),
-        ])
-        .unwrap_err();
-        assert!(
-            err.starts_with("2:listener.tcp.defualt.max_connections:"),
-            "{err}"
-        );
+        let err = build(&[("listener.tcp.default", "127.0.0.1:1883"), ("listener.tcp.defualt.max_connections", "5")])
+            .unwrap_err();
+        assert!(err.starts_with("2:listener.tcp.defualt.max_connections:"), "{err}");
         assert!(err.contains("no TCP listener named 'defualt'"), "{err}");
         assert!(err.contains("defined: default"), "{err}");
     }
 
     #[test]
     fn duplicate_address_is_an_error_but_port_zero_is_not() {
-        let err = build(&[
-            ("listener.tcp.a", "127.0.0.1:1883"),
-            ("listener.tcp.b", "127.0.0.1:1883"),
-        ])
-        .unwrap_err();
+        let err = build(&[("listener.tcp.a", "127.0.0.1:1883"), ("listener.tcp.b", "127.0.0.1:1883")]).unwrap_err();
         assert!(err.contains("already used by listener.tcp.a"), "{err}");
-        let ok = build(&[
-            ("listener.tcp.a", "127.0.0.1:0"),
-            ("listener.tcp.b", "127.0.0.1:0"),
-        ])
-        .unwrap();
+        let ok = build(&[("listener.tcp.a", "127.0.0.1:0"), ("listener.tcp.b", "127.0.0.1:0")]).unwrap();
         assert_eq!(ok.len(), 2);
     }
 
     #[test]
     fn misspelt_setting_read_as_listener_gets_a_hint() {
         let err = build(&[("listener.tcp.max_conections", "500")]).unwrap_err();
-        assert!(
-            err.contains("did you mean listener.tcp.max_connections?"),
-            "{err}"
-        );
+        assert!(err.contains("did you mean listener.tcp.max_connections?"), "{err}");
         let err = build(&[("listener.ssl.certfiel", "./etc/cert.pem")]).unwrap_err();
         assert!(err.contains("did you mean listener.ssl.certfile?"), "{err}");
     }
@@ -755,34 +653,21 @@ mod tests {
     #[test]
     fn unimplemented_tcp_settings_warn_when_switched_on() {
         let mut b = ListenerBuilder::default();
-        b.handle("listener.tcp.default", "127.0.0.1:1883", 1)
-            .unwrap();
-        for key in [
-            "listener.tcp.proxy_protocol",
-            "listener.tcp.default.proxy_protocol_use_cn_as_username",
-        ] {
+        b.handle("listener.tcp.default", "127.0.0.1:1883", 1).unwrap();
+        for key in ["listener.tcp.proxy_protocol", "listener.tcp.default.proxy_protocol_use_cn_as_username"] {
             assert_eq!(b.handle(key, "off", 2), Ok(Handled::Done), "{key}");
-            assert!(
-                matches!(b.handle(key, "on", 3), Ok(Handled::Warning(_))),
-                "{key}"
-            );
+            assert!(matches!(b.handle(key, "on", 3), Ok(Handled::Warning(_))), "{key}");
             assert!(b.handle(key, "maybe", 4).is_err(), "{key}");
         }
-        assert!(matches!(
-            b.handle("listener.tcp.buffer_sizes", "4096,16384,32768", 5),
-            Ok(Handled::Warning(_))
-        ));
+        assert!(matches!(b.handle("listener.tcp.buffer_sizes", "4096,16384,32768", 5), Ok(Handled::Warning(_))));
     }
 
     #[test]
     fn unix_socket_is_skipped_with_warning() {
         let mut b = ListenerBuilder::default();
-        let handled = b
-            .handle("listener.tcp.local", "local:/var/run/app.sock:0", 1)
-            .unwrap();
+        let handled = b.handle("listener.tcp.local", "local:/var/run/app.sock:0", 1).unwrap();
         assert!(matches!(handled, Handled::Warning(w) if w.contains("Unix domain socket")));
-        b.handle("listener.tcp.local.max_connections", "5", 2)
-            .unwrap();
+        b.handle("listener.tcp.local.max_connections", "5", 2).unwrap();
         assert!(b.finish().unwrap().is_empty());
     }
 
@@ -791,41 +676,14 @@ mod tests {
         let mut b = ListenerBuilder::default();
         let warn = |h: Result<Handled, ValueError>| matches!(h, Ok(Handled::Warning(_)));
         assert!(warn(b.handle("listener.ssl.default", "127.0.0.1:8883", 1)));
-        assert!(warn(b.handle(
-            "listener.ssl.cafile",
-            "./etc/cacerts.pem",
-            2
-        )));
-        assert!(warn(b.handle(
-            "listener.wss.wss_default.certfile",
-            "./etc/cert.pem",
-            3
-        )));
-        assert!(warn(b.handle(
-            "listener.https.mgmt.http_module.vmq_mgmt_http.auth.mode",
-            "apikey",
-            4
-        )));
-        assert_eq!(
-            b.handle("listener.ssl.name.allow_anonymous_override", "off", 5),
-            Ok(Handled::Done)
-        );
-        assert_eq!(
-            b.handle("listener.ssl.default.cafiel", "x", 6),
-            Ok(Handled::Unknown)
-        );
-        assert_eq!(
-            b.handle("listener.quic.default", "x", 7),
-            Ok(Handled::Unknown)
-        );
-        assert_eq!(
-            b.handle("listener.allowed_protocol_versions", "3", 8),
-            Ok(Handled::Unknown)
-        );
-        assert_eq!(
-            b.handle("listener.tcp.default.cafile", "x", 9),
-            Ok(Handled::Unknown)
-        );
+        assert!(warn(b.handle("listener.ssl.cafile", "./etc/cacerts.pem", 2)));
+        assert!(warn(b.handle("listener.wss.wss_default.certfile", "./etc/cert.pem", 3)));
+        assert!(warn(b.handle("listener.https.mgmt.http_module.vmq_mgmt_http.auth.mode", "apikey", 4)));
+        assert_eq!(b.handle("listener.ssl.name.allow_anonymous_override", "off", 5), Ok(Handled::Done));
+        assert_eq!(b.handle("listener.ssl.default.cafiel", "x", 6), Ok(Handled::Unknown));
+        assert_eq!(b.handle("listener.quic.default", "x", 7), Ok(Handled::Unknown));
+        assert_eq!(b.handle("listener.allowed_protocol_versions", "3", 8), Ok(Handled::Unknown));
+        assert_eq!(b.handle("listener.tcp.default.cafile", "x", 9), Ok(Handled::Unknown));
     }
 
     #[test]
@@ -846,27 +704,15 @@ mod tests {
         ])
         .unwrap();
         let by_key = |key: &str| {
-            listeners
-                .iter()
-                .find(|l| l.key() == key)
-                .unwrap_or_else(|| panic!("{key} missing: {listeners:?}"))
+            listeners.iter().find(|l| l.key() == key).unwrap_or_else(|| panic!("{key} missing: {listeners:?}"))
         };
         let ssl = by_key("listener.ssl.default");
         assert_eq!(ssl.transport, Transport::Ssl);
         assert_eq!(ssl.max_connections, Some(200));
-        assert_eq!(
-            ssl.transport_settings.get("certfile").map(String::as_str),
-            Some("/etc/ssl/default.pem")
-        );
-        assert_eq!(
-            ssl.transport_settings.get("keyfile").map(String::as_str),
-            Some("/etc/ssl/default.key")
-        );
+        assert_eq!(ssl.transport_settings.get("certfile").map(String::as_str), Some("/etc/ssl/default.pem"));
+        assert_eq!(ssl.transport_settings.get("keyfile").map(String::as_str), Some("/etc/ssl/default.key"));
         let other = by_key("listener.ssl.other");
-        assert_eq!(
-            other.transport_settings.get("certfile").map(String::as_str),
-            Some("/etc/ssl/cert.pem")
-        );
+        assert_eq!(other.transport_settings.get("certfile").map(String::as_str), Some("/etc/ssl/cert.pem"));
         assert_eq!(other.transport_settings.get("keyfile"), None);
         let ws = by_key("listener.ws.default");
         assert_eq!((ws.transport, ws.max_connections), (Transport::Ws, Some(100)));
@@ -883,11 +729,8 @@ mod tests {
     fn only_tls_and_websocket_listeners_take_tls_settings() {
         let err = build(&[("listener.tcp.certfile", "/etc/ssl/cert.pem")]).unwrap_err();
         assert!(err.contains("'/etc/ssl/cert.pem' is not"), "{err}");
-        let err = build(&[
-            ("listener.ssl.default", "127.0.0.1:8883"),
-            ("listener.ssl.default.cafiel", "x"),
-        ])
-        .unwrap_err();
+        let err =
+            build(&[("listener.ssl.default", "127.0.0.1:8883"), ("listener.ssl.default.cafiel", "x")]).unwrap_err();
         assert!(err.starts_with("unknown listener.ssl.default.cafiel"), "{err}");
     }
 
@@ -900,11 +743,8 @@ mod tests {
 
     #[test]
     fn two_transports_on_one_address_is_an_error() {
-        let err = build(&[
-            ("listener.tcp.default", "127.0.0.1:1883"),
-            ("listener.ws.default", "127.0.0.1:1883"),
-        ])
-        .unwrap_err();
+        let err = build(&[("listener.tcp.default", "127.0.0.1:1883"), ("listener.ws.default", "127.0.0.1:1883")])
+            .unwrap_err();
         assert!(err.starts_with("2:listener.ws.default:"), "{err}");
         assert!(err.contains("already used by listener.tcp.default"), "{err}");
     }
@@ -912,8 +752,7 @@ mod tests {
     #[test]
     fn proxy_protocol_is_carried_with_its_warning() {
         let mut b = ListenerBuilder::default();
-        b.handle("listener.tcp.default", "127.0.0.1:1883", 1)
-            .unwrap();
+        b.handle("listener.tcp.default", "127.0.0.1:1883", 1).unwrap();
         assert!(matches!(
             b.handle("listener.tcp.default.proxy_protocol", "on", 2),
             Ok(Handled::Warning(w)) if w.contains("PROXY protocol")
@@ -925,11 +764,8 @@ mod tests {
 
     #[test]
     fn redefinition_keeps_the_last_address() {
-        let listeners = build(&[
-            ("listener.tcp.default", "127.0.0.1:1883"),
-            ("listener.tcp.default", "0.0.0.0:1884"),
-        ])
-        .unwrap();
+        let listeners =
+            build(&[("listener.tcp.default", "127.0.0.1:1883"), ("listener.tcp.default", "0.0.0.0:1884")]).unwrap();
         assert_eq!(listeners.len(), 1);
         assert_eq!(listeners[0].addr, "0.0.0.0:1884".parse().unwrap());
     }

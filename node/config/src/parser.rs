@@ -64,9 +64,7 @@ fn parse_line(raw: &str, line: usize) -> Result<Option<RawEntry>, SyntaxError> {
     let key = &rest[..key_end];
     let after_key = rest[key_end..].trim_start_matches(is_blank);
     if key == "include" && !after_key.starts_with('=') {
-        return Err(error(
-            "'include' directives are not supported; copy the settings into this file".into(),
-        ));
+        return Err(error("'include' directives are not supported; copy the settings into this file".into()));
     }
     let Some(after_eq) = after_key.strip_prefix('=') else {
         return Err(error(format!(
@@ -84,32 +82,22 @@ fn parse_line(raw: &str, line: usize) -> Result<Option<RawEntry>, SyntaxError> {
     let value_text = after_eq.trim_start_matches(is_blank);
     let value = if let Some(quoted) = value_text.strip_prefix('\'') {
         let Some(close) = quoted.find('\'') else {
-            return Err(error(format!(
-                "{key}: the value opens a quote (') that is not closed on this line"
-            )));
+            return Err(error(format!("{key}: the value opens a quote (') that is not closed on this line")));
         };
         let trailing = quoted[close + 1..].trim_start_matches(is_blank);
         if !trailing.is_empty() && !trailing.starts_with('#') {
-            return Err(error(format!(
-                "{key}: unexpected text '{trailing}' after the quoted value"
-            )));
+            return Err(error(format!("{key}: unexpected text '{trailing}' after the quoted value")));
         }
         quoted[..close].to_string()
     } else {
         let end = value_text.find('#').unwrap_or(value_text.len());
         let value = value_text[..end].trim_end_matches(is_blank);
         if value.is_empty() {
-            return Err(error(format!(
-                "{key}: missing value (write '' for an empty value, or comment the line out)"
-            )));
+            return Err(error(format!("{key}: missing value (write '' for an empty value, or comment the line out)")));
         }
         value.to_string()
     };
-    Ok(Some(RawEntry {
-        key: key.to_string(),
-        value,
-        line,
-    }))
+    Ok(Some(RawEntry { key: key.to_string(), value, line }))
 }
 
 #[cfg(test)]
@@ -117,11 +105,7 @@ mod tests {
     use super::*;
 
     fn entry(key: &str, value: &str, line: usize) -> RawEntry {
-        RawEntry {
-            key: key.into(),
-            value: value.into(),
-            line,
-        }
+        RawEntry { key: key.into(), value: value.into(), line }
     }
 
     #[test]
@@ -130,10 +114,7 @@ mod tests {
                     listener.tcp.default=127.0.0.1:1883\n";
         assert_eq!(
             parse_lines(text).unwrap(),
-            [
-                entry("allow_anonymous", "on", 3),
-                entry("listener.tcp.default", "127.0.0.1:1883", 6),
-            ]
+            [entry("allow_anonymous", "on", 3), entry("listener.tcp.default", "127.0.0.1:1883", 6),]
         );
     }
 
@@ -142,10 +123,7 @@ mod tests {
         let text = "    max_inflight_messages = 20\r\n\tretry_interval\t=\t30 \r\n";
         assert_eq!(
             parse_lines(text).unwrap(),
-            [
-                entry("max_inflight_messages", "20", 1),
-                entry("retry_interval", "30", 2),
-            ]
+            [entry("max_inflight_messages", "20", 1), entry("retry_interval", "30", 2),]
         );
     }
 
@@ -165,33 +143,20 @@ mod tests {
     #[test]
     fn quoted_value_keeps_hash_and_blanks() {
         let text = "distributed_cookie = 'se#cret value' # comment\nx.y = ''\n";
-        assert_eq!(
-            parse_lines(text).unwrap(),
-            [
-                entry("distributed_cookie", "se#cret value", 1),
-                entry("x.y", "", 2),
-            ]
-        );
+        assert_eq!(parse_lines(text).unwrap(), [entry("distributed_cookie", "se#cret value", 1), entry("x.y", "", 2),]);
     }
 
     #[test]
     fn value_may_contain_equals_and_colons() {
         let text = "listener.ssl.ciphers = A:B=C\n";
-        assert_eq!(
-            parse_lines(text).unwrap(),
-            [entry("listener.ssl.ciphers", "A:B=C", 1)]
-        );
+        assert_eq!(parse_lines(text).unwrap(), [entry("listener.ssl.ciphers", "A:B=C", 1)]);
     }
 
     #[test]
     fn line_without_equals_is_an_error_with_its_line() {
         let err = parse_lines("a = 1\nallow_anonymous on\n").unwrap_err();
         assert_eq!(err.line, 2);
-        assert!(
-            err.message.contains("expected 'key = value'"),
-            "{}",
-            err.message
-        );
+        assert!(err.message.contains("expected 'key = value'"), "{}", err.message);
     }
 
     #[test]
@@ -213,18 +178,8 @@ mod tests {
 
     #[test]
     fn unclosed_quote_and_trailing_text_are_errors() {
-        assert!(
-            parse_lines("a = 'abc\n")
-                .unwrap_err()
-                .message
-                .contains("not closed")
-        );
-        assert!(
-            parse_lines("a = 'abc' def\n")
-                .unwrap_err()
-                .message
-                .contains("unexpected text")
-        );
+        assert!(parse_lines("a = 'abc\n").unwrap_err().message.contains("not closed"));
+        assert!(parse_lines("a = 'abc' def\n").unwrap_err().message.contains("unexpected text"));
     }
 
     #[test]
@@ -235,9 +190,6 @@ mod tests {
 
     #[test]
     fn byte_order_mark_is_ignored() {
-        assert_eq!(
-            parse_lines("\u{feff}allow_anonymous = on").unwrap(),
-            [entry("allow_anonymous", "on", 1)]
-        );
+        assert_eq!(parse_lines("\u{feff}allow_anonymous = on").unwrap(), [entry("allow_anonymous", "on", 1)]);
     }
 }

@@ -23,36 +23,21 @@ fn parse_err(text: &str) -> String {
 
 fn line_of(text: &str, key: &str) -> usize {
     let prefix = format!("{key} =");
-    1 + text
-        .lines()
-        .position(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("{key} not in text"))
+    1 + text.lines().position(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("{key} not in text"))
 }
 
 #[test]
 fn example_parses_with_only_warnings() {
     let config = parse(EXAMPLE).expect("the example must parse");
-    assert_eq!(
-        config.source.as_deref(),
-        Some(Path::new("/etc/vernemq/vernemq.conf"))
-    );
+    assert_eq!(config.source.as_deref(), Some(Path::new("/etc/vernemq/vernemq.conf")));
     assert!(!config.mqtt.allow_anonymous);
     assert_eq!(config.nodename, "VerneMQ@127.0.0.1");
-    assert_eq!(
-        config.mqtt.persistent_client_expiration,
-        Some(Duration::from_secs(7 * 86_400))
-    );
+    assert_eq!(config.mqtt.persistent_client_expiration, Some(Duration::from_secs(7 * 86_400)));
     let names: Vec<String> = config.listeners.iter().map(|l| l.key()).collect();
-    assert_eq!(
-        names,
-        ["listener.tcp.default", "listener.tcp.internal", "listener.ssl.default"]
-    );
+    assert_eq!(names, ["listener.tcp.default", "listener.tcp.internal", "listener.ssl.default"]);
     let ssl = &config.listeners[2];
     assert_eq!(ssl.transport, Transport::Ssl);
-    assert_eq!(
-        ssl.transport_settings.get("certfile").map(String::as_str),
-        Some("./etc/cert.pem")
-    );
+    assert_eq!(ssl.transport_settings.get("certfile").map(String::as_str), Some("./etc/cert.pem"));
     assert_eq!(config.listeners[1].mountpoint, "internal");
     assert_eq!(config.listeners[1].max_connections, None);
     assert_eq!(config.listeners[0].max_connections, Some(10_000));
@@ -91,11 +76,7 @@ fn example_parses_with_only_warnings() {
         )
     );
 
-    let delegated: Vec<(&str, &str)> = config
-        .delegated
-        .iter()
-        .map(|e| (e.key.as_str(), e.value.as_str()))
-        .collect();
+    let delegated: Vec<(&str, &str)> = config.delegated.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
     assert_eq!(
         delegated,
         [
@@ -168,31 +149,17 @@ fn misspelt_key_is_an_error_with_suggestion() {
 #[test]
 fn misspelt_listener_keys_get_suggestions() {
     let err = parse_err("listener.tcp.default.max_conections = 10\n");
-    assert!(
-        err.contains("did you mean 'listener.tcp.default.max_connections'?"),
-        "{err}"
-    );
+    assert!(err.contains("did you mean 'listener.tcp.default.max_connections'?"), "{err}");
     let err = parse_err("listener.allowed_protocol_versions = 3,4\n");
-    assert!(
-        err.contains("did you mean 'listener.tcp.allowed_protocol_versions'?"),
-        "{err}"
-    );
+    assert!(err.contains("did you mean 'listener.tcp.allowed_protocol_versions'?"), "{err}");
     let err = parse_err("listeners.https.default.http_modules = vmq_status_http\n");
-    assert!(
-        err.contains(":1: listeners.https.default.http_modules: unknown key"),
-        "{err}"
-    );
+    assert!(err.contains(":1: listeners.https.default.http_modules: unknown key"), "{err}");
 }
 
 #[test]
 fn unknown_key_without_close_match() {
     let err = parse_err("\n\nfrobnicate_the_widgets = yes\n");
-    assert!(
-        err.starts_with(
-            "/etc/vernemq/vernemq.conf:3: frobnicate_the_widgets: unknown key; accepted:"
-        ),
-        "{err}"
-    );
+    assert!(err.starts_with("/etc/vernemq/vernemq.conf:3: frobnicate_the_widgets: unknown key; accepted:"), "{err}");
 }
 
 #[test]
@@ -222,28 +189,19 @@ fn bad_value_names_file_line_key_and_accepted() {
 #[test]
 fn text_without_source_is_named_vernemq_conf() {
     let err = Config::parse("topic_max_depth = 0\n", None).unwrap_err();
-    assert!(
-        err.to_string()
-            .starts_with("vernemq.conf:1: topic_max_depth:"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("vernemq.conf:1: topic_max_depth:"), "{err}");
 }
 
 #[test]
 fn obfuscated_nodename_from_the_docs_is_rejected() {
     // The published docs show node names as "[email protected]".
     let err = parse_err("nodename = [email protected]\n");
-    assert!(
-        err.contains("accepted: a node name of the form name@host"),
-        "{err}"
-    );
+    assert!(err.contains("accepted: a node name of the form name@host"), "{err}");
 }
 
 #[test]
 fn duplicate_key_last_wins_with_warning() {
-    let config =
-        parse("max_inflight_messages = 10\nretry_interval = 5\nmax_inflight_messages = 30\n")
-            .unwrap();
+    let config = parse("max_inflight_messages = 10\nretry_interval = 5\nmax_inflight_messages = 30\n").unwrap();
     assert_eq!(config.mqtt.max_inflight_messages, 30);
     assert_eq!(
         config.warnings,
@@ -261,14 +219,7 @@ fn duplicate_key_last_wins_with_warning() {
 #[test]
 fn duplicate_delegated_key_keeps_the_last_line() {
     let config = parse("vmq_swc.x = 1\nvmq_swc.x = 2\n").unwrap();
-    assert_eq!(
-        config.delegated,
-        [ConfigEntry {
-            key: "vmq_swc.x".into(),
-            value: "2".into(),
-            line: 2
-        }]
-    );
+    assert_eq!(config.delegated, [ConfigEntry { key: "vmq_swc.x".into(), value: "2".into(), line: 2 }]);
 }
 
 #[test]
@@ -282,10 +233,7 @@ fn renamed_keys_point_to_their_replacement() {
 #[test]
 fn syntax_error_names_file_and_line() {
     let err = parse_err("allow_anonymous = on\nthis is not a setting\n");
-    assert!(
-        err.starts_with("/etc/vernemq/vernemq.conf:2: cannot parse 'this is not a setting'"),
-        "{err}"
-    );
+    assert!(err.starts_with("/etc/vernemq/vernemq.conf:2: cannot parse 'this is not a setting'"), "{err}");
 }
 
 #[test]
@@ -295,24 +243,14 @@ fn missing_file_names_the_path() {
     let err = Config::load(&path).unwrap_err();
     assert!(matches!(err, ConfigError::Io { .. }));
     let text = err.to_string();
-    assert!(
-        text.starts_with(&format!(
-            "cannot read configuration file {}:",
-            path.display()
-        )),
-        "{text}"
-    );
+    assert!(text.starts_with(&format!("cannot read configuration file {}:", path.display())), "{text}");
 }
 
 #[test]
 fn load_reads_the_file_and_keeps_its_path() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("vernemq.conf");
-    std::fs::write(
-        &path,
-        "allow_anonymous = on\nlistener.tcp.default = 0.0.0.0:1883\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "allow_anonymous = on\nlistener.tcp.default = 0.0.0.0:1883\n").unwrap();
     let config = Config::load(&path).unwrap();
     assert_eq!(config.source.as_deref(), Some(path.as_path()));
     assert!(config.mqtt.allow_anonymous);
@@ -321,10 +259,7 @@ fn load_reads_the_file_and_keeps_its_path() {
 
     std::fs::write(&path, b"allow_anonymous = on\nbad = \xff\n").unwrap();
     let err = Config::load(&path).unwrap_err();
-    assert!(
-        matches!(err, ConfigError::Encoding { line: 2, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, ConfigError::Encoding { line: 2, .. }), "{err:?}");
 }
 
 #[test]
@@ -340,118 +275,53 @@ fn every_implemented_key_takes_a_non_default_value() {
     type Check = fn(&Config) -> bool;
     let cases: &[(&str, &str, Check)] = &[
         ("allow_anonymous", "on", |c| c.mqtt.allow_anonymous),
-        ("allow_register_during_netsplit", "on", |c| {
-            c.netsplit.allow_register
-        }),
-        ("allow_publish_during_netsplit", "on", |c| {
-            c.netsplit.allow_publish
-        }),
-        ("allow_subscribe_during_netsplit", "on", |c| {
-            c.netsplit.allow_subscribe
-        }),
-        ("allow_unsubscribe_during_netsplit", "on", |c| {
-            c.netsplit.allow_unsubscribe
-        }),
-        ("coordinate_registrations", "off", |c| {
-            !c.netsplit.coordinate_registrations
-        }),
-        ("retry_interval", "5", |c| {
-            c.mqtt.retry_interval == Duration::from_secs(5)
-        }),
-        ("max_client_id_size", "23", |c| {
-            c.mqtt.max_client_id_size == 23
-        }),
+        ("allow_register_during_netsplit", "on", |c| c.netsplit.allow_register),
+        ("allow_publish_during_netsplit", "on", |c| c.netsplit.allow_publish),
+        ("allow_subscribe_during_netsplit", "on", |c| c.netsplit.allow_subscribe),
+        ("allow_unsubscribe_during_netsplit", "on", |c| c.netsplit.allow_unsubscribe),
+        ("coordinate_registrations", "off", |c| !c.netsplit.coordinate_registrations),
+        ("retry_interval", "5", |c| c.mqtt.retry_interval == Duration::from_secs(5)),
+        ("max_client_id_size", "23", |c| c.mqtt.max_client_id_size == 23),
         ("persistent_client_expiration", "2d", |c| {
             c.mqtt.persistent_client_expiration == Some(Duration::from_secs(2 * 86_400))
         }),
-        ("max_last_will_delay", "1h", |c| {
-            c.mqtt.max_last_will_delay == Some(Duration::from_secs(3600))
+        ("max_last_will_delay", "1h", |c| c.mqtt.max_last_will_delay == Some(Duration::from_secs(3600))),
+        ("max_inflight_messages", "0", |c| c.mqtt.max_inflight_messages == 0),
+        ("max_online_messages", "-1", |c| c.mqtt.max_online_messages.is_none()),
+        ("max_offline_messages", "0", |c| c.mqtt.max_offline_messages == Some(0)),
+        ("override_max_online_messages", "on", |c| c.mqtt.override_max_online_messages),
+        ("max_message_size", "64KB", |c| c.mqtt.max_message_size == 65_536),
+        ("upgrade_outgoing_qos", "on", |c| c.mqtt.upgrade_outgoing_qos),
+        ("max_message_rate", "100", |c| c.mqtt.max_message_rate == 100),
+        ("queue_type", "lifo", |c| c.mqtt.queue_type == QueueType::Lifo),
+        ("shared_subscription_policy", "prefer_online_before_local", |c| {
+            c.mqtt.shared_subscription_policy == SharedSubscriptionPolicy::PreferOnlineBeforeLocal
         }),
-        ("max_inflight_messages", "0", |c| {
-            c.mqtt.max_inflight_messages == 0
-        }),
-        ("max_online_messages", "-1", |c| {
-            c.mqtt.max_online_messages.is_none()
-        }),
-        ("max_offline_messages", "0", |c| {
-            c.mqtt.max_offline_messages == Some(0)
-        }),
-        ("override_max_online_messages", "on", |c| {
-            c.mqtt.override_max_online_messages
-        }),
-        ("max_message_size", "64KB", |c| {
-            c.mqtt.max_message_size == 65_536
-        }),
-        ("upgrade_outgoing_qos", "on", |c| {
-            c.mqtt.upgrade_outgoing_qos
-        }),
-        ("max_message_rate", "100", |c| {
-            c.mqtt.max_message_rate == 100
-        }),
-        ("queue_type", "lifo", |c| {
-            c.mqtt.queue_type == QueueType::Lifo
-        }),
-        (
-            "shared_subscription_policy",
-            "prefer_online_before_local",
-            |c| {
-                c.mqtt.shared_subscription_policy
-                    == SharedSubscriptionPolicy::PreferOnlineBeforeLocal
-            },
-        ),
-        ("receive_max_broker", "10", |c| {
-            c.mqtt.receive_max_broker == 10
-        }),
-        ("receive_max_client", "11", |c| {
-            c.mqtt.receive_max_client == 11
-        }),
-        ("topic_alias_max_broker", "12", |c| {
-            c.mqtt.topic_alias_max_broker == 12
-        }),
-        ("topic_alias_max_client", "13", |c| {
-            c.mqtt.topic_alias_max_client == 13
-        }),
-        ("suppress_lwt_on_session_takeover", "on", |c| {
-            c.mqtt.suppress_lwt_on_session_takeover
-        }),
+        ("receive_max_broker", "10", |c| c.mqtt.receive_max_broker == 10),
+        ("receive_max_client", "11", |c| c.mqtt.receive_max_client == 11),
+        ("topic_alias_max_broker", "12", |c| c.mqtt.topic_alias_max_broker == 12),
+        ("topic_alias_max_client", "13", |c| c.mqtt.topic_alias_max_client == 13),
+        ("suppress_lwt_on_session_takeover", "on", |c| c.mqtt.suppress_lwt_on_session_takeover),
         ("topic_max_depth", "20", |c| c.mqtt.topic_max_depth == 20),
-        ("max_keepalive", "300", |c| {
-            c.mqtt.max_keepalive == Some(300)
-        }),
-        ("mqtt.connect.timeout", "5000", |c| {
-            c.mqtt.mqtt_connect_timeout == Duration::from_millis(5000)
-        }),
-        ("metadata_plugin", "vmq_plumtree", |c| {
-            c.metadata_plugin == MetadataPlugin::VmqPlumtree
-        }),
-        ("nodename", "node1@10.0.0.1", |c| {
-            c.nodename == "node1@10.0.0.1"
-        }),
-        ("distributed_cookie", "s3cret", |c| {
-            c.distributed_cookie == "s3cret"
-        }),
-        ("platform_data_dir", "/var/lib/vernemq", |c| {
-            c.platform_data_dir == Path::new("/var/lib/vernemq")
-        }),
-        ("log.console.level", "debug", |c| {
-            c.log_console_level == LogLevel::Debug
-        }),
+        ("max_keepalive", "300", |c| c.mqtt.max_keepalive == Some(300)),
+        ("mqtt.connect.timeout", "5000", |c| c.mqtt.mqtt_connect_timeout == Duration::from_millis(5000)),
+        ("metadata_plugin", "vmq_plumtree", |c| c.metadata_plugin == MetadataPlugin::VmqPlumtree),
+        ("nodename", "node1@10.0.0.1", |c| c.nodename == "node1@10.0.0.1"),
+        ("distributed_cookie", "s3cret", |c| c.distributed_cookie == "s3cret"),
+        ("platform_data_dir", "/var/lib/vernemq", |c| c.platform_data_dir == Path::new("/var/lib/vernemq")),
+        ("log.console.level", "debug", |c| c.log_console_level == LogLevel::Debug),
     ];
     let covered: Vec<&str> = cases.iter().map(|(k, _, _)| *k).collect();
     for (key, _) in Config::known_settings() {
         assert!(covered.contains(&key), "{key} has no case");
     }
     for (key, value, check) in cases {
-        let config =
-            parse(&format!("{key} = {value}\n")).unwrap_or_else(|e| panic!("{key} = {value}: {e}"));
+        let config = parse(&format!("{key} = {value}\n")).unwrap_or_else(|e| panic!("{key} = {value}: {e}"));
         assert!(check(&config), "{key} = {value} not applied");
         let warned: Vec<&str> = config.warnings.iter().map(|w| w.key.as_str()).collect();
         assert!(warned.is_empty(), "{key}: {:?}", config.warnings);
         if !["distributed_cookie", "platform_data_dir"].contains(key) {
-            assert!(
-                parse(&format!("{key} = \u{1f600}\n")).is_err(),
-                "{key} accepts anything"
-            );
+            assert!(parse(&format!("{key} = \u{1f600}\n")).is_err(), "{key} accepts anything");
         }
     }
 }
@@ -485,25 +355,17 @@ fn listener_errors_name_line_and_key() {
         "{err}"
     );
     let err = parse_err("listener.tcp.a = 127.0.0.1:1883\nlistener.tcp.b = 127.0.0.1:1883\n");
-    assert!(
-        err.starts_with("/etc/vernemq/vernemq.conf:2: listener.tcp.b:"),
-        "{err}"
-    );
+    assert!(err.starts_with("/etc/vernemq/vernemq.conf:2: listener.tcp.b:"), "{err}");
 }
 
 #[test]
 fn ipv6_listener_and_bridge_versions() {
-    let config = parse(
-        "listener.tcp.v6 = [::1]:1883\nlistener.tcp.v6.allowed_protocol_versions = 3,4,5,131\n",
-    )
-    .unwrap();
+    let config =
+        parse("listener.tcp.v6 = [::1]:1883\nlistener.tcp.v6.allowed_protocol_versions = 3,4,5,131\n").unwrap();
     assert_eq!(config.listeners.len(), 1);
     assert_eq!(config.listeners[0].addr, "[::1]:1883".parse().unwrap());
     assert_eq!(config.warnings.len(), 1);
-    assert_eq!(
-        config.warnings[0].key,
-        "listener.tcp.v6.allowed_protocol_versions"
-    );
+    assert_eq!(config.warnings[0].key, "listener.tcp.v6.allowed_protocol_versions");
 }
 
 #[test]
@@ -512,11 +374,7 @@ fn unimplemented_features_warn_unless_switched_off() {
                 listener.tcp.proxy_protocol = off\nlistener.tcp.proxy_protocol = on\n\
                 queue_deliver_mode = fanout\nallow_multiple_sessions = on\n";
     let config = parse(text).unwrap();
-    let warned: Vec<(Option<usize>, &str)> = config
-        .warnings
-        .iter()
-        .map(|w| (w.line, w.key.as_str()))
-        .collect();
+    let warned: Vec<(Option<usize>, &str)> = config.warnings.iter().map(|w| (w.line, w.key.as_str())).collect();
     assert_eq!(
         warned,
         [
@@ -554,31 +412,18 @@ fn docs_cover_every_key() {
             .lines()
             .find(|l| l.starts_with(&format!("| `{key}` ")))
             .unwrap_or_else(|| panic!("docs/configuration.md has no row for {key}"));
-        assert!(
-            row.contains(&format!("`{default}`")),
-            "{key}: default {default} not in {row}"
-        );
+        assert!(row.contains(&format!("`{default}`")), "{key}: default {default} not in {row}");
     }
     for prefix in keys::DELEGATED_PREFIXES.iter().chain(keys::DELEGATED_KEYS) {
-        assert!(
-            DOCS.contains(&format!("`{prefix}")),
-            "{prefix} not documented"
-        );
+        assert!(DOCS.contains(&format!("`{prefix}")), "{prefix} not documented");
     }
     for known in keys::KNOWN_UNSUPPORTED {
         let shown = known.pattern.replace(".**", ".*");
-        assert!(
-            DOCS.contains(&format!("`{shown}`")),
-            "{} not documented",
-            known.pattern
-        );
+        assert!(DOCS.contains(&format!("`{shown}`")), "{} not documented", known.pattern);
     }
     for (pattern, _) in keys::WITHOUT_EFFECT {
         let shown = pattern.replace(".**", ".*");
-        assert!(
-            DOCS.contains(&format!("`{shown}`")),
-            "{pattern} not documented"
-        );
+        assert!(DOCS.contains(&format!("`{shown}`")), "{pattern} not documented");
     }
     for (old, _) in keys::RENAMED {
         assert!(DOCS.contains(&format!("`{old}`")), "{old} not documented");
@@ -588,18 +433,11 @@ fn docs_cover_every_key() {
 /// The keys `text` was warned about, with their line, in file order.
 fn warned(text: &str) -> Vec<(usize, String)> {
     let config = parse(text).unwrap_or_else(|e| panic!("{e}"));
-    config
-        .warnings
-        .iter()
-        .map(|w| (w.line.expect("a warning about a line"), w.key.clone()))
-        .collect()
+    config.warnings.iter().map(|w| (w.line.expect("a warning about a line"), w.key.clone())).collect()
 }
 
 fn lines(keys: &[&str]) -> Vec<(usize, String)> {
-    keys.iter()
-        .enumerate()
-        .map(|(i, k)| (i + 1, k.to_string()))
-        .collect()
+    keys.iter().enumerate().map(|(i, k)| (i + 1, k.to_string())).collect()
 }
 
 #[test]
@@ -621,16 +459,10 @@ fn coordinate_registrations_and_the_queue_migration_keys_take_effect_silently() 
 #[test]
 fn plumtree_and_cluster_keys_warn() {
     let text = "plumtree.outstanding_limit = 10\ncluster.seed = a@b\n";
-    assert_eq!(
-        warned(text),
-        lines(&["plumtree.outstanding_limit", "cluster.seed"])
-    );
+    assert_eq!(warned(text), lines(&["plumtree.outstanding_limit", "cluster.seed"]));
     // Also with the Plumtree backend, which reads vmq_plumtree.* only.
     let text = "metadata_plugin = vmq_plumtree\nplumtree.outstanding_limit = 10\n";
-    assert_eq!(
-        warned(text),
-        [(2, "plumtree.outstanding_limit".to_string())]
-    );
+    assert_eq!(warned(text), [(2, "plumtree.outstanding_limit".to_string())]);
 }
 
 #[test]
@@ -665,21 +497,14 @@ fn http_module_selection_warns() {
         warned(text),
         [
             (2, "listener.http.default.http_modules".to_string()),
-            (
-                3,
-                "listener.http.default.http_module.vmq_mgmt_http.auth.mode".to_string()
-            ),
+            (3, "listener.http.default.http_module.vmq_mgmt_http.auth.mode".to_string()),
         ]
     );
 }
 
 #[test]
 fn nr_of_acceptors_warns_on_every_level_and_is_still_validated() {
-    let keys = [
-        "listener.nr_of_acceptors",
-        "listener.tcp.nr_of_acceptors",
-        "listener.tcp.default.nr_of_acceptors",
-    ];
+    let keys = ["listener.nr_of_acceptors", "listener.tcp.nr_of_acceptors", "listener.tcp.default.nr_of_acceptors"];
     let mut text = String::new();
     for k in keys {
         text.push_str(&format!("{k} = 10\n"));
@@ -691,12 +516,7 @@ fn nr_of_acceptors_warns_on_every_level_and_is_still_validated() {
 
 #[test]
 fn swc_keys_without_counterpart_warn() {
-    let keys = [
-        "vmq_swc.directory",
-        "vmq_swc.dkm_directory",
-        "vmq_swc.db_backend",
-        "vmq_swc.fast_call_timeout",
-    ];
+    let keys = ["vmq_swc.directory", "vmq_swc.dkm_directory", "vmq_swc.db_backend", "vmq_swc.fast_call_timeout"];
     let text: String = keys.iter().map(|k| format!("{k} = x\n")).collect();
     assert_eq!(warned(&text), lines(&keys));
 }
@@ -741,11 +561,7 @@ fn known_key() -> impl Strategy<Value = String> {
     let keys: Vec<String> = Config::known_settings()
         .map(|(k, _)| k.to_string())
         .chain(listeners::PATTERNS.iter().map(|p| p.replace('*', "x")))
-        .chain(
-            keys::KNOWN_UNSUPPORTED
-                .iter()
-                .map(|k| k.pattern.replace('*', "y")),
-        )
+        .chain(keys::KNOWN_UNSUPPORTED.iter().map(|k| k.pattern.replace('*', "y")))
         .collect();
     prop::sample::select(keys)
 }

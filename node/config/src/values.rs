@@ -26,10 +26,7 @@ pub struct ValueError {
 impl ValueError {
     /// An error for `value`, described by `problem`, with the accepted syntax.
     pub fn new(value: &str, problem: &str, accepted: impl Into<String>) -> Self {
-        ValueError {
-            message: format!("'{value}' {problem}"),
-            accepted: accepted.into(),
-        }
+        ValueError { message: format!("'{value}' {problem}"), accepted: accepted.into() }
     }
 }
 
@@ -60,18 +57,13 @@ pub fn parse_integer(value: &str) -> Result<i64, ValueError> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(ValueError::new(value, "is not an integer", "an integer"));
     }
-    value
-        .parse::<i64>()
-        .map_err(|_| ValueError::new(value, "is out of range", "an integer"))
+    value.parse::<i64>().map_err(|_| ValueError::new(value, "is out of range", "an integer"))
 }
 
 /// Parses an integer within `min..=max` (inclusive), describing the range when it is not.
 pub fn parse_integer_in(value: &str, min: i64, max: i64) -> Result<i64, ValueError> {
     let accepted = || format!("an integer from {min} to {max}");
-    let n = parse_integer(value).map_err(|e| ValueError {
-        accepted: accepted(),
-        ..e
-    })?;
+    let n = parse_integer(value).map_err(|e| ValueError { accepted: accepted(), ..e })?;
     if n < min || n > max {
         return Err(ValueError::new(value, "is out of range", accepted()));
     }
@@ -82,10 +74,8 @@ pub fn parse_integer_in(value: &str, min: i64, max: i64) -> Result<i64, ValueErr
 pub fn parse_usize_from(value: &str, min: usize) -> Result<usize, ValueError> {
     let max = i64::try_from(usize::MAX).unwrap_or(i64::MAX);
     let min_i = i64::try_from(min).unwrap_or(i64::MAX);
-    let n = parse_integer_in(value, min_i, max).map_err(|e| ValueError {
-        accepted: format!("an integer of at least {min}"),
-        ..e
-    })?;
+    let n = parse_integer_in(value, min_i, max)
+        .map_err(|e| ValueError { accepted: format!("an integer of at least {min}"), ..e })?;
     // The range check above guarantees 0 <= n <= usize::MAX.
     Ok(usize::try_from(n).unwrap_or(usize::MAX))
 }
@@ -106,10 +96,7 @@ pub fn parse_u32(value: &str) -> Result<u32, ValueError> {
 /// blocks the queue, as VerneMQ documents for `max_online_messages`).
 pub fn parse_queue_limit(value: &str) -> Result<Option<usize>, ValueError> {
     const ACCEPTED: &str = "-1 (no limit) or an integer of at least 0";
-    let n = parse_integer(value).map_err(|e| ValueError {
-        accepted: ACCEPTED.into(),
-        ..e
-    })?;
+    let n = parse_integer(value).map_err(|e| ValueError { accepted: ACCEPTED.into(), ..e })?;
     match n {
         -1 => Ok(None),
         n if n >= 0 => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
@@ -124,12 +111,7 @@ pub fn parse_integer_or_infinity(value: &str) -> Result<Option<usize>, ValueErro
     if value == "infinity" {
         return Ok(None);
     }
-    parse_usize_from(value, 0)
-        .map(Some)
-        .map_err(|e| ValueError {
-            accepted: ACCEPTED.into(),
-            ..e
-        })
+    parse_usize_from(value, 0).map(Some).map_err(|e| ValueError { accepted: ACCEPTED.into(), ..e })
 }
 
 /// Parses a byte count: a plain integer (the form VerneMQ's `max_message_size` takes) or a
@@ -213,8 +195,7 @@ pub fn parse_will_delay(value: &str) -> Result<Option<Duration>, ValueError> {
 }
 
 /// What an address accepts, shared by the listener keys.
-pub const ADDR_ACCEPTED: &str =
-    "an IP address and port, e.g. 127.0.0.1:1883, 0.0.0.0:1883 or [::1]:1883";
+pub const ADDR_ACCEPTED: &str = "an IP address and port, e.g. 127.0.0.1:1883, 0.0.0.0:1883 or [::1]:1883";
 
 /// Parses a cuttlefish `ip`: `address:port`, where an IPv6 address may be bracketed
 /// (`[::1]:1883`) or bare (`::1:1883`, split at the last colon as cuttlefish does). Host names
@@ -287,10 +268,7 @@ mod tests {
         assert_eq!(err.accepted, "an integer from 1 to 65535");
         assert!(parse_u16_from("65536", 0).is_err());
         assert_eq!(parse_usize_from("0", 0), Ok(0));
-        assert_eq!(
-            parse_usize_from("-3", 1).unwrap_err().accepted,
-            "an integer of at least 1"
-        );
+        assert_eq!(parse_usize_from("-3", 1).unwrap_err().accepted, "an integer of at least 1");
         assert_eq!(parse_u32("4294967295"), Ok(u32::MAX));
         assert!(parse_u32("-1").is_err());
     }
@@ -328,23 +306,11 @@ mod tests {
     fn expiration_uses_vernemq_units() {
         assert_eq!(parse_expiration("never"), Ok(None));
         assert_eq!(parse_expiration("0d"), Ok(None));
-        assert_eq!(
-            parse_expiration("2h"),
-            Ok(Some(Duration::from_secs(2 * 3600)))
-        );
-        assert_eq!(
-            parse_expiration("1w"),
-            Ok(Some(Duration::from_secs(7 * 86_400)))
-        );
+        assert_eq!(parse_expiration("2h"), Ok(Some(Duration::from_secs(2 * 3600))));
+        assert_eq!(parse_expiration("1w"), Ok(Some(Duration::from_secs(7 * 86_400))));
         // VerneMQ's month is four weeks and its year twelve of those.
-        assert_eq!(
-            parse_expiration("1m"),
-            Ok(Some(Duration::from_secs(28 * 86_400)))
-        );
-        assert_eq!(
-            parse_expiration("1y"),
-            Ok(Some(Duration::from_secs(336 * 86_400)))
-        );
+        assert_eq!(parse_expiration("1m"), Ok(Some(Duration::from_secs(28 * 86_400))));
+        assert_eq!(parse_expiration("1y"), Ok(Some(Duration::from_secs(336 * 86_400))));
         for bad in ["1", "w", "1s", "1 w", "forever", "1W", "-1d"] {
             let err = parse_expiration(bad).unwrap_err();
             assert!(err.accepted.starts_with("never"), "{bad}");
@@ -362,22 +328,10 @@ mod tests {
 
     #[test]
     fn socket_addresses_in_cuttlefish_forms() {
-        assert_eq!(
-            parse_socket_addr("127.0.0.1:1883"),
-            Ok("127.0.0.1:1883".parse().unwrap())
-        );
-        assert_eq!(
-            parse_socket_addr("[::1]:1883"),
-            Ok("[::1]:1883".parse().unwrap())
-        );
-        assert_eq!(
-            parse_socket_addr("::1:1883"),
-            Ok("[::1]:1883".parse().unwrap())
-        );
-        assert_eq!(
-            parse_socket_addr("0.0.0.0:0"),
-            Ok("0.0.0.0:0".parse().unwrap())
-        );
+        assert_eq!(parse_socket_addr("127.0.0.1:1883"), Ok("127.0.0.1:1883".parse().unwrap()));
+        assert_eq!(parse_socket_addr("[::1]:1883"), Ok("[::1]:1883".parse().unwrap()));
+        assert_eq!(parse_socket_addr("::1:1883"), Ok("[::1]:1883".parse().unwrap()));
+        assert_eq!(parse_socket_addr("0.0.0.0:0"), Ok("0.0.0.0:0".parse().unwrap()));
         for bad in ["localhost:1883", "127.0.0.1", "127.0.0.1:65536", "1883", ""] {
             let err = parse_socket_addr(bad).unwrap_err();
             assert_eq!(err.accepted, ADDR_ACCEPTED, "{bad}");

@@ -64,16 +64,10 @@ impl FixedHeader {
             };
             remaining_len |= usize::from(b & 0x7F) << (7 * i);
             if b & 0x80 == 0 {
-                return Ok(Some(FixedHeader {
-                    byte1,
-                    remaining_len,
-                    header_len: 2 + i,
-                }));
+                return Ok(Some(FixedHeader { byte1, remaining_len, header_len: 2 + i }));
             }
         }
-        Err(DecodeError::MalformedPacket(
-            "remaining length longer than 4 bytes",
-        ))
+        Err(DecodeError::MalformedPacket("remaining length longer than 4 bytes"))
     }
 
     /// The control packet type (high nibble of the first byte).
@@ -111,10 +105,7 @@ pub fn decode(
     check_first_byte(header.byte1, version)?;
     let total = header.total_len();
     if total > max_packet_size {
-        return Err(DecodeError::PacketTooLarge {
-            size: total,
-            max: max_packet_size,
-        });
+        return Err(DecodeError::PacketTooLarge { size: total, max: max_packet_size });
     }
     if buf.len() < total {
         return Ok(None);
@@ -136,11 +127,7 @@ pub fn decode(
 /// A CONNECT is encoded for its own `protocol` when set, else for `version`. Properties a
 /// packet type does not allow, and fields the version lacks, are left out. On error nothing is
 /// written.
-pub fn encode(
-    packet: &Packet,
-    version: ProtocolVersion,
-    out: &mut BytesMut,
-) -> Result<(), EncodeError> {
+pub fn encode(packet: &Packet, version: ProtocolVersion, out: &mut BytesMut) -> Result<(), EncodeError> {
     let version = packet_version(packet, version);
     let body = body_len(packet, version)?;
     if body > MAX_REMAINING_LEN {
@@ -155,11 +142,7 @@ pub fn encode(
     } else {
         v4::write_body(packet, version, out);
     }
-    debug_assert_eq!(
-        out.len() - start,
-        body,
-        "body length disagrees with its encoding"
-    );
+    debug_assert_eq!(out.len() - start, body, "body length disagrees with its encoding");
     Ok(())
 }
 
@@ -181,11 +164,7 @@ fn packet_version(packet: &Packet, version: ProtocolVersion) -> ProtocolVersion 
 }
 
 fn body_len(packet: &Packet, version: ProtocolVersion) -> Result<usize, EncodeError> {
-    if version.is_v5() {
-        v5::body_len(packet)
-    } else {
-        v4::body_len(packet, version)
-    }
+    if version.is_v5() { v5::body_len(packet) } else { v4::body_len(packet, version) }
 }
 
 /// Checks the packet type and the reserved flag bits of the first byte (MQTT 5.0 table 2-2).
@@ -201,21 +180,16 @@ fn check_first_byte(byte1: u8, version: ProtocolVersion) -> Result<(), DecodeErr
             if flags == 0b0010 || (version == ProtocolVersion::V3 && flags == 0b1010) {
                 Ok(())
             } else {
-                Err(DecodeError::MalformedPacket(
-                    "reserved fixed header flags must be 0b0010",
-                ))
+                Err(DecodeError::MalformedPacket("reserved fixed header flags must be 0b0010"))
             }
         }
         AUTH if !version.is_v5() => Err(DecodeError::MalformedPacket("AUTH before MQTT 5.0")),
-        CONNECT | CONNACK | PUBACK | PUBREC | PUBCOMP | SUBACK | UNSUBACK | PINGREQ | PINGRESP
-        | DISCONNECT | AUTH => {
+        CONNECT | CONNACK | PUBACK | PUBREC | PUBCOMP | SUBACK | UNSUBACK | PINGREQ | PINGRESP | DISCONNECT | AUTH => {
             if flags == 0 {
                 Ok(())
             } else {
                 // MQTT 5.0 section 2.1.3: reserved flags must be as listed, else malformed.
-                Err(DecodeError::MalformedPacket(
-                    "reserved fixed header flags must be 0",
-                ))
+                Err(DecodeError::MalformedPacket("reserved fixed header flags must be 0"))
             }
         }
         _ => Err(DecodeError::MalformedPacket("reserved packet type 0")),
@@ -228,10 +202,7 @@ fn first_byte(packet: &Packet) -> u8 {
     let (kind, flags) = match packet {
         Packet::Connect(_) => (CONNECT, 0),
         Packet::ConnAck(_) => (CONNACK, 0),
-        Packet::Publish(p) => (
-            PUBLISH,
-            (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain),
-        ),
+        Packet::Publish(p) => (PUBLISH, (u8::from(p.dup) << 3) | ((p.qos as u8) << 1) | u8::from(p.retain)),
         Packet::PubAck(_) => (PUBACK, 0),
         Packet::PubRec(_) => (PUBREC, 0),
         Packet::PubRel(_) => (PUBREL, 0b0010),
@@ -303,18 +274,11 @@ impl ConnectFlags {
         } else if will_qos != 0 || will_retain {
             // [MQTT-3.1.2-11], [MQTT-3.1.2-13], [MQTT-3.1.2-15]: without a will, will QoS and
             // will retain must be 0.
-            return Err(DecodeError::MalformedPacket(
-                "will QoS or retain without will flag",
-            ));
+            return Err(DecodeError::MalformedPacket("will QoS or retain without will flag"));
         } else {
             None
         };
-        Ok(ConnectFlags {
-            clean_start: byte & 0x02 != 0,
-            will,
-            username: byte & 0x80 != 0,
-            password: byte & 0x40 != 0,
-        })
+        Ok(ConnectFlags { clean_start: byte & 0x02 != 0, will, username: byte & 0x80 != 0, password: byte & 0x40 != 0 })
     }
 
     pub(crate) fn of(connect: &super::Connect) -> ConnectFlags {
@@ -338,8 +302,7 @@ impl ConnectFlags {
 /// DUP, QoS and RETAIN from the PUBLISH fixed-header flags.
 pub(crate) fn publish_flags(flags: u8) -> Result<(bool, QoS, bool), DecodeError> {
     // [MQTT-3.3.1-4]: QoS 3 is malformed.
-    let qos = QoS::from_u8((flags >> 1) & 0x03)
-        .ok_or(DecodeError::MalformedPacket("PUBLISH with QoS 3"))?;
+    let qos = QoS::from_u8((flags >> 1) & 0x03).ok_or(DecodeError::MalformedPacket("PUBLISH with QoS 3"))?;
     let dup = flags & 0x08 != 0;
     if dup && qos == QoS::AtMostOnce {
         // [MQTT-3.3.1-2]: DUP must be 0 for QoS 0.
@@ -355,15 +318,12 @@ pub(crate) fn check_publish(p: &super::Publish) -> Result<(), EncodeError> {
         (QoS::AtMostOnce, Some(_)) => Err(EncodeError::Invalid("packet id on a QoS 0 publish")),
         (QoS::AtMostOnce, None) if p.dup => Err(EncodeError::Invalid("DUP on a QoS 0 publish")),
         (QoS::AtMostOnce, None) => Ok(()),
-        (_, Some(PacketId(0)) | None) => Err(EncodeError::Invalid(
-            "QoS > 0 publish needs a non-zero packet id",
-        )),
+        (_, Some(PacketId(0)) | None) => Err(EncodeError::Invalid("QoS > 0 publish needs a non-zero packet id")),
         (_, Some(_)) => Ok(()),
     }
 }
 
-const TRUNCATED: DecodeError =
-    DecodeError::MalformedPacket("field runs past the end of the packet");
+const TRUNCATED: DecodeError = DecodeError::MalformedPacket("field runs past the end of the packet");
 
 pub(crate) fn read_u8(buf: &mut Bytes) -> Result<u8, DecodeError> {
     if buf.is_empty() {
@@ -396,9 +356,7 @@ pub(crate) fn read_varint(buf: &mut Bytes) -> Result<u32, DecodeError> {
             return Ok(value);
         }
     }
-    Err(DecodeError::MalformedPacket(
-        "variable byte integer longer than 4 bytes",
-    ))
+    Err(DecodeError::MalformedPacket("variable byte integer longer than 4 bytes"))
 }
 
 /// Binary data: a two-byte length and that many bytes, as a zero-copy slice of the frame.
@@ -440,8 +398,7 @@ fn read_checked<T>(buf: &mut Bytes, own: impl FnOnce(&str) -> T) -> Result<(T, u
     let Some(raw) = buf.get(..len) else {
         return Err(TRUNCATED);
     };
-    let s = std::str::from_utf8(raw)
-        .map_err(|_| DecodeError::MalformedPacket("string is not well-formed UTF-8"))?;
+    let s = std::str::from_utf8(raw).map_err(|_| DecodeError::MalformedPacket("string is not well-formed UTF-8"))?;
     let found = scan(raw);
     if found & HAS_NUL != 0 {
         return Err(DecodeError::MalformedPacket("string contains U+0000"));
@@ -497,13 +454,7 @@ pub(crate) fn read_nonzero_packet_id(buf: &mut Bytes) -> Result<PacketId, Decode
 
 /// Fails if a frame has bytes left after its last field.
 pub(crate) fn expect_end(buf: &Bytes) -> Result<(), DecodeError> {
-    if buf.is_empty() {
-        Ok(())
-    } else {
-        Err(DecodeError::MalformedPacket(
-            "trailing bytes after the last field",
-        ))
-    }
+    if buf.is_empty() { Ok(()) } else { Err(DecodeError::MalformedPacket("trailing bytes after the last field")) }
 }
 
 /// Encoded size of a variable byte integer.
@@ -562,21 +513,14 @@ mod tests {
         assert_eq!(FixedHeader::parse(&[0x30, 0x80, 0x80]), Ok(None));
         assert_eq!(
             FixedHeader::parse(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F]),
-            Ok(Some(FixedHeader {
-                byte1: 0x30,
-                remaining_len: MAX_REMAINING_LEN,
-                header_len: 5
-            }))
+            Ok(Some(FixedHeader { byte1: 0x30, remaining_len: MAX_REMAINING_LEN, header_len: 5 }))
         );
     }
 
     #[test]
     fn remaining_length_of_five_bytes_is_malformed() {
         let mut buf = BytesMut::from(&[0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x01][..]);
-        assert!(matches!(
-            decode(&mut buf, ProtocolVersion::V4, usize::MAX),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(decode(&mut buf, ProtocolVersion::V4, usize::MAX), Err(DecodeError::MalformedPacket(_))));
     }
 
     #[test]
@@ -585,29 +529,20 @@ mod tests {
         let mut buf = BytesMut::from(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F][..]);
         assert_eq!(
             decode(&mut buf, ProtocolVersion::V5, 1024),
-            Err(DecodeError::PacketTooLarge {
-                size: MAX_REMAINING_LEN + 5,
-                max: 1024
-            })
+            Err(DecodeError::PacketTooLarge { size: MAX_REMAINING_LEN + 5, max: 1024 })
         );
         // Two header bytes, 127 + 2 = 129 > 128.
         let mut buf = BytesMut::from(&[0x30, 0x7F][..]);
         assert_eq!(
             decode(&mut buf, ProtocolVersion::V4, 128),
-            Err(DecodeError::PacketTooLarge {
-                size: 129,
-                max: 128
-            })
+            Err(DecodeError::PacketTooLarge { size: 129, max: 128 })
         );
     }
 
     #[test]
     fn packet_of_exactly_the_maximum_size_is_accepted() {
         let mut buf = BytesMut::from(&[0xC0, 0x00][..]);
-        assert_eq!(
-            decode(&mut buf, ProtocolVersion::V4, 2),
-            Ok(Some(Packet::PingReq))
-        );
+        assert_eq!(decode(&mut buf, ProtocolVersion::V4, 2), Ok(Some(Packet::PingReq)));
     }
 
     #[test]
@@ -618,10 +553,7 @@ mod tests {
         buf.put_u8(0x07);
         assert_eq!(
             decode(&mut buf, ProtocolVersion::V4, usize::MAX),
-            Ok(Some(Packet::PubAck(PubResp {
-                packet_id: PacketId(7),
-                ..Default::default()
-            })))
+            Ok(Some(Packet::PubAck(PubResp { packet_id: PacketId(7), ..Default::default() })))
         );
         assert!(buf.is_empty());
     }
@@ -639,20 +571,14 @@ mod tests {
     #[test]
     fn reserved_packet_type_0_is_malformed() {
         let mut buf = BytesMut::from(&[0x00, 0x00][..]);
-        assert!(matches!(
-            decode(&mut buf, ProtocolVersion::V5, 100),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(decode(&mut buf, ProtocolVersion::V5, 100), Err(DecodeError::MalformedPacket(_))));
     }
 
     #[test]
     fn reserved_flags_are_checked_before_the_body_arrives() {
         // [MQTT-3.6.1-1] PUBREL with flags 0, body not yet received.
         let mut buf = BytesMut::from(&[0x60, 0x02][..]);
-        assert!(matches!(
-            decode(&mut buf, ProtocolVersion::V4, 100),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(decode(&mut buf, ProtocolVersion::V4, 100), Err(DecodeError::MalformedPacket(_))));
         // [MQTT-3.8.1-1] SUBSCRIBE with flags 0.
         let mut buf = BytesMut::from(&[0x80, 0x05][..]);
         assert!(decode(&mut buf, ProtocolVersion::V5, 100).is_err());
@@ -671,10 +597,7 @@ mod tests {
         let mut buf = BytesMut::from(&bytes[..]);
         assert_eq!(
             decode(&mut buf, ProtocolVersion::V3, 100),
-            Ok(Some(Packet::PubRel(PubResp {
-                packet_id: PacketId(1),
-                ..Default::default()
-            })))
+            Ok(Some(Packet::PubRel(PubResp { packet_id: PacketId(1), ..Default::default() })))
         );
         let mut buf = BytesMut::from(&bytes[..]);
         assert!(decode(&mut buf, ProtocolVersion::V4, 100).is_err());
@@ -683,36 +606,18 @@ mod tests {
     #[test]
     fn auth_does_not_exist_before_mqtt5() {
         let mut buf = BytesMut::from(&[0xF0, 0x00][..]);
-        assert!(matches!(
-            decode(&mut buf, ProtocolVersion::V4, 100),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(decode(&mut buf, ProtocolVersion::V4, 100), Err(DecodeError::MalformedPacket(_))));
         let mut out = BytesMut::new();
         let auth = Packet::Auth(Default::default());
-        assert_eq!(
-            encode(&auth, ProtocolVersion::V4, &mut out),
-            Err(EncodeError::NotInVersion)
-        );
-        assert_eq!(
-            encode(&auth, ProtocolVersion::V3, &mut out),
-            Err(EncodeError::NotInVersion)
-        );
+        assert_eq!(encode(&auth, ProtocolVersion::V4, &mut out), Err(EncodeError::NotInVersion));
+        assert_eq!(encode(&auth, ProtocolVersion::V3, &mut out), Err(EncodeError::NotInVersion));
         assert!(out.is_empty());
         assert_eq!(encoded_len(&auth, ProtocolVersion::V4), usize::MAX);
     }
 
     #[test]
     fn varint_round_trips_at_every_length_boundary() {
-        for v in [
-            0,
-            127,
-            128,
-            16_383,
-            16_384,
-            2_097_151,
-            2_097_152,
-            MAX_REMAINING_LEN,
-        ] {
+        for v in [0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, MAX_REMAINING_LEN] {
             let mut out = BytesMut::new();
             write_varint(&mut out, v);
             assert_eq!(out.len(), varint_len(v));
@@ -741,57 +646,33 @@ mod tests {
     fn string_with_nul_is_malformed() {
         // [MQTT-1.5.4-2]: U+0000 is not allowed in a UTF-8 encoded string.
         let mut b = Bytes::from_static(&[0x00, 0x03, b'a', 0x00, b'b']);
-        assert!(matches!(
-            read_string(&mut b),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(read_string(&mut b), Err(DecodeError::MalformedPacket(_))));
     }
 
     #[test]
     fn string_with_invalid_utf8_is_malformed() {
         // [MQTT-1.5.4-1]: an encoded surrogate (U+D800) and a lone continuation byte.
         let mut b = Bytes::from_static(&[0x00, 0x03, 0xED, 0xA0, 0x80]);
-        assert!(matches!(
-            read_string(&mut b),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(read_string(&mut b), Err(DecodeError::MalformedPacket(_))));
         let mut b = Bytes::from_static(&[0x00, 0x01, 0x80]);
-        assert!(matches!(
-            read_string(&mut b),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(read_string(&mut b), Err(DecodeError::MalformedPacket(_))));
     }
 
     #[test]
     fn length_prefix_past_the_frame_is_malformed() {
         let mut b = Bytes::from_static(&[0x00, 0x05, b'a']);
-        assert!(matches!(
-            read_string(&mut b),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(read_string(&mut b), Err(DecodeError::MalformedPacket(_))));
         let mut b = Bytes::from_static(&[0xFF, 0xFF]);
-        assert!(matches!(
-            read_binary(&mut b),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(read_binary(&mut b), Err(DecodeError::MalformedPacket(_))));
         let mut b = Bytes::from_static(&[0x00]);
-        assert!(matches!(
-            read_u16(&mut b),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(read_u16(&mut b), Err(DecodeError::MalformedPacket(_))));
     }
 
     #[test]
     fn encode_refuses_oversize_fields_and_writes_nothing() {
-        let p = Packet::Publish(Publish {
-            topic: "a".repeat(70_000).into(),
-            ..Default::default()
-        });
+        let p = Packet::Publish(Publish { topic: "a".repeat(70_000).into(), ..Default::default() });
         let mut out = BytesMut::new();
-        assert_eq!(
-            encode(&p, ProtocolVersion::V4, &mut out),
-            Err(EncodeError::FieldTooLong(70_000))
-        );
+        assert_eq!(encode(&p, ProtocolVersion::V4, &mut out), Err(EncodeError::FieldTooLong(70_000)));
         assert!(out.is_empty());
     }
 
@@ -803,10 +684,7 @@ mod tests {
             ..Default::default()
         });
         let mut out = BytesMut::new();
-        assert!(matches!(
-            encode(&p, ProtocolVersion::V4, &mut out),
-            Err(EncodeError::TooLarge(_))
-        ));
+        assert!(matches!(encode(&p, ProtocolVersion::V4, &mut out), Err(EncodeError::TooLarge(_))));
         assert_eq!(encoded_len(&p, ProtocolVersion::V4), usize::MAX);
     }
 
@@ -814,32 +692,12 @@ mod tests {
     fn encode_refuses_publish_with_inconsistent_packet_id() {
         let mut out = BytesMut::new();
         for p in [
-            Publish {
-                qos: QoS::AtLeastOnce,
-                topic: "t".into(),
-                ..Default::default()
-            },
-            Publish {
-                qos: QoS::ExactlyOnce,
-                packet_id: Some(PacketId(0)),
-                topic: "t".into(),
-                ..Default::default()
-            },
-            Publish {
-                packet_id: Some(PacketId(1)),
-                topic: "t".into(),
-                ..Default::default()
-            },
-            Publish {
-                dup: true,
-                topic: "t".into(),
-                ..Default::default()
-            },
+            Publish { qos: QoS::AtLeastOnce, topic: "t".into(), ..Default::default() },
+            Publish { qos: QoS::ExactlyOnce, packet_id: Some(PacketId(0)), topic: "t".into(), ..Default::default() },
+            Publish { packet_id: Some(PacketId(1)), topic: "t".into(), ..Default::default() },
+            Publish { dup: true, topic: "t".into(), ..Default::default() },
         ] {
-            assert!(matches!(
-                encode(&Packet::Publish(p), ProtocolVersion::V5, &mut out),
-                Err(EncodeError::Invalid(_))
-            ));
+            assert!(matches!(encode(&Packet::Publish(p), ProtocolVersion::V5, &mut out), Err(EncodeError::Invalid(_))));
         }
         assert!(out.is_empty());
     }

@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-pub use codec::{decode, encode, encoded_len, FixedHeader};
+pub use codec::{FixedHeader, decode, encode, encoded_len};
 pub use error::{DecodeError, EncodeError};
 pub use properties::Properties;
 pub use reason::ReasonCode;

@@ -1,8 +1,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::codec::{
-    MAX_REMAINING_LEN, field_len, has_wildcard, read_binary, read_string, read_u8, read_u16,
-    read_u32, read_varint, varint_len, write_field, write_varint,
+    MAX_REMAINING_LEN, field_len, has_wildcard, read_binary, read_string, read_u8, read_u16, read_u32, read_varint,
+    varint_len, write_field, write_varint,
 };
 use super::{DecodeError, EncodeError};
 
@@ -190,18 +190,10 @@ impl PropertyContext {
             }
             PropertyContext::Subscribe => bits(&[SUBSCRIPTION_IDENTIFIER, USER_PROPERTY]),
             PropertyContext::Unsubscribe => bits(&[USER_PROPERTY]),
-            PropertyContext::Disconnect => bits(&[
-                SESSION_EXPIRY_INTERVAL,
-                SERVER_REFERENCE,
-                REASON_STRING,
-                USER_PROPERTY,
-            ]),
-            PropertyContext::Auth => bits(&[
-                AUTHENTICATION_METHOD,
-                AUTHENTICATION_DATA,
-                REASON_STRING,
-                USER_PROPERTY,
-            ]),
+            PropertyContext::Disconnect => {
+                bits(&[SESSION_EXPIRY_INTERVAL, SERVER_REFERENCE, REASON_STRING, USER_PROPERTY])
+            }
+            PropertyContext::Auth => bits(&[AUTHENTICATION_METHOD, AUTHENTICATION_DATA, REASON_STRING, USER_PROPERTY]),
         }
     }
 }
@@ -216,9 +208,7 @@ const KNOWN: u64 = PropertyContext::Connect.allowed()
 /// 2.2.2.2 and the per-property rules of sections 3.1.2.11, 3.2.2.3, 3.3.2.3, ...).
 fn set_once<T>(slot: &mut Option<T>, value: T) -> Result<(), DecodeError> {
     if slot.is_some() {
-        return Err(DecodeError::ProtocolError(
-            "property appears more than once",
-        ));
+        return Err(DecodeError::ProtocolError("property appears more than once"));
     }
     *slot = Some(value);
     Ok(())
@@ -247,9 +237,7 @@ impl Properties {
     pub(crate) fn read(buf: &mut Bytes, ctx: PropertyContext) -> Result<Properties, DecodeError> {
         let len = read_varint(buf)? as usize;
         if len > buf.len() {
-            return Err(DecodeError::MalformedPacket(
-                "property length exceeds the packet",
-            ));
+            return Err(DecodeError::MalformedPacket("property length exceeds the packet"));
         }
         // Most packets carry none; this path is small enough to inline into the packet readers.
         if len == 0 {
@@ -265,16 +253,11 @@ impl Properties {
             // The identifier is a variable byte integer, although every defined one fits in a
             // single byte (MQTT 5.0 section 2.2.2.2).
             let id = read_varint(&mut buf)?;
-            let Some(id) = u8::try_from(id)
-                .ok()
-                .filter(|&i| i < 64 && KNOWN & bit(i) != 0)
-            else {
+            let Some(id) = u8::try_from(id).ok().filter(|&i| i < 64 && KNOWN & bit(i) != 0) else {
                 return Err(DecodeError::MalformedPacket("unknown property identifier"));
             };
             if allowed & bit(id) == 0 {
-                return Err(DecodeError::ProtocolError(
-                    "property not allowed in this packet",
-                ));
+                return Err(DecodeError::ProtocolError("property not allowed in this packet"));
             }
             props.read_one(id, &mut buf, ctx)?;
         }
@@ -283,24 +266,15 @@ impl Properties {
             && props.authentication_method.is_none()
         {
             // MQTT 5.0 section 3.1.2.11.10: data without a method is a Protocol Error.
-            return Err(DecodeError::ProtocolError(
-                "authentication data without method",
-            ));
+            return Err(DecodeError::ProtocolError("authentication data without method"));
         }
         Ok(props)
     }
 
-    fn read_one(
-        &mut self,
-        pid: u8,
-        buf: &mut Bytes,
-        ctx: PropertyContext,
-    ) -> Result<(), DecodeError> {
+    fn read_one(&mut self, pid: u8, buf: &mut Bytes, ctx: PropertyContext) -> Result<(), DecodeError> {
         use id::*;
         match pid {
-            PAYLOAD_FORMAT_INDICATOR => {
-                set_once(&mut self.payload_format_indicator, read_flag(buf)?)
-            }
+            PAYLOAD_FORMAT_INDICATOR => set_once(&mut self.payload_format_indicator, read_flag(buf)?),
             MESSAGE_EXPIRY_INTERVAL => set_once(&mut self.message_expiry_interval, read_u32(buf)?),
             CONTENT_TYPE => set_once(&mut self.content_type, read_string(buf)?),
             RESPONSE_TOPIC => {
@@ -321,27 +295,19 @@ impl Properties {
                 if ctx != PropertyContext::Publish && !self.subscription_identifiers.is_empty() {
                     // Several in a PUBLISH (one per matching subscription), one in SUBSCRIBE
                     // (MQTT 5.0 section 3.8.2.1.2).
-                    return Err(DecodeError::ProtocolError(
-                        "subscription identifier repeated",
-                    ));
+                    return Err(DecodeError::ProtocolError("subscription identifier repeated"));
                 }
                 self.subscription_identifiers.push(sid);
                 Ok(())
             }
             SESSION_EXPIRY_INTERVAL => set_once(&mut self.session_expiry_interval, read_u32(buf)?),
-            ASSIGNED_CLIENT_IDENTIFIER => {
-                set_once(&mut self.assigned_client_identifier, read_string(buf)?)
-            }
+            ASSIGNED_CLIENT_IDENTIFIER => set_once(&mut self.assigned_client_identifier, read_string(buf)?),
             SERVER_KEEP_ALIVE => set_once(&mut self.server_keep_alive, read_u16(buf)?),
             AUTHENTICATION_METHOD => set_once(&mut self.authentication_method, read_string(buf)?),
             AUTHENTICATION_DATA => set_once(&mut self.authentication_data, read_binary(buf)?),
-            REQUEST_PROBLEM_INFORMATION => {
-                set_once(&mut self.request_problem_information, read_flag(buf)?)
-            }
+            REQUEST_PROBLEM_INFORMATION => set_once(&mut self.request_problem_information, read_flag(buf)?),
             WILL_DELAY_INTERVAL => set_once(&mut self.will_delay_interval, read_u32(buf)?),
-            REQUEST_RESPONSE_INFORMATION => {
-                set_once(&mut self.request_response_information, read_flag(buf)?)
-            }
+            REQUEST_RESPONSE_INFORMATION => set_once(&mut self.request_response_information, read_flag(buf)?),
             RESPONSE_INFORMATION => set_once(&mut self.response_information, read_string(buf)?),
             SERVER_REFERENCE => set_once(&mut self.server_reference, read_string(buf)?),
             REASON_STRING => set_once(&mut self.reason_string, read_string(buf)?),
@@ -367,15 +333,9 @@ impl Properties {
                     v => set_once(&mut self.maximum_packet_size, v),
                 }
             }
-            WILDCARD_SUBSCRIPTION_AVAILABLE => {
-                set_once(&mut self.wildcard_subscription_available, read_flag(buf)?)
-            }
-            SUBSCRIPTION_IDENTIFIER_AVAILABLE => {
-                set_once(&mut self.subscription_identifier_available, read_flag(buf)?)
-            }
-            SHARED_SUBSCRIPTION_AVAILABLE => {
-                set_once(&mut self.shared_subscription_available, read_flag(buf)?)
-            }
+            WILDCARD_SUBSCRIPTION_AVAILABLE => set_once(&mut self.wildcard_subscription_available, read_flag(buf)?),
+            SUBSCRIPTION_IDENTIFIER_AVAILABLE => set_once(&mut self.subscription_identifier_available, read_flag(buf)?),
+            SHARED_SUBSCRIPTION_AVAILABLE => set_once(&mut self.shared_subscription_available, read_flag(buf)?),
             _ => Err(DecodeError::MalformedPacket("unknown property identifier")),
         }
     }
@@ -393,93 +353,39 @@ impl Properties {
         let allowed = ctx.allowed();
         let on = |pid: u8| allowed & bit(pid) != 0;
         // Each fixed-size property is its one-byte identifier plus its value.
-        let fixed =
-            |pid: u8, present: bool, size: usize| if on(pid) && present { 1 + size } else { 0 };
+        let fixed = |pid: u8, present: bool, size: usize| if on(pid) && present { 1 + size } else { 0 };
         let field = |pid: u8, v: Option<&[u8]>| match v {
             Some(v) if on(pid) => field_len(v).map(|n| 1 + n),
             _ => Ok(0),
         };
-        let mut n = fixed(
-            PAYLOAD_FORMAT_INDICATOR,
-            self.payload_format_indicator.is_some(),
-            1,
-        ) + fixed(
-            MESSAGE_EXPIRY_INTERVAL,
-            self.message_expiry_interval.is_some(),
-            4,
-        ) + field(
-            CONTENT_TYPE,
-            self.content_type.as_deref().map(str::as_bytes),
-        )? + field(
-            RESPONSE_TOPIC,
-            self.response_topic.as_deref().map(str::as_bytes),
-        )? + field(CORRELATION_DATA, self.correlation_data.as_deref())?
-            + fixed(
-                SESSION_EXPIRY_INTERVAL,
-                self.session_expiry_interval.is_some(),
-                4,
-            )
-            + field(
-                ASSIGNED_CLIENT_IDENTIFIER,
-                self.assigned_client_identifier
-                    .as_deref()
-                    .map(str::as_bytes),
-            )?
+        let mut n = fixed(PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator.is_some(), 1)
+            + fixed(MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval.is_some(), 4)
+            + field(CONTENT_TYPE, self.content_type.as_deref().map(str::as_bytes))?
+            + field(RESPONSE_TOPIC, self.response_topic.as_deref().map(str::as_bytes))?
+            + field(CORRELATION_DATA, self.correlation_data.as_deref())?
+            + fixed(SESSION_EXPIRY_INTERVAL, self.session_expiry_interval.is_some(), 4)
+            + field(ASSIGNED_CLIENT_IDENTIFIER, self.assigned_client_identifier.as_deref().map(str::as_bytes))?
             + fixed(SERVER_KEEP_ALIVE, self.server_keep_alive.is_some(), 2)
-            + field(
-                AUTHENTICATION_METHOD,
-                self.authentication_method.as_deref().map(str::as_bytes),
-            )?
+            + field(AUTHENTICATION_METHOD, self.authentication_method.as_deref().map(str::as_bytes))?
             + field(AUTHENTICATION_DATA, self.authentication_data.as_deref())?
-            + fixed(
-                REQUEST_PROBLEM_INFORMATION,
-                self.request_problem_information.is_some(),
-                1,
-            )
+            + fixed(REQUEST_PROBLEM_INFORMATION, self.request_problem_information.is_some(), 1)
             + fixed(WILL_DELAY_INTERVAL, self.will_delay_interval.is_some(), 4)
-            + fixed(
-                REQUEST_RESPONSE_INFORMATION,
-                self.request_response_information.is_some(),
-                1,
-            )
-            + field(
-                RESPONSE_INFORMATION,
-                self.response_information.as_deref().map(str::as_bytes),
-            )?
-            + field(
-                SERVER_REFERENCE,
-                self.server_reference.as_deref().map(str::as_bytes),
-            )?
-            + field(
-                REASON_STRING,
-                self.reason_string.as_deref().map(str::as_bytes),
-            )?
+            + fixed(REQUEST_RESPONSE_INFORMATION, self.request_response_information.is_some(), 1)
+            + field(RESPONSE_INFORMATION, self.response_information.as_deref().map(str::as_bytes))?
+            + field(SERVER_REFERENCE, self.server_reference.as_deref().map(str::as_bytes))?
+            + field(REASON_STRING, self.reason_string.as_deref().map(str::as_bytes))?
             + fixed(RECEIVE_MAXIMUM, self.receive_maximum.is_some(), 2)
             + fixed(TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum.is_some(), 2)
             + fixed(TOPIC_ALIAS, self.topic_alias.is_some(), 2)
             + fixed(MAXIMUM_QOS, self.maximum_qos.is_some(), 1)
             + fixed(RETAIN_AVAILABLE, self.retain_available.is_some(), 1)
             + fixed(MAXIMUM_PACKET_SIZE, self.maximum_packet_size.is_some(), 4)
-            + fixed(
-                WILDCARD_SUBSCRIPTION_AVAILABLE,
-                self.wildcard_subscription_available.is_some(),
-                1,
-            )
-            + fixed(
-                SUBSCRIPTION_IDENTIFIER_AVAILABLE,
-                self.subscription_identifier_available.is_some(),
-                1,
-            )
-            + fixed(
-                SHARED_SUBSCRIPTION_AVAILABLE,
-                self.shared_subscription_available.is_some(),
-                1,
-            );
+            + fixed(WILDCARD_SUBSCRIPTION_AVAILABLE, self.wildcard_subscription_available.is_some(), 1)
+            + fixed(SUBSCRIPTION_IDENTIFIER_AVAILABLE, self.subscription_identifier_available.is_some(), 1)
+            + fixed(SHARED_SUBSCRIPTION_AVAILABLE, self.shared_subscription_available.is_some(), 1);
         if on(SUBSCRIPTION_IDENTIFIER) && !self.subscription_identifiers.is_empty() {
             if ctx != PropertyContext::Publish && self.subscription_identifiers.len() > 1 {
-                return Err(EncodeError::Invalid(
-                    "more than one subscription identifier",
-                ));
+                return Err(EncodeError::Invalid("more than one subscription identifier"));
             }
             for &sid in &self.subscription_identifiers {
                 if sid == 0 || sid as usize > MAX_REMAINING_LEN {
@@ -536,16 +442,8 @@ impl Properties {
         };
         byte(out, PAYLOAD_FORMAT_INDICATOR, self.payload_format_indicator);
         four(out, MESSAGE_EXPIRY_INTERVAL, self.message_expiry_interval);
-        field(
-            out,
-            CONTENT_TYPE,
-            self.content_type.as_deref().map(str::as_bytes),
-        );
-        field(
-            out,
-            RESPONSE_TOPIC,
-            self.response_topic.as_deref().map(str::as_bytes),
-        );
+        field(out, CONTENT_TYPE, self.content_type.as_deref().map(str::as_bytes));
+        field(out, RESPONSE_TOPIC, self.response_topic.as_deref().map(str::as_bytes));
         field(out, CORRELATION_DATA, self.correlation_data.as_deref());
         if on(SUBSCRIPTION_IDENTIFIER) {
             for &sid in &self.subscription_identifiers {
@@ -554,50 +452,16 @@ impl Properties {
             }
         }
         four(out, SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
-        field(
-            out,
-            ASSIGNED_CLIENT_IDENTIFIER,
-            self.assigned_client_identifier
-                .as_deref()
-                .map(str::as_bytes),
-        );
+        field(out, ASSIGNED_CLIENT_IDENTIFIER, self.assigned_client_identifier.as_deref().map(str::as_bytes));
         two(out, SERVER_KEEP_ALIVE, self.server_keep_alive);
-        field(
-            out,
-            AUTHENTICATION_METHOD,
-            self.authentication_method.as_deref().map(str::as_bytes),
-        );
-        field(
-            out,
-            AUTHENTICATION_DATA,
-            self.authentication_data.as_deref(),
-        );
-        byte(
-            out,
-            REQUEST_PROBLEM_INFORMATION,
-            self.request_problem_information,
-        );
+        field(out, AUTHENTICATION_METHOD, self.authentication_method.as_deref().map(str::as_bytes));
+        field(out, AUTHENTICATION_DATA, self.authentication_data.as_deref());
+        byte(out, REQUEST_PROBLEM_INFORMATION, self.request_problem_information);
         four(out, WILL_DELAY_INTERVAL, self.will_delay_interval);
-        byte(
-            out,
-            REQUEST_RESPONSE_INFORMATION,
-            self.request_response_information,
-        );
-        field(
-            out,
-            RESPONSE_INFORMATION,
-            self.response_information.as_deref().map(str::as_bytes),
-        );
-        field(
-            out,
-            SERVER_REFERENCE,
-            self.server_reference.as_deref().map(str::as_bytes),
-        );
-        field(
-            out,
-            REASON_STRING,
-            self.reason_string.as_deref().map(str::as_bytes),
-        );
+        byte(out, REQUEST_RESPONSE_INFORMATION, self.request_response_information);
+        field(out, RESPONSE_INFORMATION, self.response_information.as_deref().map(str::as_bytes));
+        field(out, SERVER_REFERENCE, self.server_reference.as_deref().map(str::as_bytes));
+        field(out, REASON_STRING, self.reason_string.as_deref().map(str::as_bytes));
         two(out, RECEIVE_MAXIMUM, self.receive_maximum);
         two(out, TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
         two(out, TOPIC_ALIAS, self.topic_alias);
@@ -611,26 +475,10 @@ impl Properties {
             }
         }
         four(out, MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
-        byte(
-            out,
-            WILDCARD_SUBSCRIPTION_AVAILABLE,
-            self.wildcard_subscription_available,
-        );
-        byte(
-            out,
-            SUBSCRIPTION_IDENTIFIER_AVAILABLE,
-            self.subscription_identifier_available,
-        );
-        byte(
-            out,
-            SHARED_SUBSCRIPTION_AVAILABLE,
-            self.shared_subscription_available,
-        );
-        debug_assert_eq!(
-            out.len() - start,
-            len,
-            "property length disagrees with its encoding"
-        );
+        byte(out, WILDCARD_SUBSCRIPTION_AVAILABLE, self.wildcard_subscription_available);
+        byte(out, SUBSCRIPTION_IDENTIFIER_AVAILABLE, self.subscription_identifier_available);
+        byte(out, SHARED_SUBSCRIPTION_AVAILABLE, self.shared_subscription_available);
+        debug_assert_eq!(out.len() - start, len, "property length disagrees with its encoding");
     }
 
     /// Writes the property length and the properties of `ctx`, for a packet whose
@@ -688,20 +536,14 @@ mod tests {
         ));
         // Reason String in UNSUBSCRIBE.
         assert!(matches!(
-            read(
-                &[0x04, 0x1F, 0x00, 0x01, b'x'],
-                PropertyContext::Unsubscribe
-            ),
+            read(&[0x04, 0x1F, 0x00, 0x01, b'x'], PropertyContext::Unsubscribe),
             Err(DecodeError::ProtocolError(_))
         ));
     }
 
     #[test]
     fn unknown_property_identifier_is_malformed() {
-        assert!(matches!(
-            read(&[0x02, 0x04, 0x00], PropertyContext::Publish),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(read(&[0x02, 0x04, 0x00], PropertyContext::Publish), Err(DecodeError::MalformedPacket(_))));
         assert!(matches!(
             read(&[0x03, 0x80, 0x01, 0x00], PropertyContext::Publish),
             Err(DecodeError::MalformedPacket(_))
@@ -712,10 +554,7 @@ mod tests {
     fn duplicate_single_property_is_protocol_error() {
         // Two Message Expiry Intervals [MQTT-2.2.2-2 / section 3.3.2.3.3].
         assert!(matches!(
-            read(
-                &[0x0A, 0x02, 0, 0, 0, 1, 0x02, 0, 0, 0, 2],
-                PropertyContext::Publish
-            ),
+            read(&[0x0A, 0x02, 0, 0, 0, 1, 0x02, 0, 0, 0, 2], PropertyContext::Publish),
             Err(DecodeError::ProtocolError(_))
         ));
         // Two Subscription Identifiers in SUBSCRIBE (section 3.8.2.1.2).
@@ -727,27 +566,15 @@ mod tests {
 
     #[test]
     fn repeatable_properties_keep_their_order() {
-        let props = read(
-            &[0x0C, 0x26, 0, 1, b'b', 0, 0, 0x26, 0, 1, b'a', 0, 0],
-            PropertyContext::Unsubscribe,
-        )
-        .unwrap();
-        assert_eq!(
-            props.user_properties,
-            vec![
-                ("b".to_owned(), String::new()),
-                ("a".to_owned(), String::new())
-            ]
-        );
+        let props =
+            read(&[0x0C, 0x26, 0, 1, b'b', 0, 0, 0x26, 0, 1, b'a', 0, 0], PropertyContext::Unsubscribe).unwrap();
+        assert_eq!(props.user_properties, vec![("b".to_owned(), String::new()), ("a".to_owned(), String::new())]);
     }
 
     #[test]
     fn zero_values_that_the_spec_forbids_are_protocol_errors() {
         // Subscription identifier 0 (section 3.3.2.3.8).
-        assert!(matches!(
-            read(&[0x02, 0x0B, 0x00], PropertyContext::Publish),
-            Err(DecodeError::ProtocolError(_))
-        ));
+        assert!(matches!(read(&[0x02, 0x0B, 0x00], PropertyContext::Publish), Err(DecodeError::ProtocolError(_))));
         // Topic alias 0 (section 3.3.2.3.4).
         assert!(matches!(
             read(&[0x03, 0x23, 0x00, 0x00], PropertyContext::Publish),
@@ -764,20 +591,14 @@ mod tests {
             Err(DecodeError::ProtocolError(_))
         ));
         // Request problem information 2 (section 3.1.2.11.7).
-        assert!(matches!(
-            read(&[0x02, 0x17, 0x02], PropertyContext::Connect),
-            Err(DecodeError::ProtocolError(_))
-        ));
+        assert!(matches!(read(&[0x02, 0x17, 0x02], PropertyContext::Connect), Err(DecodeError::ProtocolError(_))));
     }
 
     #[test]
     fn response_topic_with_wildcard_is_protocol_error() {
         // [MQTT-3.3.2-14]
         assert!(matches!(
-            read(
-                &[0x05, 0x08, 0x00, 0x02, b'a', b'#'],
-                PropertyContext::Publish
-            ),
+            read(&[0x05, 0x08, 0x00, 0x02, b'a', b'#'], PropertyContext::Publish),
             Err(DecodeError::ProtocolError(_))
         ));
     }
@@ -792,27 +613,17 @@ mod tests {
 
     #[test]
     fn property_length_past_the_packet_is_malformed() {
-        assert!(matches!(
-            read(&[0x05, 0x01, 0x01], PropertyContext::Publish),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(read(&[0x05, 0x01, 0x01], PropertyContext::Publish), Err(DecodeError::MalformedPacket(_))));
         // A string value running past the property length (but not the packet).
         assert!(matches!(
-            read(
-                &[0x03, 0x03, 0x00, 0x05, b'a', b'b', b'c', b'd', b'e'],
-                PropertyContext::Publish
-            ),
+            read(&[0x03, 0x03, 0x00, 0x05, b'a', b'b', b'c', b'd', b'e'], PropertyContext::Publish),
             Err(DecodeError::MalformedPacket(_))
         ));
     }
 
     #[test]
     fn encoding_leaves_out_properties_the_packet_does_not_allow() {
-        let props = Properties {
-            topic_alias: Some(3),
-            reason_string: Some("r".into()),
-            ..Default::default()
-        };
+        let props = Properties { topic_alias: Some(3), reason_string: Some("r".into()), ..Default::default() };
         let len = props.encoded_len(PropertyContext::PubResp).unwrap();
         assert_eq!(len, 4); // 0x1F, 0x00 0x01, 'r'
         let mut out = BytesMut::new();
@@ -822,10 +633,7 @@ mod tests {
 
     #[test]
     fn encoding_refuses_two_subscription_identifiers_in_subscribe() {
-        let props = Properties {
-            subscription_identifiers: vec![1, 2],
-            ..Default::default()
-        };
+        let props = Properties { subscription_identifiers: vec![1, 2], ..Default::default() };
         assert!(props.encoded_len(PropertyContext::Subscribe).is_err());
         assert_eq!(props.encoded_len(PropertyContext::Publish), Ok(4));
     }

@@ -161,10 +161,7 @@ mod tests {
 
     #[test]
     fn shared_filters_parse_mqtt_4_8_2() {
-        assert_eq!(
-            parse_filter("$share/g/a/+").unwrap(),
-            ParsedFilter { share: Some("g"), filter: "a/+" }
-        );
+        assert_eq!(parse_filter("$share/g/a/+").unwrap(), ParsedFilter { share: Some("g"), filter: "a/+" });
         assert_eq!(parse_filter("a/b").unwrap(), ParsedFilter { share: None, filter: "a/b" });
         for bad in ["$share/", "$share//a", "$share/g", "$share/g/", "$share/g+/a", "$share"] {
             assert!(parse_filter(bad).is_err(), "{bad}");

@@ -76,7 +76,10 @@ mod tests {
         let mem = Arc::new(MemStore::new());
         let kv: Arc<dyn Store> = mem.clone();
         let messages: Arc<dyn MessageStore> = Arc::new(StoreMessageStore::open(mem, Durability::Buffered).unwrap());
-        let settings = BrokerSettings { persistent_client_expiration: Some(Duration::from_secs(3600)), ..BrokerSettings::default() };
+        let settings = BrokerSettings {
+            persistent_client_expiration: Some(Duration::from_secs(3600)),
+            ..BrokerSettings::default()
+        };
         let key = QueueKey::new("", "expiring");
         {
             let broker = Broker::with_records(settings.clone(), messages.clone(), Some(kv.clone()));
@@ -84,7 +87,13 @@ mod tests {
             let reg = broker.register(key.clone(), false, conn.clone()).await.unwrap();
             // A queued message keeps the session's queue in the store across the restart.
             messages.append(&key, &[b"queued"]).unwrap();
-            broker.disconnected(&reg.slot, conn.id, crate::broker::inflight::SavedInflight::default(), None, Instant::now());
+            broker.disconnected(
+                &reg.slot,
+                conn.id,
+                crate::broker::inflight::SavedInflight::default(),
+                None,
+                Instant::now(),
+            );
         }
         // The disconnect was two hours ago.
         let mut batch = WriteBatch::new();

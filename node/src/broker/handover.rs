@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 use vmq_storage::{MessageSeq, QueueKey, StoredMessage};
 
+use super::inflight::SavedInflight;
 use super::queue::{Durable, EnqueueOutcome, Wakes};
 use super::registry::{SessionSlot, SubscriptionRecord};
 use super::{Broker, persist};
-use super::inflight::SavedInflight;
 
 /// How long a fence is remembered for a client id that had no session here when a later
 /// registration elsewhere took it over: longer than any registration takes to complete.
@@ -41,7 +41,11 @@ impl HandedOver {
     pub fn memory_only_inflight(&self) -> Vec<Vec<u8>> {
         let mut outgoing: Vec<_> = self.inflight.outgoing.values().collect();
         outgoing.sort_by_key(|o| o.order);
-        outgoing.iter().filter(|o| o.queued.stored.is_none()).map(|o| persist::encode_delivery(&o.queued.delivery)).collect()
+        outgoing
+            .iter()
+            .filter(|o| o.queued.stored.is_none())
+            .map(|o| persist::encode_delivery(&o.queued.delivery))
+            .collect()
     }
 
     /// Store positions of the in-flight messages that are also in the store.
@@ -109,12 +113,7 @@ impl Broker {
                 (subscriptions, std::mem::take(&mut st.inflight))
             };
             let stored = self.store.count(key);
-            return Some(HandedOver {
-                slot,
-                subscriptions,
-                inflight,
-                stored,
-            });
+            return Some(HandedOver { slot, subscriptions, inflight, stored });
         }
     }
 

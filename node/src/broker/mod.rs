@@ -4,12 +4,12 @@
 //! Connections run in their own tasks and call into [`Broker`] to register, subscribe and
 //! publish. Locks here are std mutexes held for short sections that never await.
 
+mod expiry;
+mod handover;
 pub mod inflight;
 pub mod message;
 pub mod persist;
 pub mod queue;
-mod expiry;
-mod handover;
 mod registry;
 pub mod retain;
 mod routing;
@@ -243,9 +243,7 @@ impl std::fmt::Debug for Broker {
 /// id is unique cluster-wide, so a collision would take over another client's session).
 fn seed() -> u64 {
     static INSTANCES: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let instance = INSTANCES.fetch_add(1, Ordering::Relaxed);
     nanos ^ (u64::from(std::process::id()) << 32) ^ instance.wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
@@ -384,7 +382,10 @@ mod tests {
     #[test]
     fn brokers_draw_different_assigned_client_ids() {
         let store = |_| {
-            let s = vmq_storage::StoreMessageStore::open(Arc::new(vmq_storage::MemStore::new()), vmq_storage::Durability::Buffered);
+            let s = vmq_storage::StoreMessageStore::open(
+                Arc::new(vmq_storage::MemStore::new()),
+                vmq_storage::Durability::Buffered,
+            );
             Arc::new(s.unwrap()) as Arc<dyn MessageStore>
         };
         let a = Broker::new(BrokerSettings::default(), store(0));

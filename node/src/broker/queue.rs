@@ -34,7 +34,12 @@ pub struct QueueLimits {
 
 impl Default for QueueLimits {
     fn default() -> Self {
-        Self { max_online: Some(1000), max_offline: Some(1000), override_max_online: false, queue_type: QueueType::Fifo }
+        Self {
+            max_online: Some(1000),
+            max_offline: Some(1000),
+            override_max_online: false,
+            queue_type: QueueType::Fifo,
+        }
     }
 }
 
@@ -79,7 +84,9 @@ impl Durable {
     /// Waits for the answer.
     pub async fn wait(self) -> Result<(), NotDurable> {
         match self {
-            Durable::Stored(rx) => rx.await.unwrap_or_else(|_| Err(StoreError::Engine("message store stopped".into())))?,
+            Durable::Stored(rx) => {
+                rx.await.unwrap_or_else(|_| Err(StoreError::Engine("message store stopped".into())))?
+            }
             Durable::Remote(ticket) => ticket.wait().await?,
             Durable::Failed(why) => return Err(NotDurable::Failed(why)),
         }
@@ -90,7 +97,9 @@ impl Durable {
     /// (in a `select!`) until it returned once; it must not be called after that.
     pub async fn settled(&mut self) -> Result<(), NotDurable> {
         match self {
-            Durable::Stored(rx) => rx.await.unwrap_or_else(|_| Err(StoreError::Engine("message store stopped".into())))?,
+            Durable::Stored(rx) => {
+                rx.await.unwrap_or_else(|_| Err(StoreError::Engine("message store stopped".into())))?
+            }
             Durable::Remote(ticket) => ticket.settled().await?,
             Durable::Failed(why) => return Err(NotDurable::Failed(why.clone())),
         }
@@ -450,7 +459,11 @@ impl Queue {
             let parts: Vec<&[u8]> = chunk.iter().map(Vec::as_slice).collect();
             let queue = Arc::clone(self);
             let n = chunk.len() as u64;
-            self.store.append_deferred(&self.key, &parts, Box::new(move |result| queue.appended(n, result.map(|_| ()))));
+            self.store.append_deferred(
+                &self.key,
+                &parts,
+                Box::new(move |result| queue.appended(n, result.map(|_| ()))),
+            );
         }
     }
 
@@ -685,7 +698,11 @@ mod tests {
         let store: Arc<dyn MessageStore> =
             Arc::new(GroupCommitMessageStore::open(Arc::new(MemStore::new()), GroupCommitConfig::default()).unwrap());
         let key = QueueKey::new("", "c");
-        let q = Arc::new(Queue::new(key.clone(), QueueLimits { max_online: None, ..QueueLimits::default() }, store.clone()));
+        let q = Arc::new(Queue::new(
+            key.clone(),
+            QueueLimits { max_online: None, ..QueueLimits::default() },
+            store.clone(),
+        ));
         q.set_online();
         for n in 0..5000u32 {
             let _ = q.enqueue(delivery((n % 251) as u8, QoS::AtLeastOnce));

@@ -11,9 +11,9 @@ use tracing::{debug, info};
 use vmq_storage::QueueKey;
 
 use super::Broker;
+use super::inflight::SavedInflight;
 use super::queue::Queue;
 use vmq_mqtt::SubscriptionOptions;
-use super::inflight::SavedInflight;
 
 /// Why a connection is told to go away.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,7 +190,10 @@ pub struct Grant {
 
 impl std::fmt::Debug for Grant {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Grant").field("epoch", &self.epoch).field("handed_over", &self.handed_over).finish_non_exhaustive()
+        f.debug_struct("Grant")
+            .field("epoch", &self.epoch)
+            .field("handed_over", &self.handed_over)
+            .finish_non_exhaustive()
     }
 }
 
@@ -227,7 +230,12 @@ impl Broker {
     /// id, on this node or (through the registration leader) on another, and waiting until it
     /// has finished. With `clean_start` an existing session is discarded [MQTT-3.1.2-4];
     /// otherwise it is resumed [MQTT-3.1.2-5], also when another node handed it over.
-    pub async fn register(&self, key: QueueKey, clean_start: bool, conn: ConnectionHandle) -> Result<Registration, RegisterError> {
+    pub async fn register(
+        &self,
+        key: QueueKey,
+        clean_start: bool,
+        conn: ConnectionHandle,
+    ) -> Result<Registration, RegisterError> {
         let mut grant = match self.cluster() {
             Some(cluster) => cluster.coordinate(&key, clean_start).await.map_err(RegisterError)?,
             None => Grant::default(),
@@ -239,7 +247,13 @@ impl Broker {
         Ok(reg)
     }
 
-    async fn register_local(&self, key: QueueKey, clean_start: bool, conn: ConnectionHandle, grant: Grant) -> Result<Registration, RegisterError> {
+    async fn register_local(
+        &self,
+        key: QueueKey,
+        clean_start: bool,
+        conn: ConnectionHandle,
+        grant: Grant,
+    ) -> Result<Registration, RegisterError> {
         loop {
             let (live, newer) = {
                 let sessions = self.sessions();
@@ -347,7 +361,11 @@ impl Broker {
             };
             {
                 let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-                routes.entry(slot.key.mountpoint.as_str().into()).or_default().insert(parsed.share, parsed.filter, entry);
+                routes.entry(slot.key.mountpoint.as_str().into()).or_default().insert(
+                    parsed.share,
+                    parsed.filter,
+                    entry,
+                );
             }
             slot.state().subscriptions.insert(filter, record);
         }
@@ -356,7 +374,14 @@ impl Broker {
     /// The connection `conn_id` of `slot` closed at `now`. Its in-flight messages are kept for
     /// the next connection; the session ends now when `expiry` is zero, or later when it
     /// elapses.
-    pub fn disconnected(&self, slot: &Arc<SessionSlot>, conn_id: u64, inflight: SavedInflight, expiry: Option<Duration>, now: Instant) {
+    pub fn disconnected(
+        &self,
+        slot: &Arc<SessionSlot>,
+        conn_id: u64,
+        inflight: SavedInflight,
+        expiry: Option<Duration>,
+        now: Instant,
+    ) {
         let mut sessions = self.sessions();
         {
             let mut st = slot.state();

@@ -62,8 +62,8 @@ impl RetainStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vmq_mqtt::QoS;
     use bytes::Bytes;
+    use vmq_mqtt::QoS;
 
     fn msg(mp: &str, t: &str, p: &'static [u8]) -> Arc<Msg> {
         Arc::new(Msg {

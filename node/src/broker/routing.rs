@@ -70,7 +70,11 @@ impl Broker {
                         targets.push(self.target(&msg, e));
                     }
                     Match::Shared(group, filter, members) => {
-                        groups.push(LocalGroup { group: group.into(), filter: filter.into(), members: members.to_vec() });
+                        groups.push(LocalGroup {
+                            group: group.into(),
+                            filter: filter.into(),
+                            members: members.to_vec(),
+                        });
                     }
                 });
             }
@@ -123,7 +127,12 @@ impl Broker {
     /// is one, following `shared_subscription_policy` (VerneMQ's `vmq_shared_subscriptions`),
     /// and decides which remote nodes get the message: each node with a matching plain
     /// subscription once, plus the picked remote shared members (one frame per node).
-    fn route_shared_and_remote(&self, msg: &Arc<Msg>, groups: Vec<LocalGroup>, targets: &mut Vec<Target>) -> Vec<Forward> {
+    fn route_shared_and_remote(
+        &self,
+        msg: &Arc<Msg>,
+        groups: Vec<LocalGroup>,
+        targets: &mut Vec<Target>,
+    ) -> Vec<Forward> {
         let Some(cluster) = self.cluster() else {
             for g in &groups {
                 if let Some(e) = self.pick_shared(&g.members) {
@@ -181,7 +190,8 @@ impl Broker {
     fn pick_cluster_member(&self, local: &[SubEntry<Arc<Queue>>], remote: &[(NodeId, Arc<str>)]) -> Option<Pick> {
         let online: Vec<usize> = (0..local.len()).filter(|&i| local[i].queue.is_online()).collect();
         let pick_from = |pool: &[usize]| pool.get((self.random() % pool.len().max(1) as u64) as usize).copied();
-        let random_remote = || (!remote.is_empty()).then(|| Pick::Remote((self.random() % remote.len() as u64) as usize));
+        let random_remote =
+            || (!remote.is_empty()).then(|| Pick::Remote((self.random() % remote.len() as u64) as usize));
         let random_local = || {
             if online.is_empty() {
                 (!local.is_empty()).then(|| Pick::Local((self.random() % local.len() as u64) as usize))
@@ -194,7 +204,11 @@ impl Broker {
             SharedSubscriptionPolicy::PreferLocal => random_local().or_else(random_remote),
             // Remote members count as online: their node holds them only while subscribed.
             SharedSubscriptionPolicy::PreferOnlineBeforeLocal => {
-                if online.is_empty() { random_remote().or_else(random_local) } else { random_local() }
+                if online.is_empty() {
+                    random_remote().or_else(random_local)
+                } else {
+                    random_local()
+                }
             }
             SharedSubscriptionPolicy::Random => {
                 let n = local.len() + remote.len();
@@ -234,10 +248,16 @@ impl Broker {
                 });
             }
             for (client_id, filter) in shared {
-                let key = vmq_storage::QueueKey { mountpoint: msg.mountpoint.to_string(), client_id: client_id.to_string() };
+                let key =
+                    vmq_storage::QueueKey { mountpoint: msg.mountpoint.to_string(), client_id: client_id.to_string() };
                 let record = self.session(&key).and_then(|slot| {
                     let record = slot.state().subscriptions.get(filter).copied()?;
-                    Some(SubEntry { client_id: client_id.clone(), queue: slot.queue.clone(), options: record.options, id: record.id })
+                    Some(SubEntry {
+                        client_id: client_id.clone(),
+                        queue: slot.queue.clone(),
+                        options: record.options,
+                        id: record.id,
+                    })
                 });
                 match record {
                     Some(entry) => targets.push(self.target(&msg, &entry)),
@@ -248,7 +268,9 @@ impl Broker {
                 let member = trie.and_then(|t| self.other_shared_member(t, filter, &msg.topic));
                 match member {
                     Some(entry) => targets.push(self.target(&msg, &entry)),
-                    None => tracing::warn!(%filter, topic = %msg.topic, "forwarded message for a shared subscription with no member left here"),
+                    None => {
+                        tracing::warn!(%filter, topic = %msg.topic, "forwarded message for a shared subscription with no member left here")
+                    }
                 }
             }
         }
@@ -288,21 +310,23 @@ impl Broker {
         // On a single node every policy picks among local members; all prefer an online member
         // so that a message is not parked in an offline queue while a consumer is connected.
         let online = members.iter().filter(|e| e.queue.is_online()).count();
-        let pool_online = online > 0 && self.settings.shared_policy != SharedSubscriptionPolicy::Random || online == members.len();
+        let pool_online =
+            online > 0 && self.settings.shared_policy != SharedSubscriptionPolicy::Random || online == members.len();
         let n = if pool_online { online } else { members.len() };
         if n == 0 {
             return None;
         }
         let pick = (self.random() % n as u64) as usize;
-        if pool_online {
-            members.iter().filter(|e| e.queue.is_online()).nth(pick)
-        } else {
-            members.get(pick)
-        }
+        if pool_online { members.iter().filter(|e| e.queue.is_online()).nth(pick) } else { members.get(pick) }
     }
 
     /// Adds (or replaces) a subscription of the session; returns true when it replaced one.
-    pub fn subscribe(&self, slot: &Arc<SessionSlot>, filter: &str, record: SubscriptionRecord) -> Result<bool, topic::TopicError> {
+    pub fn subscribe(
+        &self,
+        slot: &Arc<SessionSlot>,
+        filter: &str,
+        record: SubscriptionRecord,
+    ) -> Result<bool, topic::TopicError> {
         let parsed = topic::parse_filter(filter)?;
         let entry = SubEntry {
             client_id: slot.key.client_id.as_str().into(),

@@ -140,13 +140,7 @@ fn emit<'a, Q>(node: &'a Node<Q>, f: &mut dyn FnMut(Match<'a, Q>)) {
     }
 }
 
-fn match_at<'a, Q>(
-    node: &'a Node<Q>,
-    levels: &[&str],
-    depth: usize,
-    dollar: bool,
-    f: &mut dyn FnMut(Match<'a, Q>),
-) {
+fn match_at<'a, Q>(node: &'a Node<Q>, levels: &[&str], depth: usize, dollar: bool, f: &mut dyn FnMut(Match<'a, Q>)) {
     let wildcards_allowed = !(dollar && depth == 0);
     if wildcards_allowed {
         // `#` also matches the parent level: `a/#` matches `a` [MQTT-4.7.1-2].
@@ -205,8 +199,8 @@ fn remove_client<Q>(list: &mut Vec<SubEntry<Q>>, client_id: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use vmq_mqtt::topic;
     use proptest::prelude::*;
+    use vmq_mqtt::topic;
 
     fn entry(c: &str) -> SubEntry<()> {
         SubEntry { client_id: c.into(), queue: (), options: SubscriptionOptions::default(), id: None }
@@ -260,13 +254,14 @@ mod tests {
     }
 
     fn filter() -> impl Strategy<Value = String> {
-        (prop::collection::vec(prop_oneof![level(), Just("+".to_string())], 1..4), any::<bool>())
-            .prop_map(|(mut l, hash)| {
+        (prop::collection::vec(prop_oneof![level(), Just("+".to_string())], 1..4), any::<bool>()).prop_map(
+            |(mut l, hash)| {
                 if hash {
                     l.push("#".into());
                 }
                 l.join("/")
-            })
+            },
+        )
     }
 
     proptest! {

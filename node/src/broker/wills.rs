@@ -81,7 +81,14 @@ impl DelayedWills {
 impl Broker {
     /// Publishes `will` of the connection of registration `generation` on `slot` after
     /// `delay`, unless the session was resumed by then; at once when `delay` is zero.
-    pub fn schedule_will(&self, will: Arc<Msg>, delay: Duration, slot: Arc<SessionSlot>, generation: u64, now: Instant) {
+    pub fn schedule_will(
+        &self,
+        will: Arc<Msg>,
+        delay: Duration,
+        slot: Arc<SessionSlot>,
+        generation: u64,
+        now: Instant,
+    ) {
         if delay.is_zero() {
             self.publish(will);
             return;

@@ -161,7 +161,9 @@ impl Shared {
         let request = Request::Adopt { key: (key.mountpoint.clone(), key.client_id.clone()), epoch, subscriptions };
         match self.calls.call(&self, &target, request, LEAVE_RPC_TIMEOUT).await {
             Ok(Response::Stored) => {}
-            other => warn!(client_id = %key.client_id, %target, answer = ?other, "queue not adopted; draining to it all the same"),
+            other => {
+                warn!(client_id = %key.client_id, %target, answer = ?other, "queue not adopted; draining to it all the same")
+            }
         }
         let first = h.memory_only_inflight();
         self.drain_counted(h, target, epoch, first, std::collections::HashSet::new(), Some(moved)).await;
@@ -184,7 +186,12 @@ impl Shared {
     }
 
     /// `vmq-admin cluster leave` of another live member: it does the work.
-    pub(crate) async fn ask_to_leave(&self, node: &NodeId, kill_sessions: bool, timeout: Duration) -> Result<String, String> {
+    pub(crate) async fn ask_to_leave(
+        &self,
+        node: &NodeId,
+        kill_sessions: bool,
+        timeout: Duration,
+    ) -> Result<String, String> {
         let request = Request::Leave { kill_sessions, timeout_ms: timeout.as_millis() as u64 };
         match self.calls.call(self, node, request, LEAVE_RPC_TIMEOUT).await {
             Ok(Response::Text { text }) => Ok(text),

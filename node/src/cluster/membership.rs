@@ -37,10 +37,8 @@ pub(crate) struct Membership {
 impl Membership {
     /// A membership of this node alone.
     pub fn alone(me: &NodeId, addr: SocketAddr) -> Membership {
-        let mut m = Membership {
-            me: me.0.clone(),
-            state: MembershipState { set: Orswot::new(), addrs: BTreeMap::new() },
-        };
+        let mut m =
+            Membership { me: me.0.clone(), state: MembershipState { set: Orswot::new(), addrs: BTreeMap::new() } };
         m.add(me, addr);
         m
     }

@@ -25,13 +25,13 @@ use vmq_storage::metadata::{
 use vmq_storage::{Durability, QueueKey, Store, WriteBatch};
 
 use super::Shared;
-use super::membership::{Membership, MembershipState};
 use super::leave::Orphan;
+use super::membership::{Membership, MembershipState};
 use super::registration::Owner;
 use super::transport::{StreamKind, TransportEvent};
+use super::view::{MetadataExchanges, PeerExchange};
 use super::wire::{self, MetadataFrame, NodeSubscriptions, RetainValue, RpcFrame, SubscriberValue, decode_key};
 use crate::broker::Broker;
-use super::view::{MetadataExchanges, PeerExchange};
 
 /// How often the membership is gossiped to reachable members (repairs lost gossip).
 const GOSSIP_INTERVAL: Duration = Duration::from_secs(2);
@@ -222,7 +222,10 @@ impl<B: Backend> Driver<B> {
 
     fn instant_of(&self, at: Millis) -> tokio::time::Instant {
         // Far in the future rather than a panic if a deadline is beyond what an Instant holds.
-        let at = self.epoch.checked_add(Duration::from_millis(at.0)).unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+        let at = self
+            .epoch
+            .checked_add(Duration::from_millis(at.0))
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         tokio::time::Instant::from_std(at)
     }
 
@@ -344,7 +347,8 @@ impl<B: Backend> Driver<B> {
                     let mut routes = self.shared.routes.write().unwrap_or_else(|e| e.into_inner());
                     routes.apply(&self.shared.me, &mountpoint, &name, &entries);
                 }
-                let owner = entries.first().map(|e| Owner { node: e.node.clone(), epoch, clean_session: e.clean_session });
+                let owner =
+                    entries.first().map(|e| Owner { node: e.node.clone(), epoch, clean_session: e.clean_session });
                 self.shared.observe_owner(QueueKey { mountpoint, client_id: name }, owner);
             }
             // The broker already holds its own retained messages.
@@ -375,9 +379,12 @@ impl<B: Backend> Driver<B> {
     fn apply_writes(&mut self) {
         for (key, write) in self.shared.writes.take() {
             if let Some(epoch) = write.epoch {
-                let newer = self.replica.read(&key).values.iter().any(|v| {
-                    wire::decode::<SubscriberValue>(&v.data).is_some_and(|s| s.into_parts().0 > epoch)
-                });
+                let newer = self
+                    .replica
+                    .read(&key)
+                    .values
+                    .iter()
+                    .any(|v| wire::decode::<SubscriberValue>(&v.data).is_some_and(|s| s.into_parts().0 > epoch));
                 if newer {
                     debug!(epoch, "subscriber entry of a superseded registration not written");
                     continue;
@@ -393,7 +400,9 @@ impl<B: Backend> Driver<B> {
         let read = self.replica.read(&key);
         match value {
             Some(value) => self.replica.handle_local(now, LocalOp::Put { key, value, context: read.context }),
-            None if !read.values.is_empty() => self.replica.handle_local(now, LocalOp::Delete { key, context: read.context }),
+            None if !read.values.is_empty() => {
+                self.replica.handle_local(now, LocalOp::Delete { key, context: read.context })
+            }
             None => {}
         }
     }
@@ -478,7 +487,8 @@ impl<B: Backend> Driver<B> {
         let mut owned: Vec<(MetaKey, u64, NodeSubscriptions)> = Vec::new();
         self.replica.fold(PREFIX_SUBSCRIBER, &mut |key, values| {
             let Some(v) = winner_of(key, values) else { return };
-            let Some((epoch, entries)) = wire::decode::<SubscriberValue>(&v.data).map(SubscriberValue::into_parts) else {
+            let Some((epoch, entries)) = wire::decode::<SubscriberValue>(&v.data).map(SubscriberValue::into_parts)
+            else {
                 return;
             };
             if let Some(entry) = entries.into_iter().find(|e| e.node == *gone) {
@@ -753,7 +763,9 @@ impl<B: Backend> Driver<B> {
             }
         });
         for (key, value) in retained {
-            if let (Some((mountpoint, topic)), Some(v)) = (decode_key(&key.key), wire::decode::<RetainValue>(&value.data)) {
+            if let (Some((mountpoint, topic)), Some(v)) =
+                (decode_key(&key.key), wire::decode::<RetainValue>(&value.data))
+            {
                 self.broker.set_retained_replica(Arc::new(v.to_msg(&mountpoint, &topic)));
             }
         }

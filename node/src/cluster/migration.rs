@@ -141,7 +141,10 @@ impl Shared {
                 }
             }
             if pages.is_empty() {
-                if unrouted && broker.is_settled(&h.slot) && broker.read_stored(&key, None, 1).is_ok_and(|p| p.is_empty()) {
+                if unrouted
+                    && broker.is_settled(&h.slot)
+                    && broker.read_stored(&key, None, 1).is_ok_and(|p| p.is_empty())
+                {
                     break;
                 }
                 if owner_known_at.is_some() && !done_sent {
@@ -196,7 +199,13 @@ impl Shared {
     /// Sends `steps` to `to` in order, several in flight, until each is stored there (or at
     /// the node the session moved on to). The receiver queues them in the order they arrive;
     /// after a failure the whole window goes again (at least once).
-    async fn send_window(&self, key: &QueueKey, to: &mut NodeId, epoch: u64, steps: &[(Vec<MessageSeq>, Vec<Vec<u8>>)]) {
+    async fn send_window(
+        &self,
+        key: &QueueKey,
+        to: &mut NodeId,
+        epoch: u64,
+        steps: &[(Vec<MessageSeq>, Vec<Vec<u8>>)],
+    ) {
         let mut backoff = Duration::from_millis(20);
         loop {
             let mut sent = Vec::new();
@@ -243,11 +252,7 @@ impl Shared {
     async fn send_step(&self, key: &QueueKey, to: &mut NodeId, epoch: u64, messages: Vec<Vec<u8>>) {
         let mut backoff = Duration::from_millis(20);
         loop {
-            let request = Request::Drain {
-                key: wire_key(key),
-                epoch,
-                messages: messages.clone(),
-            };
+            let request = Request::Drain { key: wire_key(key), epoch, messages: messages.clone() };
             match self.calls.call(self, to, request, DRAIN_TIMEOUT).await {
                 Ok(Response::Stored) => return,
                 Ok(Response::Moved { node }) => {

@@ -41,18 +41,18 @@ use vmq_storage::metadata::{MetaKey, MetaValue, NodeId, PREFIX_RETAIN, PREFIX_SU
 use vmq_storage::{QueueKey, StoreError};
 
 use self::membership::Membership;
-use self::outbox::Outboxes;
 use self::metadata::{Backend, Command, Driver, ExchangeBoard, JOIN_TIMEOUT, PendingWrites};
+use self::outbox::Outboxes;
 use self::remote::RemoteRoutes;
 use self::transport::{SendError, Transport, TransportConfig, TransportError, TransportEvent};
 use self::wire::{NodeSubscriptions, RetainValue, SubscriberValue, WireSubscription};
 use crate::broker::message::Msg;
 use crate::broker::queue::Durable;
 use crate::broker::{Broker, ClusterLink, Forward, GrantFuture, RemoteMatches, SessionAnnounce};
-use vmq_mqtt::QoS;
-use vmq_config::{Config, ConfigError, MetadataPlugin};
-use view::{AdminFuture, ClusterView, LeaveStatus, LeaveStatusFuture, MemberStatus, MetadataExchanges};
 use crate::storage::NodeStorage;
+use view::{AdminFuture, ClusterView, LeaveStatus, LeaveStatusFuture, MemberStatus, MetadataExchanges};
+use vmq_config::{Config, ConfigError, MetadataPlugin};
+use vmq_mqtt::QoS;
 
 /// The default port of `listener.vmq.clustering` (VerneMQ's).
 pub const DEFAULT_CLUSTER_PORT: u16 = 44053;
@@ -307,11 +307,10 @@ impl Shared {
             // that does not fit is refused rather than accepted and lost.
             let unreachable = !droppable && self.outboxes.enabled() && !self.peer_reachable(&f.node);
             if unreachable && !self.outboxes.has_room(&f.node, frame.len()) {
-                self.forward_failed(&f.node, &SendError::BufferFull {
-                    peer: f.node.clone(),
-                    pending: frame.len(),
-                    limit: self.outboxes.limit(),
-                });
+                self.forward_failed(
+                    &f.node,
+                    &SendError::BufferFull { peer: f.node.clone(), pending: frame.len(), limit: self.outboxes.limit() },
+                );
                 tickets.push(Durable::Failed(format!("the cluster outbox for {} is full", f.node)));
                 continue;
             }
@@ -356,7 +355,10 @@ impl ClusterView for Shared {
         Box::pin(async move {
             let (node, addr) = parse_discovery_node(&discovery_node).await?;
             let (reply, answer) = oneshot::channel();
-            commands.send(Command::Join { node, addr, reply }).await.map_err(|_| "the cluster is shutting down".to_string())?;
+            commands
+                .send(Command::Join { node, addr, reply })
+                .await
+                .map_err(|_| "the cluster is shutting down".to_string())?;
             match tokio::time::timeout(JOIN_TIMEOUT * 2, answer).await {
                 Ok(Ok(result)) => result,
                 _ => Err("the join did not complete".into()),
@@ -444,7 +446,10 @@ pub struct Cluster {
 
 impl std::fmt::Debug for Cluster {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cluster").field("node", &self.shared.me).field("addr", &self.shared.addr).finish_non_exhaustive()
+        f.debug_struct("Cluster")
+            .field("node", &self.shared.me)
+            .field("addr", &self.shared.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -515,9 +520,9 @@ impl Cluster {
             MetadataPlugin::VmqPlumtree => {
                 let mut config = vmq_plumtree::PlumtreeConfig::default();
                 for entry in cfg.delegated_entries("vmq_plumtree.") {
-                    config
-                        .set(&entry.key, &entry.value)
-                        .map_err(|e| cfg.invalid_entry(entry, e, "see the vmq_plumtree settings in the documentation"))?;
+                    config.set(&entry.key, &entry.value).map_err(|e| {
+                        cfg.invalid_entry(entry, e, "see the vmq_plumtree settings in the documentation")
+                    })?;
                 }
                 let recovered = vmq_plumtree::load(&*storage.store)?;
                 let replica = vmq_plumtree::Replica::new(config, me.clone(), seed, recovered);
@@ -630,9 +635,8 @@ fn spawn_driver<B: Backend>(
 fn outbox_size(cfg: &Config) -> Result<usize, ConfigError> {
     match cfg.delegated.iter().rev().find(|e| e.key == "outgoing_clustering_outbox_size") {
         None => Ok(outbox::DEFAULT_OUTBOX_SIZE),
-        Some(entry) => vmq_config::parse_bytes(&entry.value).map_err(|e| {
-            cfg.invalid_entry(entry, e.to_string(), "a size in bytes, e.g. 64MB, or 0 for no outbox")
-        }),
+        Some(entry) => vmq_config::parse_bytes(&entry.value)
+            .map_err(|e| cfg.invalid_entry(entry, e.to_string(), "a size in bytes, e.g. 64MB, or 0 for no outbox")),
     }
 }
 
@@ -642,7 +646,11 @@ fn drain_step(cfg: &Config) -> Result<usize, ConfigError> {
         None => Ok(1000),
         Some(entry) => match entry.value.trim().parse::<usize>() {
             Ok(n) if n > 0 => Ok(n),
-            _ => Err(cfg.invalid_entry(entry, "not a positive integer".to_string(), "messages per drain step, e.g. 1000")),
+            _ => Err(cfg.invalid_entry(
+                entry,
+                "not a positive integer".to_string(),
+                "messages per drain step, e.g. 1000",
+            )),
         },
     }
 }

@@ -75,7 +75,11 @@ impl Outboxes {
         if let Some(p) = peers.get(peer) {
             return p.clone();
         }
-        let p = Arc::new(PeerOutbox { wake: Notify::new(), bytes: AtomicUsize::new(0), stored: Mutex::new(VecDeque::new()) });
+        let p = Arc::new(PeerOutbox {
+            wake: Notify::new(),
+            bytes: AtomicUsize::new(0),
+            stored: Mutex::new(VecDeque::new()),
+        });
         peers.insert(peer.clone(), p.clone());
         let shared = self.shared.get().cloned().unwrap_or_default();
         tokio::spawn(run(shared, peer.clone(), p.clone(), self.store.clone()));
@@ -133,7 +137,9 @@ impl Outboxes {
                             outbox.stored().push_back((ticket.seq(), m.seq, len));
                             outbox.bytes.fetch_add(len, Ordering::Relaxed);
                         }
-                        Err(e) => warn!(%peer, error = %e, "outbox message for a node that is no longer a member dropped"),
+                        Err(e) => {
+                            warn!(%peer, error = %e, "outbox message for a node that is no longer a member dropped")
+                        }
                     }
                 }
             }

@@ -19,15 +19,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
-use vmq_storage::metadata::NodeId;
 use vmq_storage::QueueKey;
+use vmq_storage::metadata::NodeId;
 
 use super::Shared;
 use super::wire::{HandOver, Request, Response, WireInflight, WireKey, WireSubscription};
+use crate::broker::inflight::{OutFlight, OutState, SavedInflight};
 use crate::broker::persist;
 use crate::broker::queue::Queued;
 use crate::broker::{Grant, NetsplitAction, SessionHandOver};
-use crate::broker::inflight::{OutFlight, OutState, SavedInflight};
 
 /// How long a node waits for the leader's answer to a registration.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(8);
@@ -50,11 +50,7 @@ fn rendezvous<'a>(member: &'a NodeId, key: &QueueKey) -> (u64, &'a str) {
     // FNV-1a over the three parts (separated, so that shifting bytes between them changes the
     // hash), then a splitmix finaliser to spread nearby names; the name breaks ties.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in [
-        member.0.as_bytes(),
-        key.mountpoint.as_bytes(),
-        key.client_id.as_bytes(),
-    ] {
+    for part in [member.0.as_bytes(), key.mountpoint.as_bytes(), key.client_id.as_bytes()] {
         for b in part.iter().chain(std::iter::once(&0xff)) {
             h ^= u64::from(*b);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
@@ -172,9 +168,7 @@ pub(crate) struct Registering {
 
 impl Registering {
     fn new(shared: Arc<Shared>, key: QueueKey) -> Self {
-        *lock(&shared.registrar.registering)
-            .entry(key.clone())
-            .or_default() += 1;
+        *lock(&shared.registrar.registering).entry(key.clone()).or_default() += 1;
         Registering { shared, key }
     }
 }
@@ -196,10 +190,7 @@ pub(super) fn wire_key(key: &QueueKey) -> WireKey {
 }
 
 fn queue_key((mountpoint, client_id): WireKey) -> QueueKey {
-    QueueKey {
-        mountpoint,
-        client_id,
-    }
+    QueueKey { mountpoint, client_id }
 }
 
 /// The session a node handed over, as the broker takes it: in-flight messages keep their
@@ -259,11 +250,7 @@ impl Shared {
     /// when the leader is unreachable and `allow_register_during_netsplit` is on, acts as its
     /// own leader). The grant holds this node's claim on the client id until the session is
     /// installed.
-    pub(crate) async fn coordinate(
-        self: Arc<Self>,
-        key: QueueKey,
-        clean_start: bool,
-    ) -> Result<Grant, String> {
+    pub(crate) async fn coordinate(self: Arc<Self>, key: QueueKey, clean_start: bool) -> Result<Grant, String> {
         let claim = Registering::new(self.clone(), key.clone());
         let known = self.registrar.owner(&key).map_or(0, |o| o.epoch);
         let members = self.view().members.clone();
@@ -276,9 +263,7 @@ impl Shared {
         } else if !self.peer_reachable(&leader) {
             // Known to be down: answer at once rather than after a timeout.
             if !self.allows_register_in_split() {
-                return Err(format!(
-                    "registration leader {leader} unreachable (netsplit)"
-                ));
+                return Err(format!("registration leader {leader} unreachable (netsplit)"));
             }
             debug!(client_id = %key.client_id, %leader, "registration leader unreachable; registering locally (allow_register_during_netsplit)");
             self.grant(&key, &self.me, clean_start, known).await?
@@ -296,11 +281,7 @@ impl Shared {
                 }
             });
         }
-        Ok(Grant {
-            epoch,
-            handed_over: handover.map(session_of),
-            claim: Some(Box::new(claim)),
-        })
+        Ok(Grant { epoch, handed_over: handover.map(session_of), claim: Some(Box::new(claim)) })
     }
 
     /// Asks `leader` for a grant. A request lost with a link that was replaced under it (the
@@ -335,8 +316,7 @@ impl Shared {
     }
 
     fn allows_register_in_split(&self) -> bool {
-        self.broker()
-            .is_some_and(|b| b.netsplit.allows(NetsplitAction::Register))
+        self.broker().is_some_and(|b| b.netsplit.allows(NetsplitAction::Register))
     }
 
     /// The leader's part: serialises the registrations of `key`, picks the epoch and takes
@@ -365,10 +345,7 @@ impl Shared {
         known: u64,
     ) -> Result<(u64, Option<HandOver>), String> {
         let (holders, latest) = self.registrar.holders(key);
-        let epoch = self
-            .timestamp()
-            .max(latest.saturating_add(1))
-            .max(known.saturating_add(1));
+        let epoch = self.timestamp().max(latest.saturating_add(1)).max(known.saturating_add(1));
         let mut handover = None;
         for node in holders.iter().filter(|n| *n != to) {
             let taken = if *node == self.me {
@@ -378,12 +355,7 @@ impl Shared {
             } else if !self.peer_reachable(node) {
                 Err(format!("{node} is unreachable"))
             } else {
-                let request = Request::TakeOver {
-                    key: wire_key(key),
-                    epoch,
-                    to: to.clone(),
-                    clean_start,
-                };
+                let request = Request::TakeOver { key: wire_key(key), epoch, to: to.clone(), clean_start };
                 match self.calls.call(self, node, request, TAKEOVER_TIMEOUT).await {
                     Ok(Response::TakenOver { session }) => Ok(session),
                     Ok(other) => Err(format!("unexpected answer from {node}: {other:?}")),
@@ -397,9 +369,7 @@ impl Shared {
                     warn!(client_id = %key.client_id, %node, error = %e, "session on another node not taken over; it closes once that node sees this registration");
                 }
                 Err(e) => {
-                    return Err(format!(
-                        "the session on {node} could not be taken over: {e}"
-                    ));
+                    return Err(format!("the session on {node} could not be taken over: {e}"));
                 }
             }
         }
@@ -411,59 +381,30 @@ impl Shared {
     /// Serves a request of another node.
     pub(crate) async fn serve(self: &Arc<Self>, from: &NodeId, body: Request) -> Response {
         match body {
-            Request::Register {
-                key,
-                clean_start,
-                known_epoch,
-            } => {
+            Request::Register { key, clean_start, known_epoch } => {
                 if !self.is_member(from) {
-                    return Response::Refused {
-                        reason: format!("{from} is not a cluster member"),
-                    };
+                    return Response::Refused { reason: format!("{from} is not a cluster member") };
                 }
-                match self
-                    .grant(&queue_key(key), from, clean_start, known_epoch)
-                    .await
-                {
+                match self.grant(&queue_key(key), from, clean_start, known_epoch).await {
                     Ok((epoch, session)) => Response::Granted { epoch, session },
                     Err(reason) => Response::Refused { reason },
                 }
             }
-            Request::TakeOver {
-                key,
-                epoch,
-                to,
-                clean_start,
-            } => Response::TakenOver {
-                session: self
-                    .hand_over_here(&queue_key(key), epoch, &to, clean_start)
-                    .await,
-            },
-            Request::Drain {
-                key,
-                epoch,
-                messages,
-            } => self.accept_drain_now(&queue_key(key), epoch, messages).await,
-            Request::Leave {
-                kill_sessions,
-                timeout_ms,
-            } => Response::Text {
-                text: self.leave_here(kill_sessions, Duration::from_millis(timeout_ms)),
-            },
+            Request::TakeOver { key, epoch, to, clean_start } => {
+                Response::TakenOver { session: self.hand_over_here(&queue_key(key), epoch, &to, clean_start).await }
+            }
+            Request::Drain { key, epoch, messages } => self.accept_drain_now(&queue_key(key), epoch, messages).await,
+            Request::Leave { kill_sessions, timeout_ms } => {
+                Response::Text { text: self.leave_here(kill_sessions, Duration::from_millis(timeout_ms)) }
+            }
             Request::DrainDone { key } => {
                 if let Some(broker) = self.broker() {
                     broker.release_held(&queue_key(key));
                 }
                 Response::Stored
             }
-            Request::LeaveStatus => Response::Progress {
-                progress: self.leave_progress(),
-            },
-            Request::Adopt {
-                key,
-                epoch,
-                subscriptions,
-            } => self.adopt(queue_key(key), epoch, subscriptions),
+            Request::LeaveStatus => Response::Progress { progress: self.leave_progress() },
+            Request::Adopt { key, epoch, subscriptions } => self.adopt(queue_key(key), epoch, subscriptions),
         }
     }
 
@@ -482,11 +423,7 @@ impl Shared {
         let (inflight, incoming_qos2) = wire_inflight(&h.inflight);
         let handover = HandOver {
             from: self.me.clone(),
-            subscriptions: h
-                .subscriptions
-                .iter()
-                .map(|(f, r)| WireSubscription::new(f.clone(), r))
-                .collect(),
+            subscriptions: h.subscriptions.iter().map(|(f, r)| WireSubscription::new(f.clone(), r)).collect(),
             queued: h.stored,
             inflight,
             incoming_qos2,
@@ -517,15 +454,11 @@ impl Shared {
         info!(client_id = %key.client_id, node = %owner.node, "a newer registration of this client id exists on another node; closing the session here");
         let shared = self.clone();
         tokio::spawn(async move {
-            if let Some(h) = broker
-                .hand_over(&key, owner.epoch, !owner.clean_session)
-                .await
-            {
+            if let Some(h) = broker.hand_over(&key, owner.epoch, !owner.clean_session).await {
                 shared.drain(h, owner.node, owner.epoch).await;
             }
         });
     }
-
 }
 
 #[cfg(test)]
@@ -533,9 +466,7 @@ mod tests {
     use super::*;
 
     fn members(n: usize) -> Vec<NodeId> {
-        (1..=n)
-            .map(|i| NodeId::new(format!("vmq{i}@10.0.0.{i}")))
-            .collect()
+        (1..=n).map(|i| NodeId::new(format!("vmq{i}@10.0.0.{i}"))).collect()
     }
 
     #[test]

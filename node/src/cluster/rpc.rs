@@ -26,14 +26,18 @@ pub(crate) struct Calls {
 }
 
 impl Calls {
-    fn pending(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<u64, (NodeId, oneshot::Sender<Response>)>> {
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<u64, (NodeId, oneshot::Sender<Response>)>> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Sends `body` to `peer` and waits up to `timeout` for the answer.
-    pub(crate) async fn call(&self, shared: &Shared, peer: &NodeId, body: Request, timeout: Duration) -> Result<Response, String> {
+    pub(crate) async fn call(
+        &self,
+        shared: &Shared,
+        peer: &NodeId,
+        body: Request,
+        timeout: Duration,
+    ) -> Result<Response, String> {
         let sent = self.send(shared, peer, body)?;
         self.answer(sent, timeout).await
     }

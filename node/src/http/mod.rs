@@ -197,7 +197,8 @@ async fn api(
     Query(args): Query<Vec<(String, String)>>,
 ) -> Response {
     if !authorised(&s, peer, &headers) {
-        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"type": "text", "text": "API key required"}))).into_response();
+        return (StatusCode::UNAUTHORIZED, axum::Json(json!({"type": "text", "text": "API key required"})))
+            .into_response();
     }
     let command = match vmq_admin_commands::by_path(&command) {
         Ok(command) => command,
@@ -207,9 +208,9 @@ async fn api(
         return bad_request(&e);
     }
     match command.id {
-        CommandId::ClusterShow => table(
-            s.cluster.members().into_iter().map(|m| json!({"Node": m.node, "Running": m.running})).collect(),
-        ),
+        CommandId::ClusterShow => {
+            table(s.cluster.members().into_iter().map(|m| json!({"Node": m.node, "Running": m.running})).collect())
+        }
         CommandId::ClusterJoin => match required(command, &args, "discovery-node") {
             Ok(node) => text_result(s.cluster.join(node).await),
             Err(missing) => bad_request(&missing),

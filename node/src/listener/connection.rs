@@ -99,7 +99,11 @@ fn recycle(buf: &mut BytesMut) {
 /// chunk on the stack of this poll (not into the connection's future, which every connection
 /// holds for its whole life), and only bytes that arrived are copied into a new `rbuf`. Any
 /// stream works so, without a readiness API such as `TcpStream::readable`.
-fn poll_read_some<S: AsyncRead + Unpin>(stream: &mut S, rbuf: &mut BytesMut, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+fn poll_read_some<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    rbuf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<std::io::Result<usize>> {
     if rbuf.capacity() == 0 {
         // Left uninitialised: zeroing 8 KB on every wake-up would be work for nothing.
         let mut chunk = [MaybeUninit::<u8>::uninit(); READ_CHUNK];
@@ -196,7 +200,9 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Option<(Box<Connect>, Accepted)> {
     let max_packet = connect::max_packet_size(&ctx.mqtt);
     // CONNECT must be the first packet [MQTT-3.1.0-1], within `mqtt.connect.timeout`.
-    let first = tokio::time::timeout(ctx.mqtt.mqtt_connect_timeout, read_packet(stream, rbuf, ProtocolVersion::V4, max_packet)).await;
+    let first =
+        tokio::time::timeout(ctx.mqtt.mqtt_connect_timeout, read_packet(stream, rbuf, ProtocolVersion::V4, max_packet))
+            .await;
     let refused = match first {
         Err(_) => {
             info!("no CONNECT within mqtt.connect.timeout; closing");
@@ -319,11 +325,8 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     // MQTT 5 clients are held to the Receive Maximum by the session, which disconnects them
     // past it [MQTT-3.3.4-9], so their connection keeps reading (their PUBACKs for our
     // deliveries among the rest); MQTT 3 has no such limit, so the connection stops reading.
-    let max_waiting = if session.version().is_v5() {
-        MAX_WAITING_ACKS
-    } else {
-        session.incoming_window().clamp(1, MAX_WAITING_ACKS)
-    };
+    let max_waiting =
+        if session.version().is_v5() { MAX_WAITING_ACKS } else { session.incoming_window().clamp(1, MAX_WAITING_ACKS) };
     loop {
         // Deliveries stay in the queue while too much waits behind acknowledgements.
         let more = w.held.bytes() < MAX_HELD_BYTES && session.pump(now());

@@ -3,8 +3,8 @@
 //! sans-IO [`crate::session::Session`].
 
 mod connection;
-mod verdicts;
 mod registry;
+mod verdicts;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -147,9 +147,11 @@ impl Listeners {
         if spec.transport != Transport::Tcp {
             return Err(ListenerError::NotImplemented { key: spec.key(), addr: spec.addr, transport: spec.transport });
         }
-        let socket = TcpListener::bind(spec.addr)
-            .await
-            .map_err(|source| ListenerError::Bind { key: spec.key(), addr: spec.addr, source })?;
+        let socket = TcpListener::bind(spec.addr).await.map_err(|source| ListenerError::Bind {
+            key: spec.key(),
+            addr: spec.addr,
+            source,
+        })?;
         let mut spec = spec;
         spec.addr = socket.local_addr().unwrap_or(spec.addr);
         Ok(Bound { socket, spec })

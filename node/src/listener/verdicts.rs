@@ -76,7 +76,12 @@ impl Held {
     /// Moves into `out` what may be written now: the bytes up to the first request that
     /// still waits, with what [`Session::handle_verdict`] made of every request before it
     /// (`Err` when the connection must close).
-    pub(super) fn take_ready(&mut self, out: &mut BytesMut, session: &mut Session, version: ProtocolVersion) -> Result<(), Close> {
+    pub(super) fn take_ready(
+        &mut self,
+        out: &mut BytesMut,
+        session: &mut Session,
+        version: ProtocolVersion,
+    ) -> Result<(), Close> {
         while let Some(front) = self.waiting.front_mut() {
             if !settle_now(front) {
                 break;
@@ -155,15 +160,26 @@ mod tests {
     use crate::ack::{Progress, Ticket};
     use crate::broker::queue::Durable;
     use crate::broker::{Broker, BrokerSettings, ConnectionHandle};
-    use vmq_mqtt::{Packet, PacketId, PubResp};
     use crate::session::{ClientLimits, SessionConfig};
+    use vmq_mqtt::{Packet, PacketId, PubResp};
 
     async fn session() -> Session {
         let store = StoreMessageStore::open(Arc::new(MemStore::new()), Durability::Buffered).unwrap();
         let broker = Broker::new(BrokerSettings::default(), Arc::new(store) as Arc<dyn MessageStore>);
-        let reg = broker.register(QueueKey::new("", "c"), true, ConnectionHandle::new(broker.next_connection_id())).await.expect("a single node always registers");
+        let reg = broker
+            .register(QueueKey::new("", "c"), true, ConnectionHandle::new(broker.next_connection_id()))
+            .await
+            .expect("a single node always registers");
         let limits = ClientLimits { receive_maximum: u16::MAX, ..ClientLimits::default() };
-        Session::new(broker, reg.slot, SessionConfig::default(), ProtocolVersion::V4, limits, reg.inflight, Instant::now())
+        Session::new(
+            broker,
+            reg.slot,
+            SessionConfig::default(),
+            ProtocolVersion::V4,
+            limits,
+            reg.inflight,
+            Instant::now(),
+        )
     }
 
     fn puback(id: u16) -> Packet {
@@ -171,7 +187,13 @@ mod tests {
     }
 
     /// A transmit of `before`, then an acknowledgement of `id` waiting for `seq` of `progress`.
-    fn waiting(session: &mut Session, before: &[u8], id: u16, progress: &watch::Sender<Progress>, seq: u64) -> Transmit {
+    fn waiting(
+        session: &mut Session,
+        before: &[u8],
+        id: u16,
+        progress: &watch::Sender<Progress>,
+        seq: u64,
+    ) -> Transmit {
         let durable = vec![Durable::Remote(Ticket::new(progress.subscribe(), seq))];
         session.request_durable_ack(before, id, durable);
         let mut tx = Transmit::default();

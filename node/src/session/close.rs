@@ -71,7 +71,9 @@ impl Session {
             End::Kicked(Kick::Administrative) => {
                 (Some(ReasonCode::ADMINISTRATIVE_ACTION), true, "disconnected by an operator".into())
             }
-            End::Kicked(Kick::Shutdown) => (Some(ReasonCode::SERVER_SHUTTING_DOWN), true, "server shutting down".into()),
+            End::Kicked(Kick::Shutdown) => {
+                (Some(ReasonCode::SERVER_SHUTTING_DOWN), true, "server shutting down".into())
+            }
         };
         let disconnect = reason.filter(|_| self.version.is_v5()).map(|code| {
             let mut properties = Properties::default();
@@ -86,7 +88,13 @@ impl Session {
             let delay = self.will_delay(&will, shutting_down);
             (self.will_message(&will, delay, now), delay)
         });
-        Farewell { disconnect, will, session_expiry: self.connected.session_expiry, generation: self.connected.generation, cause }
+        Farewell {
+            disconnect,
+            will,
+            session_expiry: self.connected.session_expiry,
+            generation: self.connected.generation,
+            cause,
+        }
     }
 
     /// The will is published after the Will Delay Interval or when the session ends,
@@ -115,7 +123,10 @@ impl Session {
             retain: will.retain,
             properties: ForwardedProperties::from_properties(&will.properties),
             // The Message Expiry Interval counts from the publication, after the delay.
-            expires_at: will.properties.message_expiry_interval.map(|s| now + delay + Duration::from_secs(u64::from(s))),
+            expires_at: will
+                .properties
+                .message_expiry_interval
+                .map(|s| now + delay + Duration::from_secs(u64::from(s))),
             publisher: Some(self.client_id.clone()),
         })
     }
@@ -123,7 +134,11 @@ impl Session {
 
 /// Session expiry after a DISCONNECT that may change it. Setting a non-zero interval when
 /// CONNECT had zero is a protocol error [MQTT-3.14.2-2].
-fn disconnect_expiry(d: &Disconnect, connect_expiry_set: bool, current: Option<Duration>) -> Result<Option<Duration>, Close> {
+fn disconnect_expiry(
+    d: &Disconnect,
+    connect_expiry_set: bool,
+    current: Option<Duration>,
+) -> Result<Option<Duration>, Close> {
     let Some(secs) = d.properties.session_expiry_interval else { return Ok(current) };
     if !connect_expiry_set && secs != 0 {
         return Err(Close {

@@ -164,13 +164,18 @@ pub fn validate(
     if !assigned && client_id.len() > settings.max_client_id_size {
         return Err(refuse(
             ReasonCode::CLIENT_IDENTIFIER_NOT_VALID,
-            format!("client id of {} bytes exceeds max_client_id_size {}", client_id.len(), settings.max_client_id_size),
+            format!(
+                "client id of {} bytes exceeds max_client_id_size {}",
+                client_id.len(),
+                settings.max_client_id_size
+            ),
         ));
     }
     if !settings.allow_anonymous && !listener.allow_anonymous_override {
         // No authentication plugin is configured: with anonymous access off nobody gets in,
         // as in VerneMQ with no auth hook answering.
-        let code = if c.username.is_some() { ReasonCode::BAD_USER_NAME_OR_PASSWORD } else { ReasonCode::NOT_AUTHORIZED };
+        let code =
+            if c.username.is_some() { ReasonCode::BAD_USER_NAME_OR_PASSWORD } else { ReasonCode::NOT_AUTHORIZED };
         return Err(refuse(code, "allow_anonymous is off and no authentication plugin accepts the client"));
     }
     if let Some(will) = &c.will {
@@ -208,7 +213,13 @@ mod tests {
     }
 
     fn connect(version: ProtocolVersion, id: &str, clean: bool) -> Connect {
-        Connect { protocol: Some(version), client_id: id.into(), clean_start: clean, keep_alive: 60, ..Connect::default() }
+        Connect {
+            protocol: Some(version),
+            client_id: id.into(),
+            clean_start: clean,
+            keep_alive: 60,
+            ..Connect::default()
+        }
     }
 
     #[test]

@@ -50,7 +50,8 @@ pub(crate) struct Client {
 impl Harness {
     pub(crate) fn new() -> Self {
         let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-        let store = StoreMessageStore::open(Arc::new(MemStore::new()), Durability::Buffered).expect("an in-memory store opens");
+        let store =
+            StoreMessageStore::open(Arc::new(MemStore::new()), Durability::Buffered).expect("an in-memory store opens");
         let mut settings = BrokerSettings::default();
         settings.queue.max_online = None;
         Self {
@@ -64,13 +65,15 @@ impl Harness {
     /// Connects a client with `c` as its CONNECT, as the connection task does: admission,
     /// registration, [`Session::accept`]. The CONNACK is waiting in [`Client::recv`].
     pub(crate) async fn connect(&self, c: Connect) -> Client {
-        let rules = ListenerRules { name: "test", allowed_protocol_versions: ALL_VERSIONS, allow_anonymous_override: false };
+        let rules =
+            ListenerRules { name: "test", allowed_protocol_versions: ALL_VERSIONS, allow_anonymous_override: false };
         let version = c.protocol.unwrap_or(ProtocolVersion::V4);
         let accepted = connect::admit(&c, rules, &self.cfg, &self.broker, || "assigned-id".into())
             .unwrap_or_else(|r| panic!("CONNECT refused: {r:?}"));
         let handle = ConnectionHandle::new(self.broker.next_connection_id());
         let key = QueueKey::new("", accepted.client_id.clone());
-        let reg = self.broker.register(key, c.clean_start, handle.clone()).await.expect("a single node always registers");
+        let reg =
+            self.broker.register(key, c.clean_start, handle.clone()).await.expect("a single node always registers");
         let session = Session::accept(
             self.broker.clone(),
             reg,
@@ -262,7 +265,13 @@ impl Client {
 // Packet builders for scripts.
 
 pub(crate) fn connect_packet(version: ProtocolVersion, client_id: &str, clean: bool) -> Connect {
-    Connect { protocol: Some(version), client_id: client_id.into(), clean_start: clean, keep_alive: 0, ..Connect::default() }
+    Connect {
+        protocol: Some(version),
+        client_id: client_id.into(),
+        clean_start: clean,
+        keep_alive: 0,
+        ..Connect::default()
+    }
 }
 
 pub(crate) fn publish(topic: &str, qos: QoS, id: Option<u16>, payload: &'static [u8]) -> Packet {

@@ -32,13 +32,13 @@ use self::timer::{Timer, TimerTable};
 use crate::broker::queue::{Queued, Wakes};
 use crate::broker::{Broker, Registration, SessionSlot, SubscriptionRecord};
 use vmq_mqtt::{
-    ConnAck, Connect, Packet, ProtocolVersion, Properties, PubResp, QoS, ReasonCode, SubAck, Subscribe, UnsubAck,
+    ConnAck, Connect, Packet, Properties, ProtocolVersion, PubResp, QoS, ReasonCode, SubAck, Subscribe, UnsubAck,
     Unsubscribe, Will, topic,
 };
 
+pub use crate::broker::inflight::{OutFlight, OutState, SavedInflight};
 pub use close::{End, Farewell};
 pub use connect::{Accepted, ListenerRules, Refused};
-pub use crate::broker::inflight::{OutFlight, OutState, SavedInflight};
 pub use verdict::{PendingRequest, Request, Token, Verdict};
 
 /// The session's settings: the `mqtt` section of `vernemq.conf` (one definition of each
@@ -329,7 +329,8 @@ impl Session {
     }
 
     fn window(&self) -> usize {
-        let broker = if self.cfg.max_inflight_messages == 0 { usize::MAX } else { self.cfg.max_inflight_messages as usize };
+        let broker =
+            if self.cfg.max_inflight_messages == 0 { usize::MAX } else { self.cfg.max_inflight_messages as usize };
         let client = self.limits.receive_maximum.min(self.cfg.receive_max_client).max(1);
         broker.min(client as usize)
     }
@@ -405,9 +406,7 @@ impl Session {
                 self.emit(Packet::PingResp);
                 Ok(())
             }
-            Packet::Connect(_) => {
-                Err(Close::error(ReasonCode::PROTOCOL_ERROR, "second CONNECT [MQTT-3.1.0-2]"))
-            }
+            Packet::Connect(_) => Err(Close::error(ReasonCode::PROTOCOL_ERROR, "second CONNECT [MQTT-3.1.0-2]")),
             Packet::Auth(_) => Err(Close::error(
                 ReasonCode::PROTOCOL_ERROR,
                 "AUTH without an authentication method in CONNECT [MQTT-4.12.0-1]",
@@ -615,10 +614,9 @@ impl Session {
                 OutState::AwaitPubAck | OutState::AwaitPubRec => {
                     self.send_publish(&f.queued, Some(id), true, now);
                 }
-                OutState::AwaitPubComp => self.emit(Packet::PubRel(PubResp {
-                    packet_id: vmq_mqtt::PacketId(id),
-                    ..PubResp::default()
-                })),
+                OutState::AwaitPubComp => {
+                    self.emit(Packet::PubRel(PubResp { packet_id: vmq_mqtt::PacketId(id), ..PubResp::default() }))
+                }
             }
             if let Some(f) = self.inflight.outgoing.get_mut(&id) {
                 f.sent_at = now;
@@ -649,10 +647,9 @@ impl Session {
                 OutState::AwaitPubAck | OutState::AwaitPubRec => {
                     self.send_publish(&f.queued, Some(id), true, now);
                 }
-                OutState::AwaitPubComp => self.emit(Packet::PubRel(PubResp {
-                    packet_id: vmq_mqtt::PacketId(id),
-                    ..PubResp::default()
-                })),
+                OutState::AwaitPubComp => {
+                    self.emit(Packet::PubRel(PubResp { packet_id: vmq_mqtt::PacketId(id), ..PubResp::default() }))
+                }
             }
             if let Some(f) = self.inflight.outgoing.get_mut(&id) {
                 f.sent_at = now;

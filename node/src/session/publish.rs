@@ -41,7 +41,11 @@ impl Session {
             ));
         }
         if p.properties.payload_format_indicator == Some(1) && std::str::from_utf8(&p.payload).is_err() {
-            return self.refuse_publish(&p, ReasonCode::PAYLOAD_FORMAT_INVALID, "payload is not the UTF-8 its Payload Format Indicator says");
+            return self.refuse_publish(
+                &p,
+                ReasonCode::PAYLOAD_FORMAT_INVALID,
+                "payload is not the UTF-8 its Payload Format Indicator says",
+            );
         }
         self.check_rate(now);
         if !self.broker.netsplit_allows(NetsplitAction::Publish) {
@@ -162,9 +166,10 @@ impl Session {
             ));
         }
         if p.topic.is_empty() {
-            self.aliases_in.get(&alias).cloned().ok_or_else(|| {
-                Close::error(ReasonCode::PROTOCOL_ERROR, format!("unknown topic alias {alias}"))
-            })
+            self.aliases_in
+                .get(&alias)
+                .cloned()
+                .ok_or_else(|| Close::error(ReasonCode::PROTOCOL_ERROR, format!("unknown topic alias {alias}")))
         } else {
             let t = p.topic.clone();
             self.aliases_in.insert(alias, t.clone());

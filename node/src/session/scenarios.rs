@@ -361,7 +361,8 @@ async fn settled_acknowledgements_make_room_in_the_receive_maximum_again() {
         publ.send(publish("t", QoS::AtLeastOnce, Some(id), b"m"));
         h.drive(&mut [&mut publ]).await;
     }
-    let acked: Vec<u16> = publ.recv().iter().filter_map(|p| if let Packet::PubAck(r) = p { Some(r.packet_id.0) } else { None }).collect();
+    let acked: Vec<u16> =
+        publ.recv().iter().filter_map(|p| if let Packet::PubAck(r) = p { Some(r.packet_id.0) } else { None }).collect();
     assert_eq!(acked, vec![1, 2, 3, 4, 5]);
     assert!(publ.is_connected());
 }
@@ -407,11 +408,18 @@ async fn a_payload_flagged_utf8_that_is_not_is_refused_with_0x99() {
         .collect();
     assert_eq!(
         codes,
-        vec![(1, ReasonCode::PAYLOAD_FORMAT_INVALID), (2, ReasonCode::PAYLOAD_FORMAT_INVALID), (3, ReasonCode::SUCCESS)],
+        vec![
+            (1, ReasonCode::PAYLOAD_FORMAT_INVALID),
+            (2, ReasonCode::PAYLOAD_FORMAT_INVALID),
+            (3, ReasonCode::SUCCESS)
+        ],
         "{got:?}"
     );
     let delivered = sub.recv();
-    assert!(matches!(&publishes(&delivered)[..], [p] if p.payload == "grüße".as_bytes()), "only the valid one is routed: {delivered:?}");
+    assert!(
+        matches!(&publishes(&delivered)[..], [p] if p.payload == "grüße".as_bytes()),
+        "only the valid one is routed: {delivered:?}"
+    );
     // A refused QoS 2 publish leaves no packet id waiting for PUBREL.
     assert!(publ.session().inflight.incoming_qos2.is_empty());
 
@@ -450,7 +458,10 @@ async fn verdicts_resume_their_own_publish_whatever_order_they_come_in() {
     assert!(matches!(&ack, Some(Packet::PubAck(r)) if r.packet_id.0 == 1 && r.code == ReasonCode::SUCCESS), "{ack:?}");
     assert!(session.inflight.incoming_qos2.contains(&3));
     let ack = session.handle_verdict(third.token, failed()).expect("sendable");
-    assert!(matches!(&ack, Some(Packet::PubRec(r)) if r.packet_id.0 == 3 && r.code == ReasonCode::QUOTA_EXCEEDED), "{ack:?}");
+    assert!(
+        matches!(&ack, Some(Packet::PubRec(r)) if r.packet_id.0 == 3 && r.code == ReasonCode::QUOTA_EXCEEDED),
+        "{ack:?}"
+    );
     assert!(!session.inflight.incoming_qos2.contains(&3), "a resend of the refused QoS 2 publish is routed again");
     assert!(matches!(session.handle_verdict(first.token, Verdict::Durable(Ok(()))), Ok(None)), "answered once");
 }

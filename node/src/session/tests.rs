@@ -23,7 +23,10 @@ fn broker() -> Arc<Broker> {
 }
 
 async fn connect(broker: &Broker, client_id: &str) -> Registration {
-    broker.register(QueueKey::new("", client_id), true, ConnectionHandle::new(broker.next_connection_id())).await.expect("a single node always registers")
+    broker
+        .register(QueueKey::new("", client_id), true, ConnectionHandle::new(broker.next_connection_id()))
+        .await
+        .expect("a single node always registers")
 }
 
 fn msg(topic: &str, qos: QoS) -> Arc<Msg> {
@@ -53,7 +56,8 @@ async fn pump_takes_one_batch_at_a_time_and_says_when_more_wait() {
     let queue = reg.slot.queue.clone();
     let total = PUMP_BATCH * 3 + 7;
     for _ in 0..total {
-        let d = Delivery { msg: msg("t", QoS::AtMostOnce), qos: QoS::AtMostOnce, retain: false, subscription_ids: vec![] };
+        let d =
+            Delivery { msg: msg("t", QoS::AtMostOnce), qos: QoS::AtMostOnce, retain: false, subscription_ids: vec![] };
         let _ = queue.enqueue(d);
     }
     let mut session = Session::new(
@@ -110,7 +114,8 @@ async fn qos0_messages_do_not_count_against_the_inflight_window() {
     }
     let cfg = Arc::new(MqttConfig { max_inflight_messages: 20, ..MqttConfig::default() });
     let limits = ClientLimits { receive_maximum: u16::MAX, ..ClientLimits::default() };
-    let mut session = Session::new(broker.clone(), reg.slot.clone(), cfg, ProtocolVersion::V4, limits, reg.inflight, Instant::now());
+    let mut session =
+        Session::new(broker.clone(), reg.slot.clone(), cfg, ProtocolVersion::V4, limits, reg.inflight, Instant::now());
     assert!(!session.pump(Instant::now()), "stopped by the window, not by the batch limit");
     assert_eq!(session.take_packets().len(), 50);
     assert_eq!(queue.len(), 10, "the rest waits for acknowledgements");

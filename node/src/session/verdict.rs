@@ -95,7 +95,13 @@ impl Session {
     /// The acknowledgement of a publish whose durable write settled. A publish not taken is
     /// refused with Quota Exceeded (MQTT 5); MQTT 3 has no way to refuse it, so the
     /// connection closes without the acknowledgement and the client resends.
-    fn acknowledge(&mut self, packet_id: PacketId, qos: QoS, code: ReasonCode, failure: Option<NotDurable>) -> Result<Packet, Close> {
+    fn acknowledge(
+        &mut self,
+        packet_id: PacketId,
+        qos: QoS,
+        code: ReasonCode,
+        failure: Option<NotDurable>,
+    ) -> Result<Packet, Close> {
         if qos == QoS::AtLeastOnce {
             self.deferred_qos1 = self.deferred_qos1.saturating_sub(1);
         }
@@ -135,7 +141,11 @@ impl Session {
     /// `packet_id` behind them (for the driver's tests).
     pub(crate) fn request_durable_ack(&mut self, before: &[u8], packet_id: u16, tickets: Vec<Durable>) {
         self.tx.wire.extend_from_slice(before);
-        let then = Continuation::Acknowledge { packet_id: PacketId(packet_id), qos: QoS::AtLeastOnce, code: ReasonCode::SUCCESS };
+        let then = Continuation::Acknowledge {
+            packet_id: PacketId(packet_id),
+            qos: QoS::AtLeastOnce,
+            code: ReasonCode::SUCCESS,
+        };
         self.request(Request::Durable(tickets), then);
     }
 }

@@ -244,7 +244,9 @@ impl V5 {
 
     pub async fn suback(&mut self) -> rumqttc::v5::mqttbytes::v5::SubAck {
         loop {
-            if let rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::SubAck(a)) = self.next().await.unwrap() {
+            if let rumqttc::v5::Event::Incoming(rumqttc::v5::mqttbytes::v5::Packet::SubAck(a)) =
+                self.next().await.unwrap()
+            {
                 return a;
             }
         }

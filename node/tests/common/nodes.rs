@@ -175,7 +175,9 @@ impl NodeProcess {
             .as_array()
             .map(|rows| {
                 rows.iter()
-                    .map(|r| (r["Node"].as_str().unwrap_or_default().to_string(), r["Running"].as_bool().unwrap_or(false)))
+                    .map(|r| {
+                        (r["Node"].as_str().unwrap_or_default().to_string(), r["Running"].as_bool().unwrap_or(false))
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -269,7 +271,9 @@ impl Nodes {
             v.sort();
             v
         };
-        wait_until("every node sees every member running", WAIT, || self.nodes.iter().all(|n| n.cluster_show() == names))
+        wait_until("every node sees every member running", WAIT, || {
+            self.nodes.iter().all(|n| n.cluster_show() == names)
+        })
     }
 
     pub fn node(&self, i: usize) -> &NodeProcess {

@@ -43,7 +43,10 @@ impl Broker {
             .spawn()
             .expect("vernemq starts");
         let (tx, lines) = mpsc::channel();
-        for out in [Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().unwrap())] {
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
             let tx = tx.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
@@ -130,4 +133,3 @@ pub fn strip_ansi(s: &str) -> String {
     }
     out
 }
-

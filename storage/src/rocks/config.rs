@@ -305,9 +305,7 @@ impl RocksConfig {
                     self.group_commit.policy
                 ),
             },
-            "data_root" => format!(
-                "{key} is ignored: the database lives in the node's platform_data_dir"
-            ),
+            "data_root" => format!("{key} is ignored: the database lives in the node's platform_data_dir"),
             "verify_checksums" => {
                 format!("{key} is ignored: RocksDB always verifies block checksums on reads")
             }

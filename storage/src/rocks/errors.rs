@@ -104,10 +104,7 @@ mod tests {
 
     #[test]
     fn corruption_on_open_says_corrupt_and_nothing_lost() {
-        let r = reason(open_error_from(
-            Path::new(P),
-            "Corruption: CURRENT file does not end with newline",
-        ));
+        let r = reason(open_error_from(Path::new(P), "Corruption: CURRENT file does not end with newline"));
         assert!(r.contains("corrupt") && r.contains("not opened"), "{r}");
     }
 
@@ -127,9 +124,6 @@ mod tests {
     #[test]
     fn corruption_on_read_names_column_and_path() {
         let e = read_error_from(Path::new(P), Column::Messages, "Corruption: block checksum mismatch");
-        assert!(
-            matches!(&e, StoreError::Corrupt { column: "messages", reason } if reason.contains(P)),
-            "{e:?}"
-        );
+        assert!(matches!(&e, StoreError::Corrupt { column: "messages", reason } if reason.contains(P)), "{e:?}");
     }
 }

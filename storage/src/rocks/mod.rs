@@ -14,8 +14,8 @@ mod errors;
 use std::path::{Path, PathBuf};
 
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
-    DBRecoveryMode, Options, ReadOptions, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, DBRecoveryMode, Options,
+    ReadOptions, WriteOptions,
 };
 
 pub use config::{Compression, RocksConfig, format_size, parse_size};
@@ -132,11 +132,7 @@ impl RocksStore {
             )),
             None => {
                 let mut batch = WriteBatch::new();
-                batch.put(
-                    Column::Node,
-                    Self::FORMAT_VERSION_KEY,
-                    Self::FORMAT_VERSION.to_be_bytes().to_vec(),
-                );
+                batch.put(Column::Node, Self::FORMAT_VERSION_KEY, Self::FORMAT_VERSION.to_be_bytes().to_vec());
                 self.write(batch, Durability::Sync)
             }
         }
@@ -153,11 +149,9 @@ impl RocksStore {
 
     fn cf(&self, column: Column) -> Result<&ColumnFamily, StoreError> {
         // Every column family is created on open, so this only fails if RocksDB lost one.
-        self.db.cf_handle(column.name()).ok_or_else(|| StoreError::Engine(format!(
-            "{}: column family {} is missing",
-            self.path.display(),
-            column.name()
-        )))
+        self.db.cf_handle(column.name()).ok_or_else(|| {
+            StoreError::Engine(format!("{}: column family {} is missing", self.path.display(), column.name()))
+        })
     }
 }
 

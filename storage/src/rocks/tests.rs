@@ -7,10 +7,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, mpsc};
 
 use super::*;
-use crate::{
-    GroupCommitConfig, GroupCommitMessageStore, MessageSeq, MessageStore, QueueKey,
-    StoreMessageStore,
-};
+use crate::{GroupCommitConfig, GroupCommitMessageStore, MessageSeq, MessageStore, QueueKey, StoreMessageStore};
 
 /// A store in its own temporary directory, removed after the store is closed (fields drop in
 /// order).
@@ -77,8 +74,7 @@ fn message_stores_on_rocks_meet_the_message_store_contract() {
         StoreMessageStore::open(Arc::new(TempRocks::new()), Durability::Sync).unwrap()
     });
     crate::contract::run_message_store_all(|| {
-        GroupCommitMessageStore::open(Arc::new(TempRocks::new()), GroupCommitConfig::default())
-            .unwrap()
+        GroupCommitMessageStore::open(Arc::new(TempRocks::new()), GroupCommitConfig::default()).unwrap()
     });
 }
 
@@ -156,9 +152,13 @@ fn reopen_keeps_offline_messages_in_order_for_both_message_stores() {
         let (tx, rx) = mpsc::channel();
         for i in 0..1000u32 {
             let tx = tx.clone();
-            ms.append_deferred(&q(&format!("c{}", i % 4)), &[&i.to_be_bytes()[..]], Box::new(move |r| {
-                tx.send(r).unwrap();
-            }));
+            ms.append_deferred(
+                &q(&format!("c{}", i % 4)),
+                &[&i.to_be_bytes()[..]],
+                Box::new(move |r| {
+                    tx.send(r).unwrap();
+                }),
+            );
         }
         drop(tx);
         assert_eq!(rx.iter().filter(Result::is_ok).count(), 1000);
@@ -211,10 +211,7 @@ fn newer_format_version_is_refused_naming_the_path() {
         db.put_cf(node, RocksStore::FORMAT_VERSION_KEY, 2u32.to_be_bytes()).unwrap();
     }
     let err = open(dir.path()).unwrap_err();
-    assert_eq!(
-        err,
-        StoreError::FormatVersion { path: dir.path().to_path_buf(), found: 2, supported: 1 }
-    );
+    assert_eq!(err, StoreError::FormatVersion { path: dir.path().to_path_buf(), found: 2, supported: 1 });
     assert!(err.to_string().contains(&dir.path().display().to_string()));
 }
 
@@ -380,11 +377,8 @@ impl Tmpfs {
     }
 
     fn resize(&self, size: &str) {
-        let status = Command::new("mount")
-            .args(["-o", &format!("remount,size={size}")])
-            .arg(self.dir.path())
-            .status()
-            .unwrap();
+        let status =
+            Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(self.dir.path()).status().unwrap();
         assert!(status.success());
     }
 }

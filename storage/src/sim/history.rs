@@ -59,7 +59,14 @@ impl History {
         Self::default()
     }
 
-    fn record<B: SimBackend>(&mut self, sim: &Sim<B>, node: usize, key: &MetaKey, wrote: Option<Vec<u8>>, supersedes: Vec<Vec<u8>>) {
+    fn record<B: SimBackend>(
+        &mut self,
+        sim: &Sim<B>,
+        node: usize,
+        key: &MetaKey,
+        wrote: Option<Vec<u8>>,
+        supersedes: Vec<Vec<u8>>,
+    ) {
         let (life, polled, _) = sim.write_marks(node);
         self.ops.push(Op {
             key: key.clone(),
@@ -194,7 +201,10 @@ impl History {
                     return Err(format!("{} lost acknowledged value {missing:?} of {key:?}", sim.id(i)));
                 }
                 if let Some(extra) = held.difference(&want.allowed).next() {
-                    return Err(format!("{} holds {extra:?} under {key:?}, superseded or never acknowledged", sim.id(i)));
+                    return Err(format!(
+                        "{} holds {extra:?} under {key:?}, superseded or never acknowledged",
+                        sim.id(i)
+                    ));
                 }
             }
         }

@@ -52,8 +52,7 @@ pub trait SimBackend: MetadataBackend + Sized {
 
     /// Starts the replica of `node` from what `store` holds durably (an empty store is a new
     /// node), as the node does at start-up.
-    fn boot(config: &Self::Config, node: NodeId, seed: u64, store: &MemStore)
-    -> Result<Self, StoreError>;
+    fn boot(config: &Self::Config, node: NodeId, seed: u64, store: &MemStore) -> Result<Self, StoreError>;
 
     /// Anti-entropy exchanges this replica completed (the bound after a heal counts them).
     fn exchanges_completed(&self) -> u64;
@@ -318,11 +317,7 @@ impl<B: SimBackend> Sim<B> {
 
     /// Every written key node `i` holds a value for, with its sorted values.
     pub fn snapshot(&self, i: usize) -> BTreeMap<MetaKey, Vec<MetaValue>> {
-        self.keys
-            .iter()
-            .map(|k| (k.clone(), self.read(i, k)))
-            .filter(|(_, v)| !v.is_empty())
-            .collect()
+        self.keys.iter().map(|k| (k.clone(), self.read(i, k))).filter(|(_, v)| !v.is_empty()).collect()
     }
 
     /// True when every live member holds the same values for every written key.
@@ -338,9 +333,7 @@ impl<B: SimBackend> Sim<B> {
     /// True when nothing is in flight, no batch awaits persistence and no detector report
     /// is due.
     pub fn is_idle(&self) -> bool {
-        self.in_flight.is_empty()
-            && self.nodes.iter().all(|n| n.pending.is_empty())
-            && self.detector.is_idle()
+        self.in_flight.is_empty() && self.nodes.iter().all(|n| n.pending.is_empty()) && self.detector.is_idle()
     }
 
     /// Messages sent of `kind` since the last [`Sim::reset_counters`].
@@ -690,11 +683,7 @@ impl<B: SimBackend> Sim<B> {
     }
 
     fn next_timer(&self) -> Option<(Millis, usize)> {
-        self.nodes
-            .iter()
-            .enumerate()
-            .filter_map(|(i, n)| Some((n.replica.as_ref()?.poll_timeout()?, i)))
-            .min()
+        self.nodes.iter().enumerate().filter_map(|(i, n)| Some((n.replica.as_ref()?.poll_timeout()?, i))).min()
     }
 
     fn next_persist(&self) -> Option<(Millis, usize)> {

@@ -40,8 +40,7 @@ pub struct Profile<C> {
 /// The proptest configuration of property `test`: `cases` cases (`SIM_PROPTEST_CASES`
 /// overrides it for a deep run), failures kept per backend and property.
 pub fn proptest_config<C>(profile: &Profile<C>, test: &str, cases: u32) -> ProptestConfig {
-    let path: &'static str =
-        Box::leak(format!("../proptest-regressions/{}-{test}.txt", profile.name).into_boxed_str());
+    let path: &'static str = Box::leak(format!("../proptest-regressions/{}-{test}.txt", profile.name).into_boxed_str());
     let cases = std::env::var("SIM_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(cases);
     ProptestConfig {
         cases,
@@ -107,7 +106,13 @@ pub fn partitioned_cluster<B: SimBackend>(p: &Profile<B::Config>) {
 /// Concurrent writes on both sides of a partition are all visible as siblings after the
 /// heal; every replica would pick the same winner, and resolving on any replica collapses
 /// them everywhere (`siblings_test`).
-pub fn siblings_until_resolved<B: SimBackend>(p: &Profile<B::Config>, seed: u64, left: usize, right: usize, resolver: usize) {
+pub fn siblings_until_resolved<B: SimBackend>(
+    p: &Profile<B::Config>,
+    seed: u64,
+    left: usize,
+    right: usize,
+    resolver: usize,
+) {
     let mut sim = Sim::<B>::new(4, p.periodic.clone(), seed);
     let k = key(1);
     sim.put(0, &k, b"base");
@@ -297,8 +302,16 @@ pub fn writes_made_before_a_cut_is_detected_reach_the_connected_side_when_it_is<
         sim.run_for(delays[0].max(delays[1]) + 50);
         assert!(sim.now().0 >= connected_learn.0);
         for i in 0..2 {
-            assert_eq!(data(&sim, i, &retain(1)), Vec::<Vec<u8>>::new(), "seed {seed}: node {i} still has the deleted key 1");
-            assert_eq!(data(&sim, i, &retain(2)), Vec::<Vec<u8>>::new(), "seed {seed}: node {i} still has the deleted key 2");
+            assert_eq!(
+                data(&sim, i, &retain(1)),
+                Vec::<Vec<u8>>::new(),
+                "seed {seed}: node {i} still has the deleted key 1"
+            );
+            assert_eq!(
+                data(&sim, i, &retain(2)),
+                Vec::<Vec<u8>>::new(),
+                "seed {seed}: node {i} still has the deleted key 2"
+            );
             assert_eq!(data(&sim, i, &retain(3)), vec![b"written-on-1".to_vec()], "seed {seed}: node {i}");
             assert_eq!(data(&sim, i, &retain(4)), vec![b"written-on-0".to_vec()], "seed {seed}: node {i}");
         }
@@ -310,7 +323,10 @@ pub fn writes_made_before_a_cut_is_detected_reach_the_connected_side_when_it_is<
         let after = sim.now().0.saturating_sub(last_learns.0);
         assert!(after <= 50, "seed {seed}: agreed {after} ms after the last detector learned of the heal");
         for i in 0..3 {
-            assert!(data(&sim, i, &retain(1)).is_empty() && data(&sim, i, &retain(2)).is_empty(), "seed {seed}: node {i}");
+            assert!(
+                data(&sim, i, &retain(1)).is_empty() && data(&sim, i, &retain(2)).is_empty(),
+                "seed {seed}: node {i}"
+            );
             assert_eq!(data(&sim, i, &retain(4)), vec![b"written-on-0".to_vec()], "seed {seed}: node {i}");
         }
     }
@@ -439,7 +455,11 @@ fn apply<B: SimBackend>(sim: &mut Sim<B>, h: &mut History, op: &Op) {
 
 /// Heals everything, restarts crashed members, makes the network reliable and waits for
 /// agreement; then checks invariants and that every acknowledged write survived.
-fn settle_and_check<B: SimBackend>(p: &Profile<B::Config>, sim: &mut Sim<B>, h: &mut History) -> Result<(), TestCaseError> {
+fn settle_and_check<B: SimBackend>(
+    p: &Profile<B::Config>,
+    sim: &mut Sim<B>,
+    h: &mut History,
+) -> Result<(), TestCaseError> {
     // Batches keep becoming durable late, but the disk stops lagging behind the timers: a
     // backend that writes on every tick would otherwise never let the simulation go idle.
     sim.set_persist_delay(0);
@@ -463,7 +483,12 @@ fn settle_and_check<B: SimBackend>(p: &Profile<B::Config>, sim: &mut Sim<B>, h: 
 /// membership changes, on a lossy, duplicating, reordering network; every acknowledged write
 /// survives unless superseded, nothing superseded or lost comes back; then every tombstone
 /// is collected.
-pub fn converge_after_any_history<B: SimBackend>(p: &Profile<B::Config>, seed: u64, env: &Env, ops: &[Op]) -> Result<(), TestCaseError> {
+pub fn converge_after_any_history<B: SimBackend>(
+    p: &Profile<B::Config>,
+    seed: u64,
+    env: &Env,
+    ops: &[Op],
+) -> Result<(), TestCaseError> {
     let mut sim = Sim::<B>::new(4, p.periodic.clone(), seed);
     sim.leave(3);
     apply_env(&mut sim, env);
@@ -481,7 +506,14 @@ pub fn converge_after_any_history<B: SimBackend>(p: &Profile<B::Config>, seed: u
 
 /// Every key deleted by a node that saw all its values stays deleted, whatever stale
 /// messages, partitions and crashes follow, also once the tombstones are collected.
-pub fn deleted_keys_stay_deleted<B: SimBackend>(p: &Profile<B::Config>, seed: u64, env: &Env, writers: &[(usize, u8)], deleter: usize, faults: &[Op]) -> Result<(), TestCaseError> {
+pub fn deleted_keys_stay_deleted<B: SimBackend>(
+    p: &Profile<B::Config>,
+    seed: u64,
+    env: &Env,
+    writers: &[(usize, u8)],
+    deleter: usize,
+    faults: &[Op],
+) -> Result<(), TestCaseError> {
     let mut sim = Sim::<B>::new(3, p.periodic.clone(), seed);
     apply_env(&mut sim, env);
     let mut h = History::new();
@@ -522,7 +554,12 @@ pub fn deleted_keys_stay_deleted<B: SimBackend>(p: &Profile<B::Config>, seed: u6
 /// the last detector has learned of the last heal the replicas agree without the periodic
 /// exchange, within the backend's bound, through at most its number of exchanges per ordered
 /// pair of nodes; and every acknowledged write survives unless superseded.
-pub fn agree_within_bounded_exchanges_after_the_last_heal<B: SimBackend>(p: &Profile<B::Config>, seed: u64, env: &Env, ops: &[Op]) -> Result<(), TestCaseError> {
+pub fn agree_within_bounded_exchanges_after_the_last_heal<B: SimBackend>(
+    p: &Profile<B::Config>,
+    seed: u64,
+    env: &Env,
+    ops: &[Op],
+) -> Result<(), TestCaseError> {
     let mut sim = Sim::<B>::new(3, p.after_heal.clone(), seed);
     // Messages are lost only to cuts and crashes, as on QUIC links, which retransmit until
     // the failure detector declares the peer down.
@@ -545,7 +582,10 @@ pub fn agree_within_bounded_exchanges_after_the_last_heal<B: SimBackend>(p: &Pro
     sim.heal();
     let last_learns = sim.now().plus(env.detection.iter().max().copied().unwrap_or(0) + env.jitter);
     let before = sim.exchanges_completed();
-    prop_assert!(sim.run_until_converged(last_learns.0 - sim.now().0 + p.agree_after_heal_ms), "no agreement without timers");
+    prop_assert!(
+        sim.run_until_converged(last_learns.0 - sim.now().0 + p.agree_after_heal_ms),
+        "no agreement without timers"
+    );
     let exchanges = sim.exchanges_completed() - before;
     let bound = 3 * 2 * p.exchanges_per_pair;
     prop_assert!(exchanges <= bound, "{} exchanges after the last heal, bound {}", exchanges, bound);

@@ -62,13 +62,7 @@ pub fn spawn(ctx: &Ctx, kind: Kind, tasks: &mut JoinSet<()>) {
     tasks.spawn(prober(ctx.clone(), kind, seen));
 }
 
-async fn writer(
-    ctx: Ctx,
-    kind: Kind,
-    c: usize,
-    seen: Seen,
-    next_op: Arc<std::sync::atomic::AtomicU64>,
-) {
+async fn writer(ctx: Ctx, kind: Kind, c: usize, seen: Seen, next_op: Arc<std::sync::atomic::AtomicU64>) {
     let name = match kind {
         Kind::Subscriptions => format!("ws{c}"),
         Kind::Retain => format!("wr{c}"),
@@ -103,9 +97,7 @@ async fn writer(
             let deadline = Instant::now() + interval;
             if phase < Phase::Quiet {
                 let id = next_op.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                if let Err(e) =
-                    operate(&ctx, &mut client, kind, &name, node, id, &mut rng, &seen).await
-                {
+                if let Err(e) = operate(&ctx, &mut client, kind, &name, node, id, &mut rng, &seen).await {
                     break e;
                 }
             } else if kind == Kind::Retain {
@@ -145,28 +137,16 @@ async fn operate(
                 value: set.then(|| SUBSCRIBED.to_owned()),
                 node,
             });
-            if set {
-                client.subscribe(&topic, QoS::AtLeastOnce).await
-            } else {
-                client.unsubscribe(&topic).await
-            }
-            .map_err(|e| e.to_string())?
+            if set { client.subscribe(&topic, QoS::AtLeastOnce).await } else { client.unsubscribe(&topic).await }
+                .map_err(|e| e.to_string())?
         }
         Kind::Retain => {
             let topic = format!("jr/k{j}");
             let value = format!("v{id}");
-            ctx.history.record(Event::Op {
-                id,
-                key: topic.clone(),
-                value: set.then(|| value.clone()),
-                node,
-            });
+            ctx.history.record(Event::Op { id, key: topic.clone(), value: set.then(|| value.clone()), node });
             let pid = client.next_id();
             let payload = if set { value.as_bytes() } else { &[][..] };
-            client
-                .publish(&topic, payload, QoS::AtLeastOnce, true, Some(pid))
-                .await
-                .map_err(|e| e.to_string())?;
+            client.publish(&topic, payload, QoS::AtLeastOnce, true, Some(pid)).await.map_err(|e| e.to_string())?;
             pid
         }
     };
@@ -191,12 +171,7 @@ async fn operate(
     Ok(())
 }
 
-async fn receive_until(
-    client: &mut Client,
-    name: &str,
-    until: Instant,
-    seen: &Seen,
-) -> Result<(), String> {
+async fn receive_until(client: &mut Client, name: &str, until: Instant, seen: &Seen) -> Result<(), String> {
     // A ping per round keeps the session alive and makes a dead connection fail on write.
     client.ping().await.map_err(|e| e.to_string())?;
     loop {
@@ -208,40 +183,22 @@ async fn receive_until(
     }
 }
 
-async fn handle_delivery(
-    client: &mut Client,
-    name: &str,
-    p: Incoming,
-    seen: &Seen,
-) -> Result<(), String> {
-    if let Incoming::Publish {
-        topic,
-        packet_id,
-        payload,
-        qos,
-        ..
-    } = p
-    {
+async fn handle_delivery(client: &mut Client, name: &str, p: Incoming, seen: &Seen) -> Result<(), String> {
+    if let Incoming::Publish { topic, packet_id, payload, qos, .. } = p {
         // Probe payloads are "probe {round} {node}"; the key is "{receiver} {topic}".
         if let Ok(text) = std::str::from_utf8(&payload)
             && let Some(rest) = text.strip_prefix("probe ")
         {
             let mut parts = rest.split(' ');
-            if let (Some(Ok(round)), Some(Ok(node))) = (
-                parts.next().map(str::parse::<u32>),
-                parts.next().map(str::parse::<usize>),
-            ) {
+            if let (Some(Ok(round)), Some(Ok(node))) =
+                (parts.next().map(str::parse::<u32>), parts.next().map(str::parse::<usize>))
+            {
                 let mut map = seen.lock().unwrap_or_else(|e| e.into_inner());
-                map.entry((round, node))
-                    .or_default()
-                    .insert(format!("{name} {topic}"));
+                map.entry((round, node)).or_default().insert(format!("{name} {topic}"));
             }
         }
         if let (QoS::AtLeastOnce, Some(id)) = (qos, packet_id) {
-            client
-                .ack(Ack::PubAck, id)
-                .await
-                .map_err(|e| e.to_string())?;
+            client.ack(Ack::PubAck, id).await.map_err(|e| e.to_string())?;
         }
     }
     Ok(())
@@ -269,20 +226,11 @@ async fn prober(mut ctx: Ctx, kind: Kind, seen: Seen) {
             let map = seen.lock().unwrap_or_else(|e| e.into_inner());
             for node in 1..=ctx.nodes {
                 let keys = map.get(&(round, node)).cloned().unwrap_or_default();
-                states.insert(
-                    node,
-                    keys.into_iter()
-                        .map(|k| (k, SUBSCRIBED.to_owned()))
-                        .collect(),
-                );
+                states.insert(node, keys.into_iter().map(|k| (k, SUBSCRIBED.to_owned())).collect());
             }
         }
         for (node, state) in &states {
-            ctx.history.record(Event::Probe {
-                round,
-                node: *node,
-                state: state.clone(),
-            });
+            ctx.history.record(Event::Probe { round, node: *node, state: state.clone() });
         }
         let agree = states.values().all(|s| Some(s) == states.values().next());
         let stable = previous.as_ref() == Some(&states);
@@ -293,36 +241,19 @@ async fn prober(mut ctx: Ctx, kind: Kind, seen: Seen) {
         round += 1;
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    ctx.history.record(Event::Phase {
-        name: "probed".into(),
-    });
+    ctx.history.record(Event::Phase { name: "probed".into() });
     ctx.done.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Publishes one probe per topic on `node`; every client that receives it records the key
 /// `"{client} {topic}"` for this round and node.
 async fn publish_probes(node: usize, round: u32) -> Option<BTreeMap<String, String>> {
-    let (mut client, _) = Client::connect(
-        mqtt_addr(node),
-        &format!("probe-{node}"),
-        true,
-        REQUEST_TIMEOUT,
-    )
-    .await
-    .ok()?;
+    let (mut client, _) =
+        Client::connect(mqtt_addr(node), &format!("probe-{node}"), true, REQUEST_TIMEOUT).await.ok()?;
     for j in 0..KEYS {
         let id = client.next_id();
         let payload = format!("probe {round} {node}");
-        client
-            .publish(
-                &format!("js/t{j}"),
-                payload.as_bytes(),
-                QoS::AtLeastOnce,
-                false,
-                Some(id),
-            )
-            .await
-            .ok()?;
+        client.publish(&format!("js/t{j}"), payload.as_bytes(), QoS::AtLeastOnce, false, Some(id)).await.ok()?;
     }
     let deadline = Instant::now() + REQUEST_TIMEOUT;
     let mut acked = 0;
@@ -339,14 +270,8 @@ async fn publish_probes(node: usize, round: u32) -> Option<BTreeMap<String, Stri
 
 /// Subscribes to `jr/#` on `node` and collects the retained messages it sends.
 async fn read_retained(node: usize, round: u32) -> Option<BTreeMap<String, String>> {
-    let (mut client, _) = Client::connect(
-        mqtt_addr(node),
-        &format!("probe-{node}-{round}"),
-        true,
-        REQUEST_TIMEOUT,
-    )
-    .await
-    .ok()?;
+    let (mut client, _) =
+        Client::connect(mqtt_addr(node), &format!("probe-{node}-{round}"), true, REQUEST_TIMEOUT).await.ok()?;
     let want = client.subscribe("jr/#", QoS::AtMostOnce).await.ok()?;
     let mut state = BTreeMap::new();
     let mut deadline = Instant::now() + REQUEST_TIMEOUT;
@@ -358,12 +283,7 @@ async fn read_retained(node: usize, round: u32) -> Option<BTreeMap<String, Strin
                 // Retained messages follow the SUBACK; wait until none comes for a while.
                 deadline = Instant::now() + Duration::from_millis(700);
             }
-            Ok(Some(Incoming::Publish {
-                retain: true,
-                topic,
-                payload,
-                ..
-            })) => {
+            Ok(Some(Incoming::Publish { retain: true, topic, payload, .. })) => {
                 state.insert(topic, String::from_utf8_lossy(&payload).into_owned());
                 deadline = Instant::now() + Duration::from_millis(700);
             }

@@ -50,8 +50,7 @@ pub fn parse_payload(payload: &[u8]) -> Option<(String, u64)> {
 }
 
 fn stream_id(name: &str) -> u64 {
-    name.bytes()
-        .fold(0u64, |h, b| h.wrapping_mul(131).wrapping_add(u64::from(b)))
+    name.bytes().fold(0u64, |h, b| h.wrapping_mul(131).wrapping_add(u64::from(b)))
 }
 
 async fn subscriber(mut ctx: Ctx, name: String, home: usize, qos: QoS) {
@@ -64,23 +63,18 @@ async fn subscriber(mut ctx: Ctx, name: String, home: usize, qos: QoS) {
     let mut conn_no = 0u32;
     let mut subscribed_once = false;
     while ctx.phase() < Phase::End {
-        let node = if attempt == 0 {
-            home
-        } else {
-            rng.node(ctx.nodes)
-        };
+        let node = if attempt == 0 { home } else { rng.node(ctx.nodes) };
         attempt += 1;
         conn_no += 1;
         let conn = format!("{name}#{conn_no}");
-        let (mut client, present) =
-            match Client::connect(mqtt_addr(node), &name, false, REQUEST_TIMEOUT).await {
-                Ok(c) => c,
-                Err(e) => {
-                    record_connect(&ctx, &name, &conn, node, Err(e.to_string()));
-                    tokio::time::sleep(RECONNECT_PAUSE).await;
-                    continue;
-                }
-            };
+        let (mut client, present) = match Client::connect(mqtt_addr(node), &name, false, REQUEST_TIMEOUT).await {
+            Ok(c) => c,
+            Err(e) => {
+                record_connect(&ctx, &name, &conn, node, Err(e.to_string()));
+                tokio::time::sleep(RECONNECT_PAUSE).await;
+                continue;
+            }
+        };
         record_connect(&ctx, &name, &conn, node, Ok(present));
         if !present {
             awaiting_rel.clear();
@@ -122,10 +116,7 @@ async fn serve_subscriber(
 ) -> Result<(), String> {
     let mut suback: Option<(PacketId, Instant)> = None;
     if subscribe {
-        let id = client
-            .subscribe(filter, qos)
-            .await
-            .map_err(|e| e.to_string())?;
+        let id = client.subscribe(filter, qos).await.map_err(|e| e.to_string())?;
         suback = Some((id, Instant::now() + REQUEST_TIMEOUT));
     }
     let mut last_heard = Instant::now();
@@ -153,10 +144,7 @@ async fn serve_subscriber(
             client.ping().await.map_err(|e| e.to_string())?;
             ping_sent = Some(Instant::now());
         }
-        let p = match client
-            .next(Instant::now() + Duration::from_millis(500))
-            .await
-        {
+        let p = match client.next(Instant::now() + Duration::from_millis(500)).await {
             Ok(Some(p)) => p,
             Ok(None) => continue,
             Err(e) => return Err(e.to_string()),
@@ -180,15 +168,8 @@ async fn serve_subscriber(
                     qos: code,
                 });
             }
-            Incoming::Publish {
-                dup,
-                qos: q,
-                packet_id,
-                payload,
-                ..
-            } => {
-                let repeat =
-                    q == QoS::ExactlyOnce && packet_id.is_some_and(|id| !awaiting_rel.insert(id.0));
+            Incoming::Publish { dup, qos: q, packet_id, payload, .. } => {
+                let repeat = q == QoS::ExactlyOnce && packet_id.is_some_and(|id| !awaiting_rel.insert(id.0));
                 if !repeat {
                     last_delivery = Instant::now();
                     if let Some((publisher, seq)) = parse_payload(&payload) {
@@ -210,10 +191,7 @@ async fn serve_subscriber(
             }
             Incoming::PubRel(id) => {
                 awaiting_rel.remove(&id.0);
-                client
-                    .ack(Ack::PubComp, id)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                client.ack(Ack::PubComp, id).await.map_err(|e| e.to_string())?;
             }
             _ => {}
         }
@@ -250,15 +228,10 @@ async fn publisher(ctx: Ctx, name: String, home: usize, qos: QoS) {
     let mut epoch = 0u32;
     wait_for_subscribers(&ctx).await;
     while ctx.phase() < Phase::Settle {
-        let node = if epoch == 0 {
-            home
-        } else {
-            rng.node(ctx.nodes)
-        };
+        let node = if epoch == 0 { home } else { rng.node(ctx.nodes) };
         epoch += 1;
         let conn = format!("{name}#{epoch}");
-        let mut client = match Client::connect(mqtt_addr(node), &name, true, REQUEST_TIMEOUT).await
-        {
+        let mut client = match Client::connect(mqtt_addr(node), &name, true, REQUEST_TIMEOUT).await {
             Ok((c, _)) => c,
             Err(e) => {
                 record_connect(&ctx, &name, &conn, node, Err(e.to_string()));
@@ -267,19 +240,7 @@ async fn publisher(ctx: Ctx, name: String, home: usize, qos: QoS) {
             }
         };
         record_connect(&ctx, &name, &conn, node, Ok(false));
-        let reason = match publish_loop(
-            &ctx,
-            &mut client,
-            &name,
-            &topic,
-            node,
-            epoch,
-            qos,
-            interval,
-            &mut seq,
-        )
-        .await
-        {
+        let reason = match publish_loop(&ctx, &mut client, &name, &topic, node, epoch, qos, interval, &mut seq).await {
             Ok(()) => {
                 client.disconnect().await;
                 "end of run".to_owned()
@@ -315,29 +276,16 @@ async fn publish_loop(
                 return Ok(());
             }
         }
-        let oldest = inflight
-            .values()
-            .map(|v| v.1)
-            .chain(releasing.values().copied())
-            .min();
+        let oldest = inflight.values().map(|v| v.1).chain(releasing.values().copied()).min();
         if oldest.is_some_and(|t| t.elapsed() > SILENCE_TIMEOUT) {
             return Err("acknowledgement timed out".into());
         }
         if stopping_since.is_none() && Instant::now() >= next_send && inflight.len() < WINDOW {
             *seq += 1;
             let id = (qos != QoS::AtMostOnce).then(|| client.next_id());
-            ctx.history.record(Event::Publish {
-                publisher: name.to_owned(),
-                epoch,
-                seq: *seq,
-                node,
-                qos: qos.as_u8(),
-            });
+            ctx.history.record(Event::Publish { publisher: name.to_owned(), epoch, seq: *seq, node, qos: qos.as_u8() });
             let payload = format!("{name} {}", *seq);
-            client
-                .publish(topic, payload.as_bytes(), qos, false, id)
-                .await
-                .map_err(|e| e.to_string())?;
+            client.publish(topic, payload.as_bytes(), qos, false, id).await.map_err(|e| e.to_string())?;
             if let Some(id) = id {
                 inflight.insert(id.0, (*seq, Instant::now()));
             }
@@ -360,17 +308,11 @@ async fn publish_loop(
         match p {
             Incoming::PubAck(id) | Incoming::PubRec(id) => {
                 if let Some((s, _)) = inflight.remove(&id.0) {
-                    ctx.history.record(Event::PublishOk {
-                        publisher: name.to_owned(),
-                        seq: s,
-                    });
+                    ctx.history.record(Event::PublishOk { publisher: name.to_owned(), seq: s });
                 }
                 if matches!(p, Incoming::PubRec(_)) {
                     releasing.insert(id.0, Instant::now());
-                    client
-                        .ack(Ack::PubRel, id)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    client.ack(Ack::PubRel, id).await.map_err(|e| e.to_string())?;
                 }
             }
             Incoming::PubComp(id) => {

@@ -45,10 +45,7 @@ struct Held {
 async fn worker(mut ctx: Ctx, id: String, w: usize) {
     let mut rng = Rng::new(
         ctx.seed,
-        0x7265_6700
-            + (w as u64) * 977
-            + id.len() as u64 * 7
-            + id.bytes().map(u64::from).sum::<u64>(),
+        0x7265_6700 + (w as u64) * 977 + id.len() as u64 * 7 + id.bytes().map(u64::from).sum::<u64>(),
     );
     let mut count = 0u32;
     let mut held: Option<Held> = None;
@@ -154,11 +151,7 @@ async fn watch_until_settled(mut ctx: Ctx, id: String, mut h: Held) {
             break;
         }
         // A connection the broker closed ends here; one that is merely silent stays for the probe.
-        match h
-            .client
-            .next(Instant::now() + Duration::from_millis(500))
-            .await
-        {
+        match h.client.next(Instant::now() + Duration::from_millis(500)).await {
             Ok(_) => {}
             Err(e) => {
                 record_closed(&ctx, &id, &h, e.to_string());
@@ -172,12 +165,7 @@ async fn watch_until_settled(mut ctx: Ctx, id: String, mut h: Held) {
         }
     }
     let alive = probe(&mut h).await;
-    ctx.history.record(Event::Live {
-        client: id.clone(),
-        conn: h.conn.clone(),
-        node: h.node,
-        alive,
-    });
+    ctx.history.record(Event::Live { client: id.clone(), conn: h.conn.clone(), node: h.node, alive });
     ctx.until(Phase::End).await;
     h.client.disconnect().await;
 }
@@ -197,9 +185,5 @@ async fn probe(h: &mut Held) -> bool {
 }
 
 fn record_closed(ctx: &Ctx, id: &str, h: &Held, reason: String) {
-    ctx.history.record(Event::Closed {
-        client: id.to_owned(),
-        conn: h.conn.clone(),
-        reason,
-    });
+    ctx.history.record(Event::Closed { client: id.to_owned(), conn: h.conn.clone(), reason });
 }

@@ -12,17 +12,13 @@ use proptest::test_runner::FileFailurePersistence;
 use super::{FixedHeader, decode, encode, encoded_len};
 use crate::properties::{PropertyContext, id};
 use crate::{
-    Auth, ConnAck, Connect, DecodeError, Disconnect, Packet, PacketId, Properties, ProtocolVersion,
-    PubResp, Publish, QoS, ReasonCode, SubAck, Subscribe, SubscribeFilter, SubscriptionOptions,
-    UnsubAck, Unsubscribe, Will,
+    Auth, ConnAck, Connect, DecodeError, Disconnect, Packet, PacketId, Properties, ProtocolVersion, PubResp, Publish,
+    QoS, ReasonCode, SubAck, Subscribe, SubscribeFilter, SubscriptionOptions, UnsubAck, Unsubscribe, Will,
 };
 
 /// 128 cases by default; `PROPTEST_CASES` raises it for a longer hunt.
 fn config(file: &'static str) -> ProptestConfig {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(128);
+    let cases = std::env::var("PROPTEST_CASES").ok().and_then(|c| c.parse().ok()).unwrap_or(128);
     ProptestConfig {
         cases,
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct(file))),
@@ -181,57 +177,27 @@ fn keep_allowed(p: &mut Properties, ctx: PropertyContext) {
 
 /// Properties for `ctx` in 5.0, none before.
 fn props(v: ProtocolVersion, ctx: PropertyContext) -> BoxedStrategy<Properties> {
-    if v.is_v5() {
-        properties(ctx).boxed()
-    } else {
-        Just(Properties::default()).boxed()
-    }
+    if v.is_v5() { properties(ctx).boxed() } else { Just(Properties::default()).boxed() }
 }
 
 fn connect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    let will = (
-        topic_name(),
-        binary(),
-        qos(),
-        any::<bool>(),
-        props(v, PropertyContext::Will),
-    )
-        .prop_map(|(topic, payload, qos, retain, properties)| Will {
-            topic,
-            payload,
-            qos,
-            retain,
-            properties,
-        });
-    (
-        any::<bool>(),
-        any::<u16>(),
-        text(),
-        of(will),
-        of(text()),
-        of(binary()),
-        props(v, PropertyContext::Connect),
-    )
-        .prop_map(
-            move |(clean_start, keep_alive, client_id, will, username, password, properties)| {
-                // [MQTT-3.1.2-22]: before 5.0 a password needs a user name.
-                let password = if v.is_v5() || username.is_some() {
-                    password
-                } else {
-                    None
-                };
-                Packet::Connect(Box::new(Connect {
-                    protocol: Some(v),
-                    clean_start,
-                    keep_alive,
-                    client_id,
-                    will,
-                    username,
-                    password,
-                    properties,
-                }))
-            },
-        )
+    let will = (topic_name(), binary(), qos(), any::<bool>(), props(v, PropertyContext::Will))
+        .prop_map(|(topic, payload, qos, retain, properties)| Will { topic, payload, qos, retain, properties });
+    (any::<bool>(), any::<u16>(), text(), of(will), of(text()), of(binary()), props(v, PropertyContext::Connect))
+        .prop_map(move |(clean_start, keep_alive, client_id, will, username, password, properties)| {
+            // [MQTT-3.1.2-22]: before 5.0 a password needs a user name.
+            let password = if v.is_v5() || username.is_some() { password } else { None };
+            Packet::Connect(Box::new(Connect {
+                protocol: Some(v),
+                clean_start,
+                keep_alive,
+                client_id,
+                will,
+                username,
+                password,
+                properties,
+            }))
+        })
 }
 
 fn connack(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
@@ -239,37 +205,17 @@ fn connack(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
     let code = if v.is_v5() {
         reason().boxed()
     } else {
-        select(vec![0x00, 0x84, 0x85, 0x88, 0x86, 0x87])
-            .prop_map(ReasonCode)
-            .boxed()
+        select(vec![0x00, 0x84, 0x85, 0x88, 0x86, 0x87]).prop_map(ReasonCode).boxed()
     };
-    (any::<bool>(), code, props(v, PropertyContext::ConnAck)).prop_map(
-        move |(session_present, code, properties)| {
-            Packet::ConnAck(ConnAck {
-                session_present: session_present && v != ProtocolVersion::V3,
-                code,
-                properties,
-            })
-        },
-    )
+    (any::<bool>(), code, props(v, PropertyContext::ConnAck)).prop_map(move |(session_present, code, properties)| {
+        Packet::ConnAck(ConnAck { session_present: session_present && v != ProtocolVersion::V3, code, properties })
+    })
 }
 
 fn publish(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    let topic = if v.is_v5() {
-        prop_oneof![Just(String::new()), topic_name()].boxed()
-    } else {
-        topic_name().boxed()
-    };
-    (
-        any::<bool>(),
-        qos(),
-        any::<bool>(),
-        topic,
-        nonzero_id(),
-        binary(),
-        props(v, PropertyContext::Publish),
-    )
-        .prop_map(|(dup, qos, retain, topic, id, payload, mut properties)| {
+    let topic = if v.is_v5() { prop_oneof![Just(String::new()), topic_name()].boxed() } else { topic_name().boxed() };
+    (any::<bool>(), qos(), any::<bool>(), topic, nonzero_id(), binary(), props(v, PropertyContext::Publish)).prop_map(
+        |(dup, qos, retain, topic, id, payload, mut properties)| {
             let at_most_once = qos == QoS::AtMostOnce;
             if topic.is_empty() && properties.topic_alias.is_none() {
                 properties.topic_alias = Some(1);
@@ -283,125 +229,63 @@ fn publish(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
                 payload,
                 properties,
             })
-        })
+        },
+    )
 }
 
 fn pubresp(v: ProtocolVersion) -> impl Strategy<Value = PubResp> {
-    let code = if v.is_v5() {
-        reason().boxed()
-    } else {
-        Just(ReasonCode::SUCCESS).boxed()
-    };
-    (any::<u16>(), code, props(v, PropertyContext::PubResp)).prop_map(|(id, code, properties)| {
-        PubResp {
-            packet_id: PacketId(id),
-            code,
-            properties,
-        }
+    let code = if v.is_v5() { reason().boxed() } else { Just(ReasonCode::SUCCESS).boxed() };
+    (any::<u16>(), code, props(v, PropertyContext::PubResp)).prop_map(|(id, code, properties)| PubResp {
+        packet_id: PacketId(id),
+        code,
+        properties,
     })
 }
 
 fn subscribe(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
     let options = if v.is_v5() {
         (qos(), any::<bool>(), any::<bool>(), 0..=2u8)
-            .prop_map(
-                |(qos, no_local, retain_as_published, retain_handling)| SubscriptionOptions {
-                    qos,
-                    no_local,
-                    retain_as_published,
-                    retain_handling,
-                },
-            )
+            .prop_map(|(qos, no_local, retain_as_published, retain_handling)| SubscriptionOptions {
+                qos,
+                no_local,
+                retain_as_published,
+                retain_handling,
+            })
             .boxed()
     } else {
-        qos()
-            .prop_map(|qos| SubscriptionOptions {
-                qos,
-                ..Default::default()
-            })
-            .boxed()
+        qos().prop_map(|qos| SubscriptionOptions { qos, ..Default::default() }).boxed()
     };
-    let filter =
-        (topic_filter(), options).prop_map(|(filter, options)| SubscribeFilter { filter, options });
-    (
-        nonzero_id(),
-        vec(filter, 1..4),
-        props(v, PropertyContext::Subscribe),
-    )
-        .prop_map(|(packet_id, filters, properties)| {
-            Packet::Subscribe(Subscribe {
-                packet_id,
-                filters,
-                properties,
-            })
-        })
+    let filter = (topic_filter(), options).prop_map(|(filter, options)| SubscribeFilter { filter, options });
+    (nonzero_id(), vec(filter, 1..4), props(v, PropertyContext::Subscribe))
+        .prop_map(|(packet_id, filters, properties)| Packet::Subscribe(Subscribe { packet_id, filters, properties }))
 }
 
 fn suback(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    let code = if v.is_v5() {
-        reason().boxed()
-    } else {
-        select(vec![0, 1, 2, 0x80]).prop_map(ReasonCode).boxed()
-    };
-    (
-        any::<u16>(),
-        vec(code, 1..4),
-        props(v, PropertyContext::SubAck),
-    )
-        .prop_map(|(id, codes, properties)| {
-            Packet::SubAck(SubAck {
-                packet_id: PacketId(id),
-                codes,
-                properties,
-            })
-        })
+    let code = if v.is_v5() { reason().boxed() } else { select(vec![0, 1, 2, 0x80]).prop_map(ReasonCode).boxed() };
+    (any::<u16>(), vec(code, 1..4), props(v, PropertyContext::SubAck))
+        .prop_map(|(id, codes, properties)| Packet::SubAck(SubAck { packet_id: PacketId(id), codes, properties }))
 }
 
 fn unsubscribe(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    (
-        nonzero_id(),
-        vec(topic_filter(), 1..4),
-        props(v, PropertyContext::Unsubscribe),
+    (nonzero_id(), vec(topic_filter(), 1..4), props(v, PropertyContext::Unsubscribe)).prop_map(
+        |(packet_id, filters, properties)| Packet::Unsubscribe(Unsubscribe { packet_id, filters, properties }),
     )
-        .prop_map(|(packet_id, filters, properties)| {
-            Packet::Unsubscribe(Unsubscribe {
-                packet_id,
-                filters,
-                properties,
-            })
-        })
 }
 
 fn unsuback(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    let codes = if v.is_v5() {
-        vec(reason(), 1..4).boxed()
-    } else {
-        Just(Vec::new()).boxed()
-    };
-    (any::<u16>(), codes, props(v, PropertyContext::UnsubAck)).prop_map(
-        |(id, codes, properties)| {
-            Packet::UnsubAck(UnsubAck {
-                packet_id: PacketId(id),
-                codes,
-                properties,
-            })
-        },
-    )
+    let codes = if v.is_v5() { vec(reason(), 1..4).boxed() } else { Just(Vec::new()).boxed() };
+    (any::<u16>(), codes, props(v, PropertyContext::UnsubAck))
+        .prop_map(|(id, codes, properties)| Packet::UnsubAck(UnsubAck { packet_id: PacketId(id), codes, properties }))
 }
 
 fn disconnect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    let code = if v.is_v5() {
-        reason().boxed()
-    } else {
-        Just(ReasonCode::SUCCESS).boxed()
-    };
+    let code = if v.is_v5() { reason().boxed() } else { Just(ReasonCode::SUCCESS).boxed() };
     (code, props(v, PropertyContext::Disconnect))
         .prop_map(|(code, properties)| Packet::Disconnect(Disconnect { code, properties }))
 }
 
 fn auth() -> impl Strategy<Value = Packet> {
-    (reason(), properties(PropertyContext::Auth))
-        .prop_map(|(code, properties)| Packet::Auth(Auth { code, properties }))
+    (reason(), properties(PropertyContext::Auth)).prop_map(|(code, properties)| Packet::Auth(Auth { code, properties }))
 }
 
 /// Any packet valid in version `v`, with every field the version carries.
@@ -422,19 +306,11 @@ fn packet(v: ProtocolVersion) -> BoxedStrategy<Packet> {
         Just(Packet::PingResp),
         disconnect(v),
     ];
-    if v.is_v5() {
-        prop_oneof![13 => common, 1 => auth()].boxed()
-    } else {
-        common.boxed()
-    }
+    if v.is_v5() { prop_oneof![13 => common, 1 => auth()].boxed() } else { common.boxed() }
 }
 
 fn version() -> impl Strategy<Value = ProtocolVersion> {
-    select(vec![
-        ProtocolVersion::V3,
-        ProtocolVersion::V4,
-        ProtocolVersion::V5,
-    ])
+    select(vec![ProtocolVersion::V3, ProtocolVersion::V4, ProtocolVersion::V5])
 }
 
 fn versioned_packet() -> impl Strategy<Value = (ProtocolVersion, Packet)> {

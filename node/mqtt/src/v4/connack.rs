@@ -22,11 +22,7 @@ pub(super) fn read(mut buf: Bytes, version: ProtocolVersion) -> Result<ConnAck, 
         }
         _ => flags & 0x01 != 0,
     };
-    Ok(ConnAck {
-        session_present,
-        code,
-        properties: Default::default(),
-    })
+    Ok(ConnAck { session_present, code, properties: Default::default() })
 }
 
 pub(super) fn write(c: &ConnAck, version: ProtocolVersion, out: &mut BytesMut) {
@@ -77,10 +73,7 @@ mod tests {
             0x01, // session present
             0x00, // accepted
         ];
-        let packet = Packet::ConnAck(ConnAck {
-            session_present: true,
-            ..Default::default()
-        });
+        let packet = Packet::ConnAck(ConnAck { session_present: true, ..Default::default() });
         let mut out = BytesMut::new();
         encode(&packet, ProtocolVersion::V4, &mut out).unwrap();
         assert_eq!(&out[..], bytes);
@@ -107,10 +100,7 @@ mod tests {
 
     #[test]
     fn connack_failure_round_trips_through_the_return_code() {
-        let packet = Packet::ConnAck(ConnAck {
-            code: ReasonCode::NOT_AUTHORIZED,
-            ..Default::default()
-        });
+        let packet = Packet::ConnAck(ConnAck { code: ReasonCode::NOT_AUTHORIZED, ..Default::default() });
         let mut out = BytesMut::new();
         encode(&packet, ProtocolVersion::V4, &mut out).unwrap();
         assert_eq!(&out[..], &[0x20, 0x02, 0x00, 0x05]);
@@ -127,10 +117,7 @@ mod tests {
 
     #[test]
     fn connack_3_1_has_no_session_present() {
-        let packet = Packet::ConnAck(ConnAck {
-            session_present: true,
-            ..Default::default()
-        });
+        let packet = Packet::ConnAck(ConnAck { session_present: true, ..Default::default() });
         let mut out = BytesMut::new();
         encode(&packet, ProtocolVersion::V3, &mut out).unwrap();
         assert_eq!(&out[..], &[0x20, 0x02, 0x00, 0x00]);

@@ -4,8 +4,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::codec::{
-    ConnectFlags, expect_end, field_len, protocol_header, read_binary, read_string,
-    read_topic_name, read_u8, read_u16, write_field,
+    ConnectFlags, expect_end, field_len, protocol_header, read_binary, read_string, read_topic_name, read_u8, read_u16,
+    write_field,
 };
 use crate::{Connect, DecodeError, EncodeError, ProtocolVersion, Will};
 
@@ -27,16 +27,8 @@ pub(super) fn read(protocol: ProtocolVersion, mut buf: Bytes) -> Result<Connect,
         }),
         None => None,
     };
-    let username = if flags.username {
-        Some(read_string(&mut buf)?)
-    } else {
-        None
-    };
-    let password = if flags.password {
-        Some(read_binary(&mut buf)?)
-    } else {
-        None
-    };
+    let username = if flags.username { Some(read_string(&mut buf)?) } else { None };
+    let password = if flags.password { Some(read_binary(&mut buf)?) } else { None };
     expect_end(&buf)?;
     Ok(Connect {
         protocol: Some(protocol),
@@ -52,9 +44,7 @@ pub(super) fn read(protocol: ProtocolVersion, mut buf: Bytes) -> Result<Connect,
 
 pub(super) fn len(c: &Connect, protocol: ProtocolVersion) -> Result<usize, EncodeError> {
     if c.password.is_some() && c.username.is_none() {
-        return Err(EncodeError::Invalid(
-            "password without user name before MQTT 5.0",
-        ));
+        return Err(EncodeError::Invalid("password without user name before MQTT 5.0"));
     }
     let (name, _) = protocol_header(protocol);
     // Protocol name, level, flags, keep alive.
@@ -186,17 +176,9 @@ mod tests {
             ..Default::default()
         };
         // Decoded by its own name and level although the caller still assumes 3.1.1.
-        assert_eq!(
-            decode_v4(bytes),
-            Ok(Some(Packet::Connect(Box::new(expected.clone()))))
-        );
+        assert_eq!(decode_v4(bytes), Ok(Some(Packet::Connect(Box::new(expected.clone())))));
         let mut out = BytesMut::new();
-        encode(
-            &Packet::Connect(Box::new(expected)),
-            ProtocolVersion::V4,
-            &mut out,
-        )
-        .unwrap();
+        encode(&Packet::Connect(Box::new(expected)), ProtocolVersion::V4, &mut out).unwrap();
         assert_eq!(&out[..], bytes);
     }
 
@@ -204,10 +186,7 @@ mod tests {
     fn unknown_level_is_unsupported_protocol_version() {
         let mut bytes = FULL_3_1_1.to_vec();
         bytes[8] = 6;
-        assert_eq!(
-            decode_v4(&bytes),
-            Err(DecodeError::UnsupportedProtocolVersion(6))
-        );
+        assert_eq!(decode_v4(&bytes), Err(DecodeError::UnsupportedProtocolVersion(6)));
     }
 
     #[test]
@@ -222,10 +201,7 @@ mod tests {
         // [MQTT-3.1.2-3]
         let mut bytes = FULL_3_1_1.to_vec();
         bytes[9] |= 0x01;
-        assert!(matches!(
-            decode_v4(&bytes),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(decode_v4(&bytes), Err(DecodeError::MalformedPacket(_))));
     }
 
     #[test]
@@ -247,16 +223,10 @@ mod tests {
             0x00,
             0x00,
         ];
-        assert!(matches!(
-            decode_v4(bytes),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(decode_v4(bytes), Err(DecodeError::MalformedPacket(_))));
         let mut bytes = bytes.to_vec();
         bytes[9] = 0b0010_0010; // will retain without the will flag
-        assert!(matches!(
-            decode_v4(&bytes),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(decode_v4(&bytes), Err(DecodeError::MalformedPacket(_))));
     }
 
     #[test]
@@ -264,10 +234,7 @@ mod tests {
         // [MQTT-3.1.2-14]
         let mut bytes = FULL_3_1_1.to_vec();
         bytes[9] |= 0b0001_1000;
-        assert!(matches!(
-            decode_v4(&bytes),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(decode_v4(&bytes), Err(DecodeError::MalformedPacket(_))));
     }
 
     #[test]
@@ -293,23 +260,10 @@ mod tests {
             b'p',
             b'w',
         ];
-        assert!(matches!(
-            decode_v4(bytes),
-            Err(DecodeError::MalformedPacket(_))
-        ));
-        let connect = Connect {
-            password: Some("pw".into()),
-            ..Default::default()
-        };
+        assert!(matches!(decode_v4(bytes), Err(DecodeError::MalformedPacket(_))));
+        let connect = Connect { password: Some("pw".into()), ..Default::default() };
         let mut out = BytesMut::new();
-        assert!(
-            encode(
-                &Packet::Connect(Box::new(connect)),
-                ProtocolVersion::V4,
-                &mut out
-            )
-            .is_err()
-        );
+        assert!(encode(&Packet::Connect(Box::new(connect)), ProtocolVersion::V4, &mut out).is_err());
     }
 
     #[test]
@@ -325,10 +279,7 @@ mod tests {
         let mut bytes = FULL_3_1_1.to_vec();
         bytes[1] += 1;
         bytes.push(0);
-        assert!(matches!(
-            decode_v4(&bytes),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(decode_v4(&bytes), Err(DecodeError::MalformedPacket(_))));
     }
 
     #[test]
@@ -336,9 +287,6 @@ mod tests {
         // Flags announce a user name and password but the payload stops after the will.
         let mut bytes = FULL_3_1_1[..26].to_vec();
         bytes[1] = 24;
-        assert!(matches!(
-            decode_v4(&bytes),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(decode_v4(&bytes), Err(DecodeError::MalformedPacket(_))));
     }
 }

@@ -24,11 +24,7 @@ use super::{Connect, DecodeError, Disconnect, EncodeError, Packet, ProtocolVersi
 ///
 /// [`decode`]: crate::decode
 #[inline]
-pub(crate) fn decode(
-    byte1: u8,
-    body: Bytes,
-    version: ProtocolVersion,
-) -> Result<Option<Packet>, DecodeError> {
+pub(crate) fn decode(byte1: u8, body: Bytes, version: ProtocolVersion) -> Result<Option<Packet>, DecodeError> {
     use packet_type::*;
     Ok(Some(match byte1 >> 4 {
         CONNACK => Packet::ConnAck(connack::read(body, version)?),
@@ -55,9 +51,7 @@ pub(crate) fn decode(
             Packet::Disconnect(Disconnect::default())
         }
         _ => {
-            return Err(DecodeError::MalformedPacket(
-                "packet type not in MQTT 3.1.1",
-            ));
+            return Err(DecodeError::MalformedPacket("packet type not in MQTT 3.1.1"));
         }
     }))
 }
@@ -73,9 +67,7 @@ pub(crate) fn body_len(packet: &Packet, version: ProtocolVersion) -> Result<usiz
         Packet::Connect(c) => connect::len(c, version),
         Packet::ConnAck(_) => Ok(connack::LEN),
         Packet::Publish(p) => publish::len(p),
-        Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => {
-            Ok(pubresp::LEN)
-        }
+        Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubRel(_) | Packet::PubComp(_) => Ok(pubresp::LEN),
         Packet::Subscribe(s) => subscribe::len(s),
         Packet::SubAck(s) => suback::len(s),
         Packet::Unsubscribe(u) => unsubscribe::len(u),
@@ -91,9 +83,7 @@ pub(crate) fn write_body(packet: &Packet, version: ProtocolVersion, out: &mut By
         Packet::Connect(c) => connect::write(c, version, out),
         Packet::ConnAck(c) => connack::write(c, version, out),
         Packet::Publish(p) => publish::write(p, out),
-        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
-            pubresp::write(r, out)
-        }
+        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => pubresp::write(r, out),
         Packet::Subscribe(s) => subscribe::write(s, out),
         Packet::SubAck(s) => suback::write(s, out),
         Packet::Unsubscribe(u) => unsubscribe::write(u, out),
@@ -130,10 +120,8 @@ mod tests {
 
     #[test]
     fn v5_disconnect_fields_are_dropped_for_3_1_1() {
-        let packet = Packet::Disconnect(Disconnect {
-            code: crate::ReasonCode::SERVER_SHUTTING_DOWN,
-            ..Default::default()
-        });
+        let packet =
+            Packet::Disconnect(Disconnect { code: crate::ReasonCode::SERVER_SHUTTING_DOWN, ..Default::default() });
         let mut out = BytesMut::new();
         encode(&packet, ProtocolVersion::V4, &mut out).unwrap();
         assert_eq!(&out[..], &[0xE0, 0x00]);

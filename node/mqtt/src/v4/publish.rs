@@ -3,9 +3,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::codec::{
-    check_publish, field_len, publish_flags, read_nonzero_packet_id, read_topic_name, write_field,
-};
+use crate::codec::{check_publish, field_len, publish_flags, read_nonzero_packet_id, read_topic_name, write_field};
 use crate::{DecodeError, EncodeError, Publish, QoS};
 
 #[inline]
@@ -17,15 +15,7 @@ pub(super) fn read(flags: u8, mut buf: Bytes) -> Result<Publish, DecodeError> {
         QoS::AtMostOnce => None,
         _ => Some(read_nonzero_packet_id(&mut buf)?),
     };
-    Ok(Publish {
-        dup,
-        qos,
-        retain,
-        topic,
-        packet_id,
-        payload: buf,
-        properties: Default::default(),
-    })
+    Ok(Publish { dup, qos, retain, topic, packet_id, payload: buf, properties: Default::default() })
 }
 
 pub(super) fn len(p: &Publish) -> Result<usize, EncodeError> {
@@ -49,9 +39,7 @@ pub(super) fn write(p: &Publish, out: &mut BytesMut) {
 mod tests {
     use bytes::{Bytes, BytesMut};
 
-    use crate::{
-        DecodeError, Packet, PacketId, ProtocolVersion, Publish, QoS, decode, encode,
-    };
+    use crate::{DecodeError, Packet, PacketId, ProtocolVersion, Publish, QoS, decode, encode};
 
     fn decode_v4(bytes: &[u8]) -> Result<Option<Packet>, DecodeError> {
         decode(&mut BytesMut::from(bytes), ProtocolVersion::V4, usize::MAX)
@@ -88,10 +76,7 @@ mod tests {
             0x03, // remaining length 3
             0x00, 0x01, b't', // topic "t"
         ];
-        let packet = Packet::Publish(Publish {
-            topic: "t".into(),
-            ..Default::default()
-        });
+        let packet = Packet::Publish(Publish { topic: "t".into(), ..Default::default() });
         assert_eq!(decode_v4(bytes), Ok(Some(packet)));
     }
 
@@ -108,57 +93,36 @@ mod tests {
     #[test]
     fn publish_qos3_is_malformed() {
         // [MQTT-3.3.1-4]
-        assert!(matches!(
-            decode_v4(&[0x36, 0x05, 0x00, 0x01, b't', 0x00, 0x01]),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(decode_v4(&[0x36, 0x05, 0x00, 0x01, b't', 0x00, 0x01]), Err(DecodeError::MalformedPacket(_))));
     }
 
     #[test]
     fn publish_dup_with_qos0_is_malformed() {
         // [MQTT-3.3.1-2]
-        assert!(matches!(
-            decode_v4(&[0x38, 0x03, 0x00, 0x01, b't']),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(decode_v4(&[0x38, 0x03, 0x00, 0x01, b't']), Err(DecodeError::MalformedPacket(_))));
     }
 
     #[test]
     fn publish_topic_with_wildcard_is_topic_name_invalid() {
         // [MQTT-3.3.2-2]
-        assert_eq!(
-            decode_v4(&[0x30, 0x04, 0x00, 0x02, b'a', b'+']),
-            Err(DecodeError::TopicNameInvalid)
-        );
-        assert_eq!(
-            decode_v4(&[0x30, 0x03, 0x00, 0x01, b'#']),
-            Err(DecodeError::TopicNameInvalid)
-        );
+        assert_eq!(decode_v4(&[0x30, 0x04, 0x00, 0x02, b'a', b'+']), Err(DecodeError::TopicNameInvalid));
+        assert_eq!(decode_v4(&[0x30, 0x03, 0x00, 0x01, b'#']), Err(DecodeError::TopicNameInvalid));
     }
 
     #[test]
     fn publish_empty_topic_is_invalid_before_mqtt5() {
         // [MQTT-4.7.3-1]
-        assert_eq!(
-            decode_v4(&[0x30, 0x02, 0x00, 0x00]),
-            Err(DecodeError::TopicNameInvalid)
-        );
+        assert_eq!(decode_v4(&[0x30, 0x02, 0x00, 0x00]), Err(DecodeError::TopicNameInvalid));
     }
 
     #[test]
     fn publish_qos1_with_packet_id_0_is_protocol_error() {
         // [MQTT-2.3.1-1] (3.1.1), [MQTT-2.2.1-3] (5.0)
-        assert!(matches!(
-            decode_v4(&[0x32, 0x05, 0x00, 0x01, b't', 0x00, 0x00]),
-            Err(DecodeError::ProtocolError(_))
-        ));
+        assert!(matches!(decode_v4(&[0x32, 0x05, 0x00, 0x01, b't', 0x00, 0x00]), Err(DecodeError::ProtocolError(_))));
     }
 
     #[test]
     fn publish_qos1_without_room_for_packet_id_is_malformed() {
-        assert!(matches!(
-            decode_v4(&[0x32, 0x04, 0x00, 0x01, b't', 0x00]),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(decode_v4(&[0x32, 0x04, 0x00, 0x01, b't', 0x00]), Err(DecodeError::MalformedPacket(_))));
     }
 }

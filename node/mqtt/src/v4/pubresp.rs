@@ -13,10 +13,7 @@ pub(super) const LEN: usize = 2;
 pub(super) fn read(mut buf: Bytes) -> Result<PubResp, DecodeError> {
     let packet_id = read_packet_id(&mut buf)?;
     expect_end(&buf)?;
-    Ok(PubResp {
-        packet_id,
-        ..Default::default()
-    })
+    Ok(PubResp { packet_id, ..Default::default() })
 }
 
 pub(super) fn write(r: &PubResp, out: &mut BytesMut) {
@@ -31,10 +28,7 @@ mod tests {
 
     #[test]
     fn acks_carry_only_the_packet_id() {
-        let r = PubResp {
-            packet_id: PacketId(0x1234),
-            ..Default::default()
-        };
+        let r = PubResp { packet_id: PacketId(0x1234), ..Default::default() };
         for (packet, byte1) in [
             (Packet::PubAck(r.clone()), 0x40),
             (Packet::PubRec(r.clone()), 0x50),

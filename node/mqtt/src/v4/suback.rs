@@ -19,11 +19,7 @@ pub(super) fn read(mut buf: Bytes) -> Result<SubAck, DecodeError> {
     if codes.is_empty() {
         return Err(DecodeError::ProtocolError("SUBACK without return codes"));
     }
-    Ok(SubAck {
-        packet_id,
-        codes,
-        properties: Default::default(),
-    })
+    Ok(SubAck { packet_id, codes, properties: Default::default() })
 }
 
 pub(super) fn len(s: &SubAck) -> Result<usize, EncodeError> {
@@ -31,9 +27,7 @@ pub(super) fn len(s: &SubAck) -> Result<usize, EncodeError> {
         return Err(EncodeError::Invalid("SUBACK without return codes"));
     }
     if s.codes.iter().any(|c| !c.is_error() && c.0 > 2) {
-        return Err(EncodeError::Invalid(
-            "SUBACK code is neither a QoS nor a failure",
-        ));
+        return Err(EncodeError::Invalid("SUBACK code is neither a QoS nor a failure"));
     }
     Ok(2 + s.codes.len())
 }
@@ -61,11 +55,7 @@ mod tests {
         ];
         let packet = Packet::SubAck(SubAck {
             packet_id: PacketId(7),
-            codes: vec![
-                ReasonCode::GRANTED_QOS_0,
-                ReasonCode::GRANTED_QOS_2,
-                ReasonCode(0x80),
-            ],
+            codes: vec![ReasonCode::GRANTED_QOS_0, ReasonCode::GRANTED_QOS_2, ReasonCode(0x80)],
             properties: Default::default(),
         });
         let mut out = BytesMut::new();

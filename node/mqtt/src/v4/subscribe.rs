@@ -14,38 +14,21 @@ pub(super) fn read(mut buf: Bytes) -> Result<Subscribe, DecodeError> {
         let options = read_u8(&mut buf)?;
         // [MQTT-3.8.3-4] (3.1.1): the upper six bits are reserved, and QoS 3 is malformed.
         if options & 0xFC != 0 {
-            return Err(DecodeError::MalformedPacket(
-                "SUBSCRIBE reserved option bits set",
-            ));
+            return Err(DecodeError::MalformedPacket("SUBSCRIBE reserved option bits set"));
         }
-        let qos =
-            QoS::from_u8(options).ok_or(DecodeError::MalformedPacket("SUBSCRIBE with QoS 3"))?;
-        filters.push(SubscribeFilter {
-            filter,
-            options: SubscriptionOptions {
-                qos,
-                ..Default::default()
-            },
-        });
+        let qos = QoS::from_u8(options).ok_or(DecodeError::MalformedPacket("SUBSCRIBE with QoS 3"))?;
+        filters.push(SubscribeFilter { filter, options: SubscriptionOptions { qos, ..Default::default() } });
     }
     if filters.is_empty() {
         // [MQTT-3.8.3-3]: at least one topic filter.
-        return Err(DecodeError::ProtocolError(
-            "SUBSCRIBE without topic filters",
-        ));
+        return Err(DecodeError::ProtocolError("SUBSCRIBE without topic filters"));
     }
-    Ok(Subscribe {
-        packet_id,
-        filters,
-        properties: Default::default(),
-    })
+    Ok(Subscribe { packet_id, filters, properties: Default::default() })
 }
 
 pub(super) fn len(s: &Subscribe) -> Result<usize, EncodeError> {
     if s.packet_id.0 == 0 || s.filters.is_empty() {
-        return Err(EncodeError::Invalid(
-            "SUBSCRIBE needs a packet id and a topic filter",
-        ));
+        return Err(EncodeError::Invalid("SUBSCRIBE needs a packet id and a topic filter"));
     }
     let mut n = 2;
     for f in &s.filters {
@@ -67,8 +50,8 @@ mod tests {
     use bytes::BytesMut;
 
     use crate::{
-        DecodeError, Packet, PacketId, ProtocolVersion, QoS, Subscribe, SubscribeFilter,
-        SubscriptionOptions, decode, encode,
+        DecodeError, Packet, PacketId, ProtocolVersion, QoS, Subscribe, SubscribeFilter, SubscriptionOptions, decode,
+        encode,
     };
 
     fn decode_v4(bytes: &[u8]) -> Result<Option<Packet>, DecodeError> {
@@ -85,17 +68,11 @@ mod tests {
         ];
         let filter = |f: &str, qos| SubscribeFilter {
             filter: f.into(),
-            options: SubscriptionOptions {
-                qos,
-                ..Default::default()
-            },
+            options: SubscriptionOptions { qos, ..Default::default() },
         };
         let packet = Packet::Subscribe(Subscribe {
             packet_id: PacketId(7),
-            filters: vec![
-                filter("a/+", QoS::AtLeastOnce),
-                filter("#", QoS::ExactlyOnce),
-            ],
+            filters: vec![filter("a/+", QoS::AtLeastOnce), filter("#", QoS::ExactlyOnce)],
             properties: Default::default(),
         });
         assert_eq!(decode_v4(bytes), Ok(Some(packet.clone())));
@@ -107,10 +84,7 @@ mod tests {
     #[test]
     fn subscribe_without_filters_is_protocol_error() {
         // [MQTT-3.8.3-3]
-        assert!(matches!(
-            decode_v4(&[0x82, 0x02, 0x00, 0x01]),
-            Err(DecodeError::ProtocolError(_))
-        ));
+        assert!(matches!(decode_v4(&[0x82, 0x02, 0x00, 0x01]), Err(DecodeError::ProtocolError(_))));
     }
 
     #[test]
@@ -137,9 +111,6 @@ mod tests {
 
     #[test]
     fn subscribe_filter_without_options_byte_is_malformed() {
-        assert!(matches!(
-            decode_v4(&[0x82, 0x05, 0x00, 0x01, 0x00, 0x01, b'a']),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(decode_v4(&[0x82, 0x05, 0x00, 0x01, 0x00, 0x01, b'a']), Err(DecodeError::MalformedPacket(_))));
     }
 }

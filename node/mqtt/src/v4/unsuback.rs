@@ -12,10 +12,7 @@ pub(super) const LEN: usize = 2;
 pub(super) fn read(mut buf: Bytes) -> Result<UnsubAck, DecodeError> {
     let packet_id = read_packet_id(&mut buf)?;
     expect_end(&buf)?;
-    Ok(UnsubAck {
-        packet_id,
-        ..Default::default()
-    })
+    Ok(UnsubAck { packet_id, ..Default::default() })
 }
 
 pub(super) fn write(u: &UnsubAck, out: &mut BytesMut) {
@@ -44,13 +41,7 @@ mod tests {
                 0x00, 0x09, // packet id 9
             ]
         );
-        let expected = Packet::UnsubAck(UnsubAck {
-            packet_id: PacketId(9),
-            ..Default::default()
-        });
-        assert_eq!(
-            decode(&mut out, ProtocolVersion::V4, 100),
-            Ok(Some(expected))
-        );
+        let expected = Packet::UnsubAck(UnsubAck { packet_id: PacketId(9), ..Default::default() });
+        assert_eq!(decode(&mut out, ProtocolVersion::V4, 100), Ok(Some(expected)));
     }
 }

@@ -13,22 +13,14 @@ pub(super) fn read(mut buf: Bytes) -> Result<Unsubscribe, DecodeError> {
     }
     if filters.is_empty() {
         // [MQTT-3.10.3-2]: at least one topic filter.
-        return Err(DecodeError::ProtocolError(
-            "UNSUBSCRIBE without topic filters",
-        ));
+        return Err(DecodeError::ProtocolError("UNSUBSCRIBE without topic filters"));
     }
-    Ok(Unsubscribe {
-        packet_id,
-        filters,
-        properties: Default::default(),
-    })
+    Ok(Unsubscribe { packet_id, filters, properties: Default::default() })
 }
 
 pub(super) fn len(u: &Unsubscribe) -> Result<usize, EncodeError> {
     if u.packet_id.0 == 0 || u.filters.is_empty() {
-        return Err(EncodeError::Invalid(
-            "UNSUBSCRIBE needs a packet id and a topic filter",
-        ));
+        return Err(EncodeError::Invalid("UNSUBSCRIBE needs a packet id and a topic filter"));
     }
     let mut n = 2;
     for f in &u.filters {
@@ -48,9 +40,7 @@ pub(super) fn write(u: &Unsubscribe, out: &mut BytesMut) {
 mod tests {
     use bytes::BytesMut;
 
-    use crate::{
-        DecodeError, Packet, PacketId, ProtocolVersion, Unsubscribe, decode, encode,
-    };
+    use crate::{DecodeError, Packet, PacketId, ProtocolVersion, Unsubscribe, decode, encode};
 
     #[test]
     fn unsubscribe_two_filters() {
@@ -75,9 +65,6 @@ mod tests {
     fn unsubscribe_without_filters_is_protocol_error() {
         // [MQTT-3.10.3-2]
         let mut buf = BytesMut::from(&[0xA2, 0x02, 0x00, 0x01][..]);
-        assert!(matches!(
-            decode(&mut buf, ProtocolVersion::V4, 100),
-            Err(DecodeError::ProtocolError(_))
-        ));
+        assert!(matches!(decode(&mut buf, ProtocolVersion::V4, 100), Err(DecodeError::ProtocolError(_))));
     }
 }

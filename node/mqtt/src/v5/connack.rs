@@ -15,11 +15,7 @@ pub(super) fn read(mut buf: Bytes) -> Result<ConnAck, DecodeError> {
     let code = ReasonCode(read_u8(&mut buf)?);
     let properties = Properties::read(&mut buf, PropertyContext::ConnAck)?;
     expect_end(&buf)?;
-    Ok(ConnAck {
-        session_present: flags & 0x01 != 0,
-        code,
-        properties,
-    })
+    Ok(ConnAck { session_present: flags & 0x01 != 0, code, properties })
 }
 
 pub(super) fn len(c: &ConnAck) -> Result<usize, EncodeError> {
@@ -67,10 +63,7 @@ mod tests {
 
     #[test]
     fn connack_v5_keeps_the_reason_code() {
-        let packet = Packet::ConnAck(ConnAck {
-            code: ReasonCode::BANNED,
-            ..Default::default()
-        });
+        let packet = Packet::ConnAck(ConnAck { code: ReasonCode::BANNED, ..Default::default() });
         let mut out = BytesMut::new();
         encode(&packet, ProtocolVersion::V5, &mut out).unwrap();
         assert_eq!(&out[..], &[0x20, 0x03, 0x00, 0x8A, 0x00]);
@@ -80,9 +73,6 @@ mod tests {
     fn connack_v5_maximum_qos_2_is_protocol_error() {
         // Section 3.2.2.3.4: Maximum QoS is 0 or 1.
         let mut buf = BytesMut::from(&[0x20, 0x05, 0x00, 0x00, 0x02, 0x24, 0x02][..]);
-        assert!(matches!(
-            decode(&mut buf, ProtocolVersion::V5, 100),
-            Err(crate::DecodeError::ProtocolError(_))
-        ));
+        assert!(matches!(decode(&mut buf, ProtocolVersion::V5, 100), Err(crate::DecodeError::ProtocolError(_))));
     }
 }

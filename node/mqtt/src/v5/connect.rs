@@ -4,8 +4,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::codec::{
-    ConnectFlags, expect_end, field_len, protocol_header, read_binary, read_string,
-    read_topic_name, read_u8, read_u16, write_field,
+    ConnectFlags, expect_end, field_len, protocol_header, read_binary, read_string, read_topic_name, read_u8, read_u16,
+    write_field,
 };
 use crate::properties::{PropertyContext, with_prefix};
 use crate::{Connect, DecodeError, EncodeError, Properties, ProtocolVersion, Will};
@@ -29,16 +29,8 @@ pub(super) fn read(mut buf: Bytes) -> Result<Connect, DecodeError> {
         }
         None => None,
     };
-    let username = if flags.username {
-        Some(read_string(&mut buf)?)
-    } else {
-        None
-    };
-    let password = if flags.password {
-        Some(read_binary(&mut buf)?)
-    } else {
-        None
-    };
+    let username = if flags.username { Some(read_string(&mut buf)?) } else { None };
+    let password = if flags.password { Some(read_binary(&mut buf)?) } else { None };
     expect_end(&buf)?;
     Ok(Connect {
         protocol: Some(ProtocolVersion::V5),
@@ -96,9 +88,7 @@ pub(super) fn write(c: &Connect, out: &mut BytesMut) {
 mod tests {
     use bytes::{Bytes, BytesMut};
 
-    use crate::{
-        Connect, DecodeError, Packet, Properties, ProtocolVersion, QoS, Will, decode, encode,
-    };
+    use crate::{Connect, DecodeError, Packet, Properties, ProtocolVersion, QoS, Will, decode, encode};
 
     const FULL: &[u8] = &[
         0x10,
@@ -159,10 +149,7 @@ mod tests {
                 payload: Bytes::from_static(b"by"),
                 qos: QoS::AtLeastOnce,
                 retain: false,
-                properties: Properties {
-                    will_delay_interval: Some(5),
-                    ..Default::default()
-                },
+                properties: Properties { will_delay_interval: Some(5), ..Default::default() },
             }),
             username: None,
             password: Some(Bytes::from_static(b"secret")),
@@ -193,10 +180,7 @@ mod tests {
         // Replace receive maximum (0x21) with topic alias (0x23), a PUBLISH-only property.
         let mut bytes = FULL.to_vec();
         bytes[18] = 0x23;
-        assert!(matches!(
-            decode_any(&bytes),
-            Err(DecodeError::ProtocolError(_))
-        ));
+        assert!(matches!(decode_any(&bytes), Err(DecodeError::ProtocolError(_))));
     }
 
     #[test]
@@ -204,10 +188,7 @@ mod tests {
         // Will Delay Interval belongs to the will properties, not the CONNECT properties.
         let mut bytes = FULL.to_vec();
         bytes[13] = 0x18;
-        assert!(matches!(
-            decode_any(&bytes),
-            Err(DecodeError::ProtocolError(_))
-        ));
+        assert!(matches!(decode_any(&bytes), Err(DecodeError::ProtocolError(_))));
     }
 
     #[test]
@@ -215,19 +196,13 @@ mod tests {
         // [MQTT-3.1.2-3]
         let mut bytes = FULL.to_vec();
         bytes[9] |= 0x01;
-        assert!(matches!(
-            decode_any(&bytes),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(decode_any(&bytes), Err(DecodeError::MalformedPacket(_))));
     }
 
     #[test]
     fn connect_v5_property_length_past_the_packet_is_malformed() {
         let mut bytes = FULL.to_vec();
         bytes[12] = 0x7F;
-        assert!(matches!(
-            decode_any(&bytes),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(decode_any(&bytes), Err(DecodeError::MalformedPacket(_))));
     }
 }

@@ -24,18 +24,13 @@ pub(super) fn write(d: &Disconnect, out: &mut BytesMut) {
 mod tests {
     use bytes::BytesMut;
 
-    use crate::{
-        DecodeError, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode, decode, encode,
-    };
+    use crate::{DecodeError, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode, decode, encode};
 
     fn round_trip(packet: &Packet, bytes: &[u8]) {
         let mut out = BytesMut::new();
         encode(packet, ProtocolVersion::V5, &mut out).unwrap();
         assert_eq!(&out[..], bytes);
-        assert_eq!(
-            decode(&mut out, ProtocolVersion::V5, 100).as_ref(),
-            Ok(&Some(packet.clone()))
-        );
+        assert_eq!(decode(&mut out, ProtocolVersion::V5, 100).as_ref(), Ok(&Some(packet.clone())));
     }
 
     #[test]
@@ -46,10 +41,7 @@ mod tests {
     #[test]
     fn disconnect_with_reason_code_only() {
         round_trip(
-            &Packet::Disconnect(Disconnect {
-                code: ReasonCode::DISCONNECT_WITH_WILL,
-                ..Default::default()
-            }),
+            &Packet::Disconnect(Disconnect { code: ReasonCode::DISCONNECT_WITH_WILL, ..Default::default() }),
             &[
                 0xE0, 0x01, // DISCONNECT, remaining length 1
                 0x04, // disconnect with will message
@@ -62,10 +54,7 @@ mod tests {
         round_trip(
             &Packet::Disconnect(Disconnect {
                 code: ReasonCode::NORMAL_DISCONNECTION,
-                properties: Properties {
-                    session_expiry_interval: Some(0),
-                    ..Default::default()
-                },
+                properties: Properties { session_expiry_interval: Some(0), ..Default::default() },
             }),
             &[
                 0xE0, 0x07, // DISCONNECT, remaining length 7
@@ -81,10 +70,7 @@ mod tests {
         let mut buf = BytesMut::from(&[0xE0, 0x02, 0x8E, 0x00][..]);
         assert_eq!(
             decode(&mut buf, ProtocolVersion::V5, 100),
-            Ok(Some(Packet::Disconnect(Disconnect {
-                code: ReasonCode::SESSION_TAKEN_OVER,
-                ..Default::default()
-            })))
+            Ok(Some(Packet::Disconnect(Disconnect { code: ReasonCode::SESSION_TAKEN_OVER, ..Default::default() })))
         );
     }
 
@@ -92,9 +78,6 @@ mod tests {
     fn disconnect_with_trailing_bytes_is_malformed() {
         // Property length 0 followed by a stray byte.
         let mut buf = BytesMut::from(&[0xE0, 0x03, 0x00, 0x00, 0x00][..]);
-        assert!(matches!(
-            decode(&mut buf, ProtocolVersion::V5, 100),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(decode(&mut buf, ProtocolVersion::V5, 100), Err(DecodeError::MalformedPacket(_))));
     }
 }

@@ -64,9 +64,7 @@ pub(crate) fn body_len(packet: &Packet) -> Result<usize, EncodeError> {
         Packet::Connect(c) => connect::len(c),
         Packet::ConnAck(c) => connack::len(c),
         Packet::Publish(p) => publish::len(p),
-        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
-            pubresp::len(r)
-        }
+        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => pubresp::len(r),
         Packet::Subscribe(s) => subscribe::len(s),
         Packet::SubAck(s) => suback::len(s),
         Packet::Unsubscribe(u) => unsubscribe::len(u),
@@ -83,9 +81,7 @@ pub(crate) fn write_body(packet: &Packet, out: &mut BytesMut) {
         Packet::Connect(c) => connect::write(c, out),
         Packet::ConnAck(c) => connack::write(c, out),
         Packet::Publish(p) => publish::write(p, out),
-        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => {
-            pubresp::write(r, out)
-        }
+        Packet::PubAck(r) | Packet::PubRec(r) | Packet::PubRel(r) | Packet::PubComp(r) => pubresp::write(r, out),
         Packet::Subscribe(s) => subscribe::write(s, out),
         Packet::SubAck(s) => suback::write(s, out),
         Packet::Unsubscribe(u) => unsubscribe::write(u, out),
@@ -100,29 +96,18 @@ pub(crate) fn write_body(packet: &Packet, out: &mut BytesMut) {
 /// DISCONNECT and AUTH, either of which may be omitted: nothing left means Success without
 /// properties, a single byte means that code without properties ([MQTT-3.4.2-1], sections
 /// 3.14.2.1, 3.15.2.1).
-fn read_optional_code(
-    buf: &mut Bytes,
-    ctx: PropertyContext,
-) -> Result<(ReasonCode, Properties), DecodeError> {
+fn read_optional_code(buf: &mut Bytes, ctx: PropertyContext) -> Result<(ReasonCode, Properties), DecodeError> {
     if buf.is_empty() {
         return Ok((ReasonCode::SUCCESS, Properties::default()));
     }
     let code = ReasonCode(read_u8(buf)?);
-    let properties = if buf.is_empty() {
-        Properties::default()
-    } else {
-        Properties::read(buf, ctx)?
-    };
+    let properties = if buf.is_empty() { Properties::default() } else { Properties::read(buf, ctx)? };
     expect_end(buf)?;
     Ok((code, properties))
 }
 
 /// Length of the trailing reason code and properties in their shortest form.
-fn optional_code_len(
-    code: ReasonCode,
-    props: &Properties,
-    ctx: PropertyContext,
-) -> Result<usize, EncodeError> {
+fn optional_code_len(code: ReasonCode, props: &Properties, ctx: PropertyContext) -> Result<usize, EncodeError> {
     Ok(match (props.encoded_len(ctx)?, code) {
         (0, ReasonCode::SUCCESS) => 0,
         (0, _) => 1,
@@ -131,12 +116,7 @@ fn optional_code_len(
 }
 
 /// Writes the trailing reason code and properties in their shortest form.
-fn write_optional_code(
-    code: ReasonCode,
-    props: &Properties,
-    ctx: PropertyContext,
-    out: &mut BytesMut,
-) {
+fn write_optional_code(code: ReasonCode, props: &Properties, ctx: PropertyContext, out: &mut BytesMut) {
     // `body_len` validated these properties before anything was written.
     let len = props.encoded_len(ctx).unwrap_or(0);
     if len == 0 && code == ReasonCode::SUCCESS {
@@ -156,10 +136,7 @@ mod tests {
 
     #[test]
     fn pingreq_and_pingresp_are_two_bytes() {
-        for (packet, bytes) in [
-            (Packet::PingReq, [0xC0, 0x00]),
-            (Packet::PingResp, [0xD0, 0x00]),
-        ] {
+        for (packet, bytes) in [(Packet::PingReq, [0xC0, 0x00]), (Packet::PingResp, [0xD0, 0x00])] {
             let mut out = BytesMut::new();
             encode(&packet, ProtocolVersion::V5, &mut out).unwrap();
             assert_eq!(&out[..], &bytes);

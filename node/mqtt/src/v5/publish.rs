@@ -2,9 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::codec::{
-    check_publish, field_len, publish_flags, read_nonzero_packet_id, read_topic_name, write_field,
-};
+use crate::codec::{check_publish, field_len, publish_flags, read_nonzero_packet_id, read_topic_name, write_field};
 use crate::properties::{PropertyContext, with_prefix};
 use crate::{DecodeError, EncodeError, Properties, Publish, QoS};
 
@@ -21,19 +19,9 @@ pub(super) fn read(flags: u8, mut buf: Bytes) -> Result<Publish, DecodeError> {
     let properties = Properties::read(&mut buf, PropertyContext::Publish)?;
     if topic.is_empty() && properties.topic_alias.is_none() {
         // Section 3.3.2.3.4: a zero-length topic name without a topic alias is a Protocol Error.
-        return Err(DecodeError::ProtocolError(
-            "empty topic name without topic alias",
-        ));
+        return Err(DecodeError::ProtocolError("empty topic name without topic alias"));
     }
-    Ok(Publish {
-        dup,
-        qos,
-        retain,
-        topic,
-        packet_id,
-        payload: buf,
-        properties,
-    })
+    Ok(Publish { dup, qos, retain, topic, packet_id, payload: buf, properties })
 }
 
 pub(super) fn len(p: &Publish) -> Result<usize, EncodeError> {
@@ -59,9 +47,7 @@ pub(super) fn write(p: &Publish, out: &mut BytesMut) {
 mod tests {
     use bytes::{Bytes, BytesMut};
 
-    use crate::{
-        DecodeError, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, decode, encode,
-    };
+    use crate::{DecodeError, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, decode, encode};
 
     fn decode_v5(bytes: &[u8]) -> Result<Option<Packet>, DecodeError> {
         decode(&mut BytesMut::from(bytes), ProtocolVersion::V5, usize::MAX)
@@ -105,10 +91,7 @@ mod tests {
             0x03, 0x23, 0x00, 0x07, // property length 3: topic alias 7
         ];
         let packet = Packet::Publish(Publish {
-            properties: Properties {
-                topic_alias: Some(7),
-                ..Default::default()
-            },
+            properties: Properties { topic_alias: Some(7), ..Default::default() },
             ..Default::default()
         });
         assert_eq!(decode_v5(bytes), Ok(Some(packet.clone())));
@@ -119,10 +102,7 @@ mod tests {
 
     #[test]
     fn publish_v5_empty_topic_without_alias_is_protocol_error() {
-        assert!(matches!(
-            decode_v5(&[0x30, 0x03, 0x00, 0x00, 0x00]),
-            Err(DecodeError::ProtocolError(_))
-        ));
+        assert!(matches!(decode_v5(&[0x30, 0x03, 0x00, 0x00, 0x00]), Err(DecodeError::ProtocolError(_))));
     }
 
     #[test]
@@ -136,28 +116,19 @@ mod tests {
     #[test]
     fn publish_v5_wildcard_topic_is_topic_name_invalid() {
         // [MQTT-3.3.2-2]
-        assert_eq!(
-            decode_v5(&[0x30, 0x04, 0x00, 0x01, b'+', 0x00]),
-            Err(DecodeError::TopicNameInvalid)
-        );
+        assert_eq!(decode_v5(&[0x30, 0x04, 0x00, 0x01, b'+', 0x00]), Err(DecodeError::TopicNameInvalid));
     }
 
     #[test]
     fn publish_v5_without_property_length_is_malformed() {
-        assert!(matches!(
-            decode_v5(&[0x30, 0x03, 0x00, 0x01, b't']),
-            Err(DecodeError::MalformedPacket(_))
-        ));
+        assert!(matches!(decode_v5(&[0x30, 0x03, 0x00, 0x01, b't']), Err(DecodeError::MalformedPacket(_))));
     }
 
     #[test]
     fn publish_v5_leaves_out_properties_publish_does_not_allow() {
         let packet = Packet::Publish(Publish {
             topic: "t".into(),
-            properties: Properties {
-                reason_string: Some("no".into()),
-                ..Default::default()
-            },
+            properties: Properties { reason_string: Some("no".into()), ..Default::default() },
             ..Default::default()
         });
         let mut out = BytesMut::new();

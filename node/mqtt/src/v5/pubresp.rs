@@ -15,11 +15,7 @@ use crate::{DecodeError, EncodeError, PubResp};
 pub(super) fn read(mut buf: Bytes) -> Result<PubResp, DecodeError> {
     let packet_id = read_packet_id(&mut buf)?;
     let (code, properties) = read_optional_code(&mut buf, PropertyContext::PubResp)?;
-    Ok(PubResp {
-        packet_id,
-        code,
-        properties,
-    })
+    Ok(PubResp { packet_id, code, properties })
 }
 
 pub(super) fn len(r: &PubResp) -> Result<usize, EncodeError> {
@@ -35,10 +31,7 @@ pub(super) fn write(r: &PubResp, out: &mut BytesMut) {
 mod tests {
     use bytes::BytesMut;
 
-    use crate::{
-        DecodeError, Packet, PacketId, Properties, ProtocolVersion, PubResp, ReasonCode, decode,
-        encode,
-    };
+    use crate::{DecodeError, Packet, PacketId, Properties, ProtocolVersion, PubResp, ReasonCode, decode, encode};
 
     fn decode_v5(bytes: &[u8]) -> Result<Option<Packet>, DecodeError> {
         decode(&mut BytesMut::from(bytes), ProtocolVersion::V5, usize::MAX)
@@ -53,10 +46,7 @@ mod tests {
     #[test]
     fn puback_success_without_properties_uses_the_short_form() {
         // [MQTT-3.4.2-1]: reason code and property length omitted.
-        let packet = Packet::PubAck(PubResp {
-            packet_id: PacketId(5),
-            ..Default::default()
-        });
+        let packet = Packet::PubAck(PubResp { packet_id: PacketId(5), ..Default::default() });
         let bytes = [
             0x40, 0x02, // PUBACK, remaining length 2
             0x00, 0x05, // packet id 5
@@ -89,10 +79,7 @@ mod tests {
             0x00, // success
             0x00, // property length 0
         ];
-        let packet = Packet::PubRel(PubResp {
-            packet_id: PacketId(5),
-            ..Default::default()
-        });
+        let packet = Packet::PubRel(PubResp { packet_id: PacketId(5), ..Default::default() });
         assert_eq!(decode_v5(&bytes), Ok(Some(packet.clone())));
         // Re-encoded in the short form.
         assert_eq!(encode_v5(&packet), [0x62, 0x02, 0x00, 0x05]);
@@ -103,10 +90,7 @@ mod tests {
         let packet = Packet::PubComp(PubResp {
             packet_id: PacketId(1),
             code: ReasonCode::PACKET_IDENTIFIER_NOT_FOUND,
-            properties: Properties {
-                reason_string: Some("gone".into()),
-                ..Default::default()
-            },
+            properties: Properties { reason_string: Some("gone".into()), ..Default::default() },
         });
         let bytes = [
             0x70, 0x0B, // PUBCOMP, remaining length 11
@@ -123,9 +107,6 @@ mod tests {
     fn puback_with_disallowed_property_is_protocol_error() {
         // Topic alias in a PUBACK.
         let bytes = [0x40, 0x07, 0x00, 0x01, 0x00, 0x03, 0x23, 0x00, 0x01];
-        assert!(matches!(
-            decode_v5(&bytes),
-            Err(DecodeError::ProtocolError(_))
-        ));
+        assert!(matches!(decode_v5(&bytes), Err(DecodeError::ProtocolError(_))));
     }
 }

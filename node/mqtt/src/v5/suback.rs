@@ -16,11 +16,7 @@ pub(super) fn read(mut buf: Bytes) -> Result<SubAck, DecodeError> {
     if codes.is_empty() {
         return Err(DecodeError::ProtocolError("SUBACK without reason codes"));
     }
-    Ok(SubAck {
-        packet_id,
-        codes,
-        properties,
-    })
+    Ok(SubAck { packet_id, codes, properties })
 }
 
 pub(super) fn len(s: &SubAck) -> Result<usize, EncodeError> {

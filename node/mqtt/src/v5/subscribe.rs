@@ -5,9 +5,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::codec::{field_len, read_nonzero_packet_id, read_string, read_u8, write_field};
 use crate::properties::{PropertyContext, with_prefix};
-use crate::{
-    DecodeError, EncodeError, Properties, QoS, Subscribe, SubscribeFilter, SubscriptionOptions,
-};
+use crate::{DecodeError, EncodeError, Properties, QoS, Subscribe, SubscribeFilter, SubscriptionOptions};
 
 /// Shared subscriptions start with this (section 4.8.2).
 const SHARE_PREFIX: &str = "$share/";
@@ -21,60 +19,39 @@ pub(super) fn read(mut buf: Bytes) -> Result<Subscribe, DecodeError> {
         let options = parse_options(read_u8(&mut buf)?)?;
         if options.no_local && filter.starts_with(SHARE_PREFIX) {
             // [MQTT-3.8.3-4]: No Local on a shared subscription is a Protocol Error.
-            return Err(DecodeError::ProtocolError(
-                "No Local on a shared subscription",
-            ));
+            return Err(DecodeError::ProtocolError("No Local on a shared subscription"));
         }
         filters.push(SubscribeFilter { filter, options });
     }
     if filters.is_empty() {
         // [MQTT-3.8.3-3]: a SUBSCRIBE without a topic filter is a Protocol Error.
-        return Err(DecodeError::ProtocolError(
-            "SUBSCRIBE without topic filters",
-        ));
+        return Err(DecodeError::ProtocolError("SUBSCRIBE without topic filters"));
     }
-    Ok(Subscribe {
-        packet_id,
-        filters,
-        properties,
-    })
+    Ok(Subscribe { packet_id, filters, properties })
 }
 
 /// Subscription options byte (section 3.8.3.1).
 fn parse_options(byte: u8) -> Result<SubscriptionOptions, DecodeError> {
     if byte & 0xC0 != 0 {
         // [MQTT-3.8.3-5]: bits 6 and 7 are reserved and must be 0, else malformed.
-        return Err(DecodeError::MalformedPacket(
-            "subscription options reserved bits set",
-        ));
+        return Err(DecodeError::MalformedPacket("subscription options reserved bits set"));
     }
-    let qos =
-        QoS::from_u8(byte & 0x03).ok_or(DecodeError::MalformedPacket("subscription with QoS 3"))?;
+    let qos = QoS::from_u8(byte & 0x03).ok_or(DecodeError::MalformedPacket("subscription with QoS 3"))?;
     let retain_handling = (byte >> 4) & 0x03;
     if retain_handling == 3 {
         // Section 3.8.3.1: Retain Handling 3 is a Protocol Error.
         return Err(DecodeError::ProtocolError("retain handling 3"));
     }
-    Ok(SubscriptionOptions {
-        qos,
-        no_local: byte & 0x04 != 0,
-        retain_as_published: byte & 0x08 != 0,
-        retain_handling,
-    })
+    Ok(SubscriptionOptions { qos, no_local: byte & 0x04 != 0, retain_as_published: byte & 0x08 != 0, retain_handling })
 }
 
 fn options_byte(o: &SubscriptionOptions) -> u8 {
-    (o.qos as u8)
-        | (u8::from(o.no_local) << 2)
-        | (u8::from(o.retain_as_published) << 3)
-        | (o.retain_handling << 4)
+    (o.qos as u8) | (u8::from(o.no_local) << 2) | (u8::from(o.retain_as_published) << 3) | (o.retain_handling << 4)
 }
 
 pub(super) fn len(s: &Subscribe) -> Result<usize, EncodeError> {
     if s.packet_id.0 == 0 || s.filters.is_empty() {
-        return Err(EncodeError::Invalid(
-            "SUBSCRIBE needs a packet id and a topic filter",
-        ));
+        return Err(EncodeError::Invalid("SUBSCRIBE needs a packet id and a topic filter"));
     }
     let mut n = 2 + with_prefix(s.properties.encoded_len(PropertyContext::Subscribe)?);
     for f in &s.filters {
@@ -91,8 +68,7 @@ pub(super) fn len(s: &Subscribe) -> Result<usize, EncodeError> {
 
 pub(super) fn write(s: &Subscribe, out: &mut BytesMut) {
     out.put_u16(s.packet_id.0);
-    s.properties
-        .write_validated(PropertyContext::Subscribe, out);
+    s.properties.write_validated(PropertyContext::Subscribe, out);
     for f in &s.filters {
         write_field(out, f.filter.as_bytes());
         out.put_u8(options_byte(&f.options));
@@ -104,8 +80,8 @@ mod tests {
     use bytes::BytesMut;
 
     use crate::{
-        DecodeError, Packet, PacketId, Properties, ProtocolVersion, QoS, Subscribe,
-        SubscribeFilter, SubscriptionOptions, decode, encode,
+        DecodeError, Packet, PacketId, Properties, ProtocolVersion, QoS, Subscribe, SubscribeFilter,
+        SubscriptionOptions, decode, encode,
     };
 
     fn decode_v5(bytes: &[u8]) -> Result<Option<Packet>, DecodeError> {
@@ -140,10 +116,7 @@ mod tests {
                     retain_handling: 2,
                 },
             }],
-            properties: Properties {
-                subscription_identifiers: vec![42],
-                ..Default::default()
-            },
+            properties: Properties { subscription_identifiers: vec![42], ..Default::default() },
         });
         assert_eq!(decode_v5(bytes), Ok(Some(packet.clone())));
         let mut out = BytesMut::new();
@@ -174,27 +147,19 @@ mod tests {
         let mut bytes = vec![0x82, 0x0F, 0x00, 0x01, 0x00, 0x00, 0x09];
         bytes.extend_from_slice(b"$share/g/");
         bytes.push(0x04);
-        assert!(matches!(
-            decode_v5(&bytes),
-            Err(DecodeError::ProtocolError(_))
-        ));
+        assert!(matches!(decode_v5(&bytes), Err(DecodeError::ProtocolError(_))));
     }
 
     #[test]
     fn subscribe_v5_without_filters_is_protocol_error() {
         // [MQTT-3.8.3-3]
-        assert!(matches!(
-            decode_v5(&[0x82, 0x03, 0x00, 0x01, 0x00]),
-            Err(DecodeError::ProtocolError(_))
-        ));
+        assert!(matches!(decode_v5(&[0x82, 0x03, 0x00, 0x01, 0x00]), Err(DecodeError::ProtocolError(_))));
     }
 
     #[test]
     fn subscribe_v5_subscription_identifier_0_is_protocol_error() {
         assert!(matches!(
-            decode_v5(&[
-                0x82, 0x09, 0x00, 0x01, 0x02, 0x0B, 0x00, 0x00, 0x01, b'a', 0x00
-            ]),
+            decode_v5(&[0x82, 0x09, 0x00, 0x01, 0x02, 0x0B, 0x00, 0x00, 0x01, b'a', 0x00]),
             Err(DecodeError::ProtocolError(_))
         ));
     }

@@ -16,11 +16,7 @@ pub(super) fn read(mut buf: Bytes) -> Result<UnsubAck, DecodeError> {
     if codes.is_empty() {
         return Err(DecodeError::ProtocolError("UNSUBACK without reason codes"));
     }
-    Ok(UnsubAck {
-        packet_id,
-        codes,
-        properties,
-    })
+    Ok(UnsubAck { packet_id, codes, properties })
 }
 
 pub(super) fn len(u: &UnsubAck) -> Result<usize, EncodeError> {

@@ -15,22 +15,14 @@ pub(super) fn read(mut buf: Bytes) -> Result<Unsubscribe, DecodeError> {
     }
     if filters.is_empty() {
         // [MQTT-3.10.3-2]: at least one topic filter.
-        return Err(DecodeError::ProtocolError(
-            "UNSUBSCRIBE without topic filters",
-        ));
+        return Err(DecodeError::ProtocolError("UNSUBSCRIBE without topic filters"));
     }
-    Ok(Unsubscribe {
-        packet_id,
-        filters,
-        properties,
-    })
+    Ok(Unsubscribe { packet_id, filters, properties })
 }
 
 pub(super) fn len(u: &Unsubscribe) -> Result<usize, EncodeError> {
     if u.packet_id.0 == 0 || u.filters.is_empty() {
-        return Err(EncodeError::Invalid(
-            "UNSUBSCRIBE needs a packet id and a topic filter",
-        ));
+        return Err(EncodeError::Invalid("UNSUBSCRIBE needs a packet id and a topic filter"));
     }
     let mut n = 2 + with_prefix(u.properties.encoded_len(PropertyContext::Unsubscribe)?);
     for f in &u.filters {
@@ -41,8 +33,7 @@ pub(super) fn len(u: &Unsubscribe) -> Result<usize, EncodeError> {
 
 pub(super) fn write(u: &Unsubscribe, out: &mut BytesMut) {
     out.put_u16(u.packet_id.0);
-    u.properties
-        .write_validated(PropertyContext::Unsubscribe, out);
+    u.properties.write_validated(PropertyContext::Unsubscribe, out);
     for f in &u.filters {
         write_field(out, f.as_bytes());
     }
@@ -52,9 +43,7 @@ pub(super) fn write(u: &Unsubscribe, out: &mut BytesMut) {
 mod tests {
     use bytes::BytesMut;
 
-    use crate::{
-        DecodeError, Packet, PacketId, Properties, ProtocolVersion, Unsubscribe, decode, encode,
-    };
+    use crate::{DecodeError, Packet, PacketId, Properties, ProtocolVersion, Unsubscribe, decode, encode};
 
     #[test]
     fn unsubscribe_v5_with_user_property() {
@@ -67,10 +56,7 @@ mod tests {
         let packet = Packet::Unsubscribe(Unsubscribe {
             packet_id: PacketId(4),
             filters: vec!["x".into()],
-            properties: Properties {
-                user_properties: vec![("k".into(), "v".into())],
-                ..Default::default()
-            },
+            properties: Properties { user_properties: vec![("k".into(), "v".into())], ..Default::default() },
         });
         let mut out = BytesMut::new();
         encode(&packet, ProtocolVersion::V5, &mut out).unwrap();
@@ -82,9 +68,6 @@ mod tests {
     fn unsubscribe_v5_without_filters_is_protocol_error() {
         // [MQTT-3.10.3-2]
         let mut buf = BytesMut::from(&[0xA2, 0x03, 0x00, 0x01, 0x00][..]);
-        assert!(matches!(
-            decode(&mut buf, ProtocolVersion::V5, 100),
-            Err(DecodeError::ProtocolError(_))
-        ));
+        assert!(matches!(decode(&mut buf, ProtocolVersion::V5, 100), Err(DecodeError::ProtocolError(_))));
     }
 }

@@ -120,19 +120,12 @@ impl TransportConfig {
     /// (the last entry of a key wins, as for every other key). The three `listener.vmqs` files
     /// go together: giving some but not all is an error naming the missing ones.
     pub fn from_config(config: &Config) -> Result<Self, ConfigError> {
-        let mut out = Self::new(
-            NodeId::new(config.nodename.clone()),
-            config.distributed_cookie.clone(),
-            config.metadata_plugin,
-        );
+        let mut out =
+            Self::new(NodeId::new(config.nodename.clone()), config.distributed_cookie.clone(), config.metadata_plugin);
         let last = |key: &str| config.delegated.iter().rev().find(|e| e.key == key);
         let parse_addr = |entry: &ConfigEntry| {
             entry.value.parse::<SocketAddr>().map_err(|_| {
-                config.invalid_entry(
-                    entry,
-                    "is not an IP/port pair",
-                    "an IP/port pair, e.g. 127.0.0.1:44053",
-                )
+                config.invalid_entry(entry, "is not an IP/port pair", "an IP/port pair, e.g. 127.0.0.1:44053")
             })
         };
         if let Some(entry) = last("listener.vmq.clustering") {
@@ -143,11 +136,7 @@ impl TransportConfig {
         }
         if let Some(entry) = last("outgoing_clustering_buffer_size") {
             out.outgoing_buffer_size = entry.value.parse::<usize>().map_err(|_| {
-                config.invalid_entry(
-                    entry,
-                    "is not a byte count",
-                    "an integer number of bytes, e.g. 10000",
-                )
+                config.invalid_entry(entry, "is not a byte count", "an integer number of bytes, e.g. 10000")
             })?;
         }
         // A forwarded publish is one frame: the frame limit follows the largest message a
@@ -159,17 +148,12 @@ impl TransportConfig {
             n => n,
         };
         out.max_frame_size = out.max_frame_size.max(largest_message.saturating_add(FRAME_OVERHEAD));
-        let files = ["cafile", "certfile", "keyfile"].map(|name| {
-            last(&format!("listener.vmqs.{name}")).map(|e| (e, PathBuf::from(&e.value)))
-        });
+        let files = ["cafile", "certfile", "keyfile"]
+            .map(|name| last(&format!("listener.vmqs.{name}")).map(|e| (e, PathBuf::from(&e.value))));
         match files {
             [None, None, None] => {}
             [Some((_, cafile)), Some((_, certfile)), Some((_, keyfile))] => {
-                out.tls = Some(ClusterTlsFiles {
-                    cafile,
-                    certfile,
-                    keyfile,
-                });
+                out.tls = Some(ClusterTlsFiles { cafile, certfile, keyfile });
             }
             [ref a, ref b, ref c] => {
                 let given = [a, b, c].into_iter().flatten().next();
@@ -246,13 +230,8 @@ mod tests {
     #[test]
     fn incomplete_certificate_settings_are_an_error() {
         let config = Config::parse("listener.vmqs.cafile = /etc/ca.pem\n", None).unwrap();
-        let err = TransportConfig::from_config(&config)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("listener.vmqs.certfile and listener.vmqs.keyfile"),
-            "{err}"
-        );
+        let err = TransportConfig::from_config(&config).unwrap_err().to_string();
+        assert!(err.contains("listener.vmqs.certfile and listener.vmqs.keyfile"), "{err}");
     }
 
     #[test]

@@ -92,13 +92,7 @@ impl Liveness {
 }
 
 async fn run(shared: Arc<Shared>, established: Established) {
-    let Established {
-        peer,
-        conn,
-        id,
-        previous,
-        done,
-    } = established;
+    let Established { peer, conn, id, previous, done } = established;
     if let Some(mut previous) = previous {
         until_true(&mut previous).await;
     }
@@ -112,12 +106,7 @@ async fn run(shared: Arc<Shared>, established: Established) {
 
     let mut writers = JoinSet::new();
     for kind in StreamKind::ALL {
-        writers.spawn(write_stream(
-            shared.clone(),
-            peer.clone(),
-            conn.clone(),
-            kind,
-        ).in_current_span());
+        writers.spawn(write_stream(shared.clone(), peer.clone(), conn.clone(), kind).in_current_span());
     }
     let mut readers = JoinSet::new();
     let seen = Arc::new(AtomicU8::new(0));
@@ -161,10 +150,7 @@ async fn run(shared: Arc<Shared>, established: Established) {
     while writers.join_next().await.is_some() {}
 
     shared.deregister(&peer, id);
-    let reason = conn
-        .close_reason()
-        .map(|e| e.to_string())
-        .unwrap_or_default();
+    let reason = conn.close_reason().map(|e| e.to_string()).unwrap_or_default();
     info!(%reason, "cluster link down");
     if liveness.alive {
         shared.reachability_changed(&peer, false);
@@ -175,12 +161,7 @@ async fn run(shared: Arc<Shared>, established: Established) {
 
 /// Writes `(peer, kind)`'s queued frames on one stream, opened at the first frame. At shutdown
 /// it writes what is queued, finishes the stream and waits (bounded) for the acknowledgement.
-async fn write_stream(
-    shared: Arc<Shared>,
-    peer: NodeId,
-    conn: quinn::Connection,
-    kind: StreamKind,
-) {
+async fn write_stream(shared: Arc<Shared>, peer: NodeId, conn: quinn::Connection, kind: StreamKind) {
     let wake = shared.wake(&peer, kind);
     let mut shutdown = shared.shutdown.subscribe();
     let mut stream: Option<SendStream> = None;
@@ -248,7 +229,8 @@ async fn write_frames(
     // batch instead of two per frame, and no allocation per frame. Large payloads go as their
     // own chunk rather than being copied.
     let extra = if numbered { reliable::SEQ_LEN } else { 0 };
-    let small: usize = batch.iter().map(|(_, f)| FRAME_PREFIX_LEN + extra + if f.len() < COPY_BELOW { f.len() } else { 0 }).sum();
+    let small: usize =
+        batch.iter().map(|(_, f)| FRAME_PREFIX_LEN + extra + if f.len() < COPY_BELOW { f.len() } else { 0 }).sum();
     let mut out = BytesMut::with_capacity(small);
     let mut chunks = Vec::new();
     for (seq, frame) in batch {
@@ -472,16 +454,10 @@ mod tests {
         Transport::bind(config).unwrap()
     }
 
-    async fn until(
-        rx: &mut Receiver<TransportEvent>,
-        event: TransportEvent,
-    ) -> Vec<TransportEvent> {
+    async fn until(rx: &mut Receiver<TransportEvent>, event: TransportEvent) -> Vec<TransportEvent> {
         let mut skipped = Vec::new();
         loop {
-            let next = tokio::time::timeout(WAIT, rx.recv())
-                .await
-                .unwrap()
-                .unwrap();
+            let next = tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap();
             if next == event {
                 return skipped;
             }
@@ -501,20 +477,10 @@ mod tests {
         let conn = b.shared().connection_of(&a_name).unwrap();
         write(&conn).await;
         let before_down = until(&mut a_rx, TransportEvent::Down(b_name)).await;
-        assert!(
-            before_down
-                .iter()
-                .all(|e| !matches!(e, TransportEvent::Frame { .. }))
-        );
+        assert!(before_down.iter().all(|e| !matches!(e, TransportEvent::Frame { .. })));
         until(&mut b_rx, TransportEvent::Down(a_name)).await;
-        let reason = conn
-            .close_reason()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        assert!(
-            reason.contains("3"),
-            "closed with the protocol error code: {reason}"
-        );
+        let reason = conn.close_reason().map(|e| e.to_string()).unwrap_or_default();
+        assert!(reason.contains("3"), "closed with the protocol error code: {reason}");
     }
 
     #[tokio::test]
@@ -530,15 +496,9 @@ mod tests {
     async fn second_stream_of_a_kind_closes_the_connection() {
         raw_stream_from_b_closes(async |conn| {
             let mut first = conn.open_uni().await.unwrap();
-            first
-                .write_all(&StreamKind::Metadata.header())
-                .await
-                .unwrap();
+            first.write_all(&StreamKind::Metadata.header()).await.unwrap();
             let mut second = conn.open_uni().await.unwrap();
-            second
-                .write_all(&StreamKind::Metadata.header())
-                .await
-                .unwrap();
+            second.write_all(&StreamKind::Metadata.header()).await.unwrap();
         })
         .await;
     }

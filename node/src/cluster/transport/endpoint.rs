@@ -16,11 +16,8 @@ use super::frame::StreamKind;
 use super::handshake::{self, Failure};
 use super::queue::{Counters, Full, PeerQueue, ReliableLog};
 use super::reliable::{self, ControlFrame, Inbound, PublishSink, RpcSink};
+use super::{CloseCode, PeerStats, RefuseReason, SendError, TransportError, TransportEvent, TransportStats, tls};
 use crate::ack::{self, Progress, Ticket};
-use super::{
-    CloseCode, PeerStats, RefuseReason, SendError, TransportError, TransportEvent, TransportStats,
-    tls,
-};
 
 /// Longest wait for queued frames to be written and acknowledged at shutdown.
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(2);
@@ -123,19 +120,12 @@ pub(crate) struct Registered {
 impl Transport {
     /// Binds the endpoint on `config.listen` and starts accepting. Returns the transport and
     /// the receiver of its events; dropping the receiver stops frame delivery for good.
-    pub fn bind(
-        mut config: TransportConfig,
-    ) -> Result<(Transport, mpsc::Receiver<TransportEvent>), TransportError> {
+    pub fn bind(mut config: TransportConfig) -> Result<(Transport, mpsc::Receiver<TransportEvent>), TransportError> {
         // The wire's length prefix is a u32.
         config.max_frame_size = config.max_frame_size.min(u32::MAX as usize);
         let configs = tls::build(&config)?;
-        let mut endpoint =
-            quinn::Endpoint::server(configs.server, config.listen).map_err(|source| {
-                TransportError::Bind {
-                    addr: config.listen,
-                    source,
-                }
-            })?;
+        let mut endpoint = quinn::Endpoint::server(configs.server, config.listen)
+            .map_err(|source| TransportError::Bind { addr: config.listen, source })?;
         endpoint.set_default_client_config(configs.client);
         let (events, rx) = mpsc::channel(config.event_capacity.max(1));
         let config_handshakes = config.max_pending_handshakes.max(1);
@@ -199,9 +189,7 @@ impl Transport {
         entry.dial = None;
         entry.generation.send_modify(|g| *g += 1);
         if let Some(active) = &entry.active {
-            active
-                .conn
-                .close(CloseCode::Forgotten.varint(), b"forgotten");
+            active.conn.close(CloseCode::Forgotten.varint(), b"forgotten");
         }
         let (frames, bytes) = entry.queue.clear();
         entry.counters.count_dropped(frames, bytes);
@@ -317,10 +305,7 @@ impl Transport {
 
     /// Whether a connection to `peer` is established.
     pub fn is_connected(&self, peer: &NodeId) -> bool {
-        self.shared
-            .lock()
-            .get(peer)
-            .is_some_and(|p| p.active.is_some())
+        self.shared.lock().get(peer).is_some_and(|p| p.active.is_some())
     }
 
     /// QUIC connections open on the endpoint, including ones still in their handshake or
@@ -331,13 +316,8 @@ impl Transport {
 
     /// The peers with an established connection, sorted.
     pub fn connected_peers(&self) -> Vec<NodeId> {
-        let mut out: Vec<NodeId> = self
-            .shared
-            .lock()
-            .iter()
-            .filter(|(_, p)| p.active.is_some())
-            .map(|(n, _)| n.clone())
-            .collect();
+        let mut out: Vec<NodeId> =
+            self.shared.lock().iter().filter(|(_, p)| p.active.is_some()).map(|(n, _)| n.clone()).collect();
         out.sort();
         out
     }
@@ -368,12 +348,8 @@ impl Transport {
     /// [`SendError::Shutdown`].
     pub async fn shutdown(&self) {
         self.shared.shutdown.send_replace(true);
-        let dones: Vec<watch::Receiver<bool>> = self
-            .shared
-            .lock()
-            .values()
-            .filter_map(|p| p.active.as_ref().map(|a| a.done.clone()))
-            .collect();
+        let dones: Vec<watch::Receiver<bool>> =
+            self.shared.lock().values().filter_map(|p| p.active.as_ref().map(|a| a.done.clone())).collect();
         let wait_all = async {
             for mut done in dones {
                 until_true(&mut done).await;
@@ -381,9 +357,7 @@ impl Transport {
         };
         // Connection tasks flush within SHUTDOWN_FLUSH; the margin covers the close itself.
         let _ = tokio::time::timeout(SHUTDOWN_FLUSH * 2, wait_all).await;
-        self.shared
-            .endpoint
-            .close(CloseCode::Shutdown.varint(), b"node shutting down");
+        self.shared.endpoint.close(CloseCode::Shutdown.varint(), b"node shutting down");
         let _ = tokio::time::timeout(SHUTDOWN_FLUSH, self.shared.endpoint.wait_idle()).await;
         info!(node = %self.shared.local, "cluster endpoint shut down");
     }
@@ -399,9 +373,7 @@ impl Transport {
 impl Drop for Transport {
     fn drop(&mut self) {
         self.shared.shutdown.send_replace(true);
-        self.shared
-            .endpoint
-            .close(CloseCode::Shutdown.varint(), b"node stopped");
+        self.shared.endpoint.close(CloseCode::Shutdown.varint(), b"node stopped");
     }
 }
 
@@ -424,9 +396,7 @@ impl Shared {
     fn lock(&self) -> MutexGuard<'_, HashMap<NodeId, Peer>> {
         // A poisoned lock means a panic while updating the table; the table itself is still
         // consistent (every update is a few field writes), so keep going.
-        self.peers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.peers.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub(crate) fn is_shutting_down(&self) -> bool {
@@ -441,16 +411,12 @@ impl Shared {
     pub(crate) fn begin_accept(self: &Arc<Self>, peer: &NodeId) -> Option<AcceptGuard> {
         let mut peers = self.lock();
         let entry = peers.entry(peer.clone()).or_insert_with(Peer::new);
-        let ours_wins = self.local < *peer
-            && (entry.dialing || entry.active.as_ref().is_some_and(|a| a.dialed_by_us));
+        let ours_wins = self.local < *peer && (entry.dialing || entry.active.as_ref().is_some_and(|a| a.dialed_by_us));
         if ours_wins {
             return None;
         }
         entry.accepting += 1;
-        Some(AcceptGuard {
-            shared: self.clone(),
-            peer: peer.clone(),
-        })
+        Some(AcceptGuard { shared: self.clone(), peer: peer.clone() })
     }
 
     /// Installs `conn` as `peer`'s connection, applying the one-connection-per-pair rule:
@@ -458,39 +424,25 @@ impl Shared {
     /// dialed by the node with the smaller name wins. `None` if `conn` loses (the caller
     /// closes it as a duplicate). No await may separate this call from spawning the
     /// connection's task, or the entry would wait for a `Down` that never comes.
-    pub(crate) fn register(
-        &self,
-        peer: &NodeId,
-        conn: &quinn::Connection,
-        dialed_by_us: bool,
-    ) -> Option<Registered> {
+    pub(crate) fn register(&self, peer: &NodeId, conn: &quinn::Connection, dialed_by_us: bool) -> Option<Registered> {
         let mut peers = self.lock();
         let entry = peers.entry(peer.clone()).or_insert_with(Peer::new);
         let we_are_preferred_dialer = self.local < *peer;
         let mut previous = None;
         if let Some(old) = &entry.active {
-            let keep_new =
-                old.dialed_by_us == dialed_by_us || dialed_by_us == we_are_preferred_dialer;
+            let keep_new = old.dialed_by_us == dialed_by_us || dialed_by_us == we_are_preferred_dialer;
             if !keep_new {
                 return None;
             }
             // In the dial or accept span, which names the peer.
             debug!(old = old.id, "replacing cluster connection");
-            old.conn.close(
-                CloseCode::Duplicate.varint(),
-                b"replaced by a newer connection",
-            );
+            old.conn.close(CloseCode::Duplicate.varint(), b"replaced by a newer connection");
             previous = Some(old.done.clone());
         }
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
         entry.last_heard = Instant::now();
         let (done, done_rx) = watch::channel(false);
-        entry.active = Some(Active {
-            id,
-            conn: conn.clone(),
-            dialed_by_us,
-            done: done_rx,
-        });
+        entry.active = Some(Active { id, conn: conn.clone(), dialed_by_us, done: done_rx });
         Some(Registered { id, previous, done })
     }
 
@@ -513,22 +465,12 @@ impl Shared {
     /// `peer`'s established QUIC connection, for tests that speak raw QUIC on it.
     #[cfg(test)]
     pub(crate) fn connection_of(&self, peer: &NodeId) -> Option<quinn::Connection> {
-        self.lock()
-            .get(peer)
-            .and_then(|p| p.active.as_ref().map(|a| a.conn.clone()))
+        self.lock().get(peer).and_then(|p| p.active.as_ref().map(|a| a.conn.clone()))
     }
 
     /// The next queued frames of `(peer, kind)`, see [`PeerQueue::pop_batch`].
-    pub(crate) fn pop_batch(
-        &self,
-        peer: &NodeId,
-        kind: StreamKind,
-        max_bytes: usize,
-    ) -> Vec<Bytes> {
-        self.lock()
-            .get_mut(peer)
-            .map(|p| p.queue.pop_batch(kind, max_bytes))
-            .unwrap_or_default()
+    pub(crate) fn pop_batch(&self, peer: &NodeId, kind: StreamKind, max_bytes: usize) -> Vec<Bytes> {
+        self.lock().get_mut(peer).map(|p| p.queue.pop_batch(kind, max_bytes)).unwrap_or_default()
     }
 
     /// The next unwritten entries of `peer`'s publish log, see [`ReliableLog::next_batch`].
@@ -626,11 +568,7 @@ impl Shared {
 
     /// The notifier of `(peer, kind)`'s writer.
     pub(crate) fn wake(&self, peer: &NodeId, kind: StreamKind) -> Arc<Notify> {
-        self.lock()
-            .entry(peer.clone())
-            .or_insert_with(Peer::new)
-            .wake[kind.index()]
-        .clone()
+        self.lock().entry(peer.clone()).or_insert_with(Peer::new).wake[kind.index()].clone()
     }
 
     /// Updates `peer`'s counters.
@@ -644,9 +582,7 @@ impl Shared {
     pub(crate) fn refused(&self, addr: SocketAddr, node: Option<NodeId>, reason: RefuseReason) {
         let claimed = node.as_ref().map_or("-", NodeId::as_str);
         warn!(%addr, node = claimed, %reason, "cluster connection refused");
-        let _ = self
-            .events
-            .try_send(TransportEvent::Refused { addr, node, reason });
+        let _ = self.events.try_send(TransportEvent::Refused { addr, node, reason });
     }
 }
 
@@ -721,10 +657,7 @@ async fn dial_loop(shared: Arc<Shared>, peer: NodeId, generation: u64) {
                 backoff = min;
             }
             Next::Dial(addr) => {
-                let dial = tokio::time::timeout(
-                    shared.config.handshake_timeout,
-                    handshake::dial(&shared, &peer, addr),
-                );
+                let dial = tokio::time::timeout(shared.config.handshake_timeout, handshake::dial(&shared, &peer, addr));
                 let result = tokio::select! {
                     result = dial => Some(result),
                     _ = generation_rx.changed() => None,
@@ -784,9 +717,7 @@ fn abandon_log(entry: &mut Peer) {
 /// A number that differs between runs of a node (and between transports of one process).
 fn incarnation() -> u64 {
     static INSTANCES: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64);
     let instance = INSTANCES.fetch_add(1, Ordering::Relaxed);
     (nanos ^ (u64::from(std::process::id()) << 32) ^ instance.wrapping_mul(0x9E37_79B9_7F4A_7C15)).max(1)
 }

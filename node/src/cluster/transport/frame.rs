@@ -62,12 +62,7 @@ impl StreamKind {
 
     /// The stream header announcing this kind.
     pub fn header(self) -> [u8; STREAM_HEADER_LEN] {
-        [
-            STREAM_MAGIC[0],
-            STREAM_MAGIC[1],
-            STREAM_MAGIC[2],
-            self.tag(),
-        ]
+        [STREAM_MAGIC[0], STREAM_MAGIC[1], STREAM_MAGIC[2], self.tag()]
     }
 
     /// The kind a received stream header announces.
@@ -145,20 +140,14 @@ mod tests {
     #[test]
     fn malformed_stream_headers_are_refused() {
         for header in [*b"vmq\x04", *b"VMQ\x00", *b"GET "] {
-            assert_eq!(
-                StreamKind::parse_header(header),
-                Err(FrameError::BadStreamHeader(header))
-            );
+            assert_eq!(StreamKind::parse_header(header), Err(FrameError::BadStreamHeader(header)));
         }
     }
 
     #[test]
     fn frame_length_above_maximum_is_refused_at_the_prefix() {
         assert_eq!(parse_frame_len([0, 0, 1, 0], 256), Ok(256));
-        assert_eq!(
-            parse_frame_len([0, 0, 1, 1], 256),
-            Err(FrameError::TooLarge { len: 257, max: 256 })
-        );
+        assert_eq!(parse_frame_len([0, 0, 1, 1], 256), Err(FrameError::TooLarge { len: 257, max: 256 }));
         assert_eq!(frame_prefix(258), Some([0, 0, 1, 2]));
     }
 }

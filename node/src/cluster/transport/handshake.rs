@@ -37,36 +37,19 @@ impl Failure {
 }
 
 /// Dials `peer` at `addr`. On success the connection's task is running.
-pub(crate) async fn dial(
-    shared: &Arc<Shared>,
-    peer: &NodeId,
-    addr: SocketAddr,
-) -> Result<(), Failure> {
-    let connecting = shared
-        .endpoint
-        .connect(addr, tls::SERVER_NAME)
-        .map_err(|e| Failure::Lost(e.to_string()))?;
-    let conn = connecting
-        .await
-        .map_err(|e| connection_failure(e, Some(peer)))?;
-    let (mut send, mut recv) = conn
-        .open_bi()
-        .await
-        .map_err(|e| connection_failure(e, Some(peer)))?;
+pub(crate) async fn dial(shared: &Arc<Shared>, peer: &NodeId, addr: SocketAddr) -> Result<(), Failure> {
+    let connecting = shared.endpoint.connect(addr, tls::SERVER_NAME).map_err(|e| Failure::Lost(e.to_string()))?;
+    let conn = connecting.await.map_err(|e| connection_failure(e, Some(peer)))?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| connection_failure(e, Some(peer)))?;
     let exported = export(&conn)?;
     let ours = own_hello(shared, Role::Dialer, &exported)?;
-    send.write_all(&ours)
-        .await
-        .map_err(|e| Failure::Lost(e.to_string()))?;
+    send.write_all(&ours).await.map_err(|e| Failure::Lost(e.to_string()))?;
 
     let body = read_hello(&mut recv, Some(peer)).await?;
     let theirs = match check_hello(shared, &body, Role::Acceptor, &exported) {
         Ok(hello) if hello.node != *peer => Err(Failure::refused(
             Some(hello.node.clone()),
-            RefuseReason::WrongPeer {
-                expected: peer.clone(),
-                actual: hello.node,
-            },
+            RefuseReason::WrongPeer { expected: peer.clone(), actual: hello.node },
         )),
         other => other,
     };
@@ -96,11 +79,7 @@ pub(crate) async fn dial(
 /// Handles one incoming connection to its end, refusing it or running it.
 pub(crate) async fn accept(shared: Arc<Shared>, incoming: quinn::Incoming) {
     let addr = incoming.remote_address();
-    let result = tokio::time::timeout(
-        shared.config.handshake_timeout,
-        accept_inner(&shared, incoming),
-    )
-    .await;
+    let result = tokio::time::timeout(shared.config.handshake_timeout, accept_inner(&shared, incoming)).await;
     match result {
         Ok(Ok(())) => {}
         Ok(Err(Failure::Refused { node, reason })) => shared.refused(addr, node, reason),
@@ -116,14 +95,10 @@ async fn accept_inner(shared: &Arc<Shared>, incoming: quinn::Incoming) -> Result
         return Err(Failure::Lost("shutting down".into()));
     }
     let conn = incoming.await.map_err(|e| connection_failure(e, None))?;
-    let (mut send, mut recv) = conn
-        .accept_bi()
-        .await
-        .map_err(|e| connection_failure(e, None))?;
+    let (mut send, mut recv) = conn.accept_bi().await.map_err(|e| connection_failure(e, None))?;
     let exported = export(&conn)?;
     let body = read_hello(&mut recv, None).await?;
-    let theirs = check_hello(shared, &body, Role::Dialer, &exported)
-        .inspect_err(|failure| refuse(&conn, failure))?;
+    let theirs = check_hello(shared, &body, Role::Dialer, &exported).inspect_err(|failure| refuse(&conn, failure))?;
     let peer = theirs.node;
     tracing::Span::current().record("peer", tracing::field::display(&peer));
     let Some(_accepting) = shared.begin_accept(&peer) else {
@@ -131,9 +106,7 @@ async fn accept_inner(shared: &Arc<Shared>, incoming: quinn::Incoming) -> Result
         return Err(Failure::Duplicate);
     };
     let ours = own_hello(shared, Role::Acceptor, &exported)?;
-    send.write_all(&ours)
-        .await
-        .map_err(|e| Failure::Lost(e.to_string()))?;
+    send.write_all(&ours).await.map_err(|e| Failure::Lost(e.to_string()))?;
     // Nothing else goes on this stream from our side.
     let _ = send.finish();
     // The dialer finishes the stream once it accepted our hello: until then nothing of this
@@ -141,10 +114,7 @@ async fn accept_inner(shared: &Arc<Shared>, incoming: quinn::Incoming) -> Result
     match recv.read_to_end(0).await {
         Ok(_) => {}
         Err(ReadToEndError::TooLong) => {
-            let failure = Failure::refused(
-                Some(peer.clone()),
-                RefuseReason::Malformed("bytes after the hello".into()),
-            );
+            let failure = Failure::refused(Some(peer.clone()), RefuseReason::Malformed("bytes after the hello".into()));
             refuse(&conn, &failure);
             return Err(failure);
         }
@@ -157,13 +127,7 @@ async fn accept_inner(shared: &Arc<Shared>, incoming: quinn::Incoming) -> Result
     debug!("cluster connection accepted");
     connection::spawn(
         shared.clone(),
-        Established {
-            peer,
-            conn,
-            id: registered.id,
-            previous: registered.previous,
-            done: registered.done,
-        },
+        Established { peer, conn, id: registered.id, previous: registered.previous, done: registered.done },
     );
     Ok(())
 }
@@ -184,36 +148,20 @@ fn export(conn: &quinn::Connection) -> Result<[u8; EXPORTED_LEN], Failure> {
 /// Reads a length-prefixed hello body, at most `MAX_HELLO_LEN` bytes.
 async fn read_hello(recv: &mut RecvStream, peer: Option<&NodeId>) -> Result<Vec<u8>, Failure> {
     let mut prefix = [0u8; 2];
-    recv.read_exact(&mut prefix)
-        .await
-        .map_err(|e| read_exact_failure(e, peer))?;
+    recv.read_exact(&mut prefix).await.map_err(|e| read_exact_failure(e, peer))?;
     let len = hello::decode_len(prefix)
         .map_err(|e| Failure::refused(peer.cloned(), RefuseReason::Malformed(e.to_string())))?;
     let mut body = vec![0u8; len];
-    recv.read_exact(&mut body)
-        .await
-        .map_err(|e| read_exact_failure(e, peer))?;
+    recv.read_exact(&mut body).await.map_err(|e| read_exact_failure(e, peer))?;
     Ok(body)
 }
 
 /// Checks a peer's hello: format, version, cookie MAC (for the peer's `role`), backend, name.
-fn check_hello(
-    shared: &Shared,
-    body: &[u8],
-    role: Role,
-    exported: &[u8],
-) -> Result<Hello, Failure> {
-    let malformed =
-        |e: hello::HelloError| Failure::refused(None, RefuseReason::Malformed(e.to_string()));
+fn check_hello(shared: &Shared, body: &[u8], role: Role, exported: &[u8]) -> Result<Hello, Failure> {
+    let malformed = |e: hello::HelloError| Failure::refused(None, RefuseReason::Malformed(e.to_string()));
     let version = hello::decode_version(body).map_err(malformed)?;
     if version != PROTOCOL_VERSION {
-        return Err(Failure::refused(
-            None,
-            RefuseReason::VersionMismatch {
-                ours: PROTOCOL_VERSION,
-                theirs: version,
-            },
-        ));
+        return Err(Failure::refused(None, RefuseReason::VersionMismatch { ours: PROTOCOL_VERSION, theirs: version }));
     }
     let received = hello::decode(body).map_err(malformed)?;
     let node = Some(received.hello.node.clone());
@@ -224,10 +172,7 @@ fn check_hello(
     if received.hello.backend != ours {
         return Err(Failure::refused(
             node,
-            RefuseReason::BackendMismatch {
-                ours: ours.to_string(),
-                theirs: received.hello.backend,
-            },
+            RefuseReason::BackendMismatch { ours: ours.to_string(), theirs: received.hello.backend },
         ));
     }
     if received.hello.node == shared.local {
@@ -253,10 +198,9 @@ fn refuse(conn: &quinn::Connection, failure: &Failure) {
 
 fn read_exact_failure(e: ReadExactError, peer: Option<&NodeId>) -> Failure {
     match e {
-        ReadExactError::FinishedEarly(_) => Failure::refused(
-            peer.cloned(),
-            RefuseReason::Malformed("hello truncated".into()),
-        ),
+        ReadExactError::FinishedEarly(_) => {
+            Failure::refused(peer.cloned(), RefuseReason::Malformed("hello truncated".into()))
+        }
         ReadExactError::ReadError(e) => read_failure(e, peer),
     }
 }
@@ -272,24 +216,19 @@ fn read_failure(e: quinn::ReadError, peer: Option<&NodeId>) -> Failure {
 /// a duplicate, a TLS failure, or a plain network failure.
 fn connection_failure(e: ConnectionError, peer: Option<&NodeId>) -> Failure {
     match e {
-        ConnectionError::ApplicationClosed(close) => {
-            match CloseCode::from_varint(close.error_code) {
-                Some(CloseCode::Refused) => Failure::refused(
-                    peer.cloned(),
-                    RefuseReason::ByPeer(String::from_utf8_lossy(&close.reason).into_owned()),
-                ),
-                Some(CloseCode::Duplicate) => Failure::Duplicate,
-                _ => Failure::Lost(format!("closed by the peer: {close}")),
-            }
-        }
+        ConnectionError::ApplicationClosed(close) => match CloseCode::from_varint(close.error_code) {
+            Some(CloseCode::Refused) => Failure::refused(
+                peer.cloned(),
+                RefuseReason::ByPeer(String::from_utf8_lossy(&close.reason).into_owned()),
+            ),
+            Some(CloseCode::Duplicate) => Failure::Duplicate,
+            _ => Failure::Lost(format!("closed by the peer: {close}")),
+        },
         ConnectionError::TransportError(e) if is_tls_error(e.code) => {
             Failure::refused(peer.cloned(), RefuseReason::Tls(e.to_string()))
         }
         ConnectionError::ConnectionClosed(close) if is_tls_error(close.error_code) => {
-            Failure::refused(
-                peer.cloned(),
-                RefuseReason::ByPeer(format!("TLS handshake failed: {close}")),
-            )
+            Failure::refused(peer.cloned(), RefuseReason::ByPeer(format!("TLS handshake failed: {close}")))
         }
         other => Failure::Lost(other.to_string()),
     }

@@ -112,11 +112,7 @@ pub struct ReceivedHello {
 impl Hello {
     /// This node's hello.
     pub fn new(node: NodeId, backend: impl Into<String>) -> Self {
-        Self {
-            version: PROTOCOL_VERSION,
-            node,
-            backend: backend.into(),
-        }
+        Self { version: PROTOCOL_VERSION, node, backend: backend.into() }
     }
 
     /// The body without the length field and without the MAC: what the MAC covers.
@@ -138,8 +134,7 @@ impl Hello {
     /// connection's exported keying material `exported`. `None` if the node name or backend
     /// name is too long to encode.
     pub fn encode(&self, cookie: &[u8], role: Role, exported: &[u8]) -> Option<Vec<u8>> {
-        if self.node.as_str().len() > MAX_NODE_NAME_LEN || self.backend.len() > usize::from(u8::MAX)
-        {
+        if self.node.as_str().len() > MAX_NODE_NAME_LEN || self.backend.len() > usize::from(u8::MAX) {
             return None;
         }
         let body = self.signed_body();
@@ -182,9 +177,7 @@ pub fn decode(body: &[u8]) -> Result<ReceivedHello, HelloError> {
         return Err(HelloError::BadNodeName);
     }
     let name = std::str::from_utf8(r.take(name_len)?).map_err(|_| HelloError::BadNodeName)?;
-    let valid_name = name
-        .split_once('@')
-        .is_some_and(|(n, h)| !n.is_empty() && !h.is_empty())
+    let valid_name = name.split_once('@').is_some_and(|(n, h)| !n.is_empty() && !h.is_empty())
         && !name.chars().any(|c| c.is_whitespace() || c.is_control());
     if !valid_name {
         return Err(HelloError::BadNodeName);
@@ -198,11 +191,7 @@ pub fn decode(body: &[u8]) -> Result<ReceivedHello, HelloError> {
         return Err(HelloError::Trailing(r.0.len()));
     }
     Ok(ReceivedHello {
-        hello: Hello {
-            version,
-            node: NodeId::new(name),
-            backend: backend.to_owned(),
-        },
+        hello: Hello { version, node: NodeId::new(name), backend: backend.to_owned() },
         mac,
         signed: body[..signed_len].to_vec(),
     })
@@ -295,9 +284,7 @@ mod tests {
 
     #[test]
     fn decode_round_trips_and_verifies() {
-        let wire = hello()
-            .encode(b"secret", Role::Acceptor, &EXPORTED)
-            .unwrap();
+        let wire = hello().encode(b"secret", Role::Acceptor, &EXPORTED).unwrap();
         assert_eq!(decode_len([wire[0], wire[1]]).unwrap(), wire.len() - 2);
         let received = decode(&wire[2..]).unwrap();
         assert_eq!(received.hello, hello());
@@ -364,10 +351,6 @@ mod tests {
     #[test]
     fn overlong_names_are_not_encoded() {
         let long = format!("{}@h", "a".repeat(MAX_NODE_NAME_LEN));
-        assert!(
-            Hello::new(NodeId::new(long), "vmq_swc")
-                .encode(b"k", Role::Dialer, &[])
-                .is_none()
-        );
+        assert!(Hello::new(NodeId::new(long), "vmq_swc").encode(b"k", Role::Dialer, &[]).is_none());
     }
 }

@@ -106,8 +106,8 @@ use thiserror::Error;
 use vmq_storage::metadata::NodeId;
 
 pub use config::{
-    ClusterTlsFiles, DEFAULT_CONNECTED_QUEUE_LIMIT, DEFAULT_LISTEN, DEFAULT_OUTGOING_BUFFER_SIZE,
-    TransportConfig, backend_name,
+    ClusterTlsFiles, DEFAULT_CONNECTED_QUEUE_LIMIT, DEFAULT_LISTEN, DEFAULT_OUTGOING_BUFFER_SIZE, TransportConfig,
+    backend_name,
 };
 pub use endpoint::Transport;
 pub use frame::{DEFAULT_MAX_FRAME_SIZE, FrameError, StreamKind};
@@ -185,13 +185,12 @@ impl fmt::Display for RefuseReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             RefuseReason::Malformed(why) => write!(f, "malformed hello: {why}"),
-            RefuseReason::BadCookie => f.write_str(
-                "wrong cookie: the hello's MAC does not verify with this node's distributed_cookie",
-            ),
-            RefuseReason::VersionMismatch { ours, theirs } => write!(
-                f,
-                "cluster protocol version mismatch: this node speaks {ours}, the peer {theirs}"
-            ),
+            RefuseReason::BadCookie => {
+                f.write_str("wrong cookie: the hello's MAC does not verify with this node's distributed_cookie")
+            }
+            RefuseReason::VersionMismatch { ours, theirs } => {
+                write!(f, "cluster protocol version mismatch: this node speaks {ours}, the peer {theirs}")
+            }
             RefuseReason::BackendMismatch { ours, theirs } => write!(
                 f,
                 "metadata backend mismatch: this node runs {ours}, the peer runs {theirs}; \
@@ -302,15 +301,8 @@ impl CloseCode {
     }
 
     pub(crate) fn from_varint(code: quinn::VarInt) -> Option<Self> {
-        [
-            Self::Shutdown,
-            Self::Refused,
-            Self::Duplicate,
-            Self::Protocol,
-            Self::Forgotten,
-            Self::Silent,
-        ]
-        .into_iter()
-        .find(|c| c.varint() == code)
+        [Self::Shutdown, Self::Refused, Self::Duplicate, Self::Protocol, Self::Forgotten, Self::Silent]
+            .into_iter()
+            .find(|c| c.varint() == code)
     }
 }

@@ -73,10 +73,7 @@ impl PeerQueue {
     /// overshoot it: a limit smaller than one frame never blocks a peer for good.
     pub fn push(&mut self, kind: StreamKind, payload: Bytes, limit: usize) -> Result<(), Full> {
         if self.pending_bytes >= limit {
-            return Err(Full {
-                pending: self.pending_bytes,
-                limit,
-            });
+            return Err(Full { pending: self.pending_bytes, limit });
         }
         self.pending_bytes += payload.len();
         self.frames[kind.index()].push_back(payload);
@@ -272,12 +269,9 @@ mod tests {
     #[test]
     fn frames_pop_in_order_per_kind() {
         let mut q = PeerQueue::default();
-        q.push(StreamKind::Publish, Bytes::from_static(b"p1"), 100)
-            .unwrap();
-        q.push(StreamKind::Metadata, Bytes::from_static(b"m1"), 100)
-            .unwrap();
-        q.push(StreamKind::Publish, Bytes::from_static(b"p2"), 100)
-            .unwrap();
+        q.push(StreamKind::Publish, Bytes::from_static(b"p1"), 100).unwrap();
+        q.push(StreamKind::Metadata, Bytes::from_static(b"m1"), 100).unwrap();
+        q.push(StreamKind::Publish, Bytes::from_static(b"p2"), 100).unwrap();
         assert_eq!(q.pending_bytes(), 6);
         assert_eq!(q.pop(StreamKind::Publish).unwrap(), "p1");
         assert_eq!(q.pop(StreamKind::Publish).unwrap(), "p2");
@@ -307,13 +301,7 @@ mod tests {
         let mut q = PeerQueue::default();
         q.push(StreamKind::Rpc, frame(60), 100).unwrap();
         q.push(StreamKind::Rpc, frame(40), 100).unwrap();
-        assert_eq!(
-            q.push(StreamKind::Rpc, frame(1), 100),
-            Err(Full {
-                pending: 100,
-                limit: 100
-            })
-        );
+        assert_eq!(q.push(StreamKind::Rpc, frame(1), 100), Err(Full { pending: 100, limit: 100 }));
         q.pop(StreamKind::Rpc);
         q.push(StreamKind::Rpc, frame(61), 100).unwrap();
         assert_eq!(q.pending_frames(), 2);

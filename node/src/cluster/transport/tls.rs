@@ -96,14 +96,12 @@ pub fn build(config: &TransportConfig) -> Result<EndpointConfigs, TlsError> {
             let (roots, chain, key) = load(files)?;
             let roots = Arc::new(roots);
             let client_verifier =
-                WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
-                    .build()?;
+                WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone()).build()?;
             let server = rustls::ServerConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(versions)?
                 .with_client_cert_verifier(client_verifier)
                 .with_single_cert(chain.clone(), key.clone_key())?;
-            let server_verifier =
-                WebPkiServerVerifier::builder_with_provider(roots, provider.clone()).build()?;
+            let server_verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone()).build()?;
             let client = rustls::ClientConfig::builder_with_provider(provider.clone())
                 .with_protocol_versions(versions)?
                 .dangerous()
@@ -116,8 +114,7 @@ pub fn build(config: &TransportConfig) -> Result<EndpointConfigs, TlsError> {
     client.alpn_protocols = vec![ALPN.to_vec()];
 
     let transport = Arc::new(transport_config(config)?);
-    let mut server =
-        quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server)?));
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server)?));
     server.transport_config(transport.clone());
     let mut client = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client)?));
     client.transport_config(transport);
@@ -139,17 +136,10 @@ fn transport_config(config: &TransportConfig) -> Result<quinn::TransportConfig, 
 fn self_signed() -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let certified = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_string()])?;
     let key = PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der());
-    Ok((
-        vec![certified.cert.der().clone()],
-        PrivateKeyDer::Pkcs8(key),
-    ))
+    Ok((vec![certified.cert.der().clone()], PrivateKeyDer::Pkcs8(key)))
 }
 
-type Loaded = (
-    RootCertStore,
-    Vec<CertificateDer<'static>>,
-    PrivateKeyDer<'static>,
-);
+type Loaded = (RootCertStore, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
 fn load(files: &ClusterTlsFiles) -> Result<Loaded, TlsError> {
     let pem_err = |what: &'static str, path: &Path, reason: String| TlsError::Pem {
@@ -157,25 +147,22 @@ fn load(files: &ClusterTlsFiles) -> Result<Loaded, TlsError> {
         path: path.display().to_string(),
         reason,
     };
-    let certs =
-        |what: &'static str, path: &Path| -> Result<Vec<CertificateDer<'static>>, TlsError> {
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-                .map_err(|e| pem_err(what, path, e.to_string()))?;
-            if certs.is_empty() {
-                return Err(pem_err(what, path, "no certificate in file".into()));
-            }
-            Ok(certs)
-        };
+    let certs = |what: &'static str, path: &Path| -> Result<Vec<CertificateDer<'static>>, TlsError> {
+        let certs = CertificateDer::pem_file_iter(path)
+            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| pem_err(what, path, e.to_string()))?;
+        if certs.is_empty() {
+            return Err(pem_err(what, path, "no certificate in file".into()));
+        }
+        Ok(certs)
+    };
     let mut roots = RootCertStore::empty();
     for ca in certs("cafile", &files.cafile)? {
-        roots
-            .add(ca)
-            .map_err(|e| pem_err("cafile", &files.cafile, e.to_string()))?;
+        roots.add(ca).map_err(|e| pem_err("cafile", &files.cafile, e.to_string()))?;
     }
     let chain = certs("certfile", &files.certfile)?;
-    let key = PrivateKeyDer::from_pem_file(&files.keyfile)
-        .map_err(|e| pem_err("keyfile", &files.keyfile, e.to_string()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(&files.keyfile).map_err(|e| pem_err("keyfile", &files.keyfile, e.to_string()))?;
     Ok((roots, chain, key))
 }
 
@@ -202,12 +189,7 @@ impl ServerCertVerifier for CookieOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -216,12 +198,7 @@ impl ServerCertVerifier for CookieOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -244,10 +221,7 @@ impl ServerCertVerifier for ClusterCa {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         // webpki checks the chain before the name, so a name error means the chain verified.
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -298,10 +272,7 @@ mod tests {
             certfile: "/nonexistent/cert.pem".into(),
             keyfile: "/nonexistent/key.pem".into(),
         });
-        let err = build(&config)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let err = build(&config).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("cafile /nonexistent/ca.pem"), "{err}");
     }
 }

@@ -144,11 +144,8 @@ impl Decoder {
         let topic = share(&mut self.topic, r.str()?);
         let expiry_ms = if flags & EXPIRY != 0 { Some(r.varint()?) } else { None };
         let publisher = if flags & PUBLISHER != 0 { Some(share(&mut self.publisher, r.str()?)) } else { None };
-        let properties = if flags & PROPERTIES != 0 {
-            Some(super::decode::<WireProperties>(r.bytes()?)?.into_msg())
-        } else {
-            None
-        };
+        let properties =
+            if flags & PROPERTIES != 0 { Some(super::decode::<WireProperties>(r.bytes()?)?.into_msg()) } else { None };
         let members = usize::try_from(r.varint()?).ok()?;
         // Each member takes at least two bytes: a count beyond that is a lie, not an allocation.
         let mut shared = Vec::with_capacity(members.min(r.0.len() / 2));
