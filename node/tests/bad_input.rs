@@ -1,6 +1,8 @@
 //! Malformed or hostile clients close their own connection with the right reason code and
 //! affect no one else. Each test keeps a healthy rumqttc client connected and checks it still
 //! works after the bad one was thrown out.
+// Test helpers stop the test on anything unexpected, as the tests themselves do.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

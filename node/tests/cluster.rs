@@ -6,6 +6,8 @@
 //! Absence of a delivery is checked with a barrier: after the messages under test, the same
 //! publisher sends one message to a topic every subscriber has, and the forwarding stream per
 //! node pair is ordered, so once a subscriber has the barrier it has everything sent before.
+// Test helpers stop the test on anything unexpected, as the tests themselves do.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! to its publisher reaches its subscriber on another node, once (QoS 2) and in order, at full
 //! speed and across a paused peer, with no false netsplit; and the `allow_*_during_netsplit`
 //! policies (VerneMQ's `vmq_cluster_netsplit_SUITE`), for both metadata backends.
+// Test helpers stop the test on anything unexpected, as the tests themselves do.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! `vmq-admin cluster leave` against real `vernemq` processes, for both metadata backends:
 //! VerneMQ's `cluster_leave_test`, `cluster_leave_myself_test` and `cluster_leave_dead_node_test`,
 //! with the messages of the leaving node's offline queues counted on arrival.
+// Test helpers stop the test on anything unexpected, as the tests themselves do.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

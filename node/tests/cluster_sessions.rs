@@ -2,6 +2,8 @@
 //! takeover between nodes, a persistent session resumed on another node with its offline
 //! messages, and VerneMQ's racing connect tests (`vmq_cluster_SUITE`:
 //! `multiple_connect_test`, `racing_connect_test`).
+// Test helpers stop the test on anything unexpected, as the tests themselves do.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

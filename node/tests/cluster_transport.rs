@@ -611,9 +611,8 @@ async fn publish_frames_lost_with_a_connection_are_replayed_once_in_order() {
     // Exactly the frames after the ones delivered, once, in order, on the new connection.
     let mut rest = Vec::new();
     while rest.len() < 50 {
-        match next(&mut b.events).await {
-            TransportEvent::Frame { kind: StreamKind::Publish, payload, .. } => rest.push(payload),
-            _ => {}
+        if let TransportEvent::Frame { kind: StreamKind::Publish, payload, .. } = next(&mut b.events).await {
+            rest.push(payload)
         }
     }
     assert_eq!(rest, (50..100).map(numbered).collect::<Vec<_>>());

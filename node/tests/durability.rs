@@ -1,5 +1,7 @@
 //! Offline messages are acknowledged only once stored; when the store refuses them (a full
 //! disk) the publisher is told instead of being acknowledged and losing the message.
+// Test helpers stop the test on anything unexpected, as the tests themselves do.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -1,4 +1,6 @@
 //! The HTTP listener: health checks, metrics and the management API.
+// Test helpers stop the test on anything unexpected, as the tests themselves do.
+#![allow(clippy::unwrap_used)]
 
 mod common;
 

@@ -110,7 +110,7 @@ async fn retained_messages_set_replace_clear_and_deliver_on_subscribe_mqtt_3_3_1
     wait_until("both topics retained", || node.broker().retained_count() == 2).await;
     let (mut s1, _) = V4::connect(V4::options(addr, "s1")).await;
     s1.subscribe("r/+", QoS::AtLeastOnce).await;
-    let mut got = vec![s1.publish_event().await, s1.publish_event().await];
+    let mut got = [s1.publish_event().await, s1.publish_event().await];
     got.sort_by(|a, b| a.topic.cmp(&b.topic));
     assert_eq!((got[0].topic.as_str(), got[0].payload.as_ref()), ("r/a", &b"two"[..]), "replaced");
     assert!(got.iter().all(|p| p.retain), "sent on subscribe with RETAIN 1 [MQTT-3.3.1-8]");

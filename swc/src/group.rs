@@ -203,11 +203,11 @@ impl Group {
                     continue;
                 }
                 let Some(k) = self.dkm.lookup(&Dot::new(id.clone(), *c)) else { continue };
-                if keys.insert(k.clone()) {
-                    if let Some(o) = self.wire_object(k) {
-                        bytes = bytes.saturating_add(o.approximate_size());
-                        objects.push(o);
-                    }
+                if keys.insert(k.clone())
+                    && let Some(o) = self.wire_object(k)
+                {
+                    bytes = bytes.saturating_add(o.approximate_size());
+                    objects.push(o);
                 }
             }
         }

@@ -301,23 +301,23 @@ impl Queue {
                 // The store's completion wakes the consumer.
                 return (self.store(inner, delivery), false);
             }
-            if let Some(max) = self.limits.max_online {
-                if inner.pending.len() >= max {
-                    match self.limits.queue_type {
-                        QueueType::Fifo => {
+            if let Some(max) = self.limits.max_online
+                && inner.pending.len() >= max
+            {
+                match self.limits.queue_type {
+                    QueueType::Fifo => {
+                        inner.dropped += 1;
+                        return (EnqueueOutcome::Dropped, false);
+                    }
+                    QueueType::Lifo => {
+                        if max == 0 {
                             inner.dropped += 1;
                             return (EnqueueOutcome::Dropped, false);
                         }
-                        QueueType::Lifo => {
-                            if max == 0 {
-                                inner.dropped += 1;
-                                return (EnqueueOutcome::Dropped, false);
-                            }
-                            // Newest messages are at the front, the oldest at the back.
-                            if let Some(old) = inner.pending.pop_back() {
-                                inner.dropped += 1;
-                                self.forget(&old);
-                            }
+                        // Newest messages are at the front, the oldest at the back.
+                        if let Some(old) = inner.pending.pop_back() {
+                            inner.dropped += 1;
+                            self.forget(&old);
                         }
                     }
                 }
@@ -341,11 +341,11 @@ impl Queue {
     /// Hands a message to the store. The lock is released before the store is called: its
     /// completion may run synchronously and takes the lock itself.
     fn store(self: &Arc<Self>, mut inner: MutexGuard<'_, Inner>, delivery: Delivery) -> EnqueueOutcome {
-        if let Some(max) = self.limits.max_offline {
-            if (inner.backlog + inner.appending) as usize + inner.pending.len() >= max {
-                inner.dropped += 1;
-                return EnqueueOutcome::Dropped;
-            }
+        if let Some(max) = self.limits.max_offline
+            && (inner.backlog + inner.appending) as usize + inner.pending.len() >= max
+        {
+            inner.dropped += 1;
+            return EnqueueOutcome::Dropped;
         }
         inner.appending += 1;
         inner.used_store = true;
@@ -391,12 +391,12 @@ impl Queue {
     pub fn set_online(&self) {
         let mut inner = self.lock();
         inner.online = true;
-        if !self.limits.override_max_online {
-            if let Some(max) = self.limits.max_online {
-                let excess = (inner.backlog as usize + inner.pending.len()).saturating_sub(max);
-                if excess > 0 {
-                    self.drop_newest_stored(&mut inner, excess as u64);
-                }
+        if !self.limits.override_max_online
+            && let Some(max) = self.limits.max_online
+        {
+            let excess = (inner.backlog as usize + inner.pending.len()).saturating_sub(max);
+            if excess > 0 {
+                self.drop_newest_stored(&mut inner, excess as u64);
             }
         }
         drop(inner);

@@ -240,10 +240,10 @@ impl Broker {
             let trie = routes.get(&msg.mountpoint);
             if let (true, Some(trie)) = (plain, trie) {
                 trie.for_each_match(&msg.topic, &mut |m| {
-                    if let Match::Plain(e) = m {
-                        if !(e.options.no_local && msg.publisher.as_deref() == Some(&*e.client_id)) {
-                            targets.push(self.target(&msg, e));
-                        }
+                    if let Match::Plain(e) = m
+                        && !(e.options.no_local && msg.publisher.as_deref() == Some(&*e.client_id))
+                    {
+                        targets.push(self.target(&msg, e));
                     }
                 });
             }
@@ -297,10 +297,11 @@ impl Broker {
         let group = parsed.share?;
         let mut members: Vec<SubEntry<Arc<Queue>>> = Vec::new();
         trie.for_each_match(topic, &mut |m| {
-            if let Match::Shared(g, f, entries) = m {
-                if *g == *group && *f == *parsed.filter {
-                    members = entries.to_vec();
-                }
+            if let Match::Shared(g, f, entries) = m
+                && *g == *group
+                && *f == *parsed.filter
+            {
+                members = entries.to_vec();
             }
         });
         self.pick_shared(&members).cloned()
@@ -337,7 +338,7 @@ impl Broker {
         let mountpoint: Arc<str> = slot.key.mountpoint.as_str().into();
         let existed = {
             let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-            routes.entry(mountpoint).or_insert_with(Trie::default).insert(parsed.share, parsed.filter, entry)
+            routes.entry(mountpoint).or_default().insert(parsed.share, parsed.filter, entry)
         };
         slot.state().subscriptions.insert(filter.to_string(), record);
         self.announce_subscriptions(slot);

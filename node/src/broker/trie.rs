@@ -155,10 +155,11 @@ fn match_at<'a, Q>(node: &'a Node<Q>, levels: &[&str], depth: usize, dollar: boo
     if let Some(child) = node.children.get(*level) {
         match_at(child, rest, depth + 1, dollar, f);
     }
-    if wildcards_allowed && *level != "+" {
-        if let Some(plus) = node.children.get("+") {
-            match_at(plus, rest, depth + 1, dollar, f);
-        }
+    if wildcards_allowed
+        && *level != "+"
+        && let Some(plus) = node.children.get("+")
+    {
+        match_at(plus, rest, depth + 1, dollar, f);
     }
 }
 

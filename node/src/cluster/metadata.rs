@@ -552,11 +552,9 @@ impl<B: Backend> Driver<B> {
             }
             TransportEvent::Refused { addr, node, reason } => {
                 let for_join = matches!((&self.pending_join, &node), (Some((target, _, _)), Some(n)) if target == n);
-                if for_join {
-                    if let Some((target, reply, _)) = self.pending_join.take() {
-                        self.shared.transport.forget(&target);
-                        let _ = reply.send(Err(format!("cannot join {target} at {addr}: {reason}")));
-                    }
+                if for_join && let Some((target, reply, _)) = self.pending_join.take() {
+                    self.shared.transport.forget(&target);
+                    let _ = reply.send(Err(format!("cannot join {target} at {addr}: {reason}")));
                 }
             }
             TransportEvent::Frame { from, kind, payload } => self.handle_frame(from, kind, &payload).await,
@@ -612,11 +610,12 @@ impl<B: Backend> Driver<B> {
         if changed {
             self.membership_changed().await;
         }
-        if joining && self.membership.contains(&from) {
-            if let Some((target, reply, _)) = self.pending_join.take() {
-                info!(discovery_node = %target, members = ?self.membership.members(), "joined cluster");
-                let _ = reply.send(Ok("Done".into()));
-            }
+        if joining
+            && self.membership.contains(&from)
+            && let Some((target, reply, _)) = self.pending_join.take()
+        {
+            info!(discovery_node = %target, members = ?self.membership.members(), "joined cluster");
+            let _ = reply.send(Ok("Done".into()));
         }
     }
 
@@ -627,10 +626,10 @@ impl<B: Backend> Driver<B> {
         let now = self.now();
         self.replica.handle_membership(now, &members);
         for peer in members.iter().filter(|m| **m != self.shared.me) {
-            if self.dialed.insert(peer.clone()) {
-                if let Some(addr) = self.membership.addr(peer) {
-                    self.shared.transport.connect(peer.clone(), addr);
-                }
+            if self.dialed.insert(peer.clone())
+                && let Some(addr) = self.membership.addr(peer)
+            {
+                self.shared.transport.connect(peer.clone(), addr);
             }
             let up = self.shared.transport.is_connected(peer);
             self.replica.handle_reachability(now, peer, up);
@@ -654,7 +653,7 @@ impl<B: Backend> Driver<B> {
         self.drain().await;
         self.membership = Membership::alone(&self.shared.me, self.shared.addr);
         let _ = Self::persist(self.store.clone(), self.membership.batch()).await;
-        self.replica.handle_membership(now, &[self.shared.me.clone()]);
+        self.replica.handle_membership(now, std::slice::from_ref(&self.shared.me));
         for peer in std::mem::take(&mut self.dialed) {
             self.forget_later(peer);
         }
@@ -679,16 +678,16 @@ impl<B: Backend> Driver<B> {
     }
 
     fn handle_gossip_tick(&mut self) {
-        if self.pending_join.as_ref().is_some_and(|(_, _, deadline)| Instant::now() >= *deadline) {
-            if let Some((target, reply, _)) = self.pending_join.take() {
-                if !self.membership.contains(&target) {
-                    self.shared.transport.forget(&target);
-                }
-                let _ = reply.send(Err(format!(
-                    "no answer from {target} within {} s (is it running, and is listener.vmq.clustering right?)",
-                    JOIN_TIMEOUT.as_secs()
-                )));
+        if self.pending_join.as_ref().is_some_and(|(_, _, deadline)| Instant::now() >= *deadline)
+            && let Some((target, reply, _)) = self.pending_join.take()
+        {
+            if !self.membership.contains(&target) {
+                self.shared.transport.forget(&target);
             }
+            let _ = reply.send(Err(format!(
+                "no answer from {target} within {} s (is it running, and is listener.vmq.clustering right?)",
+                JOIN_TIMEOUT.as_secs()
+            )));
         }
         let frame = MetadataFrame::Membership(self.membership.state().clone());
         for peer in self.membership.members().iter().filter(|m| **m != self.shared.me) {

@@ -26,16 +26,16 @@ impl RemoteRoutes {
     /// nodes other than `me`.
     pub fn apply(&mut self, me: &NodeId, mountpoint: &str, client_id: &str, entries: &[NodeSubscriptions]) {
         let key = (mountpoint.to_string(), client_id.to_string());
-        if let Some(old) = self.by_client.remove(&key) {
-            if let Some(trie) = self.tries.get_mut(mountpoint) {
-                for filter in old {
-                    if let Ok(parsed) = topic::parse_filter(&filter) {
-                        trie.remove(parsed.share, parsed.filter, client_id);
-                    }
+        if let Some(old) = self.by_client.remove(&key)
+            && let Some(trie) = self.tries.get_mut(mountpoint)
+        {
+            for filter in old {
+                if let Ok(parsed) = topic::parse_filter(&filter) {
+                    trie.remove(parsed.share, parsed.filter, client_id);
                 }
-                if trie.is_empty() {
-                    self.tries.remove(mountpoint);
-                }
+            }
+            if trie.is_empty() {
+                self.tries.remove(mountpoint);
             }
         }
         let mut inserted = Vec::new();

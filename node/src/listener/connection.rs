@@ -257,7 +257,9 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
 ///
 /// Setup and teardown happen in plain functions and boxed futures: locals of an async
 /// function that are in scope across an await are stored in its future, which every
-/// connection holds for its whole life.
+/// connection holds for its whole life. The connection's parts are moved in one by one for
+/// the same reason (a struct of them would be one more value the future keeps).
+#[allow(clippy::too_many_arguments)]
 async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
     connect: Box<Connect>,
     accepted: Accepted,
@@ -354,11 +356,11 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             ctx.broker.counters.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         throttled = throttle.is_some();
-        if let Some(next) = session.poll_timeout(at).map(tokio::time::Instant::from_std) {
-            if armed.is_none_or(|at| next < at) {
-                timer.as_mut().reset(next);
-                armed = Some(next);
-            }
+        if let Some(next) = session.poll_timeout(at).map(tokio::time::Instant::from_std)
+            && armed.is_none_or(|at| next < at)
+        {
+            timer.as_mut().reset(next);
+            armed = Some(next);
         }
         // Publishes keep being read while their acknowledgements wait, up to the window.
         let read = throttle.is_none() && w.held.waiting() < max_waiting && w.held.bytes() < MAX_HELD_BYTES;

@@ -160,10 +160,10 @@ impl Listeners {
     /// Binds and starts `spec`; returns the bound address. A stopped listener of the same
     /// transport and name is replaced (its open connections stay).
     pub async fn start(&self, spec: ListenerConfig) -> Result<SocketAddr, ListenerError> {
-        if let Some(e) = self.lock().entries.iter().find(|e| same(&e.spec, spec.transport, &spec.name)) {
-            if e.running() {
-                return Err(ListenerError::Running { key: spec.key() });
-            }
+        if let Some(e) = self.lock().entries.iter().find(|e| same(&e.spec, spec.transport, &spec.name))
+            && e.running()
+        {
+            return Err(ListenerError::Running { key: spec.key() });
         }
         let bound = Listeners::bind(spec).await?;
         self.start_bound(bound)

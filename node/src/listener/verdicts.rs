@@ -89,10 +89,10 @@ impl Held {
             let Some(Waiting { at, token, failure, .. }) = self.waiting.pop_front() else { break };
             self.move_out(at, out);
             let verdict = Verdict::Durable(failure.map_or(Ok(()), Err));
-            if let Some(packet) = session.handle_verdict(token, verdict)? {
-                if let Err(e) = mqtt::encode(&packet, version, out) {
-                    warn!(error = %e, "packet not encodable; dropped");
-                }
+            if let Some(packet) = session.handle_verdict(token, verdict)?
+                && let Err(e) = mqtt::encode(&packet, version, out)
+            {
+                warn!(error = %e, "packet not encodable; dropped");
             }
         }
         match self.waiting.front() {

@@ -187,10 +187,10 @@ pub fn validate(
         }
     }
     let mut keep_alive = c.keep_alive;
-    if let Some(max) = settings.max_keepalive {
-        if keep_alive == 0 || keep_alive > max {
-            keep_alive = max;
-        }
+    if let Some(max) = settings.max_keepalive
+        && (keep_alive == 0 || keep_alive > max)
+    {
+        keep_alive = max;
     }
     Ok(Accepted {
         version,

@@ -118,10 +118,10 @@ impl Harness {
         self.broker.expire_sessions(self.now);
         for c in clients.iter_mut() {
             let Some(session) = c.session.as_mut() else { continue };
-            if session.poll_timeout(self.now).is_some_and(|at| at <= self.now) {
-                if let Err(close) = session.handle_timeout(self.now) {
-                    self.end(c, End::Close(close)).await;
-                }
+            if session.poll_timeout(self.now).is_some_and(|at| at <= self.now)
+                && let Err(close) = session.handle_timeout(self.now)
+            {
+                self.end(c, End::Close(close)).await;
             }
         }
         self.drive(clients).await;

@@ -204,10 +204,10 @@ impl Session {
             payload: msg.payload.clone(),
             properties,
         });
-        if let Some(max) = self.limits.maximum_packet_size {
-            if mqtt::encoded_len(&packet, self.version) > max as usize {
-                return false;
-            }
+        if let Some(max) = self.limits.maximum_packet_size
+            && mqtt::encoded_len(&packet, self.version) > max as usize
+        {
+            return false;
         }
         self.emit(packet);
         true

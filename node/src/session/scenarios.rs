@@ -190,8 +190,7 @@ async fn max_connection_lifetime_ends_the_connection_with_0xa0() {
 }
 
 fn with_will(mut c: Connect, topic: &str, delay: u32) -> Connect {
-    let mut properties = Properties::default();
-    properties.will_delay_interval = Some(delay);
+    let properties = Properties { will_delay_interval: Some(delay), ..Properties::default() };
     c.will = Some(Will {
         topic: topic.into(),
         payload: Bytes::from_static(b"gone"),
@@ -264,8 +263,7 @@ async fn an_offline_session_and_its_queue_end_when_the_session_expiry_passed() {
 async fn disconnect_may_not_set_a_session_expiry_when_connect_had_none_mqtt_3_14_2_2() {
     let h = Harness::new();
     let mut client = publisher(&h, connect_packet(V5, "c", true)).await;
-    let mut properties = Properties::default();
-    properties.session_expiry_interval = Some(60);
+    let properties = Properties { session_expiry_interval: Some(60), ..Properties::default() };
     client.send(disconnect(properties));
     h.drive(&mut [&mut client]).await;
     assert!(matches!(&client.recv()[..], [Packet::Disconnect(d)] if d.code == ReasonCode::PROTOCOL_ERROR));
@@ -277,8 +275,7 @@ async fn disconnect_may_not_set_a_session_expiry_when_connect_had_none_mqtt_3_14
 async fn disconnect_may_lower_a_session_expiry_to_zero() {
     let h = Harness::new();
     let mut client = publisher(&h, v5_persistent("c", 60)).await;
-    let mut properties = Properties::default();
-    properties.session_expiry_interval = Some(0);
+    let properties = Properties { session_expiry_interval: Some(0), ..Properties::default() };
     client.send(disconnect(properties));
     h.drive(&mut [&mut client]).await;
     assert!(client.recv().is_empty(), "no DISCONNECT back to a client that disconnected");

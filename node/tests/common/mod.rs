@@ -1,6 +1,8 @@
 //! Shared helpers: an in-process broker on port 0, clients of an independent library
 //! (rumqttc) for MQTT 3.1.1 and 5.0, and a raw client for bytes no library would send.
 #![allow(dead_code)]
+// Test helpers stop the test on anything unexpected, as the tests themselves do.
+#![allow(clippy::unwrap_used)]
 
 pub mod nodes;
 pub mod process;

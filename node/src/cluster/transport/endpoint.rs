@@ -52,8 +52,11 @@ pub(crate) struct Shared {
     /// Where `Rpc` frames go; without one (or for frames it gives back) they are events.
     pub(crate) rpc_sink: OnceLock<Arc<dyn RpcSink>>,
     /// Told at once when a peer becomes reachable or unreachable (before the event).
-    reachability: OnceLock<Box<dyn Fn(&NodeId, bool) + Send + Sync>>,
+    reachability: OnceLock<ReachabilityHook>,
 }
+
+/// Called with a peer and whether it is reachable now.
+type ReachabilityHook = Box<dyn Fn(&NodeId, bool) + Send + Sync>;
 
 /// One peer's entry; kept for the transport's life so counters survive reconnects.
 struct Peer {
