@@ -298,6 +298,9 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
         now(),
     );
     info!(version = version.level(), session_present, "client connected");
+    // The CONNECT was read into a buffer of READ_CHUNK bytes; a client that says nothing
+    // more must not keep it for the life of its connection.
+    let rbuf = if rbuf.is_empty() { BytesMut::new() } else { rbuf };
     let end = serve(&mut session, &mut stream, &mut w, rbuf, &handle, shutdown, &ctx).await;
     Box::pin(finish(end, session, &mut stream, &mut w, &ctx, handle.id)).await;
     handle.finish();
