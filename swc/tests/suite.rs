@@ -116,10 +116,12 @@ fn a_node_restarted_while_a_peer_was_down_exchanges_with_it_when_it_returns() {
 
 /// Found by `converge_after_any_history` with late failure detection: node 0, cut off alone,
 /// and node 1 both delete a key node 1 wrote; node 1 leaves (retiring its replica id) and
-/// rejoins under a new one while node 2 is cut off in turn. Every replica converges, but two
-/// delete markers are never collected.
+/// rejoins under a new one while node 2 is cut off in turn. Node 0 retires the old id at
+/// counter 1, before it learns of node 1's delete at counter 2, which then arrives. The others
+/// retire the id at 2 and report it so one exchange at a time: node 0 must keep the id's
+/// watermark row between collections to see the delete seen by every member, collect it and
+/// retire the id again.
 #[test]
-#[ignore = "swc bug: delete markers of a key deleted on both sides of a split are never collected after the deleter left and rejoined (see the report of the shared simulation)"]
 fn delete_markers_after_a_leave_and_rejoin_during_a_split_are_collected() {
     let ops = [
         Op::Put { node: 1, key: 2 },
