@@ -316,14 +316,17 @@ impl Group {
         // A replica that is not a current member mints no more dots. Once nothing here holds
         // one of its dots and every member is known to have seen exactly what this replica saw
         // of it, its entry is compacted into `retired` and leaves the clock and the watermark.
-        // Counters in a gap of that entry were seen by no member, so nobody can deliver them.
+        // Only an entry without gaps: a counter in a gap may still be on its way (a message
+        // the departed replica sent before it left), and a retired counter is never asked for.
+        // An entry whose gap is never filled stays, as the price of not losing that write.
         let retire: Vec<(ReplicaId, u64)> = self
             .clock
             .ids()
             .filter(|id| !columns.contains(id) && !self.dkm.holds_dots_of(id))
             .filter_map(|id| {
                 let e = self.clock.entry(id)?;
-                columns.iter().all(|p| self.watermark.cell(id, p) == Some(e)).then(|| (id.clone(), e.max()))
+                let seen_alike = columns.iter().all(|p| self.watermark.cell(id, p) == Some(e));
+                (e.extra.is_empty() && seen_alike).then(|| (id.clone(), e.base))
             })
             .collect();
         for (id, c) in retire {
