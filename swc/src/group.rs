@@ -133,6 +133,7 @@ impl Group {
             for dot in remote.versions.keys() {
                 if !self.seen(dot) {
                     self.clock.add(dot);
+                    self.reopen_retired(&dot.id);
                     self.clock_dirty = true;
                 }
             }
@@ -214,6 +215,18 @@ impl Group {
         (objects, unserved)
     }
 
+    /// Gives a clock entry of a retired replica the counters its retirement covers. Such an
+    /// entry exists when dots above the retirement counter arrive: the replica was retired here
+    /// on watermark cells that had not yet shown its last dots. Starting from the retired
+    /// counter, the entry equals the cells of peers that retired the replica after those dots,
+    /// so that it can be retired again.
+    fn reopen_retired(&mut self, id: &ReplicaId) {
+        let retired = self.retired.counter(id);
+        if self.clock.entry(id).is_some_and(|e| e.base < retired) {
+            self.clock.merge(&single_base(id, retired));
+        }
+    }
+
     /// The node clock as the local side of a dot comparison: retired replicas count as seen up
     /// to their retirement counter.
     pub fn clock_with_retired(&self) -> NodeClock {
@@ -250,6 +263,9 @@ impl Group {
             }
         }
         self.clock.merge(&remote);
+        for id in remote.ids() {
+            self.reopen_retired(id);
+        }
         self.watermark.update_peer(peer, remote_clock);
         for (id, c) in remote_retired.iter() {
             self.watermark.raise(id, peer, c);
@@ -300,14 +316,17 @@ impl Group {
         // A replica that is not a current member mints no more dots. Once nothing here holds
         // one of its dots and every member is known to have seen exactly what this replica saw
         // of it, its entry is compacted into `retired` and leaves the clock and the watermark.
-        // Counters in a gap of that entry were seen by no member, so nobody can deliver them.
+        // Only an entry without gaps: a counter in a gap may still be on its way (a message
+        // the departed replica sent before it left), and a retired counter is never asked for.
+        // An entry whose gap is never filled stays, as the price of not losing that write.
         let retire: Vec<(ReplicaId, u64)> = self
             .clock
             .ids()
             .filter(|id| !columns.contains(id) && !self.dkm.holds_dots_of(id))
             .filter_map(|id| {
                 let e = self.clock.entry(id)?;
-                columns.iter().all(|p| self.watermark.cell(id, p) == Some(e)).then(|| (id.clone(), e.max()))
+                let seen_alike = columns.iter().all(|p| self.watermark.cell(id, p) == Some(e));
+                (e.extra.is_empty() && seen_alike).then(|| (id.clone(), e.base))
             })
             .collect();
         for (id, c) in retire {
@@ -316,8 +335,12 @@ impl Group {
             self.watermark.remove_origin(&id);
             self.clock_dirty = true;
         }
+        // The row of a retired replica whose entry is back in the clock stays: it is what
+        // proves its later delete markers seen by every member, and the entry retired again.
         for (id, _) in self.retired.iter() {
-            self.watermark.remove_origin(id);
+            if self.clock.entry(id).is_none() {
+                self.watermark.remove_origin(id);
+            }
         }
         for peer in self.watermark.peers() {
             if !columns.contains(&peer) {
@@ -485,6 +508,47 @@ mod tests {
                 check(&g, &model)?;
             }
         }
+    }
+
+    /// A departed replica retired at counter 1 on cells that had not shown its delete at
+    /// counter 2; that delete arrives afterwards, by broadcast. The peers, which retired the
+    /// replica at 2, report it seen one exchange at a time, with a collection after each: the
+    /// marker goes, and the replica is retired again at 2.
+    #[test]
+    fn a_marker_of_a_replica_retired_below_it_is_collected_and_the_replica_retired_again() {
+        let mut g = Group::new(0);
+        let mut fx = Effects::default();
+        let (gone, p1, p2) = (rid(0), rid(1), rid(2));
+        let columns = [me(), p1.clone(), p2.clone()];
+        let k = mkey(1);
+        let mut put = Dcc::default();
+        put.add(Dot::new(gone.clone(), 1), Some(MetaValue { timestamp: 0, data: vec![1] }));
+        g.apply_remote(&VersionVector::new(), vec![WireObject { key: k.clone(), object: put }], &mut fx);
+        let ctx = g.read(&k).1;
+        g.write_local(&me(), &k, None, &ctx, &mut fx);
+        for p in [&p1, &p2] {
+            g.watermark.raise(&gone, p, 1);
+        }
+        g.collect(&me(), &columns, &mut fx);
+        assert_eq!(g.retired.counter(&gone), 1);
+
+        let mut delete = Dcc::default();
+        delete.context.raise(&gone, 1);
+        delete.add(Dot::new(gone.clone(), 2), None);
+        g.apply_remote(&VersionVector::new(), vec![WireObject { key: k.clone(), object: delete }], &mut fx);
+        assert_eq!(g.clock.entry(&gone).map(|e| e.base), Some(2), "reopened from the retired counter");
+
+        let mut retired_at_2 = VersionVector::new();
+        retired_at_2.raise(&gone, 2);
+        for p in [&p1, &p2] {
+            assert!(g.objects[&k].versions.contains_key(&Dot::new(gone.clone(), 2)), "not yet seen by all");
+            g.finish_exchange(p, &NodeClock::new(), &retired_at_2, &Watermark::new(), &columns);
+            g.collect(&me(), &columns, &mut fx);
+        }
+        assert!(g.objects.get(&k).is_none_or(|o| !o.versions.contains_key(&Dot::new(gone.clone(), 2))));
+        assert!(g.clock.entry(&gone).is_none());
+        assert_eq!(g.retired.counter(&gone), 2);
+        assert!(g.read(&k).0.is_empty(), "the key stays deleted");
     }
 
     #[test]
