@@ -173,3 +173,24 @@ fn a_departed_replica_is_not_retired_over_a_write_still_in_flight() {
     suite::converge_after_any_history::<Replica>(&profile(), 5044776252173777056, &env, &ops)
         .expect("converges and collects");
 }
+
+/// Node 2 leaves and crashes before its leave is on disk, so it restarts with its old replica
+/// id and data, after the others collected a tombstone it never saw. It must not join again
+/// with that data (the node's `cluster join` refuses a node with history), and the others
+/// must still agree.
+#[test]
+fn a_node_that_restarts_with_old_data_after_leaving_does_not_rejoin_with_it() {
+    let env = Env { net: NetConfig::RELIABLE, persist_delay: 1, detection: vec![0, 0, 0, 0], jitter: 0 };
+    for (seed, key, wait) in [(9914280460384073263u64, 1u8, 1067u16), (2381281607362662764, 5, 541)] {
+        let ops = [
+            Op::Put { node: 0, key },
+            Op::Run { ms: 2 },
+            Op::Delete { node: 0, key },
+            Op::Leave { node: 2 },
+            Op::Crash { node: 2 },
+            Op::Run { ms: wait },
+            Op::Join { node: 2 },
+        ];
+        suite::converge_after_any_history::<Replica>(&profile(), seed, &env, &ops).expect("converges");
+    }
+}

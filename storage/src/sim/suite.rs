@@ -446,7 +446,11 @@ fn apply<B: SimBackend>(sim: &mut Sim<B>, h: &mut History, op: &Op) {
         }
         Op::Join { node } if !sim.members().contains(&node) => {
             sim.recover(node);
-            sim.join(node);
+            // As the node's `cluster join` does: only a node without history may join (one
+            // that left and crashed before its leave was on disk comes back with old data).
+            if sim.replica(node).is_empty_history() {
+                sim.join(node);
+            }
         }
         Op::Run { ms } => sim.run_for(u64::from(ms)),
         _ => {}
