@@ -329,6 +329,13 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     // deliveries among the rest); MQTT 3 has no such limit, so the connection stops reading.
     let max_waiting =
         if session.version().is_v5() { MAX_WAITING_ACKS } else { session.incoming_window().clamp(1, MAX_WAITING_ACKS) };
+    // Packets that came right behind CONNECT, read with it: a client need not wait for the
+    // CONNACK (MQTT 3.1.1 section 3.1.4), and no further read may come to hand them over.
+    if !rbuf.is_empty()
+        && let Err(end) = session.handle_bytes(&mut rbuf, now())
+    {
+        return end;
+    }
     loop {
         // Deliveries stay in the queue while too much waits behind acknowledgements.
         let more = w.held.bytes() < MAX_HELD_BYTES && session.pump(now());
