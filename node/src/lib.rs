@@ -2,6 +2,7 @@
 //! listeners. The `vernemq` binary in `main.rs` is a thin shell around [`server::Node`].
 
 pub mod ack;
+pub mod authorize;
 pub mod broker;
 pub mod cluster;
 pub mod http;

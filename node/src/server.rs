@@ -111,7 +111,8 @@ impl Node {
         }
         // Before the listeners: the routing table is rebuilt from the replica first.
         let cluster = Arc::new(Cluster::start(cfg, &storage, broker.clone()).await?);
-        let ctx = Arc::new(ConnectionContext { broker: broker.clone(), mqtt: Arc::new(cfg.mqtt.clone()) });
+        let ctx =
+            Arc::new(ConnectionContext { broker: broker.clone(), mqtt: Arc::new(cfg.mqtt.clone()), authorizer: None });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (tasks_tx, tasks_rx) = mpsc::channel(1);
         let listeners = Arc::new(Listeners::new(ctx, tasks_tx.clone()));

@@ -176,7 +176,8 @@ async fn connection<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut rbuf = BytesMut::new();
-    let mut w = Writer { buf: BytesMut::new(), version: ProtocolVersion::V4, held: Held::default() };
+    let held = Held::new(ctx.authorizer.clone());
+    let mut w = Writer { buf: BytesMut::new(), version: ProtocolVersion::V4, held };
     // Boxed, like the other one-off phases (registration, durable acks, teardown): what a
     // future holds across its awaits is held by every connection for its whole life, a box
     // only while the phase runs.
@@ -297,6 +298,9 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
         spec.max_connection_lifetime,
         now(),
     );
+    if ctx.authorizer.is_some() {
+        session.require_authorization();
+    }
     info!(version = version.level(), session_present, "client connected");
     // The CONNECT was read into a buffer of READ_CHUNK bytes; a client that says nothing
     // more must not keep it for the life of its connection.
@@ -332,6 +336,13 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     // deliveries among the rest); MQTT 3 has no such limit, so the connection stops reading.
     let max_waiting =
         if session.version().is_v5() { MAX_WAITING_ACKS } else { session.incoming_window().clamp(1, MAX_WAITING_ACKS) };
+    // Packets that came right behind CONNECT, read with it: a client need not wait for the
+    // CONNACK (MQTT 3.1.1 section 3.1.4), and no further read may come to hand them over.
+    if !rbuf.is_empty()
+        && let Err(end) = session.handle_bytes(&mut rbuf, now())
+    {
+        return end;
+    }
     loop {
         // Deliveries stay in the queue while too much waits behind acknowledgements.
         let more = w.held.bytes() < MAX_HELD_BYTES && session.pump(now());
@@ -352,6 +363,14 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 k = handle.kicked() => return End::Kicked(k),
                 _ = shutdown.wait_for(|s| *s) => return End::Kicked(Kick::Shutdown),
             }
+            // An authorization was answered: the packets read after it are handled now, and
+            // what they produce is written before anything more is read.
+            if session.resume_pending() {
+                if let Err(end) = session.resume(&mut rbuf, now()) {
+                    return end;
+                }
+                continue;
+            }
         }
         let at = now();
         let throttle = session.throttle(at);
@@ -365,8 +384,12 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
             timer.as_mut().reset(next);
             armed = Some(next);
         }
-        // Publishes keep being read while their acknowledgements wait, up to the window.
-        let read = throttle.is_none() && w.held.waiting() < max_waiting && w.held.bytes() < MAX_HELD_BYTES;
+        // Publishes keep being read while their acknowledgements wait, up to the window; nothing
+        // is read while an authorization is pending (the packets already read wait for it).
+        let read = throttle.is_none()
+            && w.held.waiting() < max_waiting
+            && w.held.bytes() < MAX_HELD_BYTES
+            && !session.input_paused();
         tokio::select! {
             r = poll_fn(|cx| poll_read_some(stream, &mut rbuf, cx)), if read => {
                 match r {
@@ -494,5 +517,109 @@ fn packet_name(p: &Packet) -> &'static str {
         Packet::PingResp => "PINGRESP",
         Packet::Disconnect(_) => "DISCONNECT",
         Packet::Auth(_) => "AUTH",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use tokio::io::duplex;
+    use tokio::sync::Notify;
+    use vmq_config::{MqttConfig, Transport};
+    use vmq_mqtt::{PacketId, Publish, QoS};
+    use vmq_storage::{Durability, MemStore, MessageStore, StoreMessageStore};
+
+    use super::*;
+    use crate::authorize::{Answer, Authorization, Authorizer, PublishIntent, Subject, SubscribeIntent};
+    use crate::broker::{Broker, BrokerSettings};
+
+    /// Refuses topics under `secret/`, once the test opens the gate; records the questions.
+    #[derive(Debug)]
+    struct Gate {
+        open: watch::Sender<bool>,
+        asked: Mutex<Vec<String>>,
+        asking: Notify,
+    }
+
+    impl Authorizer for Gate {
+        fn authorize_publish(&self, _: &Subject, publish: &PublishIntent) -> Answer<Authorization> {
+            self.asked.lock().expect("not poisoned").push(publish.topic.to_string());
+            self.asking.notify_one();
+            let (mut open, secret) = (self.open.subscribe(), publish.topic.starts_with("secret/"));
+            Box::pin(async move {
+                let _ = open.wait_for(|open| *open).await;
+                if secret { Authorization::NOT_AUTHORIZED } else { Authorization::Allow }
+            })
+        }
+
+        fn authorize_subscribe(&self, _: &Subject, filters: &[SubscribeIntent]) -> Answer<Vec<Authorization>> {
+            Box::pin(std::future::ready(vec![Authorization::Allow; filters.len()]))
+        }
+    }
+
+    fn publish(topic: &str, id: u16) -> Packet {
+        Packet::Publish(Publish {
+            qos: QoS::AtLeastOnce,
+            topic: topic.into(),
+            packet_id: Some(PacketId(id)),
+            payload: bytes::Bytes::from_static(b"m"),
+            ..Publish::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_connection_with_an_authorizer_answers_in_packet_order_once_the_verdicts_came() {
+        let store = StoreMessageStore::open(Arc::new(MemStore::new()), Durability::Buffered).unwrap();
+        let broker = Broker::new(BrokerSettings::default(), Arc::new(store) as Arc<dyn MessageStore>);
+        let gate = Arc::new(Gate { open: watch::channel(false).0, asked: Mutex::default(), asking: Notify::new() });
+        let mqtt = Arc::new(MqttConfig { allow_anonymous: true, ..MqttConfig::default() });
+        let ctx = Arc::new(ConnectionContext { broker, mqtt, authorizer: Some(gate.clone()) });
+        let addr: SocketAddr = "127.0.0.1:1883".parse().unwrap();
+        let spec = Arc::new(ListenerSpec::new(Transport::Tcp, "test", addr));
+        let (_shutdown, stop) = watch::channel(false);
+        let (mut client, server) = duplex(64 * 1024);
+        let served = tokio::spawn(run(server, addr, spec, ctx, stop));
+
+        let connect = Connect {
+            protocol: Some(ProtocolVersion::V5),
+            client_id: "c".into(),
+            clean_start: true,
+            ..Connect::default()
+        };
+        let mut out = BytesMut::new();
+        for p in [Packet::Connect(Box::new(connect)), publish("secret/a", 1), publish("open/b", 2), Packet::PingReq] {
+            mqtt::encode(&p, ProtocolVersion::V5, &mut out).unwrap();
+        }
+        client.write_all(&out).await.unwrap();
+        let mut rbuf = BytesMut::new();
+        let first = read_packet(&mut client, &mut rbuf, ProtocolVersion::V5, usize::MAX).await.unwrap();
+        // The publishes came with CONNECT, in one write: nothing else is read from now on.
+        assert!(matches!(first, Packet::ConnAck(_)), "{first:?}");
+        tokio::time::timeout(Duration::from_secs(30), gate.asking.notified()).await.expect("asked");
+        assert_eq!(*gate.asked.lock().unwrap(), ["secret/a"], "the second publish waits for the first one's verdict");
+
+        gate.open.send_replace(true);
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            // Bounded only so that a regression fails rather than hangs.
+            let next = read_packet(&mut client, &mut rbuf, ProtocolVersion::V5, usize::MAX);
+            got.push(tokio::time::timeout(Duration::from_secs(30), next).await.expect("answered").unwrap());
+        }
+        let codes: Vec<_> = got
+            .iter()
+            .map(|p| match p {
+                Packet::PubAck(r) => (r.packet_id.0, r.code),
+                Packet::PingResp => (0, ReasonCode::SUCCESS),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            codes,
+            [(1, ReasonCode::NOT_AUTHORIZED), (2, ReasonCode::NO_MATCHING_SUBSCRIBERS), (0, ReasonCode::SUCCESS)]
+        );
+        assert_eq!(*gate.asked.lock().unwrap(), ["secret/a", "open/b"]);
+        drop(client);
+        served.await.unwrap();
     }
 }

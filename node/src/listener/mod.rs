@@ -14,10 +14,14 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, mpsc, watch};
 use tracing::{info, warn};
 
+use crate::authorize::Authorizer;
 use crate::broker::Broker;
 use crate::session::SessionConfig;
 
 pub use registry::{Bound, ListenerError, ListenerInfo, Listeners};
+/// The session harness drives its clients' requests as the connection does.
+#[cfg(test)]
+pub(crate) use verdicts::Held;
 
 /// A configured listener, as connection handling names it; the one definition of a listener's
 /// settings is [`vmq_config::ListenerConfig`].
@@ -30,6 +34,9 @@ pub struct ConnectionContext {
     pub broker: Arc<Broker>,
     /// The `mqtt` settings, for CONNECT handling and every session.
     pub mqtt: SessionConfig,
+    /// Decides what clients may publish and subscribe to; `None` (no plugin) allows all,
+    /// and the sessions never ask.
+    pub authorizer: Option<Arc<dyn Authorizer>>,
 }
 
 /// A listener's accept task: accepts connections on `socket` until `stop` turns true (or its

@@ -1,34 +1,41 @@
 //! The connection's side of the session's pending requests ([`crate::session::Request`]):
 //! it finds out each verdict and hands it back, and holds the session's output behind the
-//! requests still open. Today's requests are durable writes: acknowledgements that wait until
-//! their publish was taken (on disk for offline subscribers, accepted by every other node it
-//! was forwarded to), sent in order without holding up the connection: while they wait the
-//! connection keeps reading, so a publisher's whole window of QoS 1/2 messages is in flight at
-//! once rather than one read's worth per round trip.
+//! requests still open. Durable writes are acknowledgements that wait until their publish was
+//! taken (on disk for offline subscribers, accepted by every other node it was forwarded to),
+//! sent in order without holding up the connection: while they wait the connection keeps
+//! reading, so a publisher's whole window of QoS 1/2 messages is in flight at once rather than
+//! one read's worth per round trip. Authorizations are asked of the node's
+//! [`Authorizer`] as soon as they are taken over; the session reads nothing more until the
+//! answer came (see [`Session::input_paused`]).
 //!
 //! PUBACKs and PUBRECs go out in the order of their PUBLISHes [MQTT-4.6.0-2, -3]: whatever the
 //! session produced after a request that waits is held behind it, and written once the
 //! packet its verdict produced was.
 
 use std::collections::VecDeque;
+use std::fmt;
 use std::pin::pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, BytesMut};
 use tracing::warn;
 
-use crate::broker::queue::NotDurable;
+use crate::authorize::{Answer, Authorization, Authorizer};
+use crate::broker::queue::{Durable, NotDurable};
 use crate::session::{Close, Request, Session, Token, Transmit, Verdict};
 use vmq_mqtt::{self as mqtt, ProtocolVersion};
 
 /// Packets held behind requests that wait for their verdict.
 #[derive(Debug, Default)]
-pub(super) struct Held {
+pub(crate) struct Held {
     /// Encoded packets not written yet; `wire[0]` is byte `base` of everything ever held.
     wire: BytesMut,
     base: usize,
     /// The requests that wait, oldest first.
     waiting: VecDeque<Waiting>,
+    /// Asked for authorizations; `None` when the node has none (its sessions never ask).
+    authorizer: Option<Arc<dyn Authorizer>>,
 }
 
 #[derive(Debug)]
@@ -36,33 +43,59 @@ struct Waiting {
     /// Its position among everything ever held: the bytes before it go out first.
     at: usize,
     token: Token,
-    request: Request,
-    /// The first ticket that failed; the others are still waited for.
-    failure: Option<NotDurable>,
+    state: State,
+}
+
+/// Where finding out a verdict stands.
+enum State {
+    Durable {
+        /// The tickets not settled yet.
+        tickets: Vec<Durable>,
+        /// The first ticket that failed; the others are still waited for.
+        failure: Option<NotDurable>,
+    },
+    /// A question put to someone else (the authorizer), and its answer once it came.
+    Asked { answer: Answer<Verdict>, verdict: Option<Verdict> },
+}
+
+impl fmt::Debug for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            State::Durable { tickets, failure } => {
+                f.debug_struct("Durable").field("tickets", &tickets.len()).field("failure", failure).finish()
+            }
+            State::Asked { verdict, .. } => f.debug_struct("Asked").field("verdict", verdict).finish_non_exhaustive(),
+        }
+    }
 }
 
 impl Held {
+    /// Holds packets for a connection whose authorizations `authorizer` answers.
+    pub(crate) fn new(authorizer: Option<Arc<dyn Authorizer>>) -> Self {
+        Held { authorizer, ..Held::default() }
+    }
+
     /// True when nothing waits.
-    pub(super) fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.waiting.is_empty()
     }
 
     /// Requests waiting.
-    pub(super) fn waiting(&self) -> usize {
+    pub(crate) fn waiting(&self) -> usize {
         self.waiting.len()
     }
 
     /// Bytes held.
-    pub(super) fn bytes(&self) -> usize {
+    pub(crate) fn bytes(&self) -> usize {
         self.wire.len()
     }
 
     /// Takes over what `tx` holds, behind what is held already.
-    pub(super) fn push(&mut self, tx: &mut Transmit) {
+    pub(crate) fn push(&mut self, tx: &mut Transmit) {
         let start = self.base + self.wire.len();
         for (offset, pending) in tx.requests.drain(..) {
-            let (token, request) = (pending.token, pending.request);
-            self.waiting.push_back(Waiting { at: start + offset, token, request, failure: None });
+            let state = self.start(pending.request);
+            self.waiting.push_back(Waiting { at: start + offset, token: pending.token, state });
         }
         if self.wire.is_empty() {
             // Nothing held: take the buffer rather than copy it.
@@ -73,10 +106,37 @@ impl Held {
         }
     }
 
+    /// Starts finding out what `request` asks.
+    fn start(&self, request: Request) -> State {
+        let answer: Answer<Verdict> = match (request, &self.authorizer) {
+            (Request::Durable(tickets), _) => return State::Durable { tickets, failure: None },
+            (Request::AuthorizePublish { who, publish }, Some(authorizer)) => {
+                let answer = authorizer.authorize_publish(&who, &publish);
+                Box::pin(async move { Verdict::Publish(answer.await) })
+            }
+            (Request::AuthorizeSubscribe { who, filters }, Some(authorizer)) => {
+                let answer = authorizer.authorize_subscribe(&who, &filters);
+                Box::pin(async move { Verdict::Subscribe(answer.await) })
+            }
+            // A session asks only when told there is an authorizer; with none to ask, what it
+            // asked about is refused rather than let through.
+            (Request::AuthorizePublish { .. }, None) => {
+                warn!("authorization asked for with no authorizer; refused");
+                Box::pin(std::future::ready(Verdict::Publish(Authorization::NOT_AUTHORIZED)))
+            }
+            (Request::AuthorizeSubscribe { filters, .. }, None) => {
+                warn!("authorization asked for with no authorizer; refused");
+                let refused = vec![Authorization::NOT_AUTHORIZED; filters.len()];
+                Box::pin(std::future::ready(Verdict::Subscribe(refused)))
+            }
+        };
+        State::Asked { answer, verdict: None }
+    }
+
     /// Moves into `out` what may be written now: the bytes up to the first request that
     /// still waits, with what [`Session::handle_verdict`] made of every request before it
     /// (`Err` when the connection must close).
-    pub(super) fn take_ready(
+    pub(crate) fn take_ready(
         &mut self,
         out: &mut BytesMut,
         session: &mut Session,
@@ -86,9 +146,14 @@ impl Held {
             if !settle_now(front) {
                 break;
             }
-            let Some(Waiting { at, token, failure, .. }) = self.waiting.pop_front() else { break };
+            let Some(Waiting { at, token, state }) = self.waiting.pop_front() else { break };
             self.move_out(at, out);
-            let verdict = Verdict::Durable(failure.map_or(Ok(()), Err));
+            let verdict = match state {
+                State::Durable { failure, .. } => Verdict::Durable(failure.map_or(Ok(()), Err)),
+                State::Asked { verdict: Some(verdict), .. } => verdict,
+                // `settle_now` said it was answered.
+                State::Asked { verdict: None, .. } => continue,
+            };
             if let Some(packet) = session.handle_verdict(token, verdict)?
                 && let Err(e) = mqtt::encode(&packet, version, out)
             {
@@ -114,7 +179,7 @@ impl Held {
     }
 
     /// Resolves once the oldest request settled (at once when none waits); cancel-safe.
-    pub(super) async fn front_settled(&mut self) {
+    pub(crate) async fn front_settled(&mut self) {
         if let Some(front) = self.waiting.front_mut() {
             settle(front).await;
         }
@@ -124,14 +189,19 @@ impl Held {
 /// Waits for every ticket of `w`, dropping each as it settles so that a later call (after
 /// this future was cancelled) never waits for it again.
 async fn settle(w: &mut Waiting) {
-    match &mut w.request {
-        Request::Durable(tickets) => {
+    match &mut w.state {
+        State::Durable { tickets, failure } => {
             while let Some(ticket) = tickets.last_mut() {
                 let result = ticket.settled().await;
                 tickets.pop();
                 if let Err(e) = result {
-                    w.failure.get_or_insert(e);
+                    failure.get_or_insert(e);
                 }
+            }
+        }
+        State::Asked { answer, verdict } => {
+            if verdict.is_none() {
+                *verdict = Some(answer.as_mut().await);
             }
         }
     }
@@ -140,9 +210,10 @@ async fn settle(w: &mut Waiting) {
 /// Whether `w` settled, without waiting: most acknowledgements after the first one that
 /// waited were accepted with it (the receiving node acknowledges cumulatively).
 fn settle_now(w: &mut Waiting) -> bool {
-    match &w.request {
-        Request::Durable(tickets) if tickets.is_empty() => return true,
-        Request::Durable(_) => {}
+    match &w.state {
+        State::Durable { tickets, .. } if tickets.is_empty() => return true,
+        State::Asked { verdict: Some(_), .. } => return true,
+        State::Durable { .. } | State::Asked { .. } => {}
     }
     let mut cx = Context::from_waker(Waker::noop());
     matches!(pin!(settle(w)).poll(&mut cx), Poll::Ready(()))

@@ -5,16 +5,23 @@
 //! runs every session until nothing more happens at the current instant;
 //! [`Harness::advance`] moves the clock, fires the deadlines that passed (the sessions' and
 //! the broker's delayed wills and session expiry) and drives again. Nothing sleeps.
+//!
+//! A client connected with an authorizer ([`Harness::connect_authorized`]) has its requests
+//! driven by the connection's own [`Held`]: the bytes behind a request wait for its verdict,
+//! as on a socket. A [`ScriptedAuthorizer`] answers only when the test says, in any order.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use tokio::sync::oneshot;
 use vmq_storage::{Durability, MemStore, MessageStore, QueueKey, StoreMessageStore};
 
 use super::connect::{self, ListenerRules};
 use super::*;
+use crate::authorize::{Answer, Authorizer, PublishIntent, Subject};
 use crate::broker::{BrokerSettings, ConnectionHandle};
+use crate::listener::Held;
 use vmq_mqtt::{Disconnect, PacketId, Publish, SubscribeFilter, SubscriptionOptions};
 
 const ALL_VERSIONS: &[ProtocolVersion] = &[ProtocolVersion::V3, ProtocolVersion::V4, ProtocolVersion::V5];
@@ -43,6 +50,9 @@ pub(crate) struct Client {
     pub(crate) hold_requests: bool,
     /// Requests left unanswered, in order.
     held: Vec<PendingRequest>,
+    /// For a client with an authorizer: its requests and the bytes behind them, as the
+    /// connection holds them.
+    driver: Option<Held>,
     /// How the connection ended, once it did.
     pub(crate) farewell: Option<Farewell>,
 }
@@ -65,6 +75,15 @@ impl Harness {
     /// Connects a client with `c` as its CONNECT, as the connection task does: admission,
     /// registration, [`Session::accept`]. The CONNACK is waiting in [`Client::recv`].
     pub(crate) async fn connect(&self, c: Connect) -> Client {
+        self.connect_with(c, None).await
+    }
+
+    /// Connects a client whose publishes and subscriptions `authorizer` decides on.
+    pub(crate) async fn connect_authorized(&self, c: Connect, authorizer: Arc<ScriptedAuthorizer>) -> Client {
+        self.connect_with(c, Some(authorizer)).await
+    }
+
+    async fn connect_with(&self, c: Connect, authorizer: Option<Arc<ScriptedAuthorizer>>) -> Client {
         let rules =
             ListenerRules { name: "test", allowed_protocol_versions: ALL_VERSIONS, allow_anonymous_override: false };
         let version = c.protocol.unwrap_or(ProtocolVersion::V4);
@@ -74,7 +93,7 @@ impl Harness {
         let key = QueueKey::new("", accepted.client_id.clone());
         let reg =
             self.broker.register(key, c.clean_start, handle.clone()).await.expect("a single node always registers");
-        let session = Session::accept(
+        let mut session = Session::accept(
             self.broker.clone(),
             reg,
             Box::new(c),
@@ -83,6 +102,10 @@ impl Harness {
             self.max_connection_lifetime,
             self.now,
         );
+        if authorizer.is_some() {
+            session.require_authorization();
+        }
+        let driver = authorizer.map(|a| Held::new(Some(a as Arc<dyn Authorizer>)));
         let mut client = Client {
             version,
             session: Some(session),
@@ -91,6 +114,7 @@ impl Harness {
             from_server: BytesMut::new(),
             hold_requests: false,
             held: Vec::new(),
+            driver,
             farewell: None,
         };
         self.flush(&mut client).await;
@@ -132,7 +156,8 @@ impl Harness {
     async fn step(&self, c: &mut Client) -> bool {
         let Some(session) = c.session.as_mut() else { return false };
         let mut busy = false;
-        if !c.to_server.is_empty() {
+        // A paused session leaves what the client sent unread, as its connection does.
+        if !c.to_server.is_empty() && !session.input_paused() {
             busy = true;
             if let Err(end) = session.handle_bytes(&mut c.to_server, self.now) {
                 self.end(c, end).await;
@@ -150,6 +175,9 @@ impl Harness {
         session.wake_subscribers();
         let mut tx = Transmit::default();
         session.take_transmit(&mut tx);
+        if c.driver.is_some() {
+            return self.flush_held(c, tx).await;
+        }
         if tx.is_empty() {
             return false;
         }
@@ -171,12 +199,42 @@ impl Harness {
         true
     }
 
+    /// Moves `tx` behind the requests that wait, writes what their verdicts let go, and
+    /// resumes a session whose authorization was answered, as the connection does.
+    async fn flush_held(&self, c: &mut Client, mut tx: Transmit) -> bool {
+        let (Some(session), Some(held)) = (c.session.as_mut(), c.driver.as_mut()) else { return false };
+        let mut busy = !tx.is_empty();
+        held.push(&mut tx);
+        let mut out = BytesMut::new();
+        let released = held.take_ready(&mut out, session, c.version);
+        busy |= !out.is_empty();
+        c.from_server.extend_from_slice(&out);
+        if let Err(close) = released {
+            self.end(c, End::Close(close)).await;
+            return true;
+        }
+        if session.resume_pending() {
+            if let Err(end) = session.resume(&mut c.to_server, self.now) {
+                self.end(c, end).await;
+            }
+            return true;
+        }
+        busy
+    }
+
     /// Ends the connection as the connection task does after `end`.
     async fn end(&self, c: &mut Client, end: End) {
         let Some(mut session) = c.session.take() else { return };
         let farewell = session.finish(&end, self.now);
         let mut tx = Transmit::default();
         session.take_transmit(&mut tx);
+        if let Some(held) = c.driver.as_mut() {
+            // What still waits for a verdict is not sent, nor anything behind it.
+            held.push(&mut tx);
+            let mut out = BytesMut::new();
+            let _ = held.take_ready(&mut out, &mut session, c.version);
+            c.from_server.extend_from_slice(&out);
+        }
         c.from_server.extend_from_slice(&tx.wire);
         if let Some(d) = &farewell.disconnect {
             encode_into(d, c.version, &mut c.from_server);
@@ -209,6 +267,72 @@ async fn resolve(request: Request) -> Verdict {
             }
             Verdict::Durable(result)
         }
+        Request::AuthorizePublish { .. } | Request::AuthorizeSubscribe { .. } => {
+            panic!("a session without an authorizer asked for an authorization: {request:?}")
+        }
+    }
+}
+
+/// What a client asked the [`ScriptedAuthorizer`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Question {
+    /// To publish to this topic.
+    Publish(String),
+    /// To subscribe to these filters.
+    Subscribe(Vec<String>),
+}
+
+/// An authorizer that answers when the test says, in any order. A question dropped
+/// unanswered is refused.
+#[derive(Debug, Default)]
+pub(crate) struct ScriptedAuthorizer {
+    asked: Mutex<Vec<(Question, Option<Reply>)>>,
+}
+
+#[derive(Debug)]
+enum Reply {
+    Publish(oneshot::Sender<Authorization>),
+    Subscribe(oneshot::Sender<Vec<Authorization>>),
+}
+
+impl ScriptedAuthorizer {
+    /// Every question asked so far, in the order asked.
+    pub(crate) fn questions(&self) -> Vec<Question> {
+        self.asked.lock().expect("not poisoned").iter().map(|(q, _)| q.clone()).collect()
+    }
+
+    /// Answers question `n` (counted from 0), a publish.
+    pub(crate) fn answer_publish(&self, n: usize, a: Authorization) {
+        match self.asked.lock().expect("not poisoned")[n].1.take() {
+            Some(Reply::Publish(tx)) => tx.send(a).expect("the session still waits"),
+            other => panic!("question {n} is not an open publish question: {other:?}"),
+        }
+    }
+
+    /// Answers question `n` (counted from 0), a subscription.
+    pub(crate) fn answer_subscribe(&self, n: usize, a: Vec<Authorization>) {
+        match self.asked.lock().expect("not poisoned")[n].1.take() {
+            Some(Reply::Subscribe(tx)) => tx.send(a).expect("the session still waits"),
+            other => panic!("question {n} is not an open subscribe question: {other:?}"),
+        }
+    }
+}
+
+impl Authorizer for ScriptedAuthorizer {
+    fn authorize_publish(&self, _: &Subject, publish: &PublishIntent) -> Answer<Authorization> {
+        let (tx, rx) = oneshot::channel();
+        self.asked
+            .lock()
+            .expect("not poisoned")
+            .push((Question::Publish(publish.topic.to_string()), Some(Reply::Publish(tx))));
+        Box::pin(async move { rx.await.unwrap_or(Authorization::NOT_AUTHORIZED) })
+    }
+
+    fn authorize_subscribe(&self, _: &Subject, filters: &[SubscribeIntent]) -> Answer<Vec<Authorization>> {
+        let (tx, rx) = oneshot::channel();
+        let question = Question::Subscribe(filters.iter().map(|f| f.filter.clone()).collect());
+        self.asked.lock().expect("not poisoned").push((question, Some(Reply::Subscribe(tx))));
+        Box::pin(async move { rx.await.unwrap_or_default() })
     }
 }
 

@@ -8,7 +8,9 @@
 //! notification) call [`Session::pump`] to move queued messages into the inflight window,
 //! then [`Session::take_transmit`], then [`Session::poll_timeout`] for the next deadline.
 //! The requests in a [`Transmit`] are answered with [`Session::handle_verdict`], and the bytes
-//! behind each wait for the packet its verdict produces (see [`verdict`]). When an input
+//! behind each wait for the packet its verdict produces (see [`verdict`]). While
+//! [`Session::input_paused`] the connection reads nothing; once [`Session::resume_pending`],
+//! it calls [`Session::resume`] with what it had read. When an input
 //! returns an [`End`], call [`Session::finish`] and act on its [`Farewell`].
 //! Packets are encoded as they are produced, so a delivery goes from the queue into the bytes
 //! to write without an intermediate packet list.
@@ -29,6 +31,7 @@ use vmq_config::MqttConfig;
 use vmq_storage::QueueKey;
 
 use self::timer::{Timer, TimerTable};
+use crate::authorize::{Authorization, SubscribeIntent};
 use crate::broker::queue::{Queued, Wakes};
 use crate::broker::{Broker, Registration, SessionSlot, SubscriptionRecord};
 use vmq_mqtt::{
@@ -151,6 +154,10 @@ pub struct Session {
     /// What to do with each verdict still to come, in request order.
     awaiting: std::collections::VecDeque<(Token, verdict::Continuation)>,
     next_token: u64,
+    /// The driver has an authorizer: publishes and subscriptions are asked for.
+    authorize: bool,
+    /// The client's packets are left unread until an authorization is answered.
+    paused: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -267,8 +274,16 @@ impl Session {
             deferred_qos1: 0,
             awaiting: std::collections::VecDeque::new(),
             next_token: 0,
+            authorize: false,
+            paused: false,
             slot,
         }
+    }
+
+    /// The connection's driver has an authorizer ([`crate::authorize::Authorizer`]): from now
+    /// on every publish and subscription waits for its verdict (see [`verdict`]).
+    pub fn require_authorization(&mut self) {
+        self.authorize = true;
     }
 
     /// The protocol version the client speaks.
@@ -336,12 +351,17 @@ impl Session {
     }
 
     /// Decodes and handles every complete packet in `rbuf` (bytes read from the client at
-    /// `now`); `Err` when the connection ends.
+    /// `now`); `Err` when the connection ends. Stops after a packet that waits for an
+    /// authorization, leaving the rest in `rbuf` for [`Session::resume`].
     pub fn handle_bytes(&mut self, rbuf: &mut BytesMut, now: Instant) -> Result<(), End> {
         if let Some(ka) = self.connected.keep_alive {
             self.timers.set(Timer::KeepAlive, now + ka);
         }
-        loop {
+        self.handle_packets(rbuf, now)
+    }
+
+    fn handle_packets(&mut self, rbuf: &mut BytesMut, now: Instant) -> Result<(), End> {
+        while !self.paused {
             let packet = match vmq_mqtt::decode(rbuf, self.version, self.max_packet) {
                 Ok(Some(p)) => p,
                 Ok(None) => return Ok(()),
@@ -352,6 +372,7 @@ impl Session {
             }
             self.handle_packet(packet, now).map_err(End::Close)?;
         }
+        Ok(())
     }
 
     /// The next deadline at which [`Session::handle_timeout`] must run.
@@ -366,9 +387,15 @@ impl Session {
     /// Acts on every deadline that passed at `now`; `Err` when the connection must close.
     pub fn handle_timeout(&mut self, now: Instant) -> Result<(), Close> {
         if self.timers.is_expired(Timer::KeepAlive, now) {
-            self.timers.stop(Timer::KeepAlive);
-            // [MQTT-3.1.2-24]: nothing received within 1.5 times the keep-alive.
-            return Err(Close::error(ReasonCode::KEEP_ALIVE_TIMEOUT, "keep-alive timeout"));
+            if let Some(ka) = self.connected.keep_alive.filter(|_| self.paused) {
+                // Nothing is read while an authorization is pending: what the client sent
+                // meanwhile is unread, not missing.
+                self.timers.set(Timer::KeepAlive, now + ka);
+            } else {
+                self.timers.stop(Timer::KeepAlive);
+                // [MQTT-3.1.2-24]: nothing received within 1.5 times the keep-alive.
+                return Err(Close::error(ReasonCode::KEEP_ALIVE_TIMEOUT, "keep-alive timeout"));
+            }
         }
         if self.timers.is_expired(Timer::Lifetime, now) {
             self.timers.stop(Timer::Lifetime);
@@ -484,10 +511,31 @@ impl Session {
             self.emit(Packet::SubAck(SubAck { packet_id: s.packet_id, codes, ..SubAck::default() }));
             return Ok(());
         }
+        if self.authorize {
+            let filters = s.filters.iter().map(|f| SubscribeIntent { filter: f.filter.clone(), qos: f.options.qos });
+            let request = Request::AuthorizeSubscribe { who: self.subject(), filters: filters.collect() };
+            let then = verdict::Authorizing { packet: s, topic: self.empty_topic.clone(), at: now };
+            self.request(request, verdict::Continuation::Subscribe(Box::new(then)));
+            return Ok(());
+        }
+        let ack = self.subscribe(s, None, now)?;
+        self.emit(ack);
+        Ok(())
+    }
+
+    /// Subscribes to the filters of `s` that are valid and, when an authorizer was asked,
+    /// allowed by `authorizations` (one per filter); the retained messages of each go to the
+    /// queue. Returns the SUBACK.
+    fn subscribe(
+        &mut self,
+        s: Subscribe,
+        authorizations: Option<&[Authorization]>,
+        now: Instant,
+    ) -> Result<Packet, Close> {
         let sub_id = s.properties.subscription_identifiers.first().copied();
         let mut codes = Vec::with_capacity(s.filters.len());
         let mut retained = Vec::new();
-        for f in &s.filters {
+        for (i, f) in s.filters.iter().enumerate() {
             let parsed = match topic::parse_filter(&f.filter) {
                 Ok(p) => p,
                 Err(_) => {
@@ -504,6 +552,17 @@ impl Session {
             if topic::validate_topic_filter(parsed.filter, self.cfg.topic_max_depth).is_err() {
                 codes.push(ReasonCode::TOPIC_FILTER_INVALID);
                 continue;
+            }
+            if let Some(authorizations) = authorizations {
+                match authorizations.get(i).copied().unwrap_or(Authorization::NOT_AUTHORIZED) {
+                    Authorization::Allow => {}
+                    // A denial must read as one (MQTT 3.1.1 encodes any as 0x80).
+                    Authorization::Deny(code) => {
+                        debug!(client_id = %self.client_id, filter = %f.filter, code = code.0, "SUBSCRIBE not authorized");
+                        codes.push(if code.is_error() { code } else { ReasonCode::NOT_AUTHORIZED });
+                        continue;
+                    }
+                }
             }
             let record = SubscriptionRecord { options: f.options, id: sub_id };
             let existed = match self.broker.subscribe(&self.slot, &f.filter, record) {
@@ -531,11 +590,11 @@ impl Session {
                 }
             }
         }
-        self.emit(Packet::SubAck(SubAck { packet_id: s.packet_id, codes, ..SubAck::default() }));
+        // Queued now, sent by the next pump: after the SUBACK.
         for d in retained {
             let _ = self.slot.queue.enqueue(d);
         }
-        Ok(())
+        Ok(Packet::SubAck(SubAck { packet_id: s.packet_id, codes, ..SubAck::default() }))
     }
 
     fn handle_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), Close> {

@@ -5,8 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::verdict::{Continuation, Request};
+use super::verdict::{Authorizing, Continuation, Request};
 use super::{Close, Session};
+use crate::authorize::PublishIntent;
 use crate::broker::NetsplitAction;
 use crate::broker::message::{ForwardedProperties, Msg};
 use crate::broker::queue::Queued;
@@ -48,6 +49,19 @@ impl Session {
             );
         }
         self.check_rate(now);
+        if self.authorize {
+            let publish = PublishIntent { topic: topic.clone(), qos: p.qos, retain: p.retain };
+            let request = Request::AuthorizePublish { who: self.subject(), publish };
+            let then = Authorizing { packet: p, topic, at: now };
+            self.request(request, Continuation::Publish(Box::new(then)));
+            return Ok(());
+        }
+        self.route_publish(p, topic, now)
+    }
+
+    /// Routes a publish that passed every check and acknowledges it (once durable when its
+    /// acknowledgement promises that).
+    pub(super) fn route_publish(&mut self, p: Publish, topic: Arc<str>, now: Instant) -> Result<(), Close> {
         if !self.broker.netsplit_allows(NetsplitAction::Publish) {
             return self.refuse_publish_during_netsplit(&p);
         }

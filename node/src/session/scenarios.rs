@@ -479,3 +479,193 @@ async fn an_mqtt_3_publish_that_was_not_taken_closes_the_connection_unacknowledg
     let close = publ.session_mut().handle_verdict(request.token, verdict).expect_err("MQTT 3 cannot refuse a publish");
     assert!(!close.send_disconnect && close.publish_will);
 }
+
+// Authorization: the session asks, the driver (the connection's own `Held`) answers when the
+// scripted authorizer is told to, and the client's later packets wait for the verdict.
+
+fn acks(packets: &[Packet]) -> Vec<(&'static str, u16, ReasonCode)> {
+    packets
+        .iter()
+        .map(|p| match p {
+            Packet::PubAck(r) => ("PUBACK", r.packet_id.0, r.code),
+            Packet::PubRec(r) => ("PUBREC", r.packet_id.0, r.code),
+            Packet::SubAck(a) => ("SUBACK", a.packet_id.0, a.codes.first().copied().unwrap_or_default()),
+            Packet::PingResp => ("PINGRESP", 0, ReasonCode::SUCCESS),
+            other => panic!("not an acknowledgement: {other:?}"),
+        })
+        .collect()
+}
+
+async fn authorized(h: &Harness, c: Connect, auth: &Arc<ScriptedAuthorizer>) -> Client {
+    let mut client = h.connect_authorized(c, auth.clone()).await;
+    assert!(matches!(client.recv()[..], [Packet::ConnAck(_)]));
+    client
+}
+
+#[tokio::test]
+async fn a_publish_waiting_for_authorization_holds_back_the_clients_later_packets() {
+    let h = Harness::new();
+    let auth = Arc::new(ScriptedAuthorizer::default());
+    let mut sub = subscriber(&h, connect_packet(V5, "sub", true), "t/#", QoS::AtLeastOnce).await;
+    let mut publ = authorized(&h, connect_packet(V5, "pub", true), &auth).await;
+    publ.send(publish("t/secret", QoS::AtLeastOnce, Some(1), b"s"));
+    publ.send(publish("t/open", QoS::AtLeastOnce, Some(2), b"o"));
+    publ.send(Packet::PingReq);
+    h.drive(&mut [&mut publ, &mut sub]).await;
+    assert_eq!(auth.questions(), [Question::Publish("t/secret".into())], "the second publish is not looked at yet");
+    assert!(publ.session().input_paused());
+    assert!(publ.recv().is_empty() && sub.recv().is_empty());
+
+    auth.answer_publish(0, Authorization::NOT_AUTHORIZED);
+    h.drive(&mut [&mut publ, &mut sub]).await;
+    assert_eq!(auth.questions(), [Question::Publish("t/secret".into()), Question::Publish("t/open".into())]);
+    assert_eq!(acks(&publ.recv()), [("PUBACK", 1, ReasonCode::NOT_AUTHORIZED)], "PINGREQ waits behind t/open");
+    assert!(sub.recv().is_empty(), "a refused publish is not routed");
+
+    auth.answer_publish(1, Authorization::Allow);
+    h.drive(&mut [&mut publ, &mut sub]).await;
+    assert_eq!(acks(&publ.recv()), [("PUBACK", 2, ReasonCode::SUCCESS), ("PINGRESP", 0, ReasonCode::SUCCESS)]);
+    let got = sub.recv();
+    assert!(matches!(&publishes(&got)[..], [p] if &*p.topic == "t/open"), "{got:?}");
+    assert!(!publ.session().input_paused());
+}
+
+#[tokio::test]
+async fn refused_publishes_are_answered_with_0x87_over_mqtt_5_and_dropped_but_acknowledged_over_mqtt_3() {
+    for (version, code) in [(V5, ReasonCode::NOT_AUTHORIZED), (V4, ReasonCode::SUCCESS)] {
+        let h = Harness::new();
+        let auth = Arc::new(ScriptedAuthorizer::default());
+        let mut sub = subscriber(&h, connect_packet(V5, "sub", true), "t", QoS::ExactlyOnce).await;
+        let mut publ = authorized(&h, connect_packet(version, "pub", true), &auth).await;
+        publ.send(publish("t", QoS::AtMostOnce, None, b"0"));
+        publ.send(publish("t", QoS::AtLeastOnce, Some(1), b"1"));
+        publ.send(publish("t", QoS::ExactlyOnce, Some(2), b"2"));
+        for n in 0..3 {
+            h.drive(&mut [&mut publ, &mut sub]).await;
+            auth.answer_publish(n, Authorization::NOT_AUTHORIZED);
+        }
+        h.drive(&mut [&mut publ, &mut sub]).await;
+        assert_eq!(auth.questions().len(), 3);
+        let got = publ.recv();
+        assert_eq!(acks(&got), [("PUBACK", 1, code), ("PUBREC", 2, code)], "{version:?}: {got:?}");
+        assert!(sub.recv().is_empty(), "{version:?}: nothing is routed");
+        assert!(publ.session().inflight.incoming_qos2.is_empty(), "no QoS 2 exchange was started");
+        assert!(publ.is_connected());
+    }
+}
+
+#[tokio::test]
+async fn an_authorization_answered_before_an_earlier_durable_write_settles_waits_behind_it() {
+    use crate::ack::{Progress, Ticket};
+    use crate::broker::queue::Durable;
+    use tokio::sync::watch;
+
+    let h = Harness::new();
+    let auth = Arc::new(ScriptedAuthorizer::default());
+    let mut publ = authorized(&h, connect_packet(V5, "pub", true), &auth).await;
+    // The PUBACK of an earlier publish waits for another node to accept it.
+    let (progress, _) = watch::channel(Progress::default());
+    let ticket = Durable::Remote(Ticket::new(progress.subscribe(), 1));
+    publ.session_mut().request_durable_ack(b"", 1, vec![ticket]);
+    publ.send(publish("t", QoS::AtLeastOnce, Some(2), b"m"));
+    publ.send(Packet::PingReq);
+    h.drive(&mut [&mut publ]).await;
+    auth.answer_publish(0, Authorization::NOT_AUTHORIZED);
+    h.drive(&mut [&mut publ]).await;
+    assert!(publ.recv().is_empty(), "the refusal of 2 does not overtake the acknowledgement of 1");
+    assert!(publ.session().input_paused(), "nor is PINGREQ handled before it");
+
+    progress.send_modify(|p| p.accepted = 1);
+    h.drive(&mut [&mut publ]).await;
+    assert_eq!(
+        acks(&publ.recv()),
+        [
+            ("PUBACK", 1, ReasonCode::SUCCESS),
+            ("PUBACK", 2, ReasonCode::NOT_AUTHORIZED),
+            ("PINGRESP", 0, ReasonCode::SUCCESS)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_subscribe_is_granted_only_the_filters_allowed_0x87_over_mqtt_5_and_0x80_over_mqtt_3() {
+    for (version, refused) in [(V5, ReasonCode::NOT_AUTHORIZED), (V4, ReasonCode::UNSPECIFIED_ERROR)] {
+        let h = Harness::new();
+        let auth = Arc::new(ScriptedAuthorizer::default());
+        let mut client = authorized(&h, connect_packet(version, "sub", true), &auth).await;
+        let options = vmq_mqtt::SubscriptionOptions { qos: QoS::AtLeastOnce, ..Default::default() };
+        let filters =
+            ["open/#", "secret/#", "bad/#/x"].map(|f| vmq_mqtt::SubscribeFilter { filter: f.into(), options }).to_vec();
+        client.send(Packet::Subscribe(Subscribe {
+            packet_id: vmq_mqtt::PacketId(4),
+            filters,
+            properties: Properties::default(),
+        }));
+        client.send(subscribe(5, "later", QoS::AtMostOnce));
+        h.drive(&mut [&mut client]).await;
+        let asked = ["open/#", "secret/#", "bad/#/x"].map(String::from).to_vec();
+        assert_eq!(auth.questions(), [Question::Subscribe(asked.clone())], "{version:?}");
+        assert!(client.recv().is_empty());
+        // A deny without an error code still reads as a refusal.
+        let verdicts = vec![Authorization::Allow, Authorization::Deny(ReasonCode::SUCCESS), Authorization::Allow];
+        auth.answer_subscribe(0, verdicts);
+        h.drive(&mut [&mut client]).await;
+        assert_eq!(auth.questions(), [Question::Subscribe(asked), Question::Subscribe(vec!["later".into()])]);
+        let got = client.recv();
+        assert!(
+            matches!(&got[..], [Packet::SubAck(a)] if a.packet_id.0 == 4
+                && a.codes == [ReasonCode(1), refused, if version.is_v5() { ReasonCode::TOPIC_FILTER_INVALID } else { ReasonCode::UNSPECIFIED_ERROR }]),
+            "{version:?}: {got:?}"
+        );
+        auth.answer_subscribe(1, vec![]);
+        h.drive(&mut [&mut client]).await;
+        let got = client.recv();
+        assert!(matches!(&got[..], [Packet::SubAck(a)] if a.codes == [refused]), "a filter with no verdict is refused");
+
+        let mut publ = publisher(&h, connect_packet(V5, "pub", true)).await;
+        publ.send(publish("secret/x", QoS::AtMostOnce, None, b"s"));
+        publ.send(publish("open/x", QoS::AtMostOnce, None, b"o"));
+        h.drive(&mut [&mut publ, &mut client]).await;
+        let got = client.recv();
+        assert!(matches!(&publishes(&got)[..], [p] if &*p.topic == "open/x"), "{version:?}: {got:?}");
+    }
+}
+
+#[tokio::test]
+async fn keep_alive_does_not_expire_while_the_client_is_not_read_for_an_authorization() {
+    let mut h = Harness::new();
+    let auth = Arc::new(ScriptedAuthorizer::default());
+    let mut c = connect_packet(V5, "pub", true);
+    c.keep_alive = 10;
+    let mut publ = authorized(&h, c, &auth).await;
+    publ.send(publish("t", QoS::AtLeastOnce, Some(1), b"m"));
+    h.drive(&mut [&mut publ]).await;
+    h.advance(secs(60), &mut [&mut publ]).await;
+    assert!(publ.is_connected(), "the client may well have sent PINGREQs that are not read yet");
+    auth.answer_publish(0, Authorization::Allow);
+    h.drive(&mut [&mut publ]).await;
+    assert_eq!(acks(&publ.recv()), [("PUBACK", 1, ReasonCode::NO_MATCHING_SUBSCRIBERS)]);
+    h.advance(secs(16), &mut [&mut publ]).await;
+    assert!(!publ.is_connected(), "once reading again, silence is a keep-alive timeout");
+}
+
+#[tokio::test]
+async fn without_an_authorizer_the_session_asks_only_for_durable_writes() {
+    let h = Harness::new();
+    let mut sub = subscriber(&h, v5_persistent("offline", 1000), "t/#", QoS::AtLeastOnce).await;
+    h.drop_connection(&mut sub).await;
+    for version in [V4, V5] {
+        let mut client = publisher(&h, connect_packet(version, "c", true)).await;
+        client.hold_requests = true;
+        client.send(subscribe(1, "t/#", QoS::ExactlyOnce));
+        client.send(publish("t/a", QoS::AtMostOnce, None, b"0"));
+        client.send(publish("t/a", QoS::AtLeastOnce, Some(2), b"1"));
+        client.send(publish("t/a", QoS::ExactlyOnce, Some(3), b"2"));
+        h.drive(&mut [&mut client]).await;
+        assert!(!client.session().input_paused());
+        let requests = client.take_held_requests();
+        assert_eq!(requests.len(), 2, "{version:?}: the QoS 1 and 2 publishes to the offline subscriber");
+        assert!(requests.iter().all(|r| matches!(r.request, Request::Durable(_))), "{version:?}: {requests:?}");
+        h.drop_connection(&mut client).await;
+    }
+}

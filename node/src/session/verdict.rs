@@ -7,18 +7,25 @@
 //! (raft's `Ready`: what may be sent now is kept apart from what must wait). The session keeps
 //! what it will do with the answer; the driver only sees what it has to find out.
 //!
-//! Today the only request is a durable write (an acknowledgement that promises the message is
-//! on disk or taken by another node). Authentication and ACL verdicts, webhooks and the
-//! registration leader are further kinds of [`Request`] with their own [`Verdict`]; a
-//! connection with no plugin never produces them, so its hot path never waits on one.
+//! Two kinds of request exist: a durable write (an acknowledgement that promises the message
+//! is on disk or taken by another node), and an authorization (may this client publish this,
+//! subscribe to that; see [`crate::authorize`]). While an authorization is pending the session
+//! handles none of the client's later packets: they stay unread, and the connection stops
+//! reading ([`Session::input_paused`]) until the verdict came and [`Session::resume`] handled
+//! them. Durable writes do not stop it: the client's window of publishes stays in flight.
+//! A session without an authorizer never asks for one, so its hot path never waits on one.
+//! Webhooks and the registration leader are further kinds of [`Request`] to come.
 
 use std::collections::VecDeque;
+use std::time::Instant;
 
-use tracing::warn;
+use bytes::BytesMut;
+use tracing::{debug, warn};
 
-use super::{Close, Session, Transmit};
+use super::{Close, End, Session, Transmit};
+use crate::authorize::{Authorization, PublishIntent, Subject, SubscribeIntent};
 use crate::broker::queue::{Durable, NotDurable};
-use vmq_mqtt::{Packet, PacketId, PubResp, QoS, ReasonCode};
+use vmq_mqtt::{Packet, PacketId, PubResp, Publish, QoS, ReasonCode, Subscribe};
 
 /// Requests an idle session keeps room for; a burst beyond it gives its room back.
 const IDLE_AWAITING_CAPACITY: usize = 16;
@@ -33,6 +40,20 @@ pub enum Request {
     /// Whether a publish was taken where its acknowledgement promises: every ticket settles
     /// (the message store wrote it, the other nodes accepted it) or one fails.
     Durable(Vec<Durable>),
+    /// Whether `who` may publish (VerneMQ's `auth_on_publish`).
+    AuthorizePublish {
+        /// The client.
+        who: Subject,
+        /// What it publishes.
+        publish: PublishIntent,
+    },
+    /// Whether `who` may subscribe to each filter (VerneMQ's `auth_on_subscribe`).
+    AuthorizeSubscribe {
+        /// The client.
+        who: Subject,
+        /// The filters of one SUBSCRIBE, in order.
+        filters: Vec<SubscribeIntent>,
+    },
 }
 
 /// A request the driver must answer with [`Session::handle_verdict`].
@@ -50,13 +71,39 @@ pub struct PendingRequest {
 pub enum Verdict {
     /// To [`Request::Durable`]: `Ok` once every ticket settled, else the first failure.
     Durable(Result<(), NotDurable>),
+    /// To [`Request::AuthorizePublish`].
+    Publish(Authorization),
+    /// To [`Request::AuthorizeSubscribe`]: one per filter, in order; a filter without one is
+    /// refused.
+    Subscribe(Vec<Authorization>),
 }
 
 /// What the session does once a verdict arrives.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(super) enum Continuation {
     /// Acknowledge the publish `packet_id` of `qos` with `code`, or refuse it.
     Acknowledge { packet_id: PacketId, qos: QoS, code: ReasonCode },
+    /// Route the publish, or refuse it. Boxed, as the next one: every request waiting for
+    /// its verdict is as large as the largest continuation.
+    Publish(Box<Authorizing<Publish>>),
+    /// Subscribe to the filters allowed and answer with the SUBACK.
+    Subscribe(Box<Authorizing<Subscribe>>),
+}
+
+/// A packet that waits for its authorization.
+#[derive(Debug)]
+pub(super) struct Authorizing<P> {
+    pub(super) packet: P,
+    /// For a publish, its topic (an alias resolved).
+    pub(super) topic: std::sync::Arc<str>,
+    /// When it was read.
+    pub(super) at: Instant,
+}
+
+impl Continuation {
+    fn is_authorization(&self) -> bool {
+        matches!(self, Continuation::Publish(_) | Continuation::Subscribe(_))
+    }
 }
 
 impl Session {
@@ -68,12 +115,17 @@ impl Session {
         if let Continuation::Acknowledge { qos: QoS::AtLeastOnce, .. } = then {
             self.deferred_qos1 += 1;
         }
+        // The client's later packets wait for this verdict.
+        self.paused |= then.is_authorization();
         self.awaiting.push_back((token, then));
         push_request(&mut self.tx, PendingRequest { token, request });
     }
 
     /// Resumes what waited for `token`: the packet to write where the request stood, if any.
-    /// `Err` when the connection must close instead.
+    /// `Err` when the connection must close instead. What else the verdict makes the session
+    /// do (route an allowed publish, ask for its durable write) comes out of
+    /// [`Session::take_transmit`] like any other output; it answers no packet read after the
+    /// request, since none was handled meanwhile.
     pub fn handle_verdict(&mut self, token: Token, verdict: Verdict) -> Result<Option<Packet>, Close> {
         // Verdicts mostly come in request order: the one looked for is at the front.
         let Some(at) = self.awaiting.iter().position(|(t, _)| *t == token) else {
@@ -89,7 +141,80 @@ impl Session {
             (Continuation::Acknowledge { packet_id, qos, code }, Verdict::Durable(result)) => {
                 self.acknowledge(packet_id, qos, code, result.err()).map(Some)
             }
+            (Continuation::Publish(p), Verdict::Publish(authorization)) => {
+                self.publish_authorized(p.packet, p.topic, authorization, p.at)
+            }
+            (Continuation::Subscribe(s), Verdict::Subscribe(authorizations)) => {
+                self.subscribe(s.packet, Some(&authorizations), s.at).map(Some)
+            }
+            (then, verdict) => Err(Close::error(
+                ReasonCode::IMPLEMENTATION_SPECIFIC_ERROR,
+                format!("verdict {verdict:?} does not answer {then:?}"),
+            )),
         }
+    }
+
+    /// Whether the connection must read nothing more: an authorization is pending, or was
+    /// answered and the packets read after it wait for [`Session::resume`]. Never true in a
+    /// session without an authorizer.
+    pub fn input_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// True when the authorization that paused the input was answered: call
+    /// [`Session::resume`].
+    pub fn resume_pending(&self) -> bool {
+        self.paused && !self.authorizing()
+    }
+
+    /// Handles the packets read after an authorization, now that its verdict was handled;
+    /// stops again at the next one. As [`Session::handle_bytes`], without counting as
+    /// activity for the keep-alive (nothing new was read).
+    pub fn resume(&mut self, rbuf: &mut BytesMut, now: Instant) -> Result<(), End> {
+        if self.authorizing() {
+            return Ok(());
+        }
+        self.paused = false;
+        self.handle_packets(rbuf, now)
+    }
+
+    fn authorizing(&self) -> bool {
+        self.awaiting.iter().any(|(_, then)| then.is_authorization())
+    }
+
+    /// Who asks, for an authorization.
+    pub(super) fn subject(&self) -> Subject {
+        Subject { mountpoint: self.mountpoint.clone(), client_id: self.client_id.clone() }
+    }
+
+    /// Routes a publish that was allowed; answers one that was refused. MQTT 5 tells a
+    /// QoS 1/2 publisher with the refusal's code; MQTT 3 cannot refuse a publish, so it is
+    /// dropped and acknowledged (the client would resend it forever otherwise). A refused
+    /// QoS 0 publish is dropped.
+    fn publish_authorized(
+        &mut self,
+        publish: Publish,
+        topic: std::sync::Arc<str>,
+        authorization: Authorization,
+        at: Instant,
+    ) -> Result<Option<Packet>, Close> {
+        let code = match authorization {
+            Authorization::Allow => return self.route_publish(publish, topic, at).map(|()| None),
+            Authorization::Deny(code) => code,
+        };
+        debug!(client_id = %self.client_id, %topic, code = code.0, "PUBLISH not authorized");
+        let Some(packet_id) = publish.packet_id.filter(|_| publish.qos != QoS::AtMostOnce) else { return Ok(None) };
+        let code = match (self.version.is_v5(), code.is_error()) {
+            (false, _) => ReasonCode::SUCCESS,
+            (true, true) => code,
+            // A denial must read as one.
+            (true, false) => ReasonCode::NOT_AUTHORIZED,
+        };
+        let ack = PubResp { packet_id, code, ..PubResp::default() };
+        Ok(Some(match publish.qos {
+            QoS::ExactlyOnce => Packet::PubRec(ack),
+            _ => Packet::PubAck(ack),
+        }))
     }
 
     /// The acknowledgement of a publish whose durable write settled. A publish not taken is

@@ -1,0 +1,74 @@
+//! Where a plugin decides what a client may do: the [`Authorizer`] seam. No plugin implements
+//! it yet; the ACL file, webhooks and the plugin hooks of later issues do (VerneMQ's
+//! `auth_on_publish` and `auth_on_subscribe`).
+//!
+//! The session does not call it: it stays sans-IO and, when the node has an authorizer, asks
+//! its driver with a [`crate::session::Request`] and waits for the verdict (see
+//! `session/verdict.rs`). The connection driver calls the authorizer and may take as long as
+//! the answer takes; the client's later packets wait meanwhile. A node without an authorizer
+//! never asks, so its connections do not pay for the seam.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use vmq_mqtt::{QoS, ReasonCode};
+
+/// An answer that may come later (a webhook's HTTP round trip, a database look-up).
+pub type Answer<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Who asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// The mountpoint of the client's listener.
+    pub mountpoint: Arc<str>,
+    /// The client id.
+    pub client_id: Arc<str>,
+}
+
+/// What a client wants to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishIntent {
+    /// The topic name, aliases resolved.
+    pub topic: Arc<str>,
+    /// Its QoS.
+    pub qos: QoS,
+    /// Its RETAIN flag.
+    pub retain: bool,
+}
+
+/// A topic filter a client wants to subscribe to, with the QoS it asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribeIntent {
+    /// The filter as sent (possibly `$share/group/filter`).
+    pub filter: String,
+    /// The maximum QoS asked for.
+    pub qos: QoS,
+}
+
+/// A verdict on one publish or one filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Authorization {
+    /// Go ahead.
+    Allow,
+    /// Refused, with the reason code the client is told where the protocol has one
+    /// (MQTT 5; an MQTT 3.1.1 SUBACK says 0x80, a refused MQTT 3 publish is dropped).
+    Deny(ReasonCode),
+}
+
+impl Authorization {
+    /// Refused as not authorized (0x87).
+    pub const NOT_AUTHORIZED: Authorization = Authorization::Deny(ReasonCode::NOT_AUTHORIZED);
+}
+
+/// Decides what clients may publish and subscribe to. Answers may come later; the session
+/// keeps the client's packets in order meanwhile.
+pub trait Authorizer: Send + Sync + fmt::Debug {
+    /// Whether `who` may publish `publish`.
+    fn authorize_publish(&self, who: &Subject, publish: &PublishIntent) -> Answer<Authorization>;
+
+    /// Whether `who` may subscribe to each of `filters`: one verdict per filter, in order (a
+    /// filter without one is refused).
+    fn authorize_subscribe(&self, who: &Subject, filters: &[SubscribeIntent]) -> Answer<Vec<Authorization>>;
+}
