@@ -1,19 +1,22 @@
 //! Where a plugin decides what a client may do: the [`Authorizer`] seam. No plugin implements
-//! it yet; the ACL file, webhooks and the plugin hooks of later issues do (VerneMQ's
-//! `auth_on_publish` and `auth_on_subscribe`).
+//! it yet; the password file, the ACL file, webhooks and the plugin hooks of later issues do
+//! (VerneMQ's `auth_on_register`, `auth_on_publish` and `auth_on_subscribe`).
 //!
 //! The session does not call it: it stays sans-IO and, when the node has an authorizer, asks
 //! its driver with a [`crate::session::Request`] and waits for the verdict (see
 //! `session/verdict.rs`). The connection driver calls the authorizer and may take as long as
 //! the answer takes; the client's later packets wait meanwhile. A node without an authorizer
-//! never asks, so its connections do not pay for the seam.
+//! never asks, so its connections do not pay for the seam. A CONNECT is asked about before the
+//! client id is registered, while no session exists yet: the connection awaits that answer
+//! itself, and the session's rules turn it into the CONNACK ([`crate::session::connect`]).
 
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use vmq_mqtt::{QoS, ReasonCode};
+use bytes::Bytes;
+use vmq_mqtt::{ProtocolVersion, QoS, ReasonCode};
 
 /// An answer that may come later (a webhook's HTTP round trip, a database look-up).
 pub type Answer<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -47,7 +50,32 @@ pub struct SubscribeIntent {
     pub qos: QoS,
 }
 
-/// A verdict on one publish or one filter.
+/// A client asking to connect, from its CONNECT.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegisterIntent {
+    /// The user name, if one was sent.
+    pub username: Option<String>,
+    /// The password, if one was sent.
+    pub password: Option<Bytes>,
+    /// Whether it asked for a clean start.
+    pub clean_start: bool,
+    /// Its protocol version.
+    pub version: ProtocolVersion,
+}
+
+impl fmt::Debug for RegisterIntent {
+    // A password never reaches a log line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegisterIntent")
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<hidden>"))
+            .field("clean_start", &self.clean_start)
+            .field("version", &self.version)
+            .finish()
+    }
+}
+
+/// A verdict on one CONNECT, one publish or one filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Authorization {
     /// Go ahead.
@@ -65,6 +93,13 @@ impl Authorization {
 /// Decides what clients may publish and subscribe to. Answers may come later; the session
 /// keeps the client's packets in order meanwhile.
 pub trait Authorizer: Send + Sync + fmt::Debug {
+    /// Whether `who` may connect (and be registered) as `register` says. Allowed unless an
+    /// authorizer decides otherwise.
+    fn authorize_register(&self, who: &Subject, register: &RegisterIntent) -> Answer<Authorization> {
+        let _ = (who, register);
+        Box::pin(std::future::ready(Authorization::Allow))
+    }
+
     /// Whether `who` may publish `publish`.
     fn authorize_publish(&self, who: &Subject, publish: &PublishIntent) -> Answer<Authorization>;
 

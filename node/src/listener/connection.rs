@@ -19,6 +19,7 @@ use vmq_storage::QueueKey;
 
 use super::verdicts::Held;
 use super::{ConnectionContext, ListenerSpec};
+use crate::authorize::{RegisterIntent, Subject};
 use crate::broker::{ConnectionHandle, Kick};
 use crate::session::connect::{self, Accepted, ListenerRules, Refused};
 use crate::session::{End, Session, Transmit};
@@ -232,7 +233,23 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             match connect::admit(&connect, rules, &ctx.mqtt, &ctx.broker, || assigned_client_id(ctx)) {
                 Ok(accepted) => {
                     Span::current().record("client_id", tracing::field::display(&accepted.client_id));
-                    return Some((connect, accepted));
+                    let Some(authorizer) = &ctx.authorizer else { return Some((connect, accepted)) };
+                    let who = Subject {
+                        mountpoint: spec.mountpoint.as_str().into(),
+                        client_id: accepted.client_id.as_str().into(),
+                    };
+                    let intent = RegisterIntent {
+                        username: connect.username.clone(),
+                        password: connect.password.clone(),
+                        clean_start: connect.clean_start,
+                        version: accepted.version,
+                    };
+                    let asked = authorizer.authorize_register(&who, &intent);
+                    let verdict = tokio::time::timeout(ctx.mqtt.mqtt_connect_timeout, asked).await.ok();
+                    match connect::register_refusal(verdict) {
+                        None => return Some((connect, accepted)),
+                        Some(refused) => refused,
+                    }
                 }
                 Err(refused) => {
                     Span::current().record("client_id", tracing::field::display(&connect.client_id));
@@ -621,5 +638,70 @@ mod tests {
         assert_eq!(*gate.asked.lock().unwrap(), ["secret/a", "open/b"]);
         drop(client);
         served.await.unwrap();
+    }
+
+    /// Refuses the registration of user `mallory`, allows everyone else.
+    #[derive(Debug)]
+    struct Doorman;
+
+    impl Authorizer for Doorman {
+        fn authorize_register(&self, _: &Subject, register: &RegisterIntent) -> Answer<Authorization> {
+            let refused = register.username.as_deref() == Some("mallory");
+            Box::pin(async move { if refused { Authorization::NOT_AUTHORIZED } else { Authorization::Allow } })
+        }
+
+        fn authorize_publish(&self, _: &Subject, _: &PublishIntent) -> Answer<Authorization> {
+            Box::pin(std::future::ready(Authorization::Allow))
+        }
+
+        fn authorize_subscribe(&self, _: &Subject, filters: &[SubscribeIntent]) -> Answer<Vec<Authorization>> {
+            Box::pin(std::future::ready(vec![Authorization::Allow; filters.len()]))
+        }
+    }
+
+    /// What a client sending `connect` is answered by a node with the [`Doorman`].
+    async fn connack_from_doorman(connect: Connect) -> Packet {
+        let store = StoreMessageStore::open(Arc::new(MemStore::new()), Durability::Buffered).unwrap();
+        let broker = Broker::new(BrokerSettings::default(), Arc::new(store) as Arc<dyn MessageStore>);
+        let mqtt = Arc::new(MqttConfig { allow_anonymous: true, ..MqttConfig::default() });
+        let ctx = Arc::new(ConnectionContext { broker, mqtt, authorizer: Some(Arc::new(Doorman)) });
+        let addr: SocketAddr = "127.0.0.1:1883".parse().unwrap();
+        let spec = Arc::new(ListenerSpec::new(Transport::Tcp, "test", addr));
+        let (_shutdown, stop) = watch::channel(false);
+        let (mut client, server) = duplex(64 * 1024);
+        let served = tokio::spawn(run(server, addr, spec, ctx, stop));
+        let version = connect.protocol.unwrap_or(ProtocolVersion::V4);
+        let mut out = BytesMut::new();
+        mqtt::encode(&Packet::Connect(Box::new(connect)), version, &mut out).unwrap();
+        client.write_all(&out).await.unwrap();
+        let mut rbuf = BytesMut::new();
+        let next = read_packet(&mut client, &mut rbuf, version, usize::MAX);
+        let answer = tokio::time::timeout(Duration::from_secs(30), next).await.expect("answered").unwrap();
+        drop(client);
+        served.await.unwrap();
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_registration_the_authorizer_refuses_gets_not_authorized_in_both_protocols() {
+        for version in [ProtocolVersion::V4, ProtocolVersion::V5] {
+            let connect = |user: &str| Connect {
+                protocol: Some(version),
+                client_id: format!("c-{user}"),
+                clean_start: true,
+                username: Some(user.into()),
+                password: Some(bytes::Bytes::from_static(b"secret")),
+                ..Connect::default()
+            };
+            match connack_from_doorman(connect("mallory")).await {
+                // MQTT 3.1.1 says it with return code 5, which decodes to the same reason code.
+                Packet::ConnAck(ack) => assert_eq!(ack.code, ReasonCode::NOT_AUTHORIZED, "{version:?}"),
+                other => panic!("{version:?}: {other:?}"),
+            }
+            match connack_from_doorman(connect("alice")).await {
+                Packet::ConnAck(ack) => assert_eq!(ack.code, ReasonCode::SUCCESS, "{version:?}"),
+                other => panic!("{version:?}: {other:?}"),
+            }
+        }
     }
 }

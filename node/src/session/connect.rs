@@ -9,6 +9,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::authorize::Authorization;
 use crate::broker::{Broker, NetsplitAction};
 use vmq_config::MqttConfig;
 use vmq_mqtt::{ConnAck, Connect, DecodeError, Packet, ProtocolVersion, ReasonCode, topic};
@@ -68,6 +69,19 @@ impl Refused {
     /// The CONNACK that tells the client; the connection closes after it.
     pub fn connack(&self) -> Packet {
         Packet::ConnAck(ConnAck { code: self.code, ..ConnAck::default() })
+    }
+}
+
+/// The refusal for a CONNECT whose registration the authorizer did not allow (`None`: no
+/// answer within `mqtt.connect.timeout`). A denial always reads as one: a code that is not an
+/// error becomes "not authorized" (MQTT 3.1.1 return code 5); a missing answer is "server
+/// unavailable" (3), as the client may try again.
+pub fn register_refusal(verdict: Option<Authorization>) -> Option<Refused> {
+    match verdict {
+        Some(Authorization::Allow) => None,
+        Some(Authorization::Deny(code)) if code.is_error() => Some(refuse(code, "not authorized")),
+        Some(Authorization::Deny(_)) => Some(refuse(ReasonCode::NOT_AUTHORIZED, "not authorized")),
+        None => Some(refuse(ReasonCode::SERVER_UNAVAILABLE, "no authorization within mqtt.connect.timeout")),
     }
 }
 
@@ -278,5 +292,14 @@ mod tests {
         assert_eq!(session_expiry(&c, ProtocolVersion::V5), Some(Duration::from_secs(10)));
         assert_eq!(session_expiry(&connect(ProtocolVersion::V4, "a", false), ProtocolVersion::V4), None);
         assert_eq!(session_expiry(&connect(ProtocolVersion::V4, "a", true), ProtocolVersion::V4), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn a_refused_registration_always_reads_as_a_refusal() {
+        assert!(register_refusal(Some(Authorization::Allow)).is_none());
+        let code = |v| register_refusal(v).map(|r| r.code);
+        assert_eq!(code(Some(Authorization::Deny(ReasonCode::BANNED))), Some(ReasonCode::BANNED));
+        assert_eq!(code(Some(Authorization::Deny(ReasonCode::SUCCESS))), Some(ReasonCode::NOT_AUTHORIZED));
+        assert_eq!(code(None), Some(ReasonCode::SERVER_UNAVAILABLE));
     }
 }
