@@ -128,6 +128,15 @@ fn poll_read_some<S: AsyncRead + Unpin>(
     pin!(stream.read_buf(rbuf)).poll(cx)
 }
 
+/// Gives back a read buffer the session has emptied, wherever it was filled (the CONNECT read,
+/// a read, packets resumed after an authorization): an idle connection holds no read buffer.
+/// Payloads already decoded keep their slices of it alive on their own.
+fn release_if_empty(rbuf: &mut BytesMut) {
+    if rbuf.is_empty() && rbuf.capacity() > 0 {
+        *rbuf = BytesMut::new();
+    }
+}
+
 /// The clock the session runs on: tokio's, so that tests which pause tokio's time move the
 /// session's deadlines too.
 fn now() -> Instant {
@@ -319,9 +328,6 @@ async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
         session.require_authorization();
     }
     info!(version = version.level(), session_present, "client connected");
-    // The CONNECT was read into a buffer of READ_CHUNK bytes; a client that says nothing
-    // more must not keep it for the life of its connection.
-    let rbuf = if rbuf.is_empty() { BytesMut::new() } else { rbuf };
     let end = serve(&mut session, &mut stream, &mut w, rbuf, &handle, shutdown, &ctx).await;
     Box::pin(finish(end, session, &mut stream, &mut w, &ctx, handle.id)).await;
     handle.finish();
@@ -360,6 +366,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     {
         return end;
     }
+    release_if_empty(&mut rbuf);
     loop {
         // Deliveries stay in the queue while too much waits behind acknowledgements.
         let more = w.held.bytes() < MAX_HELD_BYTES && session.pump(now());
@@ -386,6 +393,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 if let Err(end) = session.resume(&mut rbuf, now()) {
                     return end;
                 }
+                release_if_empty(&mut rbuf);
                 continue;
             }
         }
@@ -418,11 +426,7 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
                 if let Err(end) = session.handle_bytes(&mut rbuf, now()) {
                     return end;
                 }
-                // Idle connections hold no read buffer; payloads already decoded keep
-                // their slices of it alive on their own.
-                if rbuf.is_empty() {
-                    rbuf = BytesMut::new();
-                }
+                release_if_empty(&mut rbuf);
             }
             // Written at the top of the loop, with whatever settled along with it.
             () = w.held.front_settled(), if !w.held.is_empty() => {}
