@@ -83,7 +83,7 @@ pub(crate) struct Registrar {
     /// One lock per client id being registered through this node as leader.
     locks: Mutex<HashMap<QueueKey, Arc<tokio::sync::Mutex<()>>>>,
     /// Recent grants of this leader: node and epoch, until the entry has spread.
-    granted: Mutex<HashMap<QueueKey, (NodeId, u64, Instant)>>,
+    granted: Mutex<Grants>,
     /// The replicated owner of every client id with a session.
     owners: Mutex<HashMap<QueueKey, Owner>>,
     /// Client ids registering on this node right now: a drain step for one of them waits
@@ -115,6 +115,9 @@ impl Registrar {
 
     /// Records the replicated owner of `key` (`None`: no session anywhere).
     pub(crate) fn set_owner(&self, key: QueueKey, owner: Option<Owner>) {
+        if let Some(o) = &owner {
+            lock(&self.granted).forget_covered(&key, o.epoch);
+        }
         let mut owners = lock(&self.owners);
         match owner {
             Some(o) => owners.insert(key, o),
@@ -136,10 +139,7 @@ impl Registrar {
     }
 
     fn remember_grant(&self, key: &QueueKey, node: &NodeId, epoch: u64) {
-        let mut granted = lock(&self.granted);
-        let now = Instant::now();
-        granted.retain(|_, (_, _, at)| now.duration_since(*at) < GRANT_MEMORY);
-        granted.insert(key.clone(), (node.clone(), epoch, now));
+        lock(&self.granted).insert(key, node, epoch, Instant::now());
     }
 
     /// The nodes that may hold a session of `key`, and the highest epoch known for it.
@@ -150,13 +150,47 @@ impl Registrar {
             epoch = o.epoch;
             nodes.push(o.node);
         }
-        if let Some((node, e, _)) = lock(&self.granted).get(key).cloned() {
+        if let Some((node, e)) = lock(&self.granted).get(key, Instant::now()) {
             epoch = epoch.max(e);
             if !nodes.contains(&node) {
                 nodes.push(node);
             }
         }
         (nodes, epoch)
+    }
+}
+
+/// A leader's recent grants, each remembered for [`GRANT_MEMORY`].
+///
+/// Expired grants are swept once per half of that period, not on every grant: a sweep walks
+/// every grant, and a burst of connections would make each registration pay for all the
+/// others. Lookups ignore a grant past its time that the next sweep has not removed yet.
+#[derive(Debug, Default)]
+struct Grants {
+    by_key: HashMap<QueueKey, (NodeId, u64, Instant)>,
+    next_sweep: Option<Instant>,
+}
+
+impl Grants {
+    fn insert(&mut self, key: &QueueKey, node: &NodeId, epoch: u64, now: Instant) {
+        if self.next_sweep.is_none_or(|at| now >= at) {
+            self.by_key.retain(|_, (_, _, at)| now.duration_since(*at) < GRANT_MEMORY);
+            self.next_sweep = Some(now + GRANT_MEMORY / 2);
+        }
+        self.by_key.insert(key.clone(), (node.clone(), epoch, now));
+    }
+
+    /// The entry here has caught up with the grant of `key` (its epoch or a newer one): the
+    /// grant tells nothing more, and a burst of registrations does not keep one per client.
+    fn forget_covered(&mut self, key: &QueueKey, epoch: u64) {
+        if self.by_key.get(key).is_some_and(|(_, granted, _)| *granted <= epoch) {
+            self.by_key.remove(key);
+        }
+    }
+
+    fn get(&self, key: &QueueKey, now: Instant) -> Option<(NodeId, u64)> {
+        let (node, epoch, at) = self.by_key.get(key)?;
+        (now.duration_since(*at) < GRANT_MEMORY).then(|| (node.clone(), *epoch))
     }
 }
 
@@ -186,11 +220,11 @@ impl Drop for Registering {
 }
 
 pub(super) fn wire_key(key: &QueueKey) -> WireKey {
-    (key.mountpoint.clone(), key.client_id.clone())
+    (key.mountpoint.to_string(), key.client_id.to_string())
 }
 
 fn queue_key((mountpoint, client_id): WireKey) -> QueueKey {
-    QueueKey { mountpoint, client_id }
+    QueueKey::new(mountpoint, client_id)
 }
 
 /// The session a node handed over, as the broker takes it: in-flight messages keep their
@@ -489,6 +523,36 @@ mod tests {
         assert_eq!(moved, led_by_fifth);
         // About one in five.
         assert!((1_500..2_500).contains(&moved), "{moved} of 10,000 moved");
+    }
+
+    #[test]
+    fn a_grant_is_remembered_for_grant_memory_and_swept_after_it() {
+        let mut grants = Grants::default();
+        let (a, b) = (QueueKey::new("", "a"), QueueKey::new("", "b"));
+        let node = NodeId::new("n1@127.0.0.1");
+        let t0 = Instant::now();
+        grants.insert(&a, &node, 7, t0);
+        assert_eq!(grants.get(&a, t0 + GRANT_MEMORY / 2), Some((node.clone(), 7)));
+        // Past its time it is not answered, even before a sweep removed it.
+        assert_eq!(grants.get(&a, t0 + GRANT_MEMORY), None);
+        // The first grant after half the period sweeps it.
+        grants.insert(&b, &node, 1, t0 + GRANT_MEMORY + Duration::from_millis(1));
+        assert!(!grants.by_key.contains_key(&a));
+        assert_eq!(grants.get(&b, t0 + GRANT_MEMORY + Duration::from_millis(2)), Some((node.clone(), 1)));
+    }
+
+    #[test]
+    fn a_grant_is_forgotten_once_the_entry_has_its_epoch_or_a_newer_one() {
+        let mut grants = Grants::default();
+        let key = QueueKey::new("", "a");
+        let node = NodeId::new("n1@127.0.0.1");
+        let t0 = Instant::now();
+        grants.insert(&key, &node, 7, t0);
+        grants.forget_covered(&key, 6);
+        assert_eq!(grants.get(&key, t0), Some((node.clone(), 7)), "an older entry does not cover the grant");
+        grants.forget_covered(&key, 7);
+        assert_eq!(grants.get(&key, t0), None);
+        assert!(grants.by_key.is_empty());
     }
 
     #[test]
