@@ -5,17 +5,23 @@ use crate::{Column, Durability, Store, StoreError, WriteBatch};
 
 /// Identifies one offline queue: a client id within a mountpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// Its parts are shared, not copied, by its clones: the broker, the queue, the session and
+/// the cluster's registration state each keep one per client, for the client's whole life.
 pub struct QueueKey {
     /// The listener mountpoint ("" when none).
-    pub mountpoint: String,
+    pub mountpoint: Arc<str>,
     /// The MQTT client identifier.
-    pub client_id: String,
+    pub client_id: Arc<str>,
 }
 
 impl QueueKey {
     /// A queue key for `client_id` under `mountpoint`.
-    pub fn new(mountpoint: impl Into<String>, client_id: impl Into<String>) -> Self {
-        Self { mountpoint: mountpoint.into(), client_id: client_id.into() }
+    pub fn new(mountpoint: impl Into<Arc<str>>, client_id: impl Into<Arc<str>>) -> Self {
+        let mountpoint = mountpoint.into();
+        // Most clients have no mountpoint: they share one empty string.
+        let mountpoint = if mountpoint.is_empty() { no_mountpoint() } else { mountpoint };
+        Self { mountpoint, client_id: client_id.into() }
     }
 
     /// Key prefix shared by every message of this queue. Length-prefixed parts keep the
@@ -32,8 +38,13 @@ impl QueueKey {
     fn decode_prefix(key: &[u8]) -> Option<(QueueKey, &[u8])> {
         let (mountpoint, rest) = read_part(key)?;
         let (client_id, rest) = read_part(rest)?;
-        Some((QueueKey { mountpoint, client_id }, rest))
+        Some((QueueKey::new(mountpoint, client_id), rest))
     }
+}
+
+fn no_mountpoint() -> Arc<str> {
+    static EMPTY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+    EMPTY.clone()
 }
 
 fn read_part(buf: &[u8]) -> Option<(String, &[u8])> {

@@ -280,7 +280,7 @@ impl Broker {
             will_scheduled: tokio::sync::Notify::new(),
         });
         for (key, _) in store.queues() {
-            if key.mountpoint != CLUSTER_OUTBOX_MOUNTPOINT {
+            if &*key.mountpoint != CLUSTER_OUTBOX_MOUNTPOINT {
                 broker.restore_offline_session(key);
             }
         }

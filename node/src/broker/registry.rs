@@ -354,18 +354,14 @@ impl Broker {
         for (filter, record) in subscriptions {
             let Ok(parsed) = vmq_mqtt::topic::parse_filter(&filter) else { continue };
             let entry = super::trie::SubEntry {
-                client_id: slot.key.client_id.as_str().into(),
+                client_id: slot.key.client_id.clone(),
                 queue: slot.queue.clone(),
                 options: record.options,
                 id: record.id,
             };
             {
                 let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-                routes.entry(slot.key.mountpoint.as_str().into()).or_default().insert(
-                    parsed.share,
-                    parsed.filter,
-                    entry,
-                );
+                routes.entry(slot.key.mountpoint.clone()).or_default().insert(parsed.share, parsed.filter, entry);
             }
             slot.state().subscriptions.insert(filter, record);
         }

@@ -248,8 +248,7 @@ impl Broker {
                 });
             }
             for (client_id, filter) in shared {
-                let key =
-                    vmq_storage::QueueKey { mountpoint: msg.mountpoint.to_string(), client_id: client_id.to_string() };
+                let key = vmq_storage::QueueKey::new(msg.mountpoint.clone(), client_id.clone());
                 let record = self.session(&key).and_then(|slot| {
                     let record = slot.state().subscriptions.get(filter).copied()?;
                     Some(SubEntry {
@@ -330,12 +329,12 @@ impl Broker {
     ) -> Result<bool, topic::TopicError> {
         let parsed = topic::parse_filter(filter)?;
         let entry = SubEntry {
-            client_id: slot.key.client_id.as_str().into(),
+            client_id: slot.key.client_id.clone(),
             queue: slot.queue.clone(),
             options: record.options,
             id: record.id,
         };
-        let mountpoint: Arc<str> = slot.key.mountpoint.as_str().into();
+        let mountpoint: Arc<str> = slot.key.mountpoint.clone();
         let existed = {
             let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
             routes.entry(mountpoint).or_default().insert(parsed.share, parsed.filter, entry)
@@ -358,10 +357,10 @@ impl Broker {
     pub(super) fn remove_route(&self, key: &vmq_storage::QueueKey, filter: &str) -> bool {
         let Ok(parsed) = topic::parse_filter(filter) else { return false };
         let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-        let Some(trie) = routes.get_mut(key.mountpoint.as_str()) else { return false };
+        let Some(trie) = routes.get_mut(&*key.mountpoint) else { return false };
         let removed = trie.remove(parsed.share, parsed.filter, &key.client_id);
         if trie.is_empty() {
-            routes.remove(key.mountpoint.as_str());
+            routes.remove(&*key.mountpoint);
         }
         removed
     }

@@ -158,7 +158,8 @@ impl Shared {
         let Some(h) = broker.hand_over(&key, epoch, true).await else { return };
         let subscriptions: Vec<WireSubscription> =
             h.subscriptions.iter().map(|(f, r)| WireSubscription::new(f.clone(), r)).collect();
-        let request = Request::Adopt { key: (key.mountpoint.clone(), key.client_id.clone()), epoch, subscriptions };
+        let request =
+            Request::Adopt { key: (key.mountpoint.to_string(), key.client_id.to_string()), epoch, subscriptions };
         match self.calls.call(&self, &target, request, LEAVE_RPC_TIMEOUT).await {
             Ok(Response::Stored) => {}
             other => {
@@ -248,7 +249,7 @@ impl Shared {
             let answer = if *target == self.me {
                 self.adopt(orphan.key.clone(), epoch, subscriptions)
             } else {
-                let key = (orphan.key.mountpoint.clone(), orphan.key.client_id.clone());
+                let key = (orphan.key.mountpoint.to_string(), orphan.key.client_id.to_string());
                 self.calls
                     .call(&self, target, Request::Adopt { key, epoch, subscriptions }, LEAVE_RPC_TIMEOUT)
                     .await

@@ -349,7 +349,7 @@ impl<B: Backend> Driver<B> {
                 }
                 let owner =
                     entries.first().map(|e| Owner { node: e.node.clone(), epoch, clean_session: e.clean_session });
-                self.shared.observe_owner(QueueKey { mountpoint, client_id: name }, owner);
+                self.shared.observe_owner(QueueKey::new(mountpoint, name), owner);
             }
             // The broker already holds its own retained messages.
             PREFIX_RETAIN if !event.local => match winner.map(|v| wire::decode::<RetainValue>(&v.data)) {
@@ -502,7 +502,7 @@ impl<B: Backend> Driver<B> {
                 self.write(key, None);
             } else {
                 orphans.push(Orphan {
-                    key: QueueKey { mountpoint, client_id },
+                    key: QueueKey::new(mountpoint, client_id),
                     epoch,
                     subscriptions: entry.subscriptions.iter().map(|s| (s.filter.clone(), s.record())).collect(),
                 });
@@ -727,7 +727,7 @@ impl<B: Backend> Driver<B> {
                 continue;
             };
             let owner = entries.first().map(|e| Owner { node: e.node.clone(), epoch, clean_session: e.clean_session });
-            let queue_key = QueueKey { mountpoint: mountpoint.clone(), client_id: client_id.clone() };
+            let queue_key = QueueKey::new(mountpoint.clone(), client_id.clone());
             if let Some(o) = owner.clone().filter(|o| o.node != me) {
                 owned_elsewhere.push((queue_key.clone(), o));
             }
@@ -746,7 +746,7 @@ impl<B: Backend> Driver<B> {
                 self.write(key, value);
             } else {
                 let subs = mine.subscriptions.iter().map(|s| (s.filter.clone(), s.record())).collect();
-                self.broker.restore_subscriptions(QueueKey { mountpoint, client_id }, epoch, subs);
+                self.broker.restore_subscriptions(QueueKey::new(mountpoint, client_id), epoch, subs);
             }
         }
         // Queues kept here of sessions that live on another node now (a migration this node

@@ -112,10 +112,10 @@ impl Outboxes {
     /// in order, secured. Runs after the members' links were set up.
     pub(crate) fn recover(&self, shared: &Arc<Shared>) {
         for (queue, count) in self.store.queues() {
-            if queue.mountpoint != OUTBOX_MOUNTPOINT {
+            if &*queue.mountpoint != OUTBOX_MOUNTPOINT {
                 continue;
             }
-            let peer = NodeId::new(queue.client_id.clone());
+            let peer = NodeId::new(queue.client_id.to_string());
             let outbox = self.entry(&peer);
             let mut after = None;
             let mut last = None;

@@ -107,7 +107,7 @@ impl RpcSink for Dispatch {
             // Drain steps are queued here, in the order they come on the stream, so that a
             // window of steps in flight keeps the queue's order; only the answer waits.
             Some(RpcFrame::Request { id, body: Request::Drain { key, epoch, messages } }) => {
-                let key = QueueKey { mountpoint: key.0, client_id: key.1 };
+                let key = QueueKey::new(key.0, key.1);
                 let pending = shared.accept_drain_now(&key, epoch, messages);
                 let from = from.clone();
                 tokio::spawn(async move {

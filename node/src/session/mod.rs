@@ -254,8 +254,8 @@ impl Session {
     ) -> Self {
         let key: &QueueKey = &slot.key;
         Self {
-            client_id: key.client_id.as_str().into(),
-            mountpoint: key.mountpoint.as_str().into(),
+            client_id: key.client_id.clone(),
+            mountpoint: key.mountpoint.clone(),
             broker,
             cfg,
             version,
