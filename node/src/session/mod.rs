@@ -56,6 +56,15 @@ pub type SessionConfig = Arc<MqttConfig>;
 pub const PUMP_BATCH: usize = 256;
 
 /// What a session has to send: its packets, encoded, in order, and the requests among them
+/// The topic aliases of an MQTT 5 connection.
+#[derive(Debug, Default)]
+struct TopicAliases {
+    /// Client to server.
+    incoming: HashMap<u16, Arc<str>>,
+    /// Server to client.
+    outgoing: HashMap<Arc<str>, u16>,
+}
+
 /// whose verdicts the packets after them wait for (see [`verdict`]).
 #[derive(Debug, Default)]
 pub struct Transmit {
@@ -133,10 +142,8 @@ pub struct Session {
     mountpoint: Arc<str>,
     limits: ClientLimits,
     inflight: SavedInflight,
-    /// Incoming topic aliases (client to server).
-    aliases_in: HashMap<u16, Arc<str>>,
-    /// Outgoing topic aliases (server to client).
-    aliases_out: HashMap<Arc<str>, u16>,
+    /// MQTT 5 topic aliases, once the first one is used: most sessions never use one.
+    aliases: Option<Box<TopicAliases>>,
     rate_window: (Instant, u32),
     /// The empty topic name sent with an established alias, allocated once.
     empty_topic: Arc<str>,
@@ -261,8 +268,7 @@ impl Session {
             version,
             limits,
             inflight: resumed,
-            aliases_in: HashMap::new(),
-            aliases_out: HashMap::new(),
+            aliases: None,
             rate_window: (now, 0),
             empty_topic: Arc::from(""),
             wakes: Wakes::default(),

@@ -180,13 +180,14 @@ impl Session {
             ));
         }
         if p.topic.is_empty() {
-            self.aliases_in
-                .get(&alias)
+            self.aliases
+                .as_ref()
+                .and_then(|a| a.incoming.get(&alias))
                 .cloned()
                 .ok_or_else(|| Close::error(ReasonCode::PROTOCOL_ERROR, format!("unknown topic alias {alias}")))
         } else {
             let t = p.topic.clone();
-            self.aliases_in.insert(alias, t.clone());
+            self.aliases.get_or_insert_default().incoming.insert(alias, t.clone());
             Ok(t)
         }
     }
@@ -234,14 +235,15 @@ impl Session {
         if max == 0 {
             return;
         }
-        if let Some(alias) = self.aliases_out.get(full) {
+        let outgoing = &mut self.aliases.get_or_insert_default().outgoing;
+        if let Some(alias) = outgoing.get(full) {
             props.topic_alias = Some(*alias);
             *topic = self.empty_topic.clone();
             return;
         }
-        let next = self.aliases_out.len() as u16 + 1;
+        let next = outgoing.len() as u16 + 1;
         if next <= max {
-            self.aliases_out.insert(full.clone(), next);
+            outgoing.insert(full.clone(), next);
             props.topic_alias = Some(next);
         }
     }
