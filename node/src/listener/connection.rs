@@ -13,12 +13,11 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::watch;
 use tracing::{Instrument, Span, debug, info, warn};
 use vmq_storage::QueueKey;
 
 use super::verdicts::Held;
-use super::{ConnectionContext, ListenerSpec};
+use super::{ConnectionContext, KillSwitch, ListenerSpec, Tenancy};
 use crate::authorize::{RegisterIntent, Subject};
 use crate::broker::{ConnectionHandle, Kick};
 use crate::session::connect::{self, Accepted, ListenerRules, Refused};
@@ -160,44 +159,107 @@ const MAX_WAITING_ACKS: usize = 1024;
 /// leaves deliveries in the queue.
 const MAX_HELD_BYTES: usize = 1024 * 1024;
 
-/// Runs one connection over `stream` to completion.
+/// A connection before its CONNECT was accepted: what [`run`] is given, boxed so that the
+/// connection's future keeps a pointer to it rather than room for every part.
+struct Opening<S> {
+    stream: S,
+    spec: Arc<ListenerSpec>,
+    ctx: Arc<ConnectionContext>,
+    shutdown: Arc<KillSwitch>,
+    tenancy: Tenancy,
+}
+
+/// A connection whose session runs: everything it keeps while it lives, held once.
+///
+/// The connection's future is every connection's largest cost, idle ones included: an async
+/// function's arguments and its locals that live across an await are each stored in its
+/// future, and a future awaited inside another is stored in that one. So the setup and the
+/// teardown run in boxed futures (they hold a box only while they run), and the serving loop
+/// borrows this one value instead of taking its parts as arguments.
+struct Serving<S> {
+    session: Session,
+    stream: S,
+    w: Writer,
+    rbuf: BytesMut,
+    handle: ConnectionHandle,
+    ctx: Arc<ConnectionContext>,
+    shutdown: Arc<KillSwitch>,
+    /// Released when the connection ends.
+    _tenancy: Tenancy,
+}
+
+/// Runs one connection over `stream` to completion; `tenancy` is released at its end.
 ///
 /// Its log events carry the peer address and, once CONNECT is read, the client id through the
 /// connection's span.
-pub async fn run<S>(
+pub(super) fn run<S>(
     stream: S,
     peer: SocketAddr,
     spec: Arc<ListenerSpec>,
     ctx: Arc<ConnectionContext>,
-    shutdown: watch::Receiver<bool>,
-) where
+    shutdown: Arc<KillSwitch>,
+    tenancy: Tenancy,
+) -> impl Future<Output = ()> + Send + 'static
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let span = tracing::info_span!("mqtt", %peer, client_id = tracing::field::Empty);
-    connection(stream, spec, ctx, shutdown).instrument(span).await
+    connection(Box::new(Opening { stream, spec, ctx, shutdown, tenancy })).instrument(span)
 }
 
-async fn connection<S>(
-    mut stream: S,
-    spec: Arc<ListenerSpec>,
-    ctx: Arc<ConnectionContext>,
-    mut shutdown: watch::Receiver<bool>,
-) where
+async fn connection<S>(opening: Box<Opening<S>>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Some(mut serving) = Box::pin(open(opening)).await else { return };
+    let end = serving.serve().await;
+    Box::pin(serving.finish(end)).await;
+}
+
+/// Reads CONNECT, registers the client and starts its session; `None` when the connection
+/// ended first (refused, closed, shut down), answered as it should be.
+async fn open<S: AsyncRead + AsyncWrite + Unpin>(opening: Box<Opening<S>>) -> Option<Serving<S>> {
+    let Opening { mut stream, spec, ctx, shutdown, tenancy } = *opening;
     let mut rbuf = BytesMut::new();
     let held = Held::new(ctx.authorizer.clone());
     let mut w = Writer { buf: BytesMut::new(), version: ProtocolVersion::V4, held };
-    // Boxed, like the other one-off phases (registration, durable acks, teardown): what a
-    // future holds across its awaits is held by every connection for its whole life, a box
-    // only while the phase runs.
-    let handshake = Box::pin(handshake(&mut stream, &mut rbuf, &mut w, &spec, &ctx));
     let accepted = tokio::select! {
-        r = handshake => r,
-        _ = shutdown.wait_for(|s| *s) => return,
+        r = handshake(&mut stream, &mut rbuf, &mut w, &spec, &ctx) => r,
+        () = shutdown.pulled() => return None,
     };
-    let Some((connect, accepted)) = accepted else { return };
-    serve_session(connect, accepted, spec, ctx, stream, rbuf, w, shutdown).await;
+    let (connect, accepted) = accepted?;
+    let handle = ConnectionHandle::new(ctx.broker.next_connection_id());
+    let key = QueueKey::new(spec.mountpoint.clone(), accepted.client_id.clone());
+    let reg = match ctx.broker.register(key, connect.clean_start, handle.clone()).await {
+        Ok(reg) => reg,
+        Err(refused) => {
+            // The registration could not finish (leader unreachable, the old session not
+            // taken over, a newer connection won): CONNACK 3, 0x88 in MQTT 5, and nothing
+            // of the client id is left registered here.
+            info!(reason = %refused, "CONNECT refused: registration did not complete");
+            let refused = Refused { code: ReasonCode::SERVER_UNAVAILABLE, cause: refused.to_string() };
+            w.queue(&refused.connack());
+            let _ = w.flush(&mut stream).await;
+            handle.finish();
+            return None;
+        }
+    };
+    let version = accepted.version;
+    let session_present = reg.session_present && !connect.clean_start;
+    let mut session = Session::accept(
+        ctx.broker.clone(),
+        reg,
+        connect,
+        accepted,
+        ctx.mqtt.clone(),
+        spec.max_connection_lifetime,
+        now(),
+    );
+    if ctx.authorizer.is_some() {
+        session.require_authorization();
+    }
+    info!(version = version.level(), session_present, "client connected");
+    Some(Serving { session, stream, w, rbuf, handle, ctx, shutdown, _tenancy: tenancy })
 }
 
 /// Reads CONNECT and asks the session rules whether to accept it; answers a refusal itself
@@ -280,213 +342,186 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     None
 }
 
-/// Serves a connection whose CONNECT was accepted.
-///
-/// Setup and teardown happen in plain functions and boxed futures: locals of an async
-/// function that are in scope across an await are stored in its future, which every
-/// connection holds for its whole life. The connection's parts are moved in one by one for
-/// the same reason (a struct of them would be one more value the future keeps).
-#[allow(clippy::too_many_arguments)]
-async fn serve_session<S: AsyncRead + AsyncWrite + Unpin>(
-    connect: Box<Connect>,
-    accepted: Accepted,
-    spec: Arc<ListenerSpec>,
-    ctx: Arc<ConnectionContext>,
-    mut stream: S,
-    rbuf: BytesMut,
-    mut w: Writer,
-    shutdown: watch::Receiver<bool>,
-) {
-    let handle = ConnectionHandle::new(ctx.broker.next_connection_id());
-    let key = QueueKey::new(spec.mountpoint.clone(), accepted.client_id.clone());
-    let reg = match Box::pin(ctx.broker.register(key, connect.clean_start, handle.clone())).await {
-        Ok(reg) => reg,
-        Err(refused) => {
-            // The registration could not finish (leader unreachable, the old session not
-            // taken over, a newer connection won): CONNACK 3, 0x88 in MQTT 5, and nothing
-            // of the client id is left registered here.
-            info!(reason = %refused, "CONNECT refused: registration did not complete");
-            let refused = Refused { code: ReasonCode::SERVER_UNAVAILABLE, cause: refused.to_string() };
-            w.queue(&refused.connack());
-            let _ = w.flush(&mut stream).await;
-            handle.finish();
-            return;
-        }
-    };
-    let version = accepted.version;
-    let session_present = reg.session_present && !connect.clean_start;
-    let mut session = Session::accept(
-        ctx.broker.clone(),
-        reg,
-        connect,
-        accepted,
-        ctx.mqtt.clone(),
-        spec.max_connection_lifetime,
-        now(),
-    );
-    if ctx.authorizer.is_some() {
-        session.require_authorization();
-    }
-    info!(version = version.level(), session_present, "client connected");
-    let end = serve(&mut session, &mut stream, &mut w, rbuf, &handle, shutdown, &ctx).await;
-    Box::pin(finish(end, session, &mut stream, &mut w, &ctx, handle.id)).await;
-    handle.finish();
-}
-
-/// Runs the session until the connection ends, and says why.
-///
-/// One timer serves every deadline of the session: it is armed for the earliest one and
-/// moved only when a deadline earlier than the armed one appears; a deadline that moved later
-/// (keep-alive after every packet) is found out when the timer fires. Re-registering timers
-/// per packet would cost a timer-wheel update on every message.
-async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
-    session: &mut Session,
-    stream: &mut S,
-    w: &mut Writer,
-    mut rbuf: BytesMut,
-    handle: &ConnectionHandle,
-    mut shutdown: watch::Receiver<bool>,
-    ctx: &ConnectionContext,
-) -> End {
-    let queue = session.slot().queue.clone();
-    let mut throttled = false;
-    let mut tx = Transmit::default();
-    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
-    tokio::pin!(timer);
-    let mut armed: Option<tokio::time::Instant> = None;
-    // MQTT 5 clients are held to the Receive Maximum by the session, which disconnects them
-    // past it [MQTT-3.3.4-9], so their connection keeps reading (their PUBACKs for our
-    // deliveries among the rest); MQTT 3 has no such limit, so the connection stops reading.
-    let max_waiting =
-        if session.version().is_v5() { MAX_WAITING_ACKS } else { session.incoming_window().clamp(1, MAX_WAITING_ACKS) };
-    // Packets that came right behind CONNECT, read with it: a client need not wait for the
-    // CONNACK (MQTT 3.1.1 section 3.1.4), and no further read may come to hand them over.
-    if !rbuf.is_empty()
-        && let Err(end) = session.handle_bytes(&mut rbuf, now())
-    {
-        return end;
-    }
-    release_if_empty(&mut rbuf);
-    loop {
-        // Deliveries stay in the queue while too much waits behind acknowledgements.
-        let more = w.held.bytes() < MAX_HELD_BYTES && session.pump(now());
-        session.wake_subscribers();
-        session.take_transmit(&mut tx);
-        // A client that stops reading must not keep its connection from being taken over
-        // or shut down: the write gives way to a kick, and to WRITE_TIMEOUT. What was being
-        // written stays in the session's in-flight state, saved at teardown and sent again.
-        // Most rounds have nothing to write: no timer for them.
-        let idle = tx.is_empty() && w.buf.is_empty() && w.held.is_empty();
-        if !idle {
-            tokio::select! {
-                r = tokio::time::timeout(WRITE_TIMEOUT, w.write_transmit(stream, &mut tx, session)) => match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(end)) => return end,
-                    Err(_) => return End::Gone(format!("no write progress for {} s", WRITE_TIMEOUT.as_secs())),
-                },
-                k = handle.kicked() => return End::Kicked(k),
-                _ = shutdown.wait_for(|s| *s) => return End::Kicked(Kick::Shutdown),
-            }
-            // An authorization was answered: the packets read after it are handled now, and
-            // what they produce is written before anything more is read.
-            if session.resume_pending() {
-                if let Err(end) = session.resume(&mut rbuf, now()) {
-                    return end;
-                }
-                release_if_empty(&mut rbuf);
-                continue;
-            }
-        }
-        let at = now();
-        let throttle = session.throttle(at);
-        if throttle.is_some() && !throttled {
-            ctx.broker.counters.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        throttled = throttle.is_some();
-        if let Some(next) = session.poll_timeout(at).map(tokio::time::Instant::from_std)
-            && armed.is_none_or(|at| next < at)
+impl<S: AsyncRead + AsyncWrite + Unpin> Serving<S> {
+    /// Runs the session until the connection ends, and says why.
+    ///
+    /// One timer serves every deadline of the session: it is armed for the earliest one and
+    /// moved only when a deadline earlier than the armed one appears; a deadline that moved
+    /// later (keep-alive after every packet) is found out when the timer fires. Re-registering
+    /// timers per packet would cost a timer-wheel update on every message.
+    async fn serve(&mut self) -> End {
+        let queue = self.session.slot().queue.clone();
+        let mut throttled = false;
+        let mut tx = Transmit::default();
+        let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(timer);
+        // Whether the timer is set for a deadline not reached yet (`timer.deadline()`).
+        let mut armed = false;
+        // MQTT 5 clients are held to the Receive Maximum by the session, which disconnects
+        // them past it [MQTT-3.3.4-9], so their connection keeps reading (their PUBACKs for
+        // our deliveries among the rest); MQTT 3 has no such limit, so the connection stops
+        // reading.
+        let max_waiting = if self.session.version().is_v5() {
+            MAX_WAITING_ACKS
+        } else {
+            self.session.incoming_window().clamp(1, MAX_WAITING_ACKS)
+        };
+        // Packets that came right behind CONNECT, read with it: a client need not wait for the
+        // CONNACK (MQTT 3.1.1 section 3.1.4), and no further read may come to hand them over.
+        if !self.rbuf.is_empty()
+            && let Err(end) = self.session.handle_bytes(&mut self.rbuf, now())
         {
-            timer.as_mut().reset(next);
-            armed = Some(next);
+            return end;
         }
-        // Publishes keep being read while their acknowledgements wait, up to the window; nothing
-        // is read while an authorization is pending (the packets already read wait for it).
-        let read = throttle.is_none()
-            && w.held.waiting() < max_waiting
-            && w.held.bytes() < MAX_HELD_BYTES
-            && !session.input_paused();
-        tokio::select! {
-            r = poll_fn(|cx| poll_read_some(stream, &mut rbuf, cx)), if read => {
-                match r {
-                    Ok(0) => return End::Gone("connection closed by client".into()),
-                    Ok(_) => {}
-                    Err(e) => return End::Gone(format!("read failed: {e}")),
-                }
-                // One clock read per batch read from the socket, not per packet.
-                if let Err(end) = session.handle_bytes(&mut rbuf, now()) {
+        release_if_empty(&mut self.rbuf);
+        loop {
+            // Deliveries stay in the queue while too much waits behind acknowledgements.
+            let more = self.w.held.bytes() < MAX_HELD_BYTES && self.session.pump(now());
+            self.session.wake_subscribers();
+            self.session.take_transmit(&mut tx);
+            // A client that stops reading must not keep its connection from being taken over
+            // or shut down: the write gives way to a kick, and to WRITE_TIMEOUT. What was being
+            // written stays in the session's in-flight state, saved at teardown and sent again.
+            // Most rounds have nothing to write: no timer for them.
+            let idle = tx.is_empty() && self.w.buf.is_empty() && self.w.held.is_empty();
+            if !idle {
+                let written = {
+                    let write = self.w.write_transmit(&mut self.stream, &mut tx, &mut self.session);
+                    tokio::pin!(write);
+                    // Most writes finish at once, the socket having room: no timer for them. The
+                    // others get a boxed one, so that no connection's future keeps room for it.
+                    match poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await {
+                        Poll::Ready(r) => r,
+                        // The client is slow to read: the rest of the write, with its timer,
+                        // waits in a box.
+                        Poll::Pending => {
+                            Box::pin(async {
+                                tokio::select! {
+                                    r = &mut write => r,
+                                    () = tokio::time::sleep(WRITE_TIMEOUT) => Err(End::Gone(format!(
+                                        "no write progress for {} s",
+                                        WRITE_TIMEOUT.as_secs()
+                                    ))),
+                                    k = self.handle.kicked() => Err(End::Kicked(k)),
+                                    () = self.shutdown.pulled() => Err(End::Kicked(Kick::Shutdown)),
+                                }
+                            })
+                            .await
+                        }
+                    }
+                };
+                if let Err(end) = written {
                     return end;
                 }
-                release_if_empty(&mut rbuf);
-            }
-            // Written at the top of the loop, with whatever settled along with it.
-            () = w.held.front_settled(), if !w.held.is_empty() => {}
-            _ = queue.notified() => {}
-            // Messages still waiting: go round again, after letting other tasks (the
-            // publishers filling the queue among them) and the other branches run.
-            () = tokio::task::yield_now(), if more => {}
-            _ = &mut timer, if armed.is_some() => {
-                armed = None;
-                if let Err(close) = session.handle_timeout(now()) {
-                    return End::Close(close);
+                // An authorization was answered: the packets read after it are handled now, and
+                // what they produce is written before anything more is read.
+                if self.session.resume_pending() {
+                    if let Err(end) = self.session.resume(&mut self.rbuf, now()) {
+                        return end;
+                    }
+                    release_if_empty(&mut self.rbuf);
+                    continue;
                 }
             }
-            k = handle.kicked() => return End::Kicked(k),
-            _ = shutdown.wait_for(|s| *s) => return End::Kicked(Kick::Shutdown),
+            let at = now();
+            let throttle = self.session.throttle(at);
+            if throttle.is_some() && !throttled {
+                self.ctx.broker.counters.rate_limited.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            throttled = throttle.is_some();
+            if let Some(next) = self.session.poll_timeout(at).map(tokio::time::Instant::from_std)
+                && (!armed || next < timer.deadline())
+            {
+                timer.as_mut().reset(next);
+                armed = true;
+            }
+            // Publishes keep being read while their acknowledgements wait, up to the window;
+            // nothing is read while an authorization is pending (the packets already read wait
+            // for it).
+            let read = throttle.is_none()
+                && self.w.held.waiting() < max_waiting
+                && self.w.held.bytes() < MAX_HELD_BYTES
+                && !self.session.input_paused();
+            tokio::select! {
+                r = poll_fn(|cx| poll_read_some(&mut self.stream, &mut self.rbuf, cx)), if read => {
+                    match r {
+                        Ok(0) => return End::Gone("connection closed by client".into()),
+                        Ok(_) => {}
+                        Err(e) => return End::Gone(format!("read failed: {e}")),
+                    }
+                    // One clock read per batch read from the socket, not per packet.
+                    if let Err(end) = self.session.handle_bytes(&mut self.rbuf, now()) {
+                        return end;
+                    }
+                    release_if_empty(&mut self.rbuf);
+                }
+                // Written at the top of the loop, with whatever settled along with it.
+                () = front_settled(&mut self.w.held), if !self.w.held.is_empty() => {}
+                _ = queue.notified() => {}
+                // Messages still waiting: go round again, after letting other tasks (the
+                // publishers filling the queue among them) and the other branches run.
+                () = tokio::task::yield_now(), if more => {}
+                _ = &mut timer, if armed => {
+                    armed = false;
+                    if let Err(close) = self.session.handle_timeout(now()) {
+                        return End::Close(close);
+                    }
+                }
+                k = self.handle.kicked() => return End::Kicked(k),
+                () = self.shutdown.pulled() => return End::Kicked(Kick::Shutdown),
+            }
         }
+    }
+
+    /// Tears the connection down as the session's [`crate::session::Farewell`] says: writes
+    /// what may still go out and the server's DISCONNECT, hands the will to the broker and
+    /// releases the session.
+    async fn finish(self, end: End) {
+        let Serving { mut session, mut stream, mut w, handle, ctx, .. } = self;
+        let at = now();
+        let farewell = session.finish(&end, at);
+        // Answers to packets handled before the end still go out (e.g. PUBRECs before the one
+        // publish that broke the window), in order: acknowledgements still waiting for their
+        // publish to be taken are not sent, nor anything behind them, and the client resends
+        // those publishes.
+        session.wake_subscribers();
+        let mut tx = Transmit::default();
+        session.take_transmit(&mut tx);
+        w.held.push(&mut tx);
+        // The connection ends anyway: a refusal that closes it (MQTT 3) changes nothing.
+        let _ = w.held.take_ready(&mut w.buf, &mut session, w.version);
+        if let Some(disconnect) = &farewell.disconnect {
+            w.queue(disconnect);
+        }
+        // Bounded: a peer that stopped reading must not hold the teardown.
+        let _ = tokio::time::timeout(Duration::from_secs(1), w.flush(&mut stream)).await;
+        let log = &farewell.cause;
+        match &end {
+            End::ClientDisconnect { .. } | End::Kicked(_) => info!("{log}"),
+            End::Close(c) => warn!(code = c.reason.0, "closing connection: {log}"),
+            End::Gone(_) => debug!("{log}"),
+        }
+        let slot = session.slot().clone();
+        // The will goes out before the session is released, so that whoever observes the
+        // session gone (a takeover, a test) also observes the will published.
+        if let Some((will, delay)) = farewell.will {
+            ctx.broker.schedule_will(will, delay, slot.clone(), farewell.generation, at);
+        }
+        ctx.broker.disconnected(&slot, handle.id, session.into_inflight(), farewell.session_expiry, at);
+        handle.finish();
     }
 }
 
-/// Tears a connection down as the session's [`crate::session::Farewell`] says: writes what
-/// may still go out and the server's DISCONNECT, hands the will to the broker and releases
-/// the session.
-async fn finish<S: AsyncWrite + Unpin>(
-    end: End,
-    mut session: Session,
-    stream: &mut S,
-    w: &mut Writer,
-    ctx: &Arc<ConnectionContext>,
-    conn_id: u64,
-) {
-    let at = now();
-    let farewell = session.finish(&end, at);
-    // Answers to packets handled before the end still go out (e.g. PUBRECs before the one
-    // publish that broke the window), in order: acknowledgements still waiting for their
-    // publish to be taken are not sent, nor anything behind them, and the client resends
-    // those publishes.
-    session.wake_subscribers();
-    let mut tx = Transmit::default();
-    session.take_transmit(&mut tx);
-    w.held.push(&mut tx);
-    // The connection ends anyway: a refusal that closes it (MQTT 3) changes nothing.
-    let _ = w.held.take_ready(&mut w.buf, &mut session, w.version);
-    if let Some(disconnect) = &farewell.disconnect {
-        w.queue(disconnect);
+/// The oldest held request settling. Boxed, and only while one waits: the select that waits
+/// for it is in every connection's future, idle ones included.
+fn front_settled(held: &mut Held) -> impl Future<Output = ()> + Send + '_ {
+    let waiting = (!held.is_empty()).then(|| Box::pin(held.front_settled()));
+    async move {
+        match waiting {
+            Some(front) => front.await,
+            None => std::future::pending().await,
+        }
     }
-    // Bounded: a peer that stopped reading must not hold the teardown.
-    let _ = tokio::time::timeout(Duration::from_secs(1), w.flush(stream)).await;
-    let log = &farewell.cause;
-    match &end {
-        End::ClientDisconnect { .. } | End::Kicked(_) => info!("{log}"),
-        End::Close(c) => warn!(code = c.reason.0, "closing connection: {log}"),
-        End::Gone(_) => debug!("{log}"),
-    }
-    let slot = session.slot().clone();
-    // The will goes out before the session is released, so that whoever observes the
-    // session gone (a takeover, a test) also observes the will published.
-    if let Some((will, delay)) = farewell.will {
-        ctx.broker.schedule_will(will, delay, slot.clone(), farewell.generation, at);
-    }
-    ctx.broker.disconnected(&slot, conn_id, session.into_inflight(), farewell.session_expiry, at);
 }
 
 fn assigned_client_id(ctx: &ConnectionContext) -> String {
@@ -547,6 +582,7 @@ mod tests {
 
     use tokio::io::duplex;
     use tokio::sync::Notify;
+    use tokio::sync::watch;
     use vmq_config::{MqttConfig, Transport};
     use vmq_mqtt::{PacketId, Publish, QoS};
     use vmq_storage::{Durability, MemStore, MessageStore, StoreMessageStore};
@@ -598,9 +634,10 @@ mod tests {
         let ctx = Arc::new(ConnectionContext { broker, mqtt, authorizer: Some(gate.clone()) });
         let addr: SocketAddr = "127.0.0.1:1883".parse().unwrap();
         let spec = Arc::new(ListenerSpec::new(Transport::Tcp, "test", addr));
-        let (_shutdown, stop) = watch::channel(false);
+        let stop = Arc::new(KillSwitch::default());
         let (mut client, server) = duplex(64 * 1024);
-        let served = tokio::spawn(run(server, addr, spec, ctx, stop));
+        let tenancy = Tenancy::detached(ctx.broker.clone());
+        let served = tokio::spawn(run(server, addr, spec, ctx, stop, tenancy));
 
         let connect = Connect {
             protocol: Some(ProtocolVersion::V5),
@@ -671,9 +708,10 @@ mod tests {
         let ctx = Arc::new(ConnectionContext { broker, mqtt, authorizer: Some(Arc::new(Doorman)) });
         let addr: SocketAddr = "127.0.0.1:1883".parse().unwrap();
         let spec = Arc::new(ListenerSpec::new(Transport::Tcp, "test", addr));
-        let (_shutdown, stop) = watch::channel(false);
+        let stop = Arc::new(KillSwitch::default());
         let (mut client, server) = duplex(64 * 1024);
-        let served = tokio::spawn(run(server, addr, spec, ctx, stop));
+        let tenancy = Tenancy::detached(ctx.broker.clone());
+        let served = tokio::spawn(run(server, addr, spec, ctx, stop, tenancy));
         let version = connect.protocol.unwrap_or(ProtocolVersion::V4);
         let mut out = BytesMut::new();
         mqtt::encode(&Packet::Connect(Box::new(connect)), version, &mut out).unwrap();
@@ -707,5 +745,39 @@ mod tests {
                 other => panic!("{version:?}: {other:?}"),
             }
         }
+    }
+
+    /// Every connection holds its task's future for its whole life, idle ones included: the
+    /// figure behind the RSS per idle connection the README states. A local added across an
+    /// await of the serving loop, or a part passed twice, shows here first.
+    #[tokio::test]
+    async fn a_tcp_connection_future_stays_small() {
+        let store = StoreMessageStore::open(Arc::new(MemStore::new()), Durability::Buffered).unwrap();
+        let broker = Broker::new(BrokerSettings::default(), Arc::new(store) as Arc<dyn MessageStore>);
+        let mqtt = Arc::new(MqttConfig { allow_anonymous: true, ..MqttConfig::default() });
+        let ctx = Arc::new(ConnectionContext { broker, mqtt, authorizer: None });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let spec = Arc::new(ListenerSpec::new(Transport::Tcp, "test", addr));
+        let stop = Arc::new(KillSwitch::default());
+
+        let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut out = BytesMut::new();
+        let connect = Connect { client_id: "c".into(), clean_start: true, ..Connect::default() };
+        mqtt::encode(&Packet::Connect(Box::new(connect)), ProtocolVersion::V4, &mut out).unwrap();
+        client.write_all(&out).await.unwrap();
+        let tenancy = Tenancy::detached(ctx.broker.clone());
+        let opening = Opening { stream: server, spec: spec.clone(), ctx: ctx.clone(), shutdown: stop.clone(), tenancy };
+        let mut serving = open(Box::new(opening)).await.expect("CONNECT accepted");
+        let serve = std::mem::size_of_val(&serving.serve());
+        let served = std::mem::size_of_val(&serving);
+
+        let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let tenancy = Tenancy::detached(ctx.broker.clone());
+        let future = std::mem::size_of_val(&run(server, addr, spec, ctx, stop, tenancy));
+        eprintln!("connection future: {future} B: the served connection {served} B, its serving loop {serve} B");
+        assert!(future <= 1600, "the connection future grew to {future} B (served {served} B, loop {serve} B)");
     }
 }

@@ -7,11 +7,11 @@ mod registry;
 mod verdicts;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tracing::{info, warn};
 
 use crate::authorize::Authorizer;
@@ -48,8 +48,8 @@ struct Accept {
     spec: Arc<ListenerSpec>,
     ctx: Arc<ConnectionContext>,
     stop: watch::Receiver<bool>,
-    /// Handed to every connection; the registry keeps the sender until they have all ended.
-    kill: watch::Receiver<bool>,
+    /// Handed to every connection; pulled by the registry to close them.
+    kill: Arc<KillSwitch>,
     /// Open connections of the listener.
     connections: Arc<AtomicUsize>,
     /// Held by this task and every connection for the node's shutdown to wait on.
@@ -97,19 +97,70 @@ impl Accept {
                 None => None,
             };
             let _ = stream.set_nodelay(true);
-            let spec = spec.clone();
-            let ctx = ctx.clone();
-            let kill = self.kill.clone();
-            let tasks = self.tasks.clone();
-            let open = OpenConnection::new(&self.connections);
+            let tenancy = Tenancy {
+                _permit: permit,
+                _open: Some(OpenConnection::new(&self.connections)),
+                _tasks: Some(self.tasks.clone()),
+                broker: ctx.broker.clone(),
+            };
             ctx.broker.counters.socket_open.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(async move {
-                connection::run(stream, peer, spec, ctx.clone(), kill).await;
-                ctx.broker.counters.socket_close.fetch_add(1, Ordering::Relaxed);
-                drop((permit, open, tasks));
-            });
+            tokio::spawn(connection::run(stream, peer, spec.clone(), ctx.clone(), self.kill.clone(), tenancy));
         }
         info!(listener = %spec.key(), "listener stopped accepting");
+    }
+}
+
+/// Closes the connections of one listener run when pulled.
+///
+/// Every connection waits on it for its whole life, idle ones included: waiting on a
+/// `Notify` takes less room in a connection's future than waiting on a watch channel.
+#[derive(Debug, Default)]
+pub(crate) struct KillSwitch {
+    pulled: AtomicBool,
+    notify: Notify,
+}
+
+impl KillSwitch {
+    /// Closes every connection waiting on it, and any that looks later.
+    pub(crate) fn pull(&self) {
+        self.pulled.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Resolves once the switch is pulled.
+    pub(crate) async fn pulled(&self) {
+        loop {
+            // Registered before the check: a pull between the two still wakes it.
+            let notified = self.notify.notified();
+            if self.pulled.load(Ordering::SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// What a connection holds until it ends, released then: its place under `max_connections`,
+/// its count among the listener's open connections, and the node's shutdown waits for it.
+/// Its release counts the socket closed.
+pub(crate) struct Tenancy {
+    _permit: Option<OwnedSemaphorePermit>,
+    _open: Option<OpenConnection>,
+    _tasks: Option<mpsc::Sender<()>>,
+    broker: Arc<Broker>,
+}
+
+impl Tenancy {
+    /// A connection of no listener (tests that run one over an in-memory stream).
+    #[cfg(test)]
+    pub(crate) fn detached(broker: Arc<Broker>) -> Tenancy {
+        Tenancy { _permit: None, _open: None, _tasks: None, broker }
+    }
+}
+
+impl Drop for Tenancy {
+    fn drop(&mut self) {
+        self.broker.counters.socket_close.fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 use vmq_config::{ListenerConfig, Transport};
 
-use super::{Accept, ConnectionContext};
+use super::{Accept, ConnectionContext, KillSwitch};
 
 /// Why a listener could not be started or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -116,9 +116,9 @@ struct Entry {
     stop: Option<watch::Sender<bool>>,
     /// The accept task; `None` once stopped.
     accept: Option<JoinHandle<()>>,
-    /// One per run whose connections are still open; turning one true closes that run's
+    /// One per run whose connections are still open; pulling one closes that run's
     /// connections.
-    kill: Vec<watch::Sender<bool>>,
+    kill: Vec<Arc<KillSwitch>>,
     /// Open connections, across runs.
     connections: Arc<AtomicUsize>,
 }
@@ -130,8 +130,15 @@ impl Entry {
 
     fn kill_connections(&mut self) {
         for kill in &self.kill {
-            kill.send_replace(true);
+            kill.pull();
         }
+    }
+}
+
+impl Drop for Entry {
+    /// A listener nobody can stop any more closes its connections.
+    fn drop(&mut self) {
+        self.kill_connections();
     }
 }
 
@@ -196,21 +203,22 @@ impl Listeners {
         };
         let entry = &mut entries[index];
         // Earlier runs whose connections have all ended need no kill switch any more.
-        entry.kill.retain(|k| k.receiver_count() > 0);
+        // (The accept task and each connection hold one.)
+        entry.kill.retain(|k| Arc::strong_count(k) > 1);
         let (stop_tx, stop_rx) = watch::channel(false);
-        let (kill_tx, kill_rx) = watch::channel(false);
+        let kill = Arc::new(KillSwitch::default());
         let accept = Accept {
             socket,
             spec: spec.clone(),
             ctx: self.ctx.clone(),
             stop: stop_rx,
-            kill: kill_rx,
+            kill: kill.clone(),
             connections: entry.connections.clone(),
             tasks,
         };
         entry.spec = spec;
         entry.stop = Some(stop_tx);
-        entry.kill.push(kill_tx);
+        entry.kill.push(kill);
         entry.accept = Some(tokio::spawn(accept.run()));
         Ok(addr)
     }
