@@ -4,18 +4,7 @@
 
 use vmq_storage::metadata::MetaKey;
 use vmq_swc::SwcConfig;
-use vmq_swc::sim::{NetConfig, Sim};
-
-/// Node `i` of the tests, counted from 1 as VerneMQ's suites name them.
-fn n(i: usize) -> usize {
-    i - 1
-}
-
-fn sim(seed: u64, nodes: usize, config: SwcConfig, net: NetConfig) -> Sim {
-    let mut sim = Sim::new(nodes, config, seed);
-    sim.set_net(net);
-    sim
-}
+use vmq_swc::sim::{NetConfig, n, sim};
 
 fn key(k: u8) -> MetaKey {
     MetaKey::new("p", vec![k])

@@ -3,22 +3,11 @@
 //! supported (a new node catches up through ordinary anti-entropy, see `cluster_join_test`).
 
 use vmq_storage::metadata::{MetaKey, MetaValue, MetadataBackend};
-use vmq_swc::sim::{NetConfig, Sim, sync_with};
+use vmq_swc::sim::{NetConfig, n, sim, sync_with};
 use vmq_swc::{Recovered, Replica, SwcConfig};
 
 fn init_tracing() {
     let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter("warn").try_init();
-}
-
-/// Node `i` of the tests, counted from 1 as VerneMQ's suites name them.
-fn n(i: usize) -> usize {
-    i - 1
-}
-
-fn sim(seed: u64, nodes: usize, config: SwcConfig, net: NetConfig) -> Sim {
-    let mut sim = Sim::new(nodes, config, seed);
-    sim.set_net(net);
-    sim
 }
 
 fn key(prefix: &str, k: impl AsRef<[u8]>) -> MetaKey {

@@ -625,19 +625,35 @@ mod tests {
         })
     }
 
-    #[tokio::test]
-    async fn a_connection_with_an_authorizer_answers_in_packet_order_once_the_verdicts_came() {
+    /// What a test connection runs with: an in-memory broker that allows anonymous clients,
+    /// `authorizer`, and a TCP listener's settings.
+    fn context(authorizer: Option<Arc<dyn Authorizer>>) -> (Arc<ConnectionContext>, Arc<ListenerSpec>) {
         let store = StoreMessageStore::open(Arc::new(MemStore::new()), Durability::Buffered).unwrap();
         let broker = Broker::new(BrokerSettings::default(), Arc::new(store) as Arc<dyn MessageStore>);
-        let gate = Arc::new(Gate { open: watch::channel(false).0, asked: Mutex::default(), asking: Notify::new() });
         let mqtt = Arc::new(MqttConfig { allow_anonymous: true, ..MqttConfig::default() });
-        let ctx = Arc::new(ConnectionContext { broker, mqtt, authorizer: Some(gate.clone()) });
         let addr: SocketAddr = "127.0.0.1:1883".parse().unwrap();
-        let spec = Arc::new(ListenerSpec::new(Transport::Tcp, "test", addr));
-        let stop = Arc::new(KillSwitch::default());
-        let (mut client, server) = duplex(64 * 1024);
+        (
+            Arc::new(ConnectionContext { broker, mqtt, authorizer }),
+            Arc::new(ListenerSpec::new(Transport::Tcp, "test", addr)),
+        )
+    }
+
+    /// Runs a connection of `ctx` over an in-memory stream; returns the client's end.
+    fn serve_in_memory(
+        ctx: Arc<ConnectionContext>,
+        spec: Arc<ListenerSpec>,
+    ) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<()>) {
+        let (client, server) = duplex(64 * 1024);
         let tenancy = Tenancy::detached(ctx.broker.clone());
-        let served = tokio::spawn(run(server, addr, spec, ctx, stop, tenancy));
+        let addr = spec.addr;
+        (client, tokio::spawn(run(server, addr, spec, ctx, Arc::new(KillSwitch::default()), tenancy)))
+    }
+
+    #[tokio::test]
+    async fn a_connection_with_an_authorizer_answers_in_packet_order_once_the_verdicts_came() {
+        let gate = Arc::new(Gate { open: watch::channel(false).0, asked: Mutex::default(), asking: Notify::new() });
+        let (ctx, spec) = context(Some(gate.clone()));
+        let (mut client, served) = serve_in_memory(ctx, spec);
 
         let connect = Connect {
             protocol: Some(ProtocolVersion::V5),
@@ -702,16 +718,8 @@ mod tests {
 
     /// What a client sending `connect` is answered by a node with the [`Doorman`].
     async fn connack_from_doorman(connect: Connect) -> Packet {
-        let store = StoreMessageStore::open(Arc::new(MemStore::new()), Durability::Buffered).unwrap();
-        let broker = Broker::new(BrokerSettings::default(), Arc::new(store) as Arc<dyn MessageStore>);
-        let mqtt = Arc::new(MqttConfig { allow_anonymous: true, ..MqttConfig::default() });
-        let ctx = Arc::new(ConnectionContext { broker, mqtt, authorizer: Some(Arc::new(Doorman)) });
-        let addr: SocketAddr = "127.0.0.1:1883".parse().unwrap();
-        let spec = Arc::new(ListenerSpec::new(Transport::Tcp, "test", addr));
-        let stop = Arc::new(KillSwitch::default());
-        let (mut client, server) = duplex(64 * 1024);
-        let tenancy = Tenancy::detached(ctx.broker.clone());
-        let served = tokio::spawn(run(server, addr, spec, ctx, stop, tenancy));
+        let (ctx, spec) = context(Some(Arc::new(Doorman)));
+        let (mut client, served) = serve_in_memory(ctx, spec);
         let version = connect.protocol.unwrap_or(ProtocolVersion::V4);
         let mut out = BytesMut::new();
         mqtt::encode(&Packet::Connect(Box::new(connect)), version, &mut out).unwrap();
@@ -752,10 +760,7 @@ mod tests {
     /// await of the serving loop, or a part passed twice, shows here first.
     #[tokio::test]
     async fn a_tcp_connection_future_stays_small() {
-        let store = StoreMessageStore::open(Arc::new(MemStore::new()), Durability::Buffered).unwrap();
-        let broker = Broker::new(BrokerSettings::default(), Arc::new(store) as Arc<dyn MessageStore>);
-        let mqtt = Arc::new(MqttConfig { allow_anonymous: true, ..MqttConfig::default() });
-        let ctx = Arc::new(ConnectionContext { broker, mqtt, authorizer: None });
+        let (ctx, _) = context(None);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let spec = Arc::new(ListenerSpec::new(Transport::Tcp, "test", addr));
