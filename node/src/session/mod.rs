@@ -55,7 +55,6 @@ pub type SessionConfig = Arc<MqttConfig>;
 /// and never write.
 pub const PUMP_BATCH: usize = 256;
 
-/// What a session has to send: its packets, encoded, in order, and the requests among them
 /// The topic aliases of an MQTT 5 connection.
 #[derive(Debug, Default)]
 struct TopicAliases {
@@ -65,6 +64,7 @@ struct TopicAliases {
     outgoing: HashMap<Arc<str>, u16>,
 }
 
+/// What a session has to send: its packets, encoded, in order, and the requests among them
 /// whose verdicts the packets after them wait for (see [`verdict`]).
 #[derive(Debug, Default)]
 pub struct Transmit {
