@@ -57,13 +57,25 @@ pub fn parse_format(f: &str) -> anyhow::Result<Format> {
 
 /// Runs `inv` against `endpoint`, writing what to print to `out` as it comes.
 pub fn run(endpoint: &Endpoint, inv: &Invocation, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
+    // Checked before anything is sent: a mistyped `-i` must not leave a leave running that
+    // the command then does not follow.
+    let follow = inv.command.id == CommandId::ClusterLeave && inv.command.flag(&inv.args, "kill_sessions");
+    let interval = if follow { Some(leave_interval(inv)?) } else { None };
     let answer = endpoint.get(&url(&inv.command.path(), &inv.args))?;
     out.write_all(render(&answer, inv.format).as_bytes())?;
     out.flush()?;
-    if inv.command.id == CommandId::ClusterLeave && inv.command.flag(&inv.args, "kill_sessions") {
-        follow_leave(endpoint, inv, out)?;
+    if let Some(interval) = interval {
+        follow_leave(endpoint, inv, interval, out)?;
     }
     Ok(())
+}
+
+/// How often a followed leave is reported (`-i`, seconds; 5 by default).
+fn leave_interval(inv: &Invocation) -> anyhow::Result<u64> {
+    match inv.command.value(&inv.args, "interval") {
+        Some(v) => v.parse::<u64>().map_err(|_| anyhow::anyhow!("-i expects a number of seconds, not '{v}'")),
+        None => Ok(5),
+    }
 }
 
 fn url(command: &str, args: &[(String, String)]) -> String {
@@ -80,14 +92,14 @@ fn url(command: &str, args: &[(String, String)]) -> String {
 }
 
 /// Prints the progress of a leave every `-i` seconds until the node has left.
-fn follow_leave(endpoint: &Endpoint, inv: &Invocation, out: &mut dyn std::io::Write) -> anyhow::Result<()> {
-    let arg = |key: &str| inv.args.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-    let Some(node) = arg("node") else { return Ok(()) };
-    let interval = match arg("interval") {
-        Some(v) => v.parse::<u64>().map_err(|_| anyhow::anyhow!("-i expects a number of seconds, not '{v}'"))?,
-        None => 5,
-    };
-    let status_url = url("cluster/leave-status", &[("node".to_string(), node)]);
+fn follow_leave(
+    endpoint: &Endpoint,
+    inv: &Invocation,
+    interval: u64,
+    out: &mut dyn std::io::Write,
+) -> anyhow::Result<()> {
+    let Some(node) = inv.command.value(&inv.args, "node") else { return Ok(()) };
+    let status_url = url("cluster/leave-status", &[("node".to_string(), node.to_string())]);
     loop {
         std::thread::sleep(std::time::Duration::from_secs(interval.max(1)));
         let answer = endpoint.get(&status_url)?;
@@ -136,9 +148,20 @@ mod tests {
                 ("timeout".into(), "30".into()),
             ]
         );
-        assert_eq!(inv.format, Format::Json);
         assert!(parse(&words("cluster leave node=a@b -t"), Format::Human).is_err());
         assert!(parse(&words("cluster show --format=xml"), Format::Human).is_err());
+    }
+
+    #[test]
+    fn a_leave_with_a_bad_interval_is_refused_before_the_node_is_asked() {
+        let node = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        node.set_nonblocking(true).unwrap();
+        let endpoint =
+            Endpoint { addr: node.local_addr().unwrap(), api_key: None, timeout: std::time::Duration::from_secs(5) };
+        let inv = parse(&words("cluster leave node=vmq3@127.0.0.1 -k -i soon"), Format::Human).unwrap();
+        let err = run(&endpoint, &inv, &mut Vec::new()).unwrap_err();
+        assert!(err.to_string().contains("-i expects a number"), "{err}");
+        assert!(node.accept().is_err(), "the node was asked to leave");
     }
 
     #[test]
