@@ -221,7 +221,8 @@ where
 async fn open<S: AsyncRead + AsyncWrite + Unpin>(opening: Box<Opening<S>>) -> Option<Serving<S>> {
     let Opening { mut stream, spec, ctx, shutdown, tenancy } = *opening;
     let mut rbuf = BytesMut::new();
-    let held = Held::new(ctx.authorizer.clone());
+    // Authorizations are bounded as CONNECT's is: by `mqtt.connect.timeout`.
+    let held = Held::new(ctx.authorizer.clone(), ctx.mqtt.mqtt_connect_timeout);
     let mut w = Writer { buf: BytesMut::new(), version: ProtocolVersion::V4, held };
     let accepted = tokio::select! {
         r = handshake(&mut stream, &mut rbuf, &mut w, &spec, &ctx) => r,
@@ -693,6 +694,57 @@ mod tests {
             [(1, ReasonCode::NOT_AUTHORIZED), (2, ReasonCode::NO_MATCHING_SUBSCRIBERS), (0, ReasonCode::SUCCESS)]
         );
         assert_eq!(*gate.asked.lock().unwrap(), ["secret/a", "open/b"]);
+        drop(client);
+        served.await.unwrap();
+    }
+
+    /// Never answers a publish or subscribe question.
+    #[derive(Debug)]
+    struct Silent;
+
+    impl Authorizer for Silent {
+        fn authorize_publish(&self, _: &Subject, _: &PublishIntent) -> Answer<Authorization> {
+            Box::pin(std::future::pending())
+        }
+
+        fn authorize_subscribe(&self, _: &Subject, _: &[SubscribeIntent]) -> Answer<Vec<Authorization>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    /// An authorizer that never answers must not hold a connection for good (its input is
+    /// paused and its keep-alive held while it waits): past `mqtt.connect.timeout` the publish
+    /// is refused, and the connection goes on.
+    #[tokio::test(start_paused = true)]
+    async fn an_authorization_that_never_comes_is_a_refusal_after_the_connect_timeout() {
+        let (ctx, spec) = context(Some(Arc::new(Silent)));
+        let limit = ctx.mqtt.mqtt_connect_timeout;
+        let (mut client, served) = serve_in_memory(ctx, spec);
+        let connect = Connect {
+            protocol: Some(ProtocolVersion::V5),
+            client_id: "c".into(),
+            clean_start: true,
+            ..Connect::default()
+        };
+        let mut out = BytesMut::new();
+        for p in [Packet::Connect(Box::new(connect)), publish("any/topic", 1), Packet::PingReq] {
+            mqtt::encode(&p, ProtocolVersion::V5, &mut out).unwrap();
+        }
+        client.write_all(&out).await.unwrap();
+        let mut rbuf = BytesMut::new();
+        let first = read_packet(&mut client, &mut rbuf, ProtocolVersion::V5, usize::MAX).await.unwrap();
+        assert!(matches!(first, Packet::ConnAck(_)), "{first:?}");
+        let asked = tokio::time::Instant::now();
+        // Bounded so that a regression fails rather than hangs.
+        let answer = read_packet(&mut client, &mut rbuf, ProtocolVersion::V5, usize::MAX);
+        let answer = tokio::time::timeout(limit * 2, answer).await.expect("answered within twice the limit").unwrap();
+        match answer {
+            Packet::PubAck(r) => assert_eq!((r.packet_id.0, r.code), (1, ReasonCode::NOT_AUTHORIZED)),
+            other => panic!("{other:?}"),
+        }
+        assert!(asked.elapsed() >= limit, "refused after {:?}, before the limit {limit:?}", asked.elapsed());
+        let next = read_packet(&mut client, &mut rbuf, ProtocolVersion::V5, usize::MAX).await.unwrap();
+        assert!(matches!(next, Packet::PingResp), "the connection goes on: {next:?}");
         drop(client);
         served.await.unwrap();
     }

@@ -17,6 +17,7 @@ use std::fmt;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use tracing::warn;
@@ -36,6 +37,10 @@ pub(crate) struct Held {
     waiting: VecDeque<Waiting>,
     /// Asked for authorizations; `None` when the node has none (its sessions never ask).
     authorizer: Option<Arc<dyn Authorizer>>,
+    /// How long an authorization may take; past it the request is refused. A session waits
+    /// for its answer with its input paused and its keep-alive held, so without a bound an
+    /// authorizer that never answers would hold the connection for good.
+    answer_within: Duration,
 }
 
 #[derive(Debug)]
@@ -70,9 +75,10 @@ impl fmt::Debug for State {
 }
 
 impl Held {
-    /// Holds packets for a connection whose authorizations `authorizer` answers.
-    pub(crate) fn new(authorizer: Option<Arc<dyn Authorizer>>) -> Self {
-        Held { authorizer, ..Held::default() }
+    /// Holds packets for a connection whose authorizations `authorizer` answers, each within
+    /// `answer_within`.
+    pub(crate) fn new(authorizer: Option<Arc<dyn Authorizer>>, answer_within: Duration) -> Self {
+        Held { authorizer, answer_within, ..Held::default() }
     }
 
     /// True when nothing waits.
@@ -111,12 +117,13 @@ impl Held {
         let answer: Answer<Verdict> = match (request, &self.authorizer) {
             (Request::Durable(tickets), _) => return State::Durable { tickets, failure: None },
             (Request::AuthorizePublish { who, publish }, Some(authorizer)) => {
-                let answer = authorizer.authorize_publish(&who, &publish);
-                Box::pin(async move { Verdict::Publish(answer.await) })
+                let answer = tokio::time::timeout(self.answer_within, authorizer.authorize_publish(&who, &publish));
+                Box::pin(async move { Verdict::Publish(answer.await.unwrap_or_else(|_| unanswered())) })
             }
             (Request::AuthorizeSubscribe { who, filters }, Some(authorizer)) => {
-                let answer = authorizer.authorize_subscribe(&who, &filters);
-                Box::pin(async move { Verdict::Subscribe(answer.await) })
+                let count = filters.len();
+                let answer = tokio::time::timeout(self.answer_within, authorizer.authorize_subscribe(&who, &filters));
+                Box::pin(async move { Verdict::Subscribe(answer.await.unwrap_or_else(|_| vec![unanswered(); count])) })
             }
             // A session asks only when told there is an authorizer; with none to ask, what it
             // asked about is refused rather than let through.
@@ -184,6 +191,12 @@ impl Held {
             settle(front).await;
         }
     }
+}
+
+/// What an authorization that did not come in time amounts to: a refusal, as for CONNECT.
+fn unanswered() -> Authorization {
+    warn!("no authorization came in time; refused");
+    Authorization::NOT_AUTHORIZED
 }
 
 /// Waits for every ticket of `w`, dropping each as it settles so that a later call (after

@@ -105,7 +105,7 @@ impl Harness {
         if authorizer.is_some() {
             session.require_authorization();
         }
-        let driver = authorizer.map(|a| Held::new(Some(a as Arc<dyn Authorizer>)));
+        let driver = authorizer.map(|a| Held::new(Some(a as Arc<dyn Authorizer>), self.cfg.mqtt_connect_timeout));
         let mut client = Client {
             version,
             session: Some(session),
