@@ -149,9 +149,7 @@ impl Drop for Nodes {
             if std::thread::panicking() {
                 // What each node logged is the first thing to read when a run fails: the
                 // cluster's lines here, everything in a file.
-                let lines: Vec<String> = n.broker.lines.try_iter().collect();
-                let path = std::env::temp_dir().join(format!("heal-{}-{}.log", std::process::id(), n.name));
-                let _ = std::fs::write(&path, lines.join("\n"));
+                let (path, lines) = save_log(n);
                 let cluster: Vec<&String> = lines
                     .iter()
                     .filter(|l| l.contains("cluster") || l.contains("netsplit") || l.contains("WARN"))
@@ -164,6 +162,14 @@ impl Drop for Nodes {
             }
         }
     }
+}
+
+/// Writes what `node` logged so far to `heal-<pid>-<node>.log` in the temporary directory.
+fn save_log(node: &Node) -> (std::path::PathBuf, Vec<String>) {
+    let lines: Vec<String> = node.broker.lines.try_iter().collect();
+    let path = std::env::temp_dir().join(format!("heal-{}-{}.log", std::process::id(), node.name));
+    let _ = std::fs::write(&path, lines.join("\n"));
+    (path, lines)
 }
 
 /// How many of a node's last cluster log lines a failing run prints.
@@ -221,6 +227,13 @@ fn metric(node: &Node, name: &str) -> u64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+/// How many exchanges `node` started with `peer` completed (`<prefix>_exchange_completed`).
+fn exchanges_completed(node: &Node, prefix: &str, peer: &str) -> u64 {
+    let (_, body) = http_get(node.http, "/metrics");
+    let series = format!("{prefix}_exchange_completed{{node=\"{}\",peer=\"{peer}\"}} ", node.name);
+    body.lines().find_map(|l| l.strip_prefix(&series)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
 }
 
 async fn until(what: &str, deadline: Duration, mut cond: impl FnMut() -> bool) {
@@ -339,9 +352,17 @@ async fn every_node_agrees_within_a_second_of_a_heal(plugin: &'static str) {
         times.push(took);
     }
 
-    // Nothing deleted comes back once every exchange has run: no cleared retained message is
-    // served anywhere, every set one is.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Nothing deleted comes back once exchanges have run after the last heal: between the
+    // cut-off node and each of the others a new periodic exchange completes (started by
+    // either side), then no cleared retained message is served anywhere, every set one is.
+    let prefix = if plugin == "vmq_swc" { "swc" } else { "plumtree" };
+    let between =
+        |peer: &Node| exchanges_completed(n3, prefix, &peer.name) + exchanges_completed(peer, prefix, &n3.name);
+    let before = [n1, n2].map(between);
+    until("an exchange between n3 and each of n1, n2 completed after the last heal", Duration::from_secs(90), || {
+        [n1, n2].iter().zip(before).all(|(peer, was)| between(peer) > was)
+    })
+    .await;
     for n in nodes {
         let cleared = retained_served(n, "heal/+/clear", "heal/x/clear").await;
         assert!(cleared.is_empty(), "{}: cleared retained messages came back: {cleared:?}", n.name);
@@ -349,7 +370,6 @@ async fn every_node_agrees_within_a_second_of_a_heal(plugin: &'static str) {
         assert_eq!(set.len(), REPETITIONS, "{}: retained messages set during the splits", n.name);
     }
     let (_, metrics) = http_get(n3.http, "/metrics");
-    let prefix = if plugin == "vmq_swc" { "swc" } else { "plumtree" };
     for peer in [&n1.name, &n2.name] {
         assert!(
             metrics
@@ -371,9 +391,7 @@ async fn every_node_agrees_within_a_second_of_a_heal(plugin: &'static str) {
         // With HEAL_LOGS set, a passing run keeps each node's log too: a slow repetition that
         // stayed inside the budget is worth reading.
         if std::env::var("HEAL_LOGS").is_ok() {
-            let lines: Vec<String> = n.broker.lines.try_iter().collect();
-            let path = std::env::temp_dir().join(format!("heal-{}-{}.log", std::process::id(), n.name));
-            let _ = std::fs::write(&path, lines.join("\n"));
+            save_log(&n);
         }
         assert!(n.broker.stop().success());
     }
