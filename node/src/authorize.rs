@@ -88,6 +88,16 @@ pub enum Authorization {
 impl Authorization {
     /// Refused as not authorized (0x87).
     pub const NOT_AUTHORIZED: Authorization = Authorization::Deny(ReasonCode::NOT_AUTHORIZED);
+
+    /// The reason code a refusal is answered with, `None` when allowed. A denial must read as
+    /// one: a denial whose code is not an error code is told as not authorized (0x87).
+    pub fn refusal_code(self) -> Option<ReasonCode> {
+        match self {
+            Authorization::Allow => None,
+            Authorization::Deny(code) if code.is_error() => Some(code),
+            Authorization::Deny(_) => Some(ReasonCode::NOT_AUTHORIZED),
+        }
+    }
 }
 
 /// Decides what clients may publish and subscribe to. Answers may come later; the session
@@ -106,4 +116,16 @@ pub trait Authorizer: Send + Sync + fmt::Debug {
     /// Whether `who` may subscribe to each of `filters`: one verdict per filter, in order (a
     /// filter without one is refused).
     fn authorize_subscribe(&self, who: &Subject, filters: &[SubscribeIntent]) -> Answer<Vec<Authorization>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_denial_reads_as_one_whatever_code_it_came_with() {
+        assert_eq!(Authorization::Allow.refusal_code(), None);
+        assert_eq!(Authorization::Deny(ReasonCode::QUOTA_EXCEEDED).refusal_code(), Some(ReasonCode::QUOTA_EXCEEDED));
+        assert_eq!(Authorization::Deny(ReasonCode::SUCCESS).refusal_code(), Some(ReasonCode::NOT_AUTHORIZED));
+    }
 }

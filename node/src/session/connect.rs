@@ -78,9 +78,7 @@ impl Refused {
 /// unavailable" (3), as the client may try again.
 pub fn register_refusal(verdict: Option<Authorization>) -> Option<Refused> {
     match verdict {
-        Some(Authorization::Allow) => None,
-        Some(Authorization::Deny(code)) if code.is_error() => Some(refuse(code, "not authorized")),
-        Some(Authorization::Deny(_)) => Some(refuse(ReasonCode::NOT_AUTHORIZED, "not authorized")),
+        Some(a) => a.refusal_code().map(|code| refuse(code, "not authorized")),
         None => Some(refuse(ReasonCode::SERVER_UNAVAILABLE, "no authorization within mqtt.connect.timeout")),
     }
 }

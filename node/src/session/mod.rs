@@ -560,14 +560,13 @@ impl Session {
                 continue;
             }
             if let Some(authorizations) = authorizations {
-                match authorizations.get(i).copied().unwrap_or(Authorization::NOT_AUTHORIZED) {
-                    Authorization::Allow => {}
-                    // A denial must read as one (MQTT 3.1.1 encodes any as 0x80).
-                    Authorization::Deny(code) => {
-                        debug!(client_id = %self.client_id, filter = %f.filter, code = code.0, "SUBSCRIBE not authorized");
-                        codes.push(if code.is_error() { code } else { ReasonCode::NOT_AUTHORIZED });
-                        continue;
-                    }
+                // MQTT 3.1.1 encodes any refusal as 0x80.
+                if let Some(code) =
+                    authorizations.get(i).copied().unwrap_or(Authorization::NOT_AUTHORIZED).refusal_code()
+                {
+                    debug!(client_id = %self.client_id, filter = %f.filter, code = code.0, "SUBSCRIBE not authorized");
+                    codes.push(code);
+                    continue;
                 }
             }
             let record = SubscriptionRecord { options: f.options, id: sub_id };

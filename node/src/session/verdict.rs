@@ -198,18 +198,12 @@ impl Session {
         authorization: Authorization,
         at: Instant,
     ) -> Result<Option<Packet>, Close> {
-        let code = match authorization {
-            Authorization::Allow => return self.route_publish(publish, topic, at).map(|()| None),
-            Authorization::Deny(code) => code,
+        let Some(code) = authorization.refusal_code() else {
+            return self.route_publish(publish, topic, at).map(|()| None);
         };
         debug!(client_id = %self.client_id, %topic, code = code.0, "PUBLISH not authorized");
         let Some(packet_id) = publish.packet_id.filter(|_| publish.qos != QoS::AtMostOnce) else { return Ok(None) };
-        let code = match (self.version.is_v5(), code.is_error()) {
-            (false, _) => ReasonCode::SUCCESS,
-            (true, true) => code,
-            // A denial must read as one.
-            (true, false) => ReasonCode::NOT_AUTHORIZED,
-        };
+        let code = if self.version.is_v5() { code } else { ReasonCode::SUCCESS };
         let ack = PubResp { packet_id, code, ..PubResp::default() };
         Ok(Some(match publish.qos {
             QoS::ExactlyOnce => Packet::PubRec(ack),
