@@ -5,8 +5,7 @@
 //! transport is QUIC); once both sides report the split, a client on the cut-off node
 //! subscribes and another unsubscribes, one node sets a retained message and another clears
 //! one; then the rule is deleted. Measured from that moment, every node must agree within
-//! `BUDGET` (swc: in every repetition; plumtree: in all but one, see `PLUMTREE_TAIL`),
-//! checked through MQTT only:
+//! `BUDGET` in every repetition, checked through MQTT only:
 //! - a publish sent on node 1 and on node 2 reaches the new subscriber on node 3;
 //! - a fresh subscriber on each node is served the new retained message, and not the cleared
 //!   one (a barrier message published by the checker after its SUBACK comes after any
@@ -14,6 +13,10 @@
 //! - node 1 and node 2 route nothing for the unsubscribed filter any more
 //!   (`router_matches_none` grows for a publish to it), and the unsubscribed client receives
 //!   nothing (a barrier on the same forwarding link comes first).
+//!
+//! Before each cut, a retained message set on node 1 must be served on nodes 2 and 3 within
+//! `AFTER_A_HEAL` of its PUBACK: the broadcast trees still reach every node after the heals
+//! before (plumtree repairs a tree that lost a node at its next lazy tick, 1 s by default).
 //!
 //! At the end nothing deleted has come back on any node. Needs root for nftables; skipped
 //! with a message when `nft` is unusable, except under CI (`CI=true`), where that fails.
@@ -35,11 +38,10 @@ const BUDGET: Duration = Duration::from_millis(1000);
 const REPETITIONS: usize = 20;
 /// How long one repetition may take to converge before the test gives up on it.
 const GIVE_UP: Duration = Duration::from_secs(15);
-/// Plumtree's known tail: about one heal in a hundred to a few hundred has taken 1.9-2.7 s
-/// (a write made on the cut-off node just as its peers were declared down reaches them late),
-/// which the issue about converging within a second keeps open. Until it is found, plumtree is
-/// held to `BUDGET` for all but one repetition of a run and to this bound for every one.
-const PLUMTREE_TAIL: Duration = Duration::from_secs(5);
+/// How soon a write made between two splits reaches every node: well within plumtree's lazy
+/// tick plus a round trip, far below the periodic exchange (10 s) that repaired it when heals
+/// left a node off a broadcast tree.
+const AFTER_A_HEAL: Duration = Duration::from_millis(2000);
 
 /// The two backends' runs share the machine's cores; one at a time keeps the timings honest.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -47,12 +49,12 @@ static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swc_every_node_agrees_within_a_second_of_a_heal() {
-    every_node_agrees_within_a_second_of_a_heal("vmq_swc", 0).await;
+    every_node_agrees_within_a_second_of_a_heal("vmq_swc").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn plumtree_every_node_agrees_within_a_second_of_all_heals_but_one_and_within_5_s_of_every_one() {
-    every_node_agrees_within_a_second_of_a_heal("vmq_plumtree", 1).await;
+async fn plumtree_every_node_agrees_within_a_second_of_a_heal() {
+    every_node_agrees_within_a_second_of_a_heal("vmq_plumtree").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -343,8 +345,7 @@ async fn three_nodes(plugin: &str) -> Option<Nodes> {
     Some(guard)
 }
 
-/// `slow_allowed` repetitions may take up to [`PLUMTREE_TAIL`] instead of [`BUDGET`].
-async fn every_node_agrees_within_a_second_of_a_heal(plugin: &'static str, slow_allowed: usize) {
+async fn every_node_agrees_within_a_second_of_a_heal(plugin: &'static str) {
     common::init_tracing();
     let _turn = ONE_AT_A_TIME.lock().await;
     let Some(mut guard) = three_nodes(plugin).await else { return };
@@ -393,15 +394,7 @@ async fn every_node_agrees_within_a_second_of_a_heal(plugin: &'static str, slow_
         p50.as_millis(),
         max.as_millis()
     );
-    let within_budget = times[times.len() - 1 - slow_allowed];
-    assert!(
-        within_budget <= BUDGET,
-        "{plugin}: more than {slow_allowed} of {REPETITIONS} heals took over {BUDGET:?} (sorted: {times:?})"
-    );
-    assert!(
-        slow_allowed == 0 || max <= PLUMTREE_TAIL,
-        "{plugin}: slowest convergence {max:?} exceeds {PLUMTREE_TAIL:?} (sorted: {times:?})"
-    );
+    assert!(max <= BUDGET, "{plugin}: a heal took over {BUDGET:?} (sorted: {times:?})");
     for n in std::mem::take(&mut guard.0) {
         // With HEAL_LOGS set, a passing run keeps each node's log too: a slow repetition that
         // stayed inside the budget is worth reading.
@@ -444,12 +437,19 @@ async fn repetition(
     }
     while publish_within(&mut sub_old, Duration::from_millis(50)).await.is_some() {}
     publish_acked(pub1, &t_clear, b"to-clear", true).await;
+    let sent = Instant::now();
     for n in [n2, n3] {
         let end = Instant::now() + Duration::from_secs(10);
         while retained_served(n, &t_clear, &t_clear).await.is_empty() {
             assert!(Instant::now() < end, "{plugin} rep {rep}: retained message never reached {}", n.name);
         }
     }
+    let reached = sent.elapsed();
+    eprintln!("{plugin} rep {rep}: before the cut, a retained message reached n2 and n3 in {} ms", reached.as_millis());
+    assert!(
+        reached <= AFTER_A_HEAL,
+        "{plugin} rep {rep}: a write made after the last heal took {reached:?} to reach every node"
+    );
     while publish_within(&mut sub_old, Duration::from_millis(20)).await.is_some() {}
     let mut sub_new = client(n3, "sub-new").await;
 

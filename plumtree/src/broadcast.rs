@@ -107,10 +107,11 @@ impl Trees {
         }
     }
 
-    /// Eager peers of `root`'s tree, except `from`.
+    /// Eager peers of `root`'s tree, except `from` and the root itself: the root has every
+    /// version of its tree, and a copy sent back would only make it prune the sender.
     pub fn eager_peers(&mut self, root: &NodeId, from: &NodeId) -> Vec<NodeId> {
         self.ensure_root(root);
-        self.eager.get(root).into_iter().flatten().filter(|p| *p != from).cloned().collect()
+        self.eager.get(root).into_iter().flatten().filter(|p| *p != from && *p != root).cloned().collect()
     }
 
     /// Eager peers of `root`'s tree (for inspection in tests and the simulation).
@@ -123,19 +124,34 @@ impl Trees {
         self.lazy.get(root).cloned().unwrap_or_else(|| self.common_lazy.clone())
     }
 
+    /// Whether the link to `peer` is lazy on `root`'s tree.
+    pub fn is_lazy(&self, root: &NodeId, peer: &NodeId) -> bool {
+        match self.lazy.get(root) {
+            Some(lazy) => lazy.contains(peer),
+            None => self.common_lazy.contains(peer),
+        }
+    }
+
     /// Announces a version to the lazy peers of `root` except `from`: it stays outstanding
     /// until they acknowledge it (`schedule_lazy_push`).
     pub fn schedule_lazy(&mut self, root: &NodeId, from: &NodeId, key: &MetaKey, ctx: &VersionVector) {
         self.ensure_root(root);
-        let peers: Vec<NodeId> = self.lazy.get(root).into_iter().flatten().filter(|p| *p != from).cloned().collect();
+        let peers: Vec<NodeId> =
+            self.lazy.get(root).into_iter().flatten().filter(|p| *p != from && *p != root).cloned().collect();
         for peer in peers {
-            let out = self.outstanding.entry(peer).or_default();
-            out.insert((root.clone(), key.clone()), ctx.clone());
-            if out.len() > self.outstanding_limit {
-                // Bounded memory for a peer that never answers; anti-entropy repairs what the
-                // dropped announcements would have.
-                out.pop_first();
-            }
+            self.announce_to(peer, root, key, ctx);
+        }
+    }
+
+    /// Makes a version of `root`'s `key` outstanding for `peer`: it is announced to it at the
+    /// next lazy tick (or, for an unreachable peer, when the link heals) until acknowledged.
+    pub fn announce_to(&mut self, peer: NodeId, root: &NodeId, key: &MetaKey, ctx: &VersionVector) {
+        let out = self.outstanding.entry(peer).or_default();
+        out.insert((root.clone(), key.clone()), ctx.clone());
+        if out.len() > self.outstanding_limit {
+            // Bounded memory for a peer that never answers; anti-entropy repairs what the
+            // dropped announcements would have.
+            out.pop_first();
         }
     }
 

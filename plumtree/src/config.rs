@@ -6,6 +6,10 @@
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlumtreeConfig {
     /// `min_lazy_tick_interval`: how often outstanding `i_have`s are sent to lazy peers.
+    /// 1 s (riak_core's `lazy_tick_period`) rather than VerneMQ's 10 s: prunes that cross
+    /// pushes can leave a node off a broadcast tree, and it hears of new writes, and grafts
+    /// itself back, at the next tick. The announcements cost the same either way (each is
+    /// sent until acknowledged, normally once).
     pub min_lazy_tick_interval: u64,
     /// `broadcast_exchange_timer`: how often an anti-entropy exchange with a random peer starts.
     pub broadcast_exchange_timer: u64,
@@ -31,7 +35,7 @@ pub struct PlumtreeConfig {
 impl Default for PlumtreeConfig {
     fn default() -> Self {
         Self {
-            min_lazy_tick_interval: 10_000,
+            min_lazy_tick_interval: 1_000,
             broadcast_exchange_timer: 10_000,
             broadcast_start_exchange_limit: 1,
             metadata_exchange_timeout: 60_000,
@@ -95,7 +99,7 @@ mod tests {
     #[test]
     fn defaults_are_vernemqs() {
         let c = PlumtreeConfig::default();
-        assert_eq!(c.min_lazy_tick_interval, 10_000);
+        assert_eq!(c.min_lazy_tick_interval, 1_000);
         assert_eq!(c.broadcast_exchange_timer, 10_000);
         assert_eq!(c.broadcast_start_exchange_limit, 1);
         assert_eq!(c.metadata_exchange_timeout, 60_000);

@@ -156,6 +156,14 @@ pub enum MessageV1 {
         /// Objects for the initiator to merge.
         objects: Vec<(MetaKey, Object)>,
     },
+    /// The sender got a new version on `root`'s tree first over a link it had pruned: make the
+    /// link eager on this side too. Without it, a prune crossing a push leaves the link lazy
+    /// here and eager there, and the sender can drop off the tree, hearing of new versions
+    /// only at the next lazy tick.
+    Eager {
+        /// Tree root.
+        root: NodeId,
+    },
 }
 
 impl Message {
@@ -175,6 +183,7 @@ impl Message {
                 MessageV1::ExchangeKeys { .. } => "exchange_keys",
                 MessageV1::ExchangeRepair { .. } => "exchange_repair",
                 MessageV1::ExchangeObjects { .. } => "exchange_objects",
+                MessageV1::Eager { .. } => "eager",
             },
         }
     }
@@ -274,6 +283,7 @@ mod tests {
                 b"\x01\x03\x01a\x0asubscriber\x01k\x01\x01a\x01",
             ),
             (Message::V1(MessageV1::Prune { root: NodeId::new("b") }), b"\x01\x04\x01b"),
+            (Message::V1(MessageV1::Eager { root: NodeId::new("b") }), b"\x01\x0b\x01b"),
             (
                 Message::V1(MessageV1::IHave(vec![IHave {
                     root: NodeId::new("a"),

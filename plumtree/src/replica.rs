@@ -3,7 +3,7 @@
 //! Anti-entropy exchanges and tombstone reclamation are in `exchange.rs`, as a second `impl`
 //! block of [`Replica`].
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -86,6 +86,13 @@ struct Timers {
     sweep: Option<Millis>,
 }
 
+/// Grafts sent for one `(root, key)`: to whom, and the versions asked for, merged.
+#[derive(Debug, Default)]
+struct Asked {
+    peers: Vec<NodeId>,
+    context: VersionVector,
+}
+
 /// A plumtree metadata replica (sans-IO).
 ///
 /// Drive it as the [`MetadataBackend`] contract says: after each input, drain `poll_write`
@@ -122,9 +129,27 @@ pub struct Replica {
     pub(crate) peer_stats: BTreeMap<NodeId, PeerExchangeStats>,
     /// Per unreachable peer, the local writes it did not get.
     missed: BTreeMap<NodeId, Missed>,
+    /// Versions asked for by a graft since the last lazy tick, per `(root, key)`: the same
+    /// version announced by another peer meanwhile is not asked for again, since a second
+    /// copy would arrive as a duplicate and prune a link that is repairing the tree.
+    /// The peers asked are kept: their answers are never duplicates.
+    grafting: BTreeMap<(NodeId, MetaKey), Asked>,
+    /// Per key (hashed): the tree (its root, hashed) whose broadcast brought the version held
+    /// now, for versions that arrived since the last lazy tick. A copy of that version on
+    /// another tree (the key's object travels on the tree of every node that wrote it) says
+    /// nothing about the link it came over; only a second copy on the same tree prunes.
+    delivered: HashMap<u64, u64>,
 }
 
 /// The hash a key contributes to the hash tree: over prefix, key and the encoded object.
+fn key_id(key: &MetaKey) -> u64 {
+    fnv1a(&[key.prefix.as_bytes(), &key.key])
+}
+
+fn root_id(root: &NodeId) -> u64 {
+    fnv1a(&[root.as_str().as_bytes()])
+}
+
 pub(crate) fn object_hash(key: &MetaKey, object: &Object) -> u64 {
     let bytes = postcard::to_stdvec(object).unwrap_or_default();
     fnv1a(&[key.prefix.as_bytes(), &key.key, &bytes])
@@ -183,6 +208,8 @@ impl Replica {
             stats: ReplicaStats::default(),
             peer_stats: BTreeMap::new(),
             missed: BTreeMap::new(),
+            grafting: BTreeMap::new(),
+            delivered: HashMap::new(),
         }
     }
 
@@ -274,6 +301,10 @@ impl Replica {
 
     /// Stores `object` under `key`: hash tree, write batch, tombstone index and event.
     pub(crate) fn store(&mut self, now: Millis, key: &MetaKey, object: Object, local: bool) {
+        if !self.delivered.is_empty() {
+            // A broadcast that brought this version records its tree after storing it.
+            self.delivered.remove(&key_id(key));
+        }
         let hash = object_hash(key, &object);
         let old = self.objects.get(key).map(|s| (s.hash, live(&s.object)));
         self.tree.update(&key.prefix, &key.key, old.as_ref().map(|(h, _)| *h), Some(hash));
@@ -330,14 +361,36 @@ impl Replica {
     // ----- broadcast -----------------------------------------------------------------------
 
     /// Eager push to `root`'s eager peers (except `from`), lazy announcement to its lazy peers.
+    ///
+    /// Nothing is pushed to an unreachable peer: the version is announced to it when the link
+    /// heals instead. A push queued for a peer that is down arrives after the heal, when the
+    /// heal's offers and exchange have usually delivered it already; as a duplicate it would
+    /// prune the link, and enough such prunes leave the peer off the tree, hearing of new
+    /// writes only at the next lazy tick, seconds later.
     fn push(&mut self, root: &NodeId, from: &NodeId, key: &MetaKey, object: &Object) {
         let mut targets = self.trees.eager_peers(root, from);
-        if targets.iter().any(|p| self.unreachable.contains(p)) {
-            // The tree runs through a peer that is down: what it would relay goes eagerly to
-            // the reachable lazy peers too, instead of waiting for their next lazy tick
-            // (the paper's NeighborDown repair; duplicates prune the tree back).
-            let lazy = self.trees.lazy_of(root);
-            targets.extend(lazy.into_iter().filter(|p| p != from && !self.unreachable.contains(p)));
+        let down: Vec<NodeId> = targets.iter().filter(|p| self.unreachable.contains(*p)).cloned().collect();
+        if !down.is_empty() {
+            // The tree runs through a peer that is down: the reachable lazy peers become eager
+            // and get it now, instead of at their next lazy tick (the paper's NeighborDown
+            // repair; duplicates prune the tree back). They must become eager, not only be
+            // sent this one: a peer that gets it here first prunes whoever sends it next, and
+            // a link pushed over but still lazy on this side would leave it off the tree.
+            targets.retain(|p| !self.unreachable.contains(p));
+            let lazy: Vec<NodeId> = self
+                .trees
+                .lazy_of(root)
+                .into_iter()
+                .filter(|p| p != from && p != root && !self.unreachable.contains(p))
+                .collect();
+            for peer in &lazy {
+                self.trees.add_eager(root, peer);
+            }
+            targets.extend(lazy);
+            let context = object.context();
+            for peer in down {
+                self.trees.announce_to(peer, root, key, &context);
+            }
         }
         for peer in targets {
             let msg = MessageV1::Broadcast { root: root.clone(), key: key.clone(), object: object.clone() };
@@ -347,12 +400,33 @@ impl Replica {
     }
 
     fn handle_broadcast(&mut self, now: Millis, from: &NodeId, root: NodeId, key: MetaKey, object: Object) {
+        // The answer to this node's own graft repairs the tree, even when another root's
+        // write of the same key brought the same version first.
+        let answers_graft = !self.grafting.is_empty() && {
+            let slot = (root.clone(), key.clone());
+            let answered = self.grafting.get_mut(&slot).is_some_and(|asked| {
+                let before = asked.peers.len();
+                asked.peers.retain(|p| p != from);
+                asked.peers.len() < before
+            });
+            if self.grafting.get(&slot).is_some_and(|asked| asked.peers.is_empty()) {
+                self.grafting.remove(&slot);
+            }
+            answered
+        };
         if self.merge_remote(now, &key, &object) {
+            self.delivered.insert(key_id(&key), root_id(&root));
+            if self.trees.is_lazy(&root, from) {
+                // Pushed over a link this side had pruned (the push crossed the prune, or the
+                // sender repairs around a dead peer): the link is eager again, on both sides.
+                self.send(from, MessageV1::Eager { root: root.clone() });
+            }
             self.trees.add_eager(&root, from);
             self.push(&root, from, &key, &object);
-        } else {
+        } else if !answers_graft && self.delivered.get(&key_id(&key)) == Some(&root_id(&root)) {
             // A duplicate: this link is redundant on root's tree (paper §3.3, PRUNE).
             self.trees.add_lazy(&root, from);
+            tracing::debug!(peer = %from, %root, key = ?key, "duplicate: pruning the link");
             self.send(from, MessageV1::Prune { root });
         }
     }
@@ -367,9 +441,20 @@ impl Replica {
             if self.is_stale(&ihave) {
                 ignored.push(ihave);
             } else {
+                let asked = self.grafting.entry((ihave.root.clone(), ihave.key.clone())).or_default();
+                if !asked.peers.is_empty() && asked.context.descends(&ihave.context) {
+                    // Already asked for (the announcer keeps it outstanding and announces it
+                    // again at its next tick, should the answer be lost).
+                    continue;
+                }
+                if !asked.peers.contains(from) {
+                    asked.peers.push(from.clone());
+                }
+                asked.context.merge(&ihave.context);
                 // Missed on the tree: repair the tree through this link (paper §3.4, GRAFT).
                 self.trees.add_eager(&ihave.root, from);
                 self.stats.grafts_sent += 1;
+                tracing::debug!(peer = %from, root = %ihave.root, key = ?ihave.key, "grafting");
                 self.send(from, MessageV1::Graft(ihave));
             }
         }
@@ -392,6 +477,10 @@ impl Replica {
     }
 
     fn lazy_tick(&mut self) {
+        // A graft whose answer was lost is asked again when the version is next announced.
+        self.grafting.clear();
+        // Copies of one version arrive within round trips of each other, not a tick apart.
+        self.delivered.clear();
         self.announce_outstanding(None);
     }
 
@@ -454,20 +543,22 @@ impl Replica {
     /// Announces to `peer` the local writes it missed (current versions) and the
     /// announcements its lazy link still owes it; it grafts what it lacks.
     fn offer_missed(&mut self, peer: &NodeId, missed: Missed) {
-        let mut offer: Vec<IHave> = Vec::new();
+        // One announcement per key, of the current version: the peer grafts each key once.
+        let mut offer: BTreeMap<(NodeId, MetaKey), VersionVector> = BTreeMap::new();
+        for (to, list) in self.trees.outstanding() {
+            if to == *peer {
+                offer.extend(list.into_iter().map(|i| ((i.root, i.key), i.context)));
+            }
+        }
         if let Missed::Keys(keys) = missed {
             for key in keys {
                 if let Some(s) = self.objects.get(&key) {
-                    offer.push(IHave { root: self.me.clone(), key, context: s.object.context() });
+                    self.stats.writes_offered += 1;
+                    offer.insert((self.me.clone(), key), s.object.context());
                 }
             }
         }
-        self.stats.writes_offered += offer.len() as u64;
-        for (to, list) in self.trees.outstanding() {
-            if to == *peer {
-                offer.extend(list);
-            }
-        }
+        let offer: Vec<IHave> = offer.into_iter().map(|((root, key), context)| IHave { root, key, context }).collect();
         for chunk in offer.chunks(IHAVE_CHUNK) {
             self.send(peer, MessageV1::IHave(chunk.to_vec()));
         }
@@ -556,7 +647,14 @@ impl MetadataBackend for Replica {
                 }
             }
             MessageV1::Graft(ihave) => self.handle_graft(from, ihave),
-            MessageV1::Prune { root } => self.trees.add_lazy(&root, from),
+            MessageV1::Prune { root } => {
+                tracing::debug!(peer = %from, %root, "pruned by the peer");
+                self.trees.add_lazy(&root, from);
+            }
+            MessageV1::Eager { root } => {
+                tracing::debug!(peer = %from, %root, "made eager by the peer");
+                self.trees.add_eager(&root, from);
+            }
             other => self.handle_exchange(now, from, other),
         }
         self.seal();
@@ -692,6 +790,8 @@ impl MetadataBackend for Replica {
 mod tests {
     use vmq_storage::metadata::MetadataBackend;
 
+    use rand::Rng;
+
     use super::*;
 
     fn replica(name: &str) -> Replica {
@@ -779,8 +879,10 @@ mod tests {
     }
 
     /// Delivers every frame among `replicas` (persisting writes first) until none is left,
-    /// except frames to or from a node in `cut` (lost, as on a link that died).
-    fn pump(replicas: &mut [Replica], cut: &[&NodeId], now: Millis) {
+    /// except frames to or from a node in `cut` (lost, as on a link that died); returns how
+    /// many were lost so.
+    fn pump(replicas: &mut [Replica], cut: &[&NodeId], now: Millis) -> usize {
+        let mut lost = 0;
         loop {
             let mut frames = Vec::new();
             for r in replicas.iter_mut() {
@@ -793,10 +895,11 @@ mod tests {
                 }
             }
             if frames.is_empty() {
-                return;
+                return lost;
             }
             for (from, to, msg) in frames {
                 if cut.contains(&&from) || cut.contains(&&to) {
+                    lost += 1;
                     continue;
                 }
                 if let Some(r) = replicas.iter_mut().find(|r| *r.node_id() == to) {
@@ -838,5 +941,142 @@ mod tests {
         rs[1].handle_reachability(Millis(3), dead, false);
         pump(&mut rs, &[dead], Millis(3));
         assert!(rs[i_other].read(&key).values.is_empty(), "the lazy peer grafted the delete");
+    }
+
+    /// A push queued for a peer that is down would arrive after the heal as a duplicate of what
+    /// the heal's offers brought, and prune the link: the peer would drop off the tree and hear
+    /// of later writes only at the next lazy tick. So nothing is sent to a peer known to be
+    /// down; it is offered the version on the heal and grafts it.
+    #[test]
+    fn nothing_is_pushed_to_a_peer_known_to_be_down_and_it_is_offered_what_it_missed_on_the_heal() {
+        let names: Vec<NodeId> = ["a", "b", "c"].into_iter().map(NodeId::new).collect();
+        let mut rs: Vec<Replica> = names.iter().map(|n| replica(n.as_str())).collect();
+        for r in rs.iter_mut() {
+            r.handle_membership(Millis(0), &names);
+        }
+        pump(&mut rs, &[], Millis(0));
+        let c = names[2].clone();
+        set_reachable(&mut rs, 2, false, Millis(1));
+        pump(&mut rs, &[&c], Millis(1));
+
+        // Writes on a and b: each tree reaches c through a or b.
+        let keys: Vec<MetaKey> = (0..8u8).map(|k| MetaKey::new("retain", vec![k])).collect();
+        for (n, key) in keys.iter().enumerate() {
+            put(&mut rs[n % 2], key, 2, b"during");
+        }
+        assert_eq!(pump(&mut rs, &[&c], Millis(2)), 0, "frames were queued for the unreachable c");
+
+        // The heal: c learns every key through offers and grafts, no exchange or lazy tick.
+        set_reachable(&mut rs, 2, true, Millis(3));
+        shuffled_pump(&mut rs, Millis(3), None, false);
+        for key in &keys {
+            assert_eq!(rs[2].read(key).values.len(), 1, "{key:?} reached c by the heal's offers");
+        }
+    }
+
+    /// After splits of one node and their heals, with frames delivered in any order and the
+    /// exchange repairing too, every node is still on every broadcast tree: a write anywhere
+    /// reaches everyone by eager pushes alone, not at the next lazy tick (seconds later).
+    #[test]
+    fn every_node_stays_on_every_broadcast_tree_across_splits_and_heals() {
+        for seed in 0..700u64 {
+            // Three nodes (fan-out 1) and five (fan-out 2).
+            let n = if seed % 2 == 0 { 3 } else { 5 };
+            let names: Vec<NodeId> = (0..n).map(|i| NodeId::new(format!("n{i}"))).collect();
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut rs: Vec<Replica> = names
+                .iter()
+                .zip(0u64..)
+                .map(|(n, i)| Replica::new(PlumtreeConfig::default(), n.clone(), seed * 3 + i, Recovered::empty()))
+                .collect();
+            for r in rs.iter_mut() {
+                r.handle_membership(Millis(0), &names);
+            }
+            shuffled_pump(&mut rs, Millis(0), Some(&mut rng), true);
+            let mut ts = 1;
+            for round in 0..4 {
+                let cut = rng.random_range(0..n);
+                set_reachable(&mut rs, cut, false, Millis(ts));
+                for _ in 0..rng.random_range(1..6) {
+                    let (writer, k) = (rng.random_range(0..n), rng.random_range(0..4u8));
+                    ts += 1;
+                    put(&mut rs[writer], &MetaKey::new("retain", vec![k]), ts, b"during");
+                }
+                pump(&mut rs, &[&names[cut]], Millis(ts));
+                set_reachable(&mut rs, cut, true, Millis(ts));
+                shuffled_pump(&mut rs, Millis(ts), Some(&mut rng), true);
+                for (writer, name) in names.iter().enumerate() {
+                    ts += 1;
+                    let key = MetaKey::new("retain", format!("after-{round}-{name}").into_bytes());
+                    put(&mut rs[writer], &key, ts, b"x");
+                    shuffled_pump(&mut rs, Millis(ts), Some(&mut rng), false);
+                    for r in &rs {
+                        assert_eq!(
+                            r.read(&key).values.len(),
+                            1,
+                            "seed {seed} round {round}: {name}'s write did not reach {} on the tree",
+                            r.me
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Tells node `i` and every other node that the link between them is up or down.
+    fn set_reachable(rs: &mut [Replica], i: usize, up: bool, now: Millis) {
+        let names: Vec<NodeId> = rs.iter().map(|r| r.me.clone()).collect();
+        for j in 0..rs.len() {
+            if j != i {
+                rs[j].handle_reachability(now, &names[i], up);
+                rs[i].handle_reachability(now, &names[j], up);
+            }
+        }
+    }
+
+    /// Delivers every frame until none is left, links interleaved as `rng` picks (in order
+    /// without one); exchange messages are dropped unless `exchanges`.
+    fn shuffled_pump(replicas: &mut [Replica], now: Millis, mut rng: Option<&mut StdRng>, exchanges: bool) {
+        loop {
+            let mut frames = Vec::new();
+            for r in replicas.iter_mut() {
+                while let Some(w) = r.poll_write() {
+                    r.handle_persisted(w.token);
+                }
+                let from = r.node_id().clone();
+                while let Some((to, msg)) = r.poll_transmit() {
+                    frames.push((from.clone(), to, msg));
+                }
+            }
+            if frames.is_empty() {
+                return;
+            }
+            if let Some(rng) = rng.as_deref_mut() {
+                // Frames of one link keep their order (one QUIC stream); links interleave.
+                let mut links: BTreeMap<(NodeId, NodeId), VecDeque<Message>> = BTreeMap::new();
+                for (from, to, msg) in frames.drain(..) {
+                    links.entry((from, to)).or_default().push_back(msg);
+                }
+                while !links.is_empty() {
+                    let pick = rng.random_range(0..links.len());
+                    let Some(link) = links.keys().nth(pick).cloned() else { break };
+                    let queue = links.entry(link.clone()).or_default();
+                    if let Some(msg) = queue.pop_front() {
+                        frames.push((link.0.clone(), link.1.clone(), msg));
+                    }
+                    if queue.is_empty() {
+                        links.remove(&link);
+                    }
+                }
+            }
+            for (from, to, msg) in frames {
+                if !exchanges && msg.kind().starts_with("exchange") {
+                    continue;
+                }
+                if let Some(r) = replicas.iter_mut().find(|r| *r.node_id() == to) {
+                    r.handle_message(now, &from, msg);
+                }
+            }
+        }
     }
 }
