@@ -28,6 +28,21 @@ pub struct Subject {
     pub mountpoint: Arc<str>,
     /// The client id.
     pub client_id: Arc<str>,
+    /// The user name its CONNECT carried, if any (authenticated or not: with anonymous access
+    /// allowed it was not checked, and the ACL still uses it, as VerneMQ's does).
+    pub username: Option<Arc<str>>,
+}
+
+/// Who asks, borrowed from the session: for the verdicts given at once, which must not touch
+/// reference counts that every connection shares (the empty mountpoint, the authorizer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubjectRef<'a> {
+    /// The mountpoint of the client's listener.
+    pub mountpoint: &'a str,
+    /// The client id.
+    pub client_id: &'a str,
+    /// The user name its CONNECT carried, if any.
+    pub username: Option<&'a str>,
 }
 
 /// What a client wants to publish.
@@ -116,6 +131,29 @@ pub trait Authorizer: Send + Sync + fmt::Debug {
     /// Whether `who` may subscribe to each of `filters`: one verdict per filter, in order (a
     /// filter without one is refused).
     fn authorize_subscribe(&self, who: &Subject, filters: &[SubscribeIntent]) -> Answer<Vec<Authorization>>;
+
+    /// The verdict on publishing to `topic` when it is known at once (an ACL held in memory):
+    /// the session then goes on without waiting, and the publish costs no allocation for its
+    /// answer. It runs for every publish on the connection's task: no lock or reference count
+    /// shared by all connections should be touched. `None`: ask
+    /// [`Authorizer::authorize_publish`].
+    fn authorize_publish_now(
+        &self,
+        who: &SubjectRef<'_>,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+    ) -> Option<Authorization> {
+        let _ = (who, topic, qos, retain);
+        None
+    }
+
+    /// The verdicts on `filters` when they are known at once; `None`: ask
+    /// [`Authorizer::authorize_subscribe`].
+    fn authorize_subscribe_now(&self, who: &SubjectRef<'_>, filters: &[SubscribeIntent]) -> Option<Vec<Authorization>> {
+        let _ = (who, filters);
+        None
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ pub mod ack;
 pub mod authorize;
 pub mod broker;
 pub mod cluster;
+pub mod file_auth;
 pub mod http;
 pub mod listener;
 pub mod server;

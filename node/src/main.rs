@@ -108,8 +108,13 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         // Only TCP listeners run so far.
         let anonymous_somewhere =
             cfg.listeners.iter().any(|l| l.transport == Transport::Tcp && l.allow_anonymous_override);
-        if !cfg.mqtt.allow_anonymous && !anonymous_somewhere {
-            warn!("allow_anonymous is off and no authentication plugin is configured: every client will be refused");
+        if !cfg.mqtt.allow_anonymous && !anonymous_somewhere && !cfg.auth_files.passwd {
+            warn!("allow_anonymous is off and no authentication plugin is enabled: every client will be refused");
+        }
+        if !cfg.auth_files.acl {
+            warn!(
+                "plugins.vmq_acl is off and no other plugin authorizes: every publish and subscription will be refused"
+            );
         }
         let source = cfg.source.as_ref().map_or_else(|| "embedded defaults".to_string(), |p| p.display().to_string());
         info!(nodename = %cfg.nodename, config = %source, "starting vmq-rs {}", env!("CARGO_PKG_VERSION"));

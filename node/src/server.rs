@@ -14,9 +14,11 @@ use tracing::{info, warn};
 
 pub use crate::storage::NodeStorage;
 
+use crate::authorize::Authorizer;
 use crate::broker::queue::QueueLimits;
 use crate::broker::{Broker, BrokerSettings, NetsplitAction};
 use crate::cluster::Cluster;
+use crate::file_auth::FileAuth;
 use crate::http::{self, HttpState};
 use crate::listener::{ConnectionContext, ListenerError, Listeners};
 use vmq_config::Config;
@@ -111,8 +113,8 @@ impl Node {
         }
         // Before the listeners: the routing table is rebuilt from the replica first.
         let cluster = Arc::new(Cluster::start(cfg, &storage, broker.clone()).await?);
-        let ctx =
-            Arc::new(ConnectionContext { broker: broker.clone(), mqtt: Arc::new(cfg.mqtt.clone()), authorizer: None });
+        let authorizer = FileAuth::start(&cfg.auth_files).map(|a| a as Arc<dyn Authorizer>);
+        let ctx = Arc::new(ConnectionContext { broker: broker.clone(), mqtt: Arc::new(cfg.mqtt.clone()), authorizer });
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (tasks_tx, tasks_rx) = mpsc::channel(1);
         let listeners = Arc::new(Listeners::new(ctx, tasks_tx.clone()));

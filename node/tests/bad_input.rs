@@ -199,3 +199,29 @@ async fn anonymous_clients_are_refused_when_allow_anonymous_is_off() {
     assert!(c.until_closed().await.is_empty());
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_connect_larger_than_any_valid_one_is_closed_from_its_header() {
+    // `max_message_size = 0` (VerneMQ's default): packets after CONNECT may be 256 MB.
+    let node = common::start(|cfg| cfg.mqtt.allow_anonymous = true).await;
+    let mut h = healthy(node.mqtt_addr()).await;
+    let mut c = RawClient::open(node.mqtt_addr(), ProtocolVersion::V4).await;
+    // Only the fixed header of a 200 MB CONNECT: closed before any body is buffered, well
+    // before `mqtt.connect.timeout`.
+    c.send_bytes(&[0x10, 0x80, 0x80, 0xe4, 0x5f]).await;
+    assert!(c.until_closed().await.is_empty());
+
+    // The longest fields a CONNECT may carry still get in.
+    let mut connect = RawClient::connect_packet("big-but-valid", true);
+    connect.username = Some("u".repeat(65_535));
+    connect.password = Some(Bytes::from(vec![b'p'; 65_535]));
+    connect.will = Some(vmq_mqtt::Will {
+        topic: "w".repeat(65_535),
+        payload: Bytes::from(vec![0u8; 65_535]),
+        ..vmq_mqtt::Will::default()
+    });
+    let (_c, ack) = RawClient::connect(node.mqtt_addr(), ProtocolVersion::V4, connect).await;
+    assert!(matches!(ack, Packet::ConnAck(ref a) if a.code == ReasonCode::SUCCESS), "{ack:?}");
+    still_works(node.mqtt_addr(), &mut h).await;
+    node.shutdown().await;
+}

@@ -59,6 +59,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// What is allowed while the cluster is partitioned.
     pub netsplit: NetsplitConfig,
+    /// The file-based authentication and authorisation plugins (`vmq_passwd`, `vmq_acl`).
+    pub auth_files: AuthFilesConfig,
     /// Entries for other subsystems, in file order, unvalidated; see
     /// [`Config::delegated_entries`] and [`Config::invalid_entry`].
     pub delegated: Vec<ConfigEntry>,
@@ -245,6 +247,45 @@ impl Default for NetsplitConfig {
             allow_subscribe: false,
             allow_unsubscribe: false,
             coordinate_registrations: true,
+        }
+    }
+}
+
+/// The `vmq_passwd` and `vmq_acl` plugins: their switches, files and reload intervals.
+/// Defaults are VerneMQ 2.1's (both on, files under `/etc/vernemq`, reloaded every 10 s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthFilesConfig {
+    /// `plugins.vmq_passwd`: CONNECT is checked against the password file. Default on.
+    pub passwd: bool,
+    /// `vmq_passwd.password_file`. Default `/etc/vernemq/vmq.passwd`.
+    pub password_file: PathBuf,
+    /// `vmq_passwd.password_reload_interval` (seconds; `None` = `0`, never). Default 10 s.
+    pub password_reload_interval: Option<Duration>,
+    /// `plugins.vmq_acl`: publishes and subscriptions are checked against the ACL file.
+    /// Default on.
+    pub acl: bool,
+    /// `vmq_acl.acl_file`. Default `/etc/vernemq/vmq.acl`.
+    pub acl_file: PathBuf,
+    /// `vmq_acl.acl_reload_interval` (seconds; `None` = `0`, never). Default 10 s.
+    pub acl_reload_interval: Option<Duration>,
+}
+
+impl AuthFilesConfig {
+    /// The password file VerneMQ's packages install.
+    pub const DEFAULT_PASSWORD_FILE: &'static str = "/etc/vernemq/vmq.passwd";
+    /// The ACL file VerneMQ's packages install.
+    pub const DEFAULT_ACL_FILE: &'static str = "/etc/vernemq/vmq.acl";
+}
+
+impl Default for AuthFilesConfig {
+    fn default() -> Self {
+        AuthFilesConfig {
+            passwd: true,
+            password_file: PathBuf::from(Self::DEFAULT_PASSWORD_FILE),
+            password_reload_interval: Some(Duration::from_secs(10)),
+            acl: true,
+            acl_file: PathBuf::from(Self::DEFAULT_ACL_FILE),
+            acl_reload_interval: Some(Duration::from_secs(10)),
         }
     }
 }
@@ -482,6 +523,7 @@ impl Config {
             listeners: vec![ListenerConfig::new(Transport::Tcp, "default", SocketAddr::from(([127, 0, 0, 1], 1883)))],
             mqtt: MqttConfig::default(),
             netsplit: NetsplitConfig::default(),
+            auth_files: AuthFilesConfig::default(),
             delegated: Vec::new(),
             warnings: Vec::new(),
         }

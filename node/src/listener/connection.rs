@@ -256,8 +256,8 @@ async fn open<S: AsyncRead + AsyncWrite + Unpin>(opening: Box<Opening<S>>) -> Op
         spec.max_connection_lifetime,
         now(),
     );
-    if ctx.authorizer.is_some() {
-        session.require_authorization();
+    if let Some(authorizer) = &ctx.authorizer {
+        session.require_authorization(authorizer.clone());
     }
     info!(version = version.level(), session_present, "client connected");
     Some(Serving { session, stream, w, rbuf, handle, ctx, shutdown, _tenancy: tenancy })
@@ -272,7 +272,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     spec: &ListenerSpec,
     ctx: &ConnectionContext,
 ) -> Option<(Box<Connect>, Accepted)> {
-    let max_packet = connect::max_packet_size(&ctx.mqtt);
+    let max_packet = connect::max_connect_size(&ctx.mqtt);
     // CONNECT must be the first packet [MQTT-3.1.0-1], within `mqtt.connect.timeout`.
     let first =
         tokio::time::timeout(ctx.mqtt.mqtt_connect_timeout, read_packet(stream, rbuf, ProtocolVersion::V4, max_packet))
@@ -305,20 +305,9 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             match connect::admit(&connect, rules, &ctx.mqtt, &ctx.broker, || assigned_client_id(ctx)) {
                 Ok(accepted) => {
                     Span::current().record("client_id", tracing::field::display(&accepted.client_id));
-                    let Some(authorizer) = &ctx.authorizer else { return Some((connect, accepted)) };
-                    let who = Subject {
-                        mountpoint: spec.mountpoint.as_str().into(),
-                        client_id: accepted.client_id.as_str().into(),
-                    };
-                    let intent = RegisterIntent {
-                        username: connect.username.clone(),
-                        password: connect.password.clone(),
-                        clean_start: connect.clean_start,
-                        version: accepted.version,
-                    };
-                    let asked = authorizer.authorize_register(&who, &intent);
-                    let verdict = tokio::time::timeout(ctx.mqtt.mqtt_connect_timeout, asked).await.ok();
-                    match connect::register_refusal(verdict) {
+                    let refused =
+                        if accepted.authenticate { authenticate(ctx, spec, &connect, &accepted).await } else { None };
+                    match refused {
                         None => return Some((connect, accepted)),
                         Some(refused) => refused,
                     }
@@ -341,6 +330,30 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     w.queue(&refused.connack());
     let _ = w.flush(stream).await;
     None
+}
+
+/// Asks the authentication plugin about a client that must authenticate (anonymous access
+/// is off for it); `None` lets it in. Without a plugin nobody gets in.
+async fn authenticate(
+    ctx: &ConnectionContext,
+    spec: &ListenerSpec,
+    connect: &Connect,
+    accepted: &Accepted,
+) -> Option<connect::Refused> {
+    let Some(authorizer) = &ctx.authorizer else { return Some(connect::unauthenticated_refusal(connect)) };
+    let who = Subject {
+        mountpoint: spec.mountpoint.as_str().into(),
+        client_id: accepted.client_id.as_str().into(),
+        username: connect.username.as_deref().map(Into::into),
+    };
+    let intent = RegisterIntent {
+        username: connect.username.clone(),
+        password: connect.password.clone(),
+        clean_start: connect.clean_start,
+        version: accepted.version,
+    };
+    let verdict = tokio::time::timeout(ctx.mqtt.mqtt_connect_timeout, authorizer.authorize_register(&who, &intent));
+    connect::register_refusal(verdict.await.ok())
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Serving<S> {

@@ -28,6 +28,18 @@ pub fn max_packet_size(cfg: &MqttConfig) -> usize {
     }
 }
 
+/// The largest CONNECT read before the client is authenticated: every field at its longest
+/// (client id, will topic, will payload, user name and password are each at most 65,535
+/// bytes with a 2-byte length) and 64 KiB of MQTT 5 properties. A client that claims more is
+/// closed after the fixed header, so nobody unauthenticated makes the broker buffer more.
+pub const MAX_CONNECT_SIZE: usize = 5 * (2 + 65_535) + 64 * 1024 + 64;
+
+/// Largest CONNECT read from a client: [`MAX_CONNECT_SIZE`], or less when
+/// `max_message_size` makes every packet smaller.
+pub fn max_connect_size(cfg: &MqttConfig) -> usize {
+    max_packet_size(cfg).min(MAX_CONNECT_SIZE)
+}
+
 /// What the listener a client connected through decides about it.
 #[derive(Debug, Clone, Copy)]
 pub struct ListenerRules<'a> {
@@ -54,6 +66,10 @@ pub struct Accepted {
     pub keep_alive_changed: bool,
     /// Session expiry after disconnect; `None` = never.
     pub session_expiry: Option<Duration>,
+    /// Anonymous access is off here (`allow_anonymous`, the listener's
+    /// `allow_anonymous_override`): the client is let in only if an authentication plugin
+    /// accepts it. With anonymous access on, no plugin is asked, as in VerneMQ.
+    pub authenticate: bool,
 }
 
 /// A refused CONNECT: the reason code for CONNACK and a log line.
@@ -78,7 +94,14 @@ impl Refused {
 /// unavailable" (3), as the client may try again.
 pub fn register_refusal(verdict: Option<Authorization>) -> Option<Refused> {
     match verdict {
-        Some(a) => a.refusal_code().map(|code| refuse(code, "not authorized")),
+        Some(a) => a.refusal_code().map(|code| {
+            let cause = if code == ReasonCode::BAD_USER_NAME_OR_PASSWORD {
+                "bad user name or password"
+            } else {
+                "not authorized"
+            };
+            refuse(code, cause)
+        }),
         None => Some(refuse(ReasonCode::SERVER_UNAVAILABLE, "no authorization within mqtt.connect.timeout")),
     }
 }
@@ -183,13 +206,6 @@ pub fn validate(
             ),
         ));
     }
-    if !settings.allow_anonymous && !listener.allow_anonymous_override {
-        // No authentication plugin is configured: with anonymous access off nobody gets in,
-        // as in VerneMQ with no auth hook answering.
-        let code =
-            if c.username.is_some() { ReasonCode::BAD_USER_NAME_OR_PASSWORD } else { ReasonCode::NOT_AUTHORIZED };
-        return Err(refuse(code, "allow_anonymous is off and no authentication plugin accepts the client"));
-    }
     if let Some(will) = &c.will {
         if let Err(e) = topic::validate_topic_name(&will.topic, settings.topic_max_depth) {
             return Err(refuse(ReasonCode::TOPIC_NAME_INVALID, format!("will topic rejected: {e}")));
@@ -211,7 +227,15 @@ pub fn validate(
         keep_alive,
         keep_alive_changed: keep_alive != c.keep_alive,
         session_expiry: session_expiry(c, version),
+        authenticate: !settings.allow_anonymous && !listener.allow_anonymous_override,
     })
+}
+
+/// The refusal for a client that must authenticate on a node without an authentication
+/// plugin: nobody gets in, as in VerneMQ with no `auth_on_register` hook answering.
+pub fn unauthenticated_refusal(c: &Connect) -> Refused {
+    let code = if c.username.is_some() { ReasonCode::BAD_USER_NAME_OR_PASSWORD } else { ReasonCode::NOT_AUTHORIZED };
+    refuse(code, "allow_anonymous is off and no authentication plugin is enabled")
 }
 
 #[cfg(test)]
@@ -255,11 +279,12 @@ mod tests {
             validate(&connect(ProtocolVersion::V4, "12345", true), l, &s, String::new).unwrap_err().code,
             ReasonCode::CLIENT_IDENTIFIER_NOT_VALID
         );
+        assert!(!validate(&connect(ProtocolVersion::V4, "a", true), l, &s, String::new).unwrap().authenticate);
         s.allow_anonymous = false;
-        assert_eq!(
-            validate(&connect(ProtocolVersion::V4, "a", true), l, &s, String::new).unwrap_err().code,
-            ReasonCode::NOT_AUTHORIZED
-        );
+        assert!(validate(&connect(ProtocolVersion::V4, "a", true), l, &s, String::new).unwrap().authenticate);
+        l.allow_anonymous_override = true;
+        assert!(!validate(&connect(ProtocolVersion::V4, "a", true), l, &s, String::new).unwrap().authenticate);
+        l.allow_anonymous_override = false;
         s.allow_anonymous = true;
         l.allowed_protocol_versions = &[ProtocolVersion::V4];
         assert_eq!(

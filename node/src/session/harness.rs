@@ -102,8 +102,8 @@ impl Harness {
             self.max_connection_lifetime,
             self.now,
         );
-        if authorizer.is_some() {
-            session.require_authorization();
+        if let Some(a) = &authorizer {
+            session.require_authorization(a.clone());
         }
         let driver = authorizer.map(|a| Held::new(Some(a as Arc<dyn Authorizer>), self.cfg.mqtt_connect_timeout));
         let mut client = Client {

@@ -31,7 +31,7 @@ use vmq_config::MqttConfig;
 use vmq_storage::QueueKey;
 
 use self::timer::{Timer, TimerTable};
-use crate::authorize::{Authorization, SubscribeIntent};
+use crate::authorize::{Authorization, Authorizer, SubscribeIntent};
 use crate::broker::queue::{Queued, Wakes};
 use crate::broker::{Broker, Registration, SessionSlot, SubscriptionRecord};
 use vmq_mqtt::{
@@ -161,8 +161,11 @@ pub struct Session {
     /// What to do with each verdict still to come, in request order.
     awaiting: std::collections::VecDeque<(Token, verdict::Continuation)>,
     next_token: u64,
-    /// The driver has an authorizer: publishes and subscriptions are asked for.
-    authorize: bool,
+    /// The node's authorizer: publishes and subscriptions are asked for (answered at once
+    /// when it can, through the driver otherwise).
+    authorizer: Option<Arc<dyn Authorizer>>,
+    /// The user name of the client's CONNECT, for authorizations.
+    username: Option<Arc<str>>,
     /// The client's packets are left unread until an authorization is answered.
     paused: bool,
 }
@@ -208,6 +211,7 @@ impl Session {
             topic_alias_maximum: connect.properties.topic_alias_maximum.unwrap_or(0),
         };
         let mut s = Self::unstarted(broker, reg.slot, cfg, version, limits, reg.inflight, now);
+        s.username = connect.username.as_deref().map(Arc::from);
         s.max_packet = connect::max_packet_size(&s.cfg);
         s.connected = Connected {
             keep_alive: (accepted.keep_alive > 0).then(|| Duration::from_millis(u64::from(accepted.keep_alive) * 1500)),
@@ -280,16 +284,17 @@ impl Session {
             deferred_qos1: 0,
             awaiting: std::collections::VecDeque::new(),
             next_token: 0,
-            authorize: false,
+            authorizer: None,
+            username: None,
             paused: false,
             slot,
         }
     }
 
-    /// The connection's driver has an authorizer ([`crate::authorize::Authorizer`]): from now
-    /// on every publish and subscription waits for its verdict (see [`verdict`]).
-    pub fn require_authorization(&mut self) {
-        self.authorize = true;
+    /// The node has an authorizer: from now on every publish and subscription needs its
+    /// verdict; one it cannot give at once is waited for (see [`verdict`]).
+    pub fn require_authorization(&mut self, authorizer: Arc<dyn Authorizer>) {
+        self.authorizer = Some(authorizer);
     }
 
     /// The protocol version the client speaks.
@@ -517,9 +522,15 @@ impl Session {
             self.emit(Packet::SubAck(SubAck { packet_id: s.packet_id, codes, ..SubAck::default() }));
             return Ok(());
         }
-        if self.authorize {
+        if let Some(authorizer) = &self.authorizer {
             let filters = s.filters.iter().map(|f| SubscribeIntent { filter: f.filter.clone(), qos: f.options.qos });
-            let request = Request::AuthorizeSubscribe { who: self.subject(), filters: filters.collect() };
+            let filters: Vec<SubscribeIntent> = filters.collect();
+            if let Some(verdicts) = authorizer.authorize_subscribe_now(&self.subject_ref(), &filters) {
+                let ack = self.subscribe(s, Some(&verdicts), now)?;
+                self.emit(ack);
+                return Ok(());
+            }
+            let request = Request::AuthorizeSubscribe { who: self.subject(), filters };
             let then = verdict::Authorizing { packet: s, topic: self.empty_topic.clone(), at: now };
             self.request(request, verdict::Continuation::Subscribe(Box::new(then)));
             return Ok(());

@@ -49,7 +49,13 @@ impl Session {
             );
         }
         self.check_rate(now);
-        if self.authorize {
+        if let Some(authorizer) = &self.authorizer {
+            if let Some(verdict) = authorizer.authorize_publish_now(&self.subject_ref(), &topic, p.qos, p.retain) {
+                if let Some(refusal) = self.publish_authorized(p, topic, verdict, now)? {
+                    self.emit(refusal);
+                }
+                return Ok(());
+            }
             let publish = PublishIntent { topic: topic.clone(), qos: p.qos, retain: p.retain };
             let request = Request::AuthorizePublish { who: self.subject(), publish };
             let then = Authorizing { packet: p, topic, at: now };

@@ -23,7 +23,7 @@ use bytes::BytesMut;
 use tracing::{debug, warn};
 
 use super::{Close, End, Session, Transmit};
-use crate::authorize::{Authorization, PublishIntent, Subject, SubscribeIntent};
+use crate::authorize::{Authorization, PublishIntent, Subject, SubjectRef, SubscribeIntent};
 use crate::broker::queue::{Durable, NotDurable};
 use vmq_mqtt::{Packet, PacketId, PubResp, Publish, QoS, ReasonCode, Subscribe};
 
@@ -183,15 +183,25 @@ impl Session {
     }
 
     /// Who asks, for an authorization.
+    /// Who asks, borrowed, for a verdict given at once.
+    pub(super) fn subject_ref(&self) -> SubjectRef<'_> {
+        SubjectRef { mountpoint: &self.mountpoint, client_id: &self.client_id, username: self.username.as_deref() }
+    }
+
+    /// Who asks, for an authorization.
     pub(super) fn subject(&self) -> Subject {
-        Subject { mountpoint: self.mountpoint.clone(), client_id: self.client_id.clone() }
+        Subject {
+            mountpoint: self.mountpoint.clone(),
+            client_id: self.client_id.clone(),
+            username: self.username.clone(),
+        }
     }
 
     /// Routes a publish that was allowed; answers one that was refused. MQTT 5 tells a
     /// QoS 1/2 publisher with the refusal's code; MQTT 3 cannot refuse a publish, so it is
     /// dropped and acknowledged (the client would resend it forever otherwise). A refused
     /// QoS 0 publish is dropped.
-    fn publish_authorized(
+    pub(super) fn publish_authorized(
         &mut self,
         publish: Publish,
         topic: std::sync::Arc<str>,
