@@ -639,12 +639,14 @@ mod tests {
         })
     }
 
-    /// What a test connection runs with: an in-memory broker that allows anonymous clients,
-    /// `authorizer`, and a TCP listener's settings.
+    /// What a test connection runs with: an in-memory broker, `authorizer`, and a TCP
+    /// listener's settings. Without an authorizer anonymous clients are allowed; with one,
+    /// anonymous access is off, so that it is asked about CONNECT too (as VerneMQ asks its
+    /// plugins only then).
     fn context(authorizer: Option<Arc<dyn Authorizer>>) -> (Arc<ConnectionContext>, Arc<ListenerSpec>) {
         let store = StoreMessageStore::open(Arc::new(MemStore::new()), Durability::Buffered).unwrap();
         let broker = Broker::new(BrokerSettings::default(), Arc::new(store) as Arc<dyn MessageStore>);
-        let mqtt = Arc::new(MqttConfig { allow_anonymous: true, ..MqttConfig::default() });
+        let mqtt = Arc::new(MqttConfig { allow_anonymous: authorizer.is_none(), ..MqttConfig::default() });
         let addr: SocketAddr = "127.0.0.1:1883".parse().unwrap();
         (
             Arc::new(ConnectionContext { broker, mqtt, authorizer }),

@@ -116,7 +116,7 @@ impl Session {
 
     fn will_message(&self, will: &Will, delay: Duration, now: Instant) -> Arc<Msg> {
         Arc::new(Msg {
-            mountpoint: self.mountpoint.clone(),
+            mountpoint: self.slot.key.mountpoint.clone(),
             topic: will.topic.as_str().into(),
             payload: will.payload.clone(),
             qos: will.qos,
@@ -127,7 +127,7 @@ impl Session {
                 .properties
                 .message_expiry_interval
                 .map(|s| now + delay + Duration::from_secs(u64::from(s))),
-            publisher: Some(self.client_id.clone()),
+            publisher: Some(self.slot.key.client_id.clone()),
         })
     }
 }

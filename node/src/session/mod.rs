@@ -28,7 +28,6 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tracing::debug;
 use vmq_config::MqttConfig;
-use vmq_storage::QueueKey;
 
 use self::timer::{Timer, TimerTable};
 use crate::authorize::{Authorization, Authorizer, SubscribeIntent};
@@ -56,12 +55,20 @@ pub type SessionConfig = Arc<MqttConfig>;
 pub const PUMP_BATCH: usize = 256;
 
 /// The topic aliases of an MQTT 5 connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct TopicAliases {
     /// Client to server.
     incoming: HashMap<u16, Arc<str>>,
     /// Server to client.
     outgoing: HashMap<Arc<str>, u16>,
+    /// The empty topic name sent with an established alias, allocated once.
+    empty_topic: Arc<str>,
+}
+
+impl Default for TopicAliases {
+    fn default() -> Self {
+        TopicAliases { incoming: HashMap::new(), outgoing: HashMap::new(), empty_topic: Arc::from("") }
+    }
 }
 
 /// What a session has to send: its packets, encoded, in order, and the requests among them
@@ -138,15 +145,11 @@ pub struct Session {
     slot: Arc<SessionSlot>,
     cfg: SessionConfig,
     version: ProtocolVersion,
-    client_id: Arc<str>,
-    mountpoint: Arc<str>,
     limits: ClientLimits,
     inflight: SavedInflight,
     /// MQTT 5 topic aliases, once the first one is used: most sessions never use one.
     aliases: Option<Box<TopicAliases>>,
     rate_window: (Instant, u32),
-    /// The empty topic name sent with an established alias, allocated once.
-    empty_topic: Arc<str>,
     /// Subscribers that received this client's publishes and are still to be woken.
     wakes: Wakes,
     tx: Transmit,
@@ -172,7 +175,7 @@ pub struct Session {
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Session").field("client_id", &self.client_id).finish_non_exhaustive()
+        f.debug_struct("Session").field("client_id", &self.slot.key.client_id).finish_non_exhaustive()
     }
 }
 
@@ -263,10 +266,7 @@ impl Session {
         resumed: SavedInflight,
         now: Instant,
     ) -> Self {
-        let key: &QueueKey = &slot.key;
         Self {
-            client_id: key.client_id.clone(),
-            mountpoint: key.mountpoint.clone(),
             broker,
             cfg,
             version,
@@ -274,7 +274,6 @@ impl Session {
             inflight: resumed,
             aliases: None,
             rate_window: (now, 0),
-            empty_topic: Arc::from(""),
             wakes: Wakes::default(),
             tx: Transmit::default(),
             scratch: Vec::new(),
@@ -309,7 +308,7 @@ impl Session {
 
     /// The client id.
     pub fn client_id(&self) -> &str {
-        &self.client_id
+        &self.slot.key.client_id
     }
 
     /// Wakes the subscribers that received this client's publishes since the last call. The
@@ -327,7 +326,7 @@ impl Session {
 
     fn emit(&mut self, packet: Packet) {
         if let Err(e) = vmq_mqtt::encode(&packet, self.version, &mut self.tx.wire) {
-            tracing::warn!(client_id = %self.client_id, error = %e, "packet not encodable; dropped");
+            tracing::warn!(client_id = %self.slot.key.client_id, error = %e, "packet not encodable; dropped");
         }
     }
 
@@ -467,7 +466,7 @@ impl Session {
                     self.slot.queue.delivered(f.queued.stored);
                 }
             }
-            _ => debug!(client_id = %self.client_id, packet_id = id, "PUBACK for unknown packet id ignored"),
+            _ => debug!(client_id = %self.slot.key.client_id, packet_id = id, "PUBACK for unknown packet id ignored"),
         }
     }
 
@@ -517,7 +516,7 @@ impl Session {
         if !self.broker.netsplit_allows(crate::broker::NetsplitAction::Subscribe) {
             // `allow_subscribe_during_netsplit = off`: every filter is refused (0x80).
             self.broker.counters.netsplit_refused[2].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            debug!(client_id = %self.client_id, "SUBSCRIBE refused: cluster not ready (netsplit)");
+            debug!(client_id = %self.slot.key.client_id, "SUBSCRIBE refused: cluster not ready (netsplit)");
             let codes = vec![ReasonCode::UNSPECIFIED_ERROR; s.filters.len()];
             self.emit(Packet::SubAck(SubAck { packet_id: s.packet_id, codes, ..SubAck::default() }));
             return Ok(());
@@ -531,7 +530,8 @@ impl Session {
                 return Ok(());
             }
             let request = Request::AuthorizeSubscribe { who: self.subject(), filters };
-            let then = verdict::Authorizing { packet: s, topic: self.empty_topic.clone(), at: now };
+            // A subscription has no topic name; the continuation's is left empty.
+            let then = verdict::Authorizing { packet: s, topic: Arc::from(""), at: now };
             self.request(request, verdict::Continuation::Subscribe(Box::new(then)));
             return Ok(());
         }
@@ -575,7 +575,7 @@ impl Session {
                 if let Some(code) =
                     authorizations.get(i).copied().unwrap_or(Authorization::NOT_AUTHORIZED).refusal_code()
                 {
-                    debug!(client_id = %self.client_id, filter = %f.filter, code = code.0, "SUBSCRIBE not authorized");
+                    debug!(client_id = %self.slot.key.client_id, filter = %f.filter, code = code.0, "SUBSCRIBE not authorized");
                     codes.push(code);
                     continue;
                 }
@@ -595,7 +595,7 @@ impl Session {
                 _ => false,
             };
             if send_retained {
-                for msg in self.broker.retained_for(&self.mountpoint, &f.filter, now) {
+                for msg in self.broker.retained_for(&self.slot.key.mountpoint, &f.filter, now) {
                     retained.push(crate::broker::message::Delivery {
                         qos: msg.qos.min(f.options.qos),
                         msg,
@@ -620,7 +620,7 @@ impl Session {
             // the connection instead would end a clean session and drop every subscription the
             // client still believes it has).
             self.broker.counters.netsplit_refused[3].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            debug!(client_id = %self.client_id, "UNSUBSCRIBE refused: cluster not ready (netsplit)");
+            debug!(client_id = %self.slot.key.client_id, "UNSUBSCRIBE refused: cluster not ready (netsplit)");
             if !self.version.is_v5() {
                 return Ok(());
             }

@@ -72,14 +72,14 @@ impl Session {
             return self.refuse_publish_during_netsplit(&p);
         }
         let msg = Arc::new(Msg {
-            mountpoint: self.mountpoint.clone(),
+            mountpoint: self.slot.key.mountpoint.clone(),
             topic,
             payload: p.payload,
             qos: p.qos,
             retain: p.retain,
             properties: if self.version.is_v5() { ForwardedProperties::from_properties(&p.properties) } else { None },
             expires_at: p.properties.message_expiry_interval.map(|s| now + Duration::from_secs(u64::from(s))),
-            publisher: Some(self.client_id.clone()),
+            publisher: Some(self.slot.key.client_id.clone()),
         });
         let outcome = self.broker.publish_batched(msg, &mut self.wakes);
         let code = if outcome.matched == 0 && outcome.forwarded == 0 && self.version.is_v5() {
@@ -117,7 +117,7 @@ impl Session {
     /// payload format): a QoS 1/2 one with `code` in its PUBACK or PUBREC, which ends the
     /// exchange; a QoS 0 one, which has no acknowledgement, by closing the connection with it.
     fn refuse_publish(&mut self, p: &Publish, code: ReasonCode, cause: &str) -> Result<(), Close> {
-        tracing::debug!(client_id = %self.client_id, topic = %p.topic, code = code.0, "PUBLISH refused: {cause}");
+        tracing::debug!(client_id = %self.slot.key.client_id, topic = %p.topic, code = code.0, "PUBLISH refused: {cause}");
         let Some(packet_id) = p.packet_id.filter(|_| p.qos != QoS::AtMostOnce) else {
             return Err(Close::error(code, cause));
         };
@@ -135,7 +135,7 @@ impl Session {
     /// so its publishers get nothing and resend after reconnecting.
     fn refuse_publish_during_netsplit(&mut self, p: &Publish) -> Result<(), Close> {
         self.broker.counters.netsplit_refused[1].fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(client_id = %self.client_id, topic = %p.topic, "PUBLISH refused: cluster not ready (netsplit)");
+        tracing::debug!(client_id = %self.slot.key.client_id, topic = %p.topic, "PUBLISH refused: cluster not ready (netsplit)");
         let Some(packet_id) = p.packet_id.filter(|_| self.version.is_v5()) else { return Ok(()) };
         let refusal = PubResp {
             packet_id,
@@ -241,10 +241,11 @@ impl Session {
         if max == 0 {
             return;
         }
-        let outgoing = &mut self.aliases.get_or_insert_default().outgoing;
+        let aliases = self.aliases.get_or_insert_default();
+        let outgoing = &mut aliases.outgoing;
         if let Some(alias) = outgoing.get(full) {
             props.topic_alias = Some(*alias);
-            *topic = self.empty_topic.clone();
+            *topic = aliases.empty_topic.clone();
             return;
         }
         let next = outgoing.len() as u16 + 1;

@@ -8,6 +8,7 @@ use vmq_mqtt::Publish;
 
 use super::harness::*;
 use super::*;
+use vmq_storage::QueueKey;
 
 const V4: ProtocolVersion = ProtocolVersion::V4;
 const V5: ProtocolVersion = ProtocolVersion::V5;

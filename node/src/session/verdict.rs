@@ -129,7 +129,7 @@ impl Session {
     pub fn handle_verdict(&mut self, token: Token, verdict: Verdict) -> Result<Option<Packet>, Close> {
         // Verdicts mostly come in request order: the one looked for is at the front.
         let Some(at) = self.awaiting.iter().position(|(t, _)| *t == token) else {
-            warn!(client_id = %self.client_id, ?token, "verdict for an unknown request ignored");
+            warn!(client_id = %self.slot.key.client_id, ?token, "verdict for an unknown request ignored");
             return Ok(None);
         };
         let Some((_, then)) = self.awaiting.remove(at) else { return Ok(None) };
@@ -185,14 +185,18 @@ impl Session {
     /// Who asks, for an authorization.
     /// Who asks, borrowed, for a verdict given at once.
     pub(super) fn subject_ref(&self) -> SubjectRef<'_> {
-        SubjectRef { mountpoint: &self.mountpoint, client_id: &self.client_id, username: self.username.as_deref() }
+        SubjectRef {
+            mountpoint: &self.slot.key.mountpoint,
+            client_id: &self.slot.key.client_id,
+            username: self.username.as_deref(),
+        }
     }
 
     /// Who asks, for an authorization.
     pub(super) fn subject(&self) -> Subject {
         Subject {
-            mountpoint: self.mountpoint.clone(),
-            client_id: self.client_id.clone(),
+            mountpoint: self.slot.key.mountpoint.clone(),
+            client_id: self.slot.key.client_id.clone(),
             username: self.username.clone(),
         }
     }
@@ -211,7 +215,7 @@ impl Session {
         let Some(code) = authorization.refusal_code() else {
             return self.route_publish(publish, topic, at).map(|()| None);
         };
-        debug!(client_id = %self.client_id, %topic, code = code.0, "PUBLISH not authorized");
+        debug!(client_id = %self.slot.key.client_id, %topic, code = code.0, "PUBLISH not authorized");
         let Some(packet_id) = publish.packet_id.filter(|_| publish.qos != QoS::AtMostOnce) else { return Ok(None) };
         let code = if self.version.is_v5() { code } else { ReasonCode::SUCCESS };
         let ack = PubResp { packet_id, code, ..PubResp::default() };
@@ -236,7 +240,7 @@ impl Session {
         }
         let mut ack = PubResp { packet_id, code, ..PubResp::default() };
         if let Some(e) = failure {
-            warn!(client_id = %self.client_id, error = %e, "publish not acknowledged: not every receiver took it");
+            warn!(client_id = %self.slot.key.client_id, error = %e, "publish not acknowledged: not every receiver took it");
             // Forget the QoS 2 packet id so a resend of the publish is routed again rather
             // than acknowledged as a duplicate.
             if qos == QoS::ExactlyOnce {
