@@ -108,19 +108,23 @@ async fn listener_started_at_runtime_serves_its_own_mountpoint() {
 }
 
 #[tokio::test]
-async fn tls_and_websocket_listeners_are_not_started_and_say_so() {
-    let node = common::start(|cfg| {
-        let mut ssl = ListenerConfig::new(Transport::Ssl, "default", "127.0.0.1:0".parse().expect("an address"));
-        ssl.transport_settings.insert("certfile".into(), "/etc/ssl/cert.pem".into());
-        cfg.listeners.push(ssl);
-    })
-    .await;
-    let listed: Vec<Arc<ListenerConfig>> = node.listeners().list().into_iter().map(|l| l.spec).collect();
-    assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].transport, Transport::Tcp);
+async fn websocket_listeners_are_not_started_and_a_tls_listener_without_its_files_is_refused() {
+    let node = common::start(|_| {}).await;
     let ws = ListenerConfig::new(Transport::Ws, "web", "127.0.0.1:0".parse().expect("an address"));
     let err = node.listeners().start(ws).await.expect_err("WebSocket is not implemented");
     assert!(matches!(err, ListenerError::NotImplemented { transport: Transport::Ws, .. }), "{err:?}");
     assert!(err.to_string().starts_with("listener.ws.web = 127.0.0.1:0 not started: WebSocket listeners"), "{err}");
+    let mut ssl = ListenerConfig::new(Transport::Ssl, "default", "127.0.0.1:0".parse().expect("an address"));
+    ssl.transport_settings.insert("certfile".into(), "/nonexistent/cert.pem".into());
+    ssl.transport_settings.insert("keyfile".into(), "/nonexistent/key.pem".into());
+    let err = node.listeners().start(ssl).await.expect_err("no certificate");
+    assert!(matches!(err, ListenerError::Tls(_)), "{err:?}");
+    assert!(
+        err.to_string().contains("listener.ssl.default") && err.to_string().contains("/nonexistent/cert.pem"),
+        "{err}"
+    );
+    let listed: Vec<Arc<ListenerConfig>> = node.listeners().list().into_iter().map(|l| l.spec).collect();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].transport, Transport::Tcp);
     node.shutdown().await;
 }

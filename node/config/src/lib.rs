@@ -21,6 +21,7 @@ mod error;
 pub mod http;
 mod keys;
 mod listeners;
+pub use listeners::TLS_IMPLEMENTED;
 mod parser;
 mod values;
 

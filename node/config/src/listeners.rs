@@ -192,14 +192,10 @@ impl ListenerBuilder {
             _ => return Ok(Handled::Unknown),
         };
         Ok(match handled {
-            // Parsed, but the listener will not run: say so unless the value switches
-            // something off.
-            Handled::Done if transport_of(key).is_some_and(|t| t != Transport::Tcp) => {
-                if value == "off" {
-                    Handled::Done
-                } else {
-                    Handled::Warning(Unsupported::NotYet(not_implemented(key)).message())
-                }
+            // Parsed, but without effect (a transport or a TLS setting not implemented yet):
+            // say so unless the value switches something off.
+            Handled::Done if !takes_effect(key) && value != "off" => {
+                Handled::Warning(Unsupported::NotYet(not_implemented(key)).message())
             }
             other => other,
         })
@@ -410,10 +406,29 @@ fn transport_of(key: &str) -> Option<Transport> {
     key.split('.').nth(1).and_then(Transport::from_key)
 }
 
-/// The feature a key of a not yet implemented transport belongs to, for its warning.
+/// The settings of a TLS listener (`listener.ssl.*`) that take effect; its other transport
+/// settings (`ciphers`, `eccs`, `depth`, `use_identity_as_username`, TLS-PSK, ...) are
+/// accepted with a warning.
+pub const TLS_IMPLEMENTED: [&str; 6] =
+    ["certfile", "keyfile", "cafile", "require_certificate", "crlfile", "tls_version"];
+
+/// Whether an accepted listener key takes effect: every TCP key, and a TLS listener's
+/// definition and settings but the TLS settings not implemented yet.
+fn takes_effect(key: &str) -> bool {
+    match transport_of(key) {
+        Some(Transport::Tcp) | None => true,
+        Some(Transport::Ssl) => {
+            let last = key.rsplit('.').next().unwrap_or_default();
+            !TRANSPORT_SETTINGS.contains(&last) || TLS_IMPLEMENTED.contains(&last)
+        }
+        Some(Transport::Ws | Transport::Wss) => false,
+    }
+}
+
+/// The feature a key without effect belongs to, for its warning.
 fn not_implemented(key: &str) -> &'static str {
     match transport_of(key) {
-        Some(Transport::Ssl) => "TLS listeners",
+        Some(Transport::Ssl) => "this TLS setting",
         Some(Transport::Ws) => "WebSocket listeners",
         Some(Transport::Wss) => "secure WebSocket listeners",
         Some(Transport::Tcp) | None => "this listener setting",
@@ -672,11 +687,14 @@ mod tests {
     }
 
     #[test]
-    fn other_transports_warn_or_are_unknown() {
+    fn transports_and_settings_without_effect_warn_or_are_unknown() {
         let mut b = ListenerBuilder::default();
         let warn = |h: Result<Handled, ValueError>| matches!(h, Ok(Handled::Warning(_)));
-        assert!(warn(b.handle("listener.ssl.default", "127.0.0.1:8883", 1)));
-        assert!(warn(b.handle("listener.ssl.cafile", "./etc/cacerts.pem", 2)));
+        // TLS listeners run with the settings they implement; the others warn.
+        assert_eq!(b.handle("listener.ssl.default", "127.0.0.1:8883", 1), Ok(Handled::Done));
+        assert_eq!(b.handle("listener.ssl.cafile", "./etc/cacerts.pem", 2), Ok(Handled::Done));
+        assert!(warn(b.handle("listener.ssl.default.ciphers", "ECDHE-RSA-AES256-SHA", 2)));
+        assert!(warn(b.handle("listener.ssl.use_identity_as_username", "on", 2)));
         assert!(warn(b.handle("listener.wss.wss_default.certfile", "./etc/cert.pem", 3)));
         assert!(warn(b.handle("listener.https.mgmt.http_module.vmq_mgmt_http.auth.mode", "apikey", 4)));
         assert_eq!(b.handle("listener.ssl.name.allow_anonymous_override", "off", 5), Ok(Handled::Done));

@@ -4,6 +4,7 @@
 
 mod connection;
 mod registry;
+mod tls;
 mod verdicts;
 
 use std::sync::Arc;
@@ -45,6 +46,9 @@ pub struct ConnectionContext {
 /// once (and logged).
 struct Accept {
     socket: TcpListener,
+    /// For a TLS listener: its certificates; every connection's handshake runs in its own
+    /// task, so a slow one holds up nobody's accept.
+    tls: Option<Arc<tls::TlsListener>>,
     spec: Arc<ListenerSpec>,
     ctx: Arc<ConnectionContext>,
     stop: watch::Receiver<bool>,
@@ -62,7 +66,8 @@ impl Accept {
         let ctx = self.ctx.clone();
         let limit = spec.max_connections.map(|n| Arc::new(Semaphore::new(n)));
         let mut backoff = Duration::from_millis(5);
-        info!(listener = %spec.key(), addr = %spec.addr, "listening for MQTT over TCP");
+        let over = if self.tls.is_some() { "TLS" } else { "TCP" };
+        info!(listener = %spec.key(), addr = %spec.addr, "listening for MQTT over {over}");
         loop {
             let accepted = tokio::select! {
                 r = self.socket.accept() => r,
@@ -104,7 +109,32 @@ impl Accept {
                 broker: ctx.broker.clone(),
             };
             ctx.broker.counters.socket_open.fetch_add(1, Ordering::Relaxed);
-            tokio::spawn(connection::run(stream, peer, spec.clone(), ctx.clone(), self.kill.clone(), tenancy));
+            match &self.tls {
+                None => {
+                    tokio::spawn(connection::run(stream, peer, spec.clone(), ctx.clone(), self.kill.clone(), tenancy));
+                }
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+                    let (spec, ctx, kill) = (spec.clone(), ctx.clone(), self.kill.clone());
+                    tokio::spawn(async move {
+                        // The handshake counts against `mqtt.connect.timeout`, as the CONNECT
+                        // after it: a client that stalls it is closed.
+                        let handshake = tokio::time::timeout(ctx.mqtt.mqtt_connect_timeout, acceptor.accept(stream));
+                        let stream = match handshake.await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(e)) => {
+                                return info!(%peer, listener = %spec.key(), error = %e, "TLS handshake failed");
+                            }
+                            Err(_) => {
+                                return info!(%peer, listener = %spec.key(), "no TLS handshake within mqtt.connect.timeout");
+                            }
+                        };
+                        // Boxed: a TLS stream's buffers would otherwise live in the connection's
+                        // future, and the connection runs boxed so this task keeps only a pointer.
+                        Box::pin(connection::run(Box::new(stream), peer, spec, ctx, kill, tenancy)).await;
+                    });
+                }
+            }
         }
         info!(listener = %spec.key(), "listener stopped accepting");
     }

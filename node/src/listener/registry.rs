@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tracing::info;
 use vmq_config::{ListenerConfig, Transport};
 
+use super::tls::{TlsListener, TlsSetupError};
 use super::{Accept, ConnectionContext, KillSwitch};
 
 /// Why a listener could not be started or stopped.
@@ -59,6 +60,9 @@ pub enum ListenerError {
         /// `listener.<transport>.<name>`.
         key: String,
     },
+    /// A TLS listener's settings or files are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
 }
 
 /// A listener's socket, bound but not accepting yet ([`Listeners::bind`]).
@@ -67,6 +71,8 @@ pub struct Bound {
     socket: TcpListener,
     /// Its configuration, with the address actually bound (port 0 resolved).
     spec: ListenerConfig,
+    /// A TLS listener's certificates and settings.
+    tls: Option<Arc<TlsListener>>,
 }
 
 impl Bound {
@@ -151,9 +157,17 @@ impl Listeners {
     /// Binds `spec`'s address without accepting yet, so that a node can bind all its
     /// listeners before it starts any.
     pub async fn bind(spec: ListenerConfig) -> Result<Bound, ListenerError> {
-        if spec.transport != Transport::Tcp {
-            return Err(ListenerError::NotImplemented { key: spec.key(), addr: spec.addr, transport: spec.transport });
-        }
+        let tls = match spec.transport {
+            Transport::Tcp => None,
+            Transport::Ssl => Some(Arc::new(TlsListener::new(&spec)?)),
+            Transport::Ws | Transport::Wss => {
+                return Err(ListenerError::NotImplemented {
+                    key: spec.key(),
+                    addr: spec.addr,
+                    transport: spec.transport,
+                });
+            }
+        };
         let socket = TcpListener::bind(spec.addr).await.map_err(|source| ListenerError::Bind {
             key: spec.key(),
             addr: spec.addr,
@@ -161,7 +175,7 @@ impl Listeners {
         })?;
         let mut spec = spec;
         spec.addr = socket.local_addr().unwrap_or(spec.addr);
-        Ok(Bound { socket, spec })
+        Ok(Bound { socket, spec, tls })
     }
 
     /// Binds and starts `spec`; returns the bound address. A stopped listener of the same
@@ -178,7 +192,7 @@ impl Listeners {
 
     /// Starts accepting on a listener bound by [`Listeners::bind`]; returns its address.
     pub fn start_bound(&self, bound: Bound) -> Result<SocketAddr, ListenerError> {
-        let Bound { socket, spec } = bound;
+        let Bound { socket, spec, tls } = bound;
         let addr = spec.addr;
         let spec = Arc::new(spec);
         let mut state = self.lock();
@@ -209,6 +223,7 @@ impl Listeners {
         let kill = Arc::new(KillSwitch::default());
         let accept = Accept {
             socket,
+            tls,
             spec: spec.clone(),
             ctx: self.ctx.clone(),
             stop: stop_rx,

@@ -1,0 +1,198 @@
+//! TLS for `listener.ssl.<name>` (rustls, with the ring provider the cluster transport uses).
+//!
+//! Settings, resolved through VerneMQ's listener hierarchy: `certfile` and `keyfile` (PEM,
+//! required), `cafile` (the CAs client certificates are checked against), `require_certificate`
+//! (a client without a certificate signed by them is refused in the handshake; off: one is
+//! checked when sent), `crlfile` (revoked client certificates) and `tls_version` (`tlsv1.2` or
+//! `tlsv1.3`: only that version; unset: both) ([`vmq_config::TLS_IMPLEMENTED`]; the others are
+//! warned about when the file is read). Files replaced on disk are picked up for new
+//! connections (checked at most once a second, on accept); open connections keep theirs.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use thiserror::Error;
+use tracing::{info, warn};
+
+use super::ListenerSpec;
+
+/// `tls_version = tlsv1.2`.
+static ONLY_TLS12: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+/// `tls_version = tlsv1.3`.
+static ONLY_TLS13: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+
+/// How often the files are looked at for changes, at most.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// Why a TLS listener cannot run.
+#[derive(Debug, Error)]
+#[error("{key}: {why}")]
+pub struct TlsSetupError {
+    /// `listener.ssl.<name>`.
+    pub key: String,
+    /// What is wrong.
+    pub why: String,
+}
+
+/// A TLS listener's settings and its current server configuration.
+#[derive(Debug)]
+pub struct TlsListener {
+    key: String,
+    files: Files,
+    require_certificate: bool,
+    versions: &'static [&'static rustls::SupportedProtocolVersion],
+    current: RwLock<Arc<ServerConfig>>,
+    /// When the files were last looked at, and their modification times then.
+    checked: Mutex<(Instant, Vec<Option<SystemTime>>)>,
+}
+
+#[derive(Debug, Clone)]
+struct Files {
+    certfile: PathBuf,
+    keyfile: PathBuf,
+    cafile: Option<PathBuf>,
+    crlfile: Option<PathBuf>,
+}
+
+impl Files {
+    fn all(&self) -> impl Iterator<Item = &Path> {
+        [Some(&self.certfile), Some(&self.keyfile), self.cafile.as_ref(), self.crlfile.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(PathBuf::as_path)
+    }
+
+    fn modified(&self) -> Vec<Option<SystemTime>> {
+        self.all().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
+    }
+}
+
+impl TlsListener {
+    /// Reads `spec`'s TLS settings and files; the error names the listener and what is wrong.
+    pub fn new(spec: &ListenerSpec) -> Result<TlsListener, TlsSetupError> {
+        let key = spec.key();
+        let err = |why: String| TlsSetupError { key: key.clone(), why };
+        let setting = |name: &str| spec.transport_settings.get(name).map(String::as_str).filter(|v| !v.is_empty());
+        let path = |name: &str| setting(name).map(PathBuf::from);
+        let files = Files {
+            certfile: path("certfile").ok_or_else(|| err("certfile is required for a TLS listener".into()))?,
+            keyfile: path("keyfile").ok_or_else(|| err("keyfile is required for a TLS listener".into()))?,
+            cafile: path("cafile"),
+            crlfile: path("crlfile"),
+        };
+        let require_certificate = match setting("require_certificate") {
+            None | Some("off") => false,
+            Some("on") => true,
+            Some(other) => {
+                return Err(err(format!("require_certificate: '{other}' is not a flag; accepted: on or off")));
+            }
+        };
+        if require_certificate && files.cafile.is_none() {
+            return Err(err("require_certificate = on needs a cafile to check client certificates against".into()));
+        }
+        let versions: &'static [&'static rustls::SupportedProtocolVersion] = match setting("tls_version") {
+            None => rustls::DEFAULT_VERSIONS,
+            Some("tlsv1.2") => &ONLY_TLS12,
+            Some("tlsv1.3") => &ONLY_TLS13,
+            Some(v @ ("tlsv1" | "tlsv1.1")) => {
+                return Err(err(format!(
+                    "tls_version = {v}: TLS 1.0 and 1.1 are insecure and not supported; use tlsv1.2"
+                )));
+            }
+            Some(other) => return Err(err(format!("tls_version: '{other}' is not one of tlsv1.2, tlsv1.3"))),
+        };
+        let config = build(&files, require_certificate, versions).map_err(err)?;
+        let checked = Mutex::new((Instant::now(), files.modified()));
+        Ok(TlsListener { key, files, require_certificate, versions, current: RwLock::new(Arc::new(config)), checked })
+    }
+
+    /// The configuration for a new connection: the files read again first when one of them
+    /// changed since the last look (at most once per [`RECHECK`]). A change that does not load
+    /// is logged and the previous configuration stays.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.reload_if_changed();
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn reload_if_changed(&self) {
+        let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+        if checked.0.elapsed() < RECHECK {
+            return;
+        }
+        let modified = self.files.modified();
+        checked.0 = Instant::now();
+        if modified == checked.1 {
+            return;
+        }
+        checked.1 = modified;
+        match build(&self.files, self.require_certificate, self.versions) {
+            Ok(config) => {
+                *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
+                info!(listener = %self.key, "TLS certificate files changed: new connections use them");
+            }
+            Err(why) => {
+                warn!(listener = %self.key, "TLS files changed but cannot be used ({why}); keeping the previous ones")
+            }
+        }
+    }
+}
+
+fn build(
+    files: &Files,
+    require_certificate: bool,
+    versions: &'static [&'static rustls::SupportedProtocolVersion],
+) -> Result<ServerConfig, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = certs("certfile", &files.certfile)?;
+    let key = PrivateKeyDer::from_pem_file(&files.keyfile)
+        .map_err(|e| format!("keyfile {}: {e}", files.keyfile.display()))?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| format!("tls_version: {e}"))?;
+    let builder = match &files.cafile {
+        None => builder.with_no_client_auth(),
+        Some(cafile) => {
+            builder.with_client_cert_verifier(client_verifier(files, cafile, require_certificate, provider)?)
+        }
+    };
+    builder.with_single_cert(chain, key).map_err(|e| format!("certfile/keyfile: {e}"))
+}
+
+fn client_verifier(
+    files: &Files,
+    cafile: &Path,
+    require_certificate: bool,
+    provider: Arc<CryptoProvider>,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certs("cafile", cafile)? {
+        roots.add(ca).map_err(|e| format!("cafile {}: {e}", cafile.display()))?;
+    }
+    let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+    if let Some(crlfile) = &files.crlfile {
+        let crls = CertificateRevocationListDer::pem_file_iter(crlfile)
+            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("crlfile {}: {e}", crlfile.display()))?;
+        verifier = verifier.with_crls(crls);
+    }
+    if !require_certificate {
+        verifier = verifier.allow_unauthenticated();
+    }
+    verifier.build().map_err(|e| format!("cafile {}: {e}", cafile.display()))
+}
+
+fn certs(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{what} {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{what} {}: no certificate in the file", path.display()));
+    }
+    Ok(certs)
+}

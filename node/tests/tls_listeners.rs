@@ -1,0 +1,214 @@
+//! `listener.ssl.<name>` on a real `vernemq` process, driven by `mosquitto_sub` and
+//! `mosquitto_pub` over TLS: server certificates, client certificates required and refused,
+//! revoked ones, the TLS version, and certificates replaced while the node runs.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::process::Broker;
+
+/// A CA, and per name a certificate it signed (for 127.0.0.1 and localhost) with its key.
+struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Pki {
+    fn new(ca_name: &str, names: &[&str]) -> Pki {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params.distinguished_name.push(rcgen::DnType::CommonName, ca_name);
+        ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write");
+        for (serial, name) in names.iter().enumerate() {
+            let mut params =
+                rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("params");
+            params.distinguished_name.push(rcgen::DnType::CommonName, *name);
+            params.serial_number = Some(rcgen::SerialNumber::from((serial as u64 + 1).to_be_bytes().to_vec()));
+            params.extended_key_usages =
+                vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+            let key = rcgen::KeyPair::generate().expect("key");
+            let cert = params.signed_by(&key, &*ca).expect("signed");
+            std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).expect("write");
+            std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).expect("write");
+        }
+        // A revocation list naming the certificate of `names[1]`, if any.
+        if names.len() > 1 {
+            let crl = rcgen::CertificateRevocationListParams {
+                this_update: rcgen::date_time_ymd(2024, 1, 1),
+                next_update: rcgen::date_time_ymd(2099, 1, 1),
+                crl_number: rcgen::SerialNumber::from(1u64.to_be_bytes().to_vec()),
+                issuing_distribution_point: None,
+                revoked_certs: vec![rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(2u64.to_be_bytes().to_vec()),
+                    revocation_time: rcgen::date_time_ymd(2024, 6, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                }],
+                key_identifier_method: rcgen::KeyIdMethod::Sha256,
+            };
+            let crl = crl.signed_by(&*ca).expect("CRL");
+            std::fs::write(dir.path().join("crl.pem"), crl.pem().expect("pem")).expect("write");
+        }
+        Pki { dir }
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+}
+
+/// A broker with one TLS listener `extra` configures further (its port is logged).
+fn tls_broker(server: &Pki, extra: &str) -> (Broker, u16) {
+    let config = format!(
+        "listener.ssl.default = 127.0.0.1:0\nlistener.ssl.certfile = {}\nlistener.ssl.keyfile = {}\n{extra}",
+        server.path("server.pem").display(),
+        server.path("server.key").display()
+    );
+    let broker = Broker::start(&config);
+    let port = broker.logged_addr("listening for MQTT over TLS").port();
+    (broker, port)
+}
+
+/// `mosquitto_pub` over TLS, trusting `cafile`, with a client certificate if given.
+fn publish(port: u16, cafile: &Path, client: Option<(&Pki, &str)>, topic: &str, message: &str) -> Output {
+    let mut cmd = Command::new("mosquitto_pub");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-m", message]);
+    cmd.arg("--cafile").arg(cafile);
+    if let Some((pki, name)) = client {
+        cmd.arg("--cert").arg(pki.path(&format!("{name}.pem"))).arg("--key").arg(pki.path(&format!("{name}.key")));
+    }
+    cmd.output().expect("mosquitto_pub runs")
+}
+
+/// `mosquitto_sub` over TLS waiting for one message on `topic`, started before the publish.
+fn subscriber(port: u16, cafile: &Path, client: Option<(&Pki, &str)>, topic: &str) -> std::process::Child {
+    let mut cmd = Command::new("mosquitto_sub");
+    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-C", "1", "-W", "10"]);
+    cmd.arg("--cafile").arg(cafile);
+    if let Some((pki, name)) = client {
+        cmd.arg("--cert").arg(pki.path(&format!("{name}.pem"))).arg("--key").arg(pki.path(&format!("{name}.key")));
+    }
+    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("mosquitto_sub runs")
+}
+
+/// Publishes until the subscriber (which needs a moment to subscribe) got the message;
+/// returns what it printed.
+fn round_trip(port: u16, cafile: &Path, client: Option<(&Pki, &str)>) -> String {
+    let mut sub = subscriber(port, cafile, client, "tls/t");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sub.try_wait().expect("mosquitto_sub state").is_none() {
+        assert!(Instant::now() < deadline, "mosquitto_sub got nothing within 10 s");
+        let published = publish(port, cafile, client, "tls/t", "over-tls");
+        assert!(published.status.success(), "mosquitto_pub failed: {}", String::from_utf8_lossy(&published.stderr));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = sub.wait_with_output().expect("mosquitto_sub ends");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+fn refused(out: &Output) -> bool {
+    !out.status.success()
+}
+
+#[test]
+fn mosquitto_clients_publish_and_subscribe_over_tls_trusting_the_servers_ca() {
+    let server = Pki::new("server CA", &["server"]);
+    let (b, port) = tls_broker(&server, "");
+    assert_eq!(round_trip(port, &server.path("ca.pem"), None), "over-tls");
+    // A client that trusts another CA refuses the server.
+    let other = Pki::new("other CA", &["x"]);
+    assert!(refused(&publish(port, &other.path("ca.pem"), None, "t", "m")));
+    // Plain MQTT on the TLS port is not MQTT to it: closed in the handshake.
+    let plain = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "t", "-m", "m"])
+        .output()
+        .expect("runs");
+    assert!(refused(&plain));
+    b.wait_for_line("TLS handshake failed");
+}
+
+#[test]
+fn require_certificate_refuses_clients_without_one_signed_by_the_cafile_or_revoked() {
+    let server = Pki::new("server CA", &["server"]);
+    let clients = Pki::new("client CA", &["alice", "mallory"]);
+    let rogue = Pki::new("rogue CA", &["alice"]);
+    let extra = format!(
+        "listener.ssl.cafile = {}\nlistener.ssl.require_certificate = on\nlistener.ssl.crlfile = {}\n",
+        clients.path("ca.pem").display(),
+        clients.path("crl.pem").display()
+    );
+    let (_b, port) = tls_broker(&server, &extra);
+    let cafile = server.path("ca.pem");
+    assert_eq!(round_trip(port, &cafile, Some((&clients, "alice"))), "over-tls");
+    assert!(refused(&publish(port, &cafile, None, "t", "no certificate")));
+    assert!(refused(&publish(port, &cafile, Some((&rogue, "alice")), "t", "rogue CA")));
+    assert!(refused(&publish(port, &cafile, Some((&clients, "mallory")), "t", "revoked")));
+}
+
+#[test]
+fn tls_version_limits_the_handshake_to_that_version() {
+    let server = Pki::new("server CA", &["server"]);
+    let (_b, port) = tls_broker(&server, "listener.ssl.tls_version = tlsv1.3\n");
+    let cafile = server.path("ca.pem");
+    // mosquitto's --tls-version is a minimum; openssl's -tls1_2 offers TLS 1.2 alone.
+    let handshake = |version: &str| {
+        Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), version, "-verify_return_error"])
+            .arg("-CAfile")
+            .arg(&cafile)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl runs")
+    };
+    assert!(refused(&handshake("-tls1_2")), "a TLS 1.2 client got in on a tlsv1.3 listener");
+    assert!(handshake("-tls1_3").status.success(), "a TLS 1.3 client was refused");
+    assert!(publish(port, &cafile, None, "t", "m").status.success());
+}
+
+#[test]
+fn certificates_replaced_on_disk_are_used_for_new_connections() {
+    let first = Pki::new("first CA", &["server"]);
+    let (b, port) = tls_broker(&first, "");
+    assert!(publish(port, &first.path("ca.pem"), None, "t", "m").status.success());
+    let second = Pki::new("second CA", &["server"]);
+    // Replaced as a deployment would: the new files moved over the old ones.
+    for file in ["server.pem", "server.key"] {
+        let staged = first.path(&format!("{file}.new"));
+        std::fs::copy(second.path(file), &staged).expect("copy");
+        std::fs::rename(&staged, first.path(file)).expect("rename");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !publish(port, &second.path("ca.pem"), None, "t", "m").status.success() {
+        assert!(Instant::now() < deadline, "the new certificate was not used within 10 s");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    b.wait_for_line("TLS certificate files changed");
+    assert!(refused(&publish(port, &first.path("ca.pem"), None, "t", "m")), "the old certificate is still served");
+}
+
+#[test]
+fn a_tls_listener_without_its_files_stops_the_node_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conf = dir.path().join("vernemq.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener.tcp.default = 127.0.0.1:0\nlistener.ssl.default = 127.0.0.1:0\n\
+             listener.ssl.certfile = {0}/missing.pem\nlistener.ssl.keyfile = {0}/missing.key\n\
+             listener.vmq.clustering = 127.0.0.1:0\nplatform_data_dir = {0}/data\n",
+            dir.path().display()
+        ),
+    )
+    .expect("write");
+    let bin = std::env::var("VERNEMQ_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vernemq").to_string());
+    let out = Command::new(bin).args(["console", "-c"]).arg(&conf).env("NO_COLOR", "1").output().expect("runs");
+    assert!(!out.status.success(), "the node started without its certificate");
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(all.contains("listener.ssl.default") && all.contains("missing.pem"), "{all}");
+}
