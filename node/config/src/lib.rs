@@ -104,11 +104,11 @@ pub struct ListenerConfig {
     /// `allow_anonymous_override`: anonymous clients are accepted on this listener when this
     /// or the global `allow_anonymous` is on (VerneMQ ORs the two). Default off.
     pub allow_anonymous_override: bool,
-    /// `proxy_protocol`: connections start with a PROXY protocol header. Default off; not
-    /// implemented yet (`on` is warned about when the file is read).
+    /// `proxy_protocol`: connections start with a PROXY protocol header (v1 or v2) whose
+    /// source address is the client's. Default off.
     pub proxy_protocol: bool,
-    /// `proxy_protocol_use_cn_as_username`: the username is the client certificate's common
-    /// name from the PROXY header. Default off; not implemented yet, like `proxy_protocol`.
+    /// `proxy_protocol_use_cn_as_username`: the user name is the client certificate's common
+    /// name from the PROXY v2 header. Default off.
     pub proxy_protocol_use_cn_as_username: bool,
     /// The TLS and WebSocket settings (`certfile`, `keyfile`, `cafile`, `ciphers`,
     /// `require_certificate`, ...) by setting name, unvalidated: their transports are not

@@ -466,9 +466,6 @@ fn apply(level: &mut Level, setting: &str, value: &str) -> Result<Handled, Value
             } else {
                 level.proxy_protocol_use_cn_as_username = Some(on);
             }
-            if on {
-                return Ok(Handled::Warning(Unsupported::NotYet("PROXY protocol").message()));
-            }
         }
         "buffer_sizes" => {
             return Ok(Handled::Warning(Unsupported::NotYet("per-listener socket buffer sizes").message()));
@@ -666,12 +663,12 @@ mod tests {
     }
 
     #[test]
-    fn unimplemented_tcp_settings_warn_when_switched_on() {
+    fn proxy_settings_are_flags_and_buffer_sizes_warn() {
         let mut b = ListenerBuilder::default();
         b.handle("listener.tcp.default", "127.0.0.1:1883", 1).unwrap();
         for key in ["listener.tcp.proxy_protocol", "listener.tcp.default.proxy_protocol_use_cn_as_username"] {
             assert_eq!(b.handle(key, "off", 2), Ok(Handled::Done), "{key}");
-            assert!(matches!(b.handle(key, "on", 3), Ok(Handled::Warning(_))), "{key}");
+            assert_eq!(b.handle(key, "on", 3), Ok(Handled::Done), "{key}");
             assert!(b.handle(key, "maybe", 4).is_err(), "{key}");
         }
         assert!(matches!(b.handle("listener.tcp.buffer_sizes", "4096,16384,32768", 5), Ok(Handled::Warning(_))));
@@ -768,13 +765,10 @@ mod tests {
     }
 
     #[test]
-    fn proxy_protocol_is_carried_with_its_warning() {
+    fn proxy_protocol_is_carried() {
         let mut b = ListenerBuilder::default();
         b.handle("listener.tcp.default", "127.0.0.1:1883", 1).unwrap();
-        assert!(matches!(
-            b.handle("listener.tcp.default.proxy_protocol", "on", 2),
-            Ok(Handled::Warning(w)) if w.contains("PROXY protocol")
-        ));
+        assert_eq!(b.handle("listener.tcp.default.proxy_protocol", "on", 2), Ok(Handled::Done));
         let listeners = b.finish().unwrap();
         assert!(listeners[0].proxy_protocol);
         assert!(!listeners[0].proxy_protocol_use_cn_as_username);

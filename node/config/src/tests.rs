@@ -377,14 +377,13 @@ fn unimplemented_features_warn_unless_switched_off() {
         warned,
         [
             (Some(2), "vmq_bridge.tcp.br0"),
+            // Given twice: the first is overridden (the PROXY protocol itself works).
             (Some(3), "listener.tcp.proxy_protocol"),
-            (Some(4), "listener.tcp.proxy_protocol"),
             (Some(6), "allow_multiple_sessions"),
         ]
     );
     assert!(config.warnings[0].message.contains("vmq_bridge"));
-    assert!(config.warnings[2].message.contains("PROXY protocol"));
-    assert!(config.warnings[3].message.contains("deprecated"));
+    assert!(config.warnings[2].message.contains("deprecated"));
 }
 
 #[test]

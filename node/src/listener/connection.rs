@@ -163,6 +163,9 @@ const MAX_HELD_BYTES: usize = 1024 * 1024;
 /// connection's future keeps a pointer to it rather than room for every part.
 struct Opening<S> {
     stream: S,
+    /// A user name the connection established before MQTT (the TLS common name a PROXY
+    /// header carried): it replaces the CONNECT's.
+    identity: Option<String>,
     spec: Arc<ListenerSpec>,
     ctx: Arc<ConnectionContext>,
     shutdown: Arc<KillSwitch>,
@@ -195,6 +198,7 @@ struct Serving<S> {
 pub(super) fn run<S>(
     stream: S,
     peer: SocketAddr,
+    identity: Option<String>,
     spec: Arc<ListenerSpec>,
     ctx: Arc<ConnectionContext>,
     shutdown: Arc<KillSwitch>,
@@ -204,7 +208,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let span = tracing::info_span!("mqtt", %peer, client_id = tracing::field::Empty);
-    connection(Box::new(Opening { stream, spec, ctx, shutdown, tenancy })).instrument(span)
+    connection(Box::new(Opening { stream, identity, spec, ctx, shutdown, tenancy })).instrument(span)
 }
 
 async fn connection<S>(opening: Box<Opening<S>>)
@@ -219,13 +223,13 @@ where
 /// Reads CONNECT, registers the client and starts its session; `None` when the connection
 /// ended first (refused, closed, shut down), answered as it should be.
 async fn open<S: AsyncRead + AsyncWrite + Unpin>(opening: Box<Opening<S>>) -> Option<Serving<S>> {
-    let Opening { mut stream, spec, ctx, shutdown, tenancy } = *opening;
+    let Opening { mut stream, identity, spec, ctx, shutdown, tenancy } = *opening;
     let mut rbuf = BytesMut::new();
     // Authorizations are bounded as CONNECT's is: by `mqtt.connect.timeout`.
     let held = Held::new(ctx.authorizer.clone(), ctx.mqtt.mqtt_connect_timeout);
     let mut w = Writer { buf: BytesMut::new(), version: ProtocolVersion::V4, held };
     let accepted = tokio::select! {
-        r = handshake(&mut stream, &mut rbuf, &mut w, &spec, &ctx) => r,
+        r = handshake(&mut stream, &mut rbuf, &mut w, &spec, &ctx, identity) => r,
         () = shutdown.pulled() => return None,
     };
     let (connect, accepted) = accepted?;
@@ -271,6 +275,7 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
     w: &mut Writer,
     spec: &ListenerSpec,
     ctx: &ConnectionContext,
+    identity: Option<String>,
 ) -> Option<(Box<Connect>, Accepted)> {
     let max_packet = connect::max_connect_size(&ctx.mqtt);
     // CONNECT must be the first packet [MQTT-3.1.0-1], within `mqtt.connect.timeout`.
@@ -293,7 +298,10 @@ async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
             info!(error = %e, "connection closed before CONNECT");
             return None;
         }
-        Ok(Ok(Packet::Connect(connect))) => {
+        Ok(Ok(Packet::Connect(mut connect))) => {
+            if let Some(name) = identity {
+                connect.username = Some(name);
+            }
             if let Some(v) = connect.protocol {
                 w.version = v;
             }
@@ -662,7 +670,7 @@ mod tests {
         let (client, server) = duplex(64 * 1024);
         let tenancy = Tenancy::detached(ctx.broker.clone());
         let addr = spec.addr;
-        (client, tokio::spawn(run(server, addr, spec, ctx, Arc::new(KillSwitch::default()), tenancy)))
+        (client, tokio::spawn(run(server, addr, None, spec, ctx, Arc::new(KillSwitch::default()), tenancy)))
     }
 
     #[tokio::test]
@@ -840,7 +848,14 @@ mod tests {
         mqtt::encode(&Packet::Connect(Box::new(connect)), ProtocolVersion::V4, &mut out).unwrap();
         client.write_all(&out).await.unwrap();
         let tenancy = Tenancy::detached(ctx.broker.clone());
-        let opening = Opening { stream: server, spec: spec.clone(), ctx: ctx.clone(), shutdown: stop.clone(), tenancy };
+        let opening = Opening {
+            stream: server,
+            identity: None,
+            spec: spec.clone(),
+            ctx: ctx.clone(),
+            shutdown: stop.clone(),
+            tenancy,
+        };
         let mut serving = open(Box::new(opening)).await.expect("CONNECT accepted");
         let serve = std::mem::size_of_val(&serving.serve());
         let served = std::mem::size_of_val(&serving);
@@ -848,7 +863,7 @@ mod tests {
         let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let tenancy = Tenancy::detached(ctx.broker.clone());
-        let future = std::mem::size_of_val(&run(server, addr, spec, ctx, stop, tenancy));
+        let future = std::mem::size_of_val(&run(server, addr, None, spec, ctx, stop, tenancy));
         eprintln!("connection future: {future} B: the served connection {served} B, its serving loop {serve} B");
         assert!(future <= 1600, "the connection future grew to {future} B (served {served} B, loop {serve} B)");
     }

@@ -3,6 +3,7 @@
 //! sans-IO [`crate::session::Session`].
 
 mod connection;
+mod proxy;
 mod registry;
 mod tls;
 mod verdicts;
@@ -109,35 +110,72 @@ impl Accept {
                 broker: ctx.broker.clone(),
             };
             ctx.broker.counters.socket_open.fetch_add(1, Ordering::Relaxed);
-            match &self.tls {
-                None => {
-                    tokio::spawn(connection::run(stream, peer, spec.clone(), ctx.clone(), self.kill.clone(), tenancy));
-                }
-                Some(tls) => {
-                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
-                    let (spec, ctx, kill) = (spec.clone(), ctx.clone(), self.kill.clone());
-                    tokio::spawn(async move {
-                        // The handshake counts against `mqtt.connect.timeout`, as the CONNECT
-                        // after it: a client that stalls it is closed.
-                        let handshake = tokio::time::timeout(ctx.mqtt.mqtt_connect_timeout, acceptor.accept(stream));
-                        let stream = match handshake.await {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(e)) => {
-                                return info!(%peer, listener = %spec.key(), error = %e, "TLS handshake failed");
-                            }
-                            Err(_) => {
-                                return info!(%peer, listener = %spec.key(), "no TLS handshake within mqtt.connect.timeout");
-                            }
-                        };
-                        // Boxed: a TLS stream's buffers would otherwise live in the connection's
-                        // future, and the connection runs boxed so this task keeps only a pointer.
-                        Box::pin(connection::run(Box::new(stream), peer, spec, ctx, kill, tenancy)).await;
-                    });
-                }
+            if !spec.proxy_protocol && self.tls.is_none() {
+                let identity = None;
+                let run =
+                    connection::run(stream, peer, identity, spec.clone(), ctx.clone(), self.kill.clone(), tenancy);
+                tokio::spawn(run);
+                continue;
             }
+            let acceptor = self.tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(tls.config()));
+            let (spec, ctx, kill) = (spec.clone(), ctx.clone(), self.kill.clone());
+            // The PROXY header and the TLS handshake run in the connection's own task, so a
+            // slow client holds up nobody's accept; both count against `mqtt.connect.timeout`,
+            // as the CONNECT after them.
+            tokio::spawn(async move {
+                let within = ctx.mqtt.mqtt_connect_timeout;
+                let Ok(opened) = tokio::time::timeout(within, open(stream, peer, &spec, acceptor)).await else {
+                    return info!(%peer, listener = %spec.key(), "no PROXY header or TLS handshake within mqtt.connect.timeout");
+                };
+                let (stream, peer, identity) = match opened {
+                    Ok(opened) => opened,
+                    Err(why) => return info!(%peer, listener = %spec.key(), "connection closed: {why}"),
+                };
+                // Boxed: a TLS stream's buffers would otherwise live in the connection's
+                // future, and the connection runs boxed so this task keeps only a pointer.
+                Box::pin(connection::run(stream, peer, identity, spec, ctx, kill, tenancy)).await;
+            });
         }
         info!(listener = %spec.key(), "listener stopped accepting");
     }
+}
+
+/// What a connection runs over once its PROXY header (if the listener expects one) and its
+/// TLS handshake (on a TLS listener) are done.
+type Opened = (Box<dyn Stream>, std::net::SocketAddr, Option<String>);
+
+/// A connection's byte stream: TCP, or TLS over it.
+trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for S {}
+
+/// Reads the PROXY header (`proxy_protocol = on`: its source becomes the peer, and with
+/// `proxy_protocol_use_cn_as_username` its TLS common name the user name), then runs the TLS
+/// handshake when `acceptor` is given.
+async fn open(
+    mut stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    spec: &ListenerSpec,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<Opened, String> {
+    let (mut peer, mut identity) = (peer, None);
+    if spec.proxy_protocol {
+        let header = proxy::read_header(&mut stream).await.map_err(|e| e.to_string())?;
+        if let Some(source) = header.source {
+            tracing::debug!(balancer = %peer, client = %source, "PROXY header");
+            peer = source;
+        }
+        if spec.proxy_protocol_use_cn_as_username {
+            identity = header.tls_common_name;
+        }
+    }
+    let stream: Box<dyn Stream> = match acceptor {
+        None => Box::new(stream),
+        Some(acceptor) => {
+            let tls = acceptor.accept(stream).await.map_err(|e| format!("TLS handshake failed: {e}"))?;
+            Box::new(tls)
+        }
+    };
+    Ok((stream, peer, identity))
 }
 
 /// Closes the connections of one listener run when pulled.
