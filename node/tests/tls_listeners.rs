@@ -212,3 +212,34 @@ fn a_tls_listener_without_its_files_stops_the_node_with_a_clear_error() {
     let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(all.contains("listener.ssl.default") && all.contains("missing.pem"), "{all}");
 }
+
+#[test]
+fn use_identity_as_username_makes_the_certificates_common_name_the_user_the_acl_sees() {
+    let server = Pki::new("server CA", &["server"]);
+    let clients = Pki::new("client CA", &["alice", "bob"]);
+    let acl = clients.path("vmq.acl");
+    std::fs::write(&acl, "user alice\ntopic tls/#\n").expect("write");
+    let extra = format!(
+        "listener.ssl.cafile = {}\nlistener.ssl.require_certificate = on\n\
+         listener.ssl.use_identity_as_username = on\nvmq_acl.acl_file = {}\n",
+        clients.path("ca.pem").display(),
+        acl.display()
+    );
+    let (_b, port) = tls_broker(&server, &extra);
+    let cafile = server.path("ca.pem");
+    // alice's certificate makes her `alice` to the ACL, whatever her CONNECT says.
+    assert_eq!(round_trip(port, &cafile, Some((&clients, "alice"))), "over-tls");
+    // bob's certificate is valid, but the ACL has nothing for `bob`: his subscription is refused.
+    let out = Command::new("mosquitto_sub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "tls/t", "-C", "1", "-W", "5", "-u", "alice"])
+        .arg("--cafile")
+        .arg(&cafile)
+        .arg("--cert")
+        .arg(clients.path("bob.pem"))
+        .arg("--key")
+        .arg(clients.path("bob.key"))
+        .output()
+        .expect("mosquitto_sub runs");
+    let said = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(said.contains("denied"), "bob, claiming to be alice, was not refused: {said}");
+}

@@ -407,10 +407,10 @@ fn transport_of(key: &str) -> Option<Transport> {
 }
 
 /// The settings of a TLS listener (`listener.ssl.*`) that take effect; its other transport
-/// settings (`ciphers`, `eccs`, `depth`, `use_identity_as_username`, TLS-PSK, ...) are
+/// settings (`ciphers`, `eccs`, `depth`, TLS-PSK, ...) are
 /// accepted with a warning.
-pub const TLS_IMPLEMENTED: [&str; 6] =
-    ["certfile", "keyfile", "cafile", "require_certificate", "crlfile", "tls_version"];
+pub const TLS_IMPLEMENTED: [&str; 7] =
+    ["certfile", "keyfile", "cafile", "require_certificate", "use_identity_as_username", "crlfile", "tls_version"];
 
 /// Whether an accepted listener key takes effect: every TCP key, and a TLS listener's
 /// definition and settings but the TLS settings not implemented yet.
@@ -691,7 +691,7 @@ mod tests {
         assert_eq!(b.handle("listener.ssl.default", "127.0.0.1:8883", 1), Ok(Handled::Done));
         assert_eq!(b.handle("listener.ssl.cafile", "./etc/cacerts.pem", 2), Ok(Handled::Done));
         assert!(warn(b.handle("listener.ssl.default.ciphers", "ECDHE-RSA-AES256-SHA", 2)));
-        assert!(warn(b.handle("listener.ssl.use_identity_as_username", "on", 2)));
+        assert!(warn(b.handle("listener.ssl.depth", "3", 2)));
         assert!(warn(b.handle("listener.wss.wss_default.certfile", "./etc/cert.pem", 3)));
         assert!(warn(b.handle("listener.https.mgmt.http_module.vmq_mgmt_http.auth.mode", "apikey", 4)));
         assert_eq!(b.handle("listener.ssl.name.allow_anonymous_override", "off", 5), Ok(Handled::Done));

@@ -117,7 +117,10 @@ impl Accept {
                 tokio::spawn(run);
                 continue;
             }
-            let acceptor = self.tls.as_ref().map(|tls| tokio_rustls::TlsAcceptor::from(tls.config()));
+            let acceptor = self.tls.as_ref().map(|tls| Handshake {
+                acceptor: tokio_rustls::TlsAcceptor::from(tls.config()),
+                identity_from_certificate: tls.use_identity_as_username,
+            });
             let (spec, ctx, kill) = (spec.clone(), ctx.clone(), self.kill.clone());
             // The PROXY header and the TLS handshake run in the connection's own task, so a
             // slow client holds up nobody's accept; both count against `mqtt.connect.timeout`,
@@ -148,14 +151,22 @@ type Opened = (Box<dyn Stream>, std::net::SocketAddr, Option<String>);
 trait Stream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Stream for S {}
 
+/// A TLS listener's handshake for one connection.
+struct Handshake {
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// `use_identity_as_username`.
+    identity_from_certificate: bool,
+}
+
 /// Reads the PROXY header (`proxy_protocol = on`: its source becomes the peer, and with
 /// `proxy_protocol_use_cn_as_username` its TLS common name the user name), then runs the TLS
-/// handshake when `acceptor` is given.
+/// handshake on a TLS listener (with `use_identity_as_username`, the client certificate's
+/// common name is the user name).
 async fn open(
     mut stream: tokio::net::TcpStream,
     peer: std::net::SocketAddr,
     spec: &ListenerSpec,
-    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Handshake>,
 ) -> Result<Opened, String> {
     let (mut peer, mut identity) = (peer, None);
     if spec.proxy_protocol {
@@ -168,10 +179,16 @@ async fn open(
             identity = header.tls_common_name;
         }
     }
-    let stream: Box<dyn Stream> = match acceptor {
+    let stream: Box<dyn Stream> = match tls {
         None => Box::new(stream),
-        Some(acceptor) => {
-            let tls = acceptor.accept(stream).await.map_err(|e| format!("TLS handshake failed: {e}"))?;
+        Some(handshake) => {
+            let tls = handshake.acceptor.accept(stream).await.map_err(|e| format!("TLS handshake failed: {e}"))?;
+            if handshake.identity_from_certificate {
+                let certificate = tls.get_ref().1.peer_certificates().and_then(|chain| chain.first());
+                if let Some(name) = certificate.and_then(|c| tls::common_name(c)) {
+                    identity = Some(name);
+                }
+            }
             Box::new(tls)
         }
     };

@@ -46,6 +46,8 @@ pub struct TlsListener {
     key: String,
     files: Files,
     require_certificate: bool,
+    /// `use_identity_as_username`: the client certificate's common name is the user name.
+    pub use_identity_as_username: bool,
     versions: &'static [&'static rustls::SupportedProtocolVersion],
     current: RwLock<Arc<ServerConfig>>,
     /// When the files were last looked at, and their modification times then.
@@ -93,6 +95,18 @@ impl TlsListener {
                 return Err(err(format!("require_certificate: '{other}' is not a flag; accepted: on or off")));
             }
         };
+        let use_identity_as_username = match setting("use_identity_as_username") {
+            None | Some("off") => false,
+            Some("on") => true,
+            Some(other) => {
+                return Err(err(format!("use_identity_as_username: '{other}' is not a flag; accepted: on or off")));
+            }
+        };
+        if use_identity_as_username && files.cafile.is_none() {
+            return Err(
+                err("use_identity_as_username = on needs a cafile to check client certificates against".into()),
+            );
+        }
         if require_certificate && files.cafile.is_none() {
             return Err(err("require_certificate = on needs a cafile to check client certificates against".into()));
         }
@@ -109,7 +123,15 @@ impl TlsListener {
         };
         let config = build(&files, require_certificate, versions).map_err(err)?;
         let checked = Mutex::new((Instant::now(), files.modified()));
-        Ok(TlsListener { key, files, require_certificate, versions, current: RwLock::new(Arc::new(config)), checked })
+        Ok(TlsListener {
+            key,
+            files,
+            require_certificate,
+            use_identity_as_username,
+            versions,
+            current: RwLock::new(Arc::new(config)),
+            checked,
+        })
     }
 
     /// The configuration for a new connection: the files read again first when one of them
@@ -187,6 +209,63 @@ fn client_verifier(
     verifier.build().map_err(|e| format!("cafile {}: {e}", cafile.display()))
 }
 
+/// The subject common name of a DER certificate (its first `CN`), for
+/// `use_identity_as_username`. `None` when there is none or the certificate does not parse;
+/// the handshake has verified it already, so this only reads it.
+pub fn common_name(cert: &[u8]) -> Option<String> {
+    // Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL,
+    //   serialNumber, signature, issuer, validity, subject, ... }, ... }
+    let (_, certificate, _) = der(cert)?;
+    let (_, mut tbs, _) = der(certificate)?;
+    let (tag, _, rest) = der(tbs)?;
+    if tag == 0xa0 {
+        tbs = rest;
+    }
+    // serialNumber, signature, issuer, validity.
+    for _ in 0..4 {
+        tbs = der(tbs)?.2;
+    }
+    // subject Name ::= SEQUENCE OF SET OF SEQUENCE { type OID, value ANY }
+    let (_, mut rdns, _) = der(tbs)?;
+    while !rdns.is_empty() {
+        let (_, mut set, rest) = der(rdns)?;
+        rdns = rest;
+        while !set.is_empty() {
+            let (_, attribute, rest) = der(set)?;
+            set = rest;
+            let (oid_tag, oid, value) = der(attribute)?;
+            // id-at-commonName, 2.5.4.3.
+            if oid_tag == 0x06 && oid == [0x55, 0x04, 0x03] {
+                let (_, text, _) = der(value)?;
+                return std::str::from_utf8(text).ok().map(str::to_owned);
+            }
+        }
+    }
+    None
+}
+
+/// One DER element: its tag, its contents, and what follows it. Only definite lengths of up to
+/// four bytes, as certificates use.
+fn der(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = bytes.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    if rest.len() < len {
+        return None;
+    }
+    let (contents, rest) = rest.split_at(len);
+    Some((tag, contents, rest))
+}
+
 fn certs(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
@@ -195,4 +274,32 @@ fn certs(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String
         return Err(format!("{what} {}: no certificate in the file", path.display()));
     }
     Ok(certs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_common_name_is_read_from_a_certificate_and_garbage_gives_none() {
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params.distinguished_name.push(rcgen::DnType::OrganizationName, "vmq");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "device-42");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.self_signed(&key).expect("cert");
+        assert_eq!(common_name(cert.der()).as_deref(), Some("device-42"));
+        let unnamed = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        let mut unnamed = unnamed;
+        unnamed.distinguished_name = rcgen::DistinguishedName::new();
+        let cert = unnamed.self_signed(&key).expect("cert");
+        assert_eq!(common_name(cert.der()), None);
+        for garbage in [&b""[..], b"\x30", b"\x30\x84\xff\xff\xff\xff", b"\x30\x03\x30\x01"] {
+            assert_eq!(common_name(garbage), None);
+        }
+        // Every truncation of a real certificate reads as nothing, never a panic.
+        let der = cert.der().to_vec();
+        for end in 0..der.len() {
+            let _ = common_name(&der[..end]);
+        }
+    }
 }
