@@ -128,3 +128,36 @@ async fn websocket_listeners_are_not_started_and_a_tls_listener_without_its_file
     assert_eq!(listed[0].transport, Transport::Tcp);
     node.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_connection_flood_on_one_listener_does_not_starve_another() {
+    let node = common::start(|cfg| {
+        cfg.listeners[0].max_connections = Some(3);
+        cfg.listeners.push(ListenerConfig::new(Transport::Tcp, "other", "127.0.0.1:0".parse().expect("an address")));
+    })
+    .await;
+    let addr = |name: &str| node.local_addrs().iter().find(|(n, _)| n == name).map(|(_, a)| *a).expect("bound");
+    let (flooded, other) = (addr("default"), addr("other"));
+    // Clients that connect and never send CONNECT: three pin the flooded listener's slots
+    // (until mqtt.connect.timeout), the rest are closed at once.
+    let mut idle = Vec::new();
+    for _ in 0..50 {
+        idle.push(tokio::net::TcpStream::connect(flooded).await.expect("TCP accepted by the OS"));
+    }
+    wait_until("the flooded listener holds its 3 slots", || default_listener(node.listeners()).1 == 3).await;
+    let mut refused = 0;
+    for s in &mut idle {
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(std::time::Duration::from_millis(200), s.peek(&mut byte)).await {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 47, "connections beyond max_connections are closed at once");
+    // The other listener serves a client as if nothing happened.
+    let (mut c, _) = V4::connect(V4::options(other, "unaffected")).await;
+    c.subscribe("t", QoS::AtLeastOnce).await;
+    c.client.publish("t", QoS::AtLeastOnce, false, "ok").await.expect("queued");
+    assert_eq!(c.publish_event().await.payload.as_ref(), b"ok");
+    drop(idle);
+    node.shutdown().await;
+}
