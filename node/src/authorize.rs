@@ -1,14 +1,16 @@
-//! Where a plugin decides what a client may do: the [`Authorizer`] seam. No plugin implements
-//! it yet; the password file, the ACL file, webhooks and the plugin hooks of later issues do
-//! (VerneMQ's `auth_on_register`, `auth_on_publish` and `auth_on_subscribe`).
+//! Where a plugin decides what a client may do: the [`Authorizer`] seam (VerneMQ's
+//! `auth_on_register`, `auth_on_publish` and `auth_on_subscribe`). The password file and the ACL
+//! file implement it (`crate::file_auth`); webhooks and the plugin hooks of later issues will.
 //!
-//! The session does not call it: it stays sans-IO and, when the node has an authorizer, asks
-//! its driver with a [`crate::session::Request`] and waits for the verdict (see
-//! `session/verdict.rs`). The connection driver calls the authorizer and may take as long as
-//! the answer takes; the client's later packets wait meanwhile. A node without an authorizer
-//! never asks, so its connections do not pay for the seam. A CONNECT is asked about before the
-//! client id is registered, while no session exists yet: the connection awaits that answer
-//! itself, and the session's rules turn it into the CONNACK ([`crate::session::connect`]).
+//! The session stays sans-IO. A verdict the authorizer knows at once (an ACL in memory:
+//! [`Authorizer::authorize_publish_now`]) is taken inline; otherwise the session asks its driver
+//! with a [`crate::session::Request`] and waits for the verdict (see `session/verdict.rs`): the
+//! connection driver calls the authorizer and may take as long as the answer takes, and the
+//! client's later packets wait meanwhile. A node without an authorizer never asks, so its
+//! connections do not pay for the seam. A CONNECT is asked about (only with anonymous access
+//! off, as VerneMQ) before the client id is registered, while no session exists yet: the
+//! connection awaits that answer itself, and the session's rules turn it into the CONNACK
+//! ([`crate::session::connect`]).
 
 use std::fmt;
 use std::future::Future;
@@ -31,6 +33,13 @@ pub struct Subject {
     /// The user name its CONNECT carried, if any (authenticated or not: with anonymous access
     /// allowed it was not checked, and the ACL still uses it, as VerneMQ's does).
     pub username: Option<Arc<str>>,
+}
+
+impl Subject {
+    /// The same, borrowed.
+    pub fn borrowed(&self) -> SubjectRef<'_> {
+        SubjectRef { mountpoint: &self.mountpoint, client_id: &self.client_id, username: self.username.as_deref() }
+    }
 }
 
 /// Who asks, borrowed from the session: for the verdicts given at once, which must not touch

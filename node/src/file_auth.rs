@@ -83,10 +83,6 @@ impl FileAuth {
     }
 }
 
-fn subject_ref(who: &Subject) -> SubjectRef<'_> {
-    SubjectRef { mountpoint: &who.mountpoint, client_id: &who.client_id, username: who.username.as_deref() }
-}
-
 thread_local! {
     /// This thread's copy of the ACL in force and its version: a publish reads one atomic that
     /// changes only on a reload, instead of taking a lock or a reference count that every
@@ -99,13 +95,11 @@ impl Loaded<Acl> {
         let version = self.version.load(Ordering::Acquire);
         ACL_SNAPSHOT.with(|cell| {
             let mut cached = cell.borrow_mut();
-            if cached.as_ref().is_none_or(|(v, _)| *v != version) {
-                *cached = Some((version, self.current()));
+            let (seen, acl) = cached.get_or_insert_with(|| (version, self.current()));
+            if *seen != version {
+                (*seen, *acl) = (version, self.current());
             }
-            match cached.as_ref() {
-                Some((_, acl)) => f(acl),
-                None => f(&self.current()),
-            }
+            f(acl)
         })
     }
 }
@@ -116,11 +110,11 @@ impl Authorizer for FileAuth {
     }
 
     fn authorize_publish(&self, who: &Subject, publish: &PublishIntent) -> Answer<Authorization> {
-        Box::pin(std::future::ready(self.allows(&subject_ref(who), Access::Write, &publish.topic)))
+        Box::pin(std::future::ready(self.allows(&who.borrowed(), Access::Write, &publish.topic)))
     }
 
     fn authorize_subscribe(&self, who: &Subject, filters: &[SubscribeIntent]) -> Answer<Vec<Authorization>> {
-        let who = subject_ref(who);
+        let who = who.borrowed();
         let verdicts = filters.iter().map(|f| self.allows(&who, Access::Read, &f.filter)).collect();
         Box::pin(std::future::ready(verdicts))
     }

@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod file_auth;
 pub mod http;
 pub mod listener;
+mod pem;
 pub mod server;
 pub mod session;
 pub mod storage;

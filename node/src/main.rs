@@ -105,9 +105,11 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         for w in &cfg.warnings {
             warn!("{w}");
         }
-        // Only TCP listeners run so far.
-        let anonymous_somewhere =
-            cfg.listeners.iter().any(|l| l.transport == Transport::Tcp && l.allow_anonymous_override);
+        // Only TCP and TLS listeners run so far.
+        let anonymous_somewhere = cfg
+            .listeners
+            .iter()
+            .any(|l| matches!(l.transport, Transport::Tcp | Transport::Ssl) && l.allow_anonymous_override);
         if !cfg.mqtt.allow_anonymous && !anonymous_somewhere && !cfg.auth_files.passwd {
             warn!("allow_anonymous is off and no authentication plugin is enabled: every client will be refused");
         }

@@ -878,22 +878,28 @@ mod tests {
         assert!(a.poll_transmit().is_none());
     }
 
+    /// Every frame `replicas` have to send, their writes persisted first, as `(from, to, msg)`.
+    fn outgoing(replicas: &mut [Replica]) -> Vec<(NodeId, NodeId, Message)> {
+        let mut frames = Vec::new();
+        for r in replicas.iter_mut() {
+            while let Some(w) = r.poll_write() {
+                r.handle_persisted(w.token);
+            }
+            let from = r.node_id().clone();
+            while let Some((to, msg)) = r.poll_transmit() {
+                frames.push((from.clone(), to, msg));
+            }
+        }
+        frames
+    }
+
     /// Delivers every frame among `replicas` (persisting writes first) until none is left,
     /// except frames to or from a node in `cut` (lost, as on a link that died); returns how
     /// many were lost so.
     fn pump(replicas: &mut [Replica], cut: &[&NodeId], now: Millis) -> usize {
         let mut lost = 0;
         loop {
-            let mut frames = Vec::new();
-            for r in replicas.iter_mut() {
-                while let Some(w) = r.poll_write() {
-                    r.handle_persisted(w.token);
-                }
-                let from = r.node_id().clone();
-                while let Some((to, msg)) = r.poll_transmit() {
-                    frames.push((from.clone(), to, msg));
-                }
-            }
+            let frames = outgoing(replicas);
             if frames.is_empty() {
                 return lost;
             }
@@ -1038,16 +1044,7 @@ mod tests {
     /// without one); exchange messages are dropped unless `exchanges`.
     fn shuffled_pump(replicas: &mut [Replica], now: Millis, mut rng: Option<&mut StdRng>, exchanges: bool) {
         loop {
-            let mut frames = Vec::new();
-            for r in replicas.iter_mut() {
-                while let Some(w) = r.poll_write() {
-                    r.handle_persisted(w.token);
-                }
-                let from = r.node_id().clone();
-                while let Some((to, msg)) = r.poll_transmit() {
-                    frames.push((from.clone(), to, msg));
-                }
-            }
+            let mut frames = outgoing(replicas);
             if frames.is_empty() {
                 return;
             }

@@ -637,6 +637,17 @@ mod tests {
         }
     }
 
+    /// An MQTT 5 clean-start CONNECT of client `c`.
+    fn v5_connect() -> Packet {
+        let connect = Connect {
+            protocol: Some(ProtocolVersion::V5),
+            client_id: "c".into(),
+            clean_start: true,
+            ..Connect::default()
+        };
+        Packet::Connect(Box::new(connect))
+    }
+
     fn publish(topic: &str, id: u16) -> Packet {
         Packet::Publish(Publish {
             qos: QoS::AtLeastOnce,
@@ -679,14 +690,8 @@ mod tests {
         let (ctx, spec) = context(Some(gate.clone()));
         let (mut client, served) = serve_in_memory(ctx, spec);
 
-        let connect = Connect {
-            protocol: Some(ProtocolVersion::V5),
-            client_id: "c".into(),
-            clean_start: true,
-            ..Connect::default()
-        };
         let mut out = BytesMut::new();
-        for p in [Packet::Connect(Box::new(connect)), publish("secret/a", 1), publish("open/b", 2), Packet::PingReq] {
+        for p in [v5_connect(), publish("secret/a", 1), publish("open/b", 2), Packet::PingReq] {
             mqtt::encode(&p, ProtocolVersion::V5, &mut out).unwrap();
         }
         client.write_all(&out).await.unwrap();
@@ -743,14 +748,8 @@ mod tests {
         let (ctx, spec) = context(Some(Arc::new(Silent)));
         let limit = ctx.mqtt.mqtt_connect_timeout;
         let (mut client, served) = serve_in_memory(ctx, spec);
-        let connect = Connect {
-            protocol: Some(ProtocolVersion::V5),
-            client_id: "c".into(),
-            clean_start: true,
-            ..Connect::default()
-        };
         let mut out = BytesMut::new();
-        for p in [Packet::Connect(Box::new(connect)), publish("any/topic", 1), Packet::PingReq] {
+        for p in [v5_connect(), publish("any/topic", 1), Packet::PingReq] {
             mqtt::encode(&p, ProtocolVersion::V5, &mut out).unwrap();
         }
         client.write_all(&out).await.unwrap();

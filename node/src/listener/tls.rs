@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use thiserror::Error;
 use tracing::{info, warn};
@@ -171,7 +171,8 @@ fn build(
     versions: &'static [&'static rustls::SupportedProtocolVersion],
 ) -> Result<ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let chain = certs("certfile", &files.certfile)?;
+    let chain =
+        crate::pem::certificates(&files.certfile).map_err(|e| format!("certfile {}: {e}", files.certfile.display()))?;
     let key = PrivateKeyDer::from_pem_file(&files.keyfile)
         .map_err(|e| format!("keyfile {}: {e}", files.keyfile.display()))?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -192,10 +193,7 @@ fn client_verifier(
     require_certificate: bool,
     provider: Arc<CryptoProvider>,
 ) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for ca in certs("cafile", cafile)? {
-        roots.add(ca).map_err(|e| format!("cafile {}: {e}", cafile.display()))?;
-    }
+    let roots = crate::pem::roots(cafile).map_err(|e| format!("cafile {}: {e}", cafile.display()))?;
     let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
     if let Some(crlfile) = &files.crlfile {
         let crls = CertificateRevocationListDer::pem_file_iter(crlfile)
@@ -264,16 +262,6 @@ fn der(bytes: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     }
     let (contents, rest) = rest.split_at(len);
     Some((tag, contents, rest))
-}
-
-fn certs(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{what} {}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{what} {}: no certificate in the file", path.display()));
-    }
-    Ok(certs)
 }
 
 #[cfg(test)]

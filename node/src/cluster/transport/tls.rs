@@ -147,20 +147,8 @@ fn load(files: &ClusterTlsFiles) -> Result<Loaded, TlsError> {
         path: path.display().to_string(),
         reason,
     };
-    let certs = |what: &'static str, path: &Path| -> Result<Vec<CertificateDer<'static>>, TlsError> {
-        let certs = CertificateDer::pem_file_iter(path)
-            .and_then(|iter| iter.collect::<Result<Vec<_>, _>>())
-            .map_err(|e| pem_err(what, path, e.to_string()))?;
-        if certs.is_empty() {
-            return Err(pem_err(what, path, "no certificate in file".into()));
-        }
-        Ok(certs)
-    };
-    let mut roots = RootCertStore::empty();
-    for ca in certs("cafile", &files.cafile)? {
-        roots.add(ca).map_err(|e| pem_err("cafile", &files.cafile, e.to_string()))?;
-    }
-    let chain = certs("certfile", &files.certfile)?;
+    let roots = crate::pem::roots(&files.cafile).map_err(|e| pem_err("cafile", &files.cafile, e))?;
+    let chain = crate::pem::certificates(&files.certfile).map_err(|e| pem_err("certfile", &files.certfile, e))?;
     let key =
         PrivateKeyDer::from_pem_file(&files.keyfile).map_err(|e| pem_err("keyfile", &files.keyfile, e.to_string()))?;
     Ok((roots, chain, key))
