@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
-use vmq_config::{Config, Transport};
+use vmq_config::Config;
 use vmq_node::server::Node;
 use vmq_node::storage::NodeStorage;
 
@@ -105,11 +105,7 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         for w in &cfg.warnings {
             warn!("{w}");
         }
-        // Only TCP and TLS listeners run so far.
-        let anonymous_somewhere = cfg
-            .listeners
-            .iter()
-            .any(|l| matches!(l.transport, Transport::Tcp | Transport::Ssl) && l.allow_anonymous_override);
+        let anonymous_somewhere = cfg.listeners.iter().any(|l| l.allow_anonymous_override);
         if !cfg.mqtt.allow_anonymous && !anonymous_somewhere && !cfg.auth_files.passwd {
             warn!("allow_anonymous is off and no authentication plugin is enabled: every client will be refused");
         }
@@ -122,8 +118,8 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         info!(nodename = %cfg.nodename, config = %source, "starting vmq-rs {}", env!("CARGO_PKG_VERSION"));
         let storage = NodeStorage::open(&cfg)?;
         let node = Node::start_with(&cfg, storage).await?;
-        for (name, addr) in node.local_addrs() {
-            info!(listener = %name, %addr, "MQTT listener ready");
+        for listener in node.listeners().list() {
+            info!(listener = %listener.spec.name, addr = %listener.spec.addr, "MQTT listener ready");
         }
         tokio::select! {
             signal = wait_for_signal() => signal?,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tracing::{info, warn};
+use tracing::info;
 
 pub use crate::storage::NodeStorage;
 
@@ -21,7 +21,7 @@ use crate::cluster::Cluster;
 use crate::file_auth::FileAuth;
 use crate::http::{self, HttpState};
 use crate::listener::{ConnectionContext, ListenerError, Listeners};
-use vmq_config::Config;
+use vmq_config::{Config, ListenAddr};
 
 /// Why a node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -122,15 +122,13 @@ impl Node {
         // accepted no client.
         let mut bound = Vec::new();
         for l in &cfg.listeners {
-            match Listeners::bind(l.clone()).await {
-                Ok(b) => bound.push(b),
-                Err(e @ ListenerError::NotImplemented { .. }) => warn!("{e}"),
-                Err(e) => return Err(e.into()),
-            }
+            bound.push(Listeners::bind(l.clone()).await?);
         }
         let mut local_addrs = Vec::new();
         for b in bound {
-            local_addrs.push((b.spec().name.clone(), b.local_addr()));
+            if let ListenAddr::Inet(addr) = b.local_addr() {
+                local_addrs.push((b.spec().name.clone(), *addr));
+            }
             listeners.start_bound(b)?;
         }
         let http_state = Arc::new(HttpState {
@@ -154,7 +152,8 @@ impl Node {
         Ok(Node { broker, local_addrs, http_addrs, listeners, shutdown_tx, tasks_rx, storage, cluster })
     }
 
-    /// The bound address of every listener started with the node, by name.
+    /// The bound address of every IP listener started with the node, by name (Unix socket
+    /// listeners are in [`Node::listeners`]).
     pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
         &self.local_addrs
     }

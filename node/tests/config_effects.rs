@@ -21,7 +21,7 @@ async fn start(text: &str) -> Node {
     common::init_tracing();
     let mut cfg = Config::parse(text, None).expect("the configuration parses");
     for l in &mut cfg.listeners {
-        l.addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        l.addr = SocketAddr::from(([127, 0, 0, 1], 0)).into();
     }
     common::set_delegated(&mut cfg, "listener.vmq.clustering", "127.0.0.1:0");
     Node::start(&cfg).await.expect("broker starts")

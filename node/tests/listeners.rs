@@ -63,6 +63,7 @@ async fn stopped_listener_refuses_new_clients_keeps_open_ones_and_starts_again()
     // Started again from what the registry kept, on the address it had.
     let spec = listeners.list()[0].spec.clone();
     let again = listeners.start(ListenerConfig::clone(&spec)).await.expect("started again");
+    let again = again.inet().expect("an IP listener");
     assert_eq!(again, addr);
     assert!(matches!(
         listeners.start(ListenerConfig::clone(&spec)).await,
@@ -91,7 +92,7 @@ async fn listener_started_at_runtime_serves_its_own_mountpoint() {
     let node = common::start(|_| {}).await;
     let mut spec = ListenerConfig::new(Transport::Tcp, "isolated", "127.0.0.1:0".parse().expect("an address"));
     spec.mountpoint = "other".into();
-    let isolated = node.listeners().start(spec).await.expect("started");
+    let isolated = node.listeners().start(spec).await.expect("started").inet().expect("an IP listener");
     let (mut inside, _) = V4::connect(V4::options(isolated, "inside")).await;
     inside.subscribe("t", QoS::AtMostOnce).await;
     let (mut outside, _) = V4::connect(V4::options(node.mqtt_addr(), "outside")).await;
@@ -108,12 +109,13 @@ async fn listener_started_at_runtime_serves_its_own_mountpoint() {
 }
 
 #[tokio::test]
-async fn websocket_listeners_are_not_started_and_a_tls_listener_without_its_files_is_refused() {
+async fn listeners_with_unusable_settings_are_refused_naming_the_setting() {
     let node = common::start(|_| {}).await;
-    let ws = ListenerConfig::new(Transport::Ws, "web", "127.0.0.1:0".parse().expect("an address"));
-    let err = node.listeners().start(ws).await.expect_err("WebSocket is not implemented");
-    assert!(matches!(err, ListenerError::NotImplemented { transport: Transport::Ws, .. }), "{err:?}");
-    assert!(err.to_string().starts_with("listener.ws.web = 127.0.0.1:0 not started: WebSocket listeners"), "{err}");
+    let mut ws = ListenerConfig::new(Transport::Ws, "web", "127.0.0.1:0".parse().expect("an address"));
+    ws.transport_settings.insert("max_header_value_length".into(), "lots".into());
+    let err = node.listeners().start(ws).await.expect_err("a bad header limit");
+    assert!(matches!(err, ListenerError::Setting(_)), "{err:?}");
+    assert!(err.to_string().contains("listener.ws.web.max_header_value_length = lots"), "{err}");
     let mut ssl = ListenerConfig::new(Transport::Ssl, "default", "127.0.0.1:0".parse().expect("an address"));
     ssl.transport_settings.insert("certfile".into(), "/nonexistent/cert.pem".into());
     ssl.transport_settings.insert("keyfile".into(), "/nonexistent/key.pem".into());
@@ -159,5 +161,36 @@ async fn a_connection_flood_on_one_listener_does_not_starve_another() {
     c.client.publish("t", QoS::AtLeastOnce, false, "ok").await.expect("queued");
     assert_eq!(c.publish_event().await.payload.as_ref(), b"ok");
     drop(idle);
+    node.shutdown().await;
+}
+
+#[tokio::test]
+async fn max_connection_rate_paces_accepting_beyond_a_one_second_burst() {
+    const RATE: u32 = 20;
+    const CLIENTS: usize = 60;
+    let node = common::start(|cfg| cfg.listeners[0].max_connection_rate = Some(RATE)).await;
+    let addr = node.mqtt_addr();
+    let started = std::time::Instant::now();
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            tokio::spawn(async move {
+                let mut c = common::RawClient::open(addr, vmq_mqtt::ProtocolVersion::V4).await;
+                let connect = common::RawClient::connect_packet(&format!("paced-{i}"), true);
+                c.send(&vmq_mqtt::Packet::Connect(Box::new(connect))).await;
+                let ack = c.recv().await;
+                assert!(matches!(ack, Some(vmq_mqtt::Packet::ConnAck(_))), "{ack:?}");
+                c
+            })
+        })
+        .collect();
+    let mut open = Vec::new();
+    for c in clients {
+        open.push(c.await.expect("client task"));
+    }
+    // The first second's worth goes through at once; the other 40 take 2 s at 20 a second.
+    // (A lower bound only: a slow machine makes it longer, never shorter.)
+    let took = started.elapsed();
+    let paced = std::time::Duration::from_secs_f64((CLIENTS as f64 - f64::from(RATE)) / f64::from(RATE));
+    assert!(took >= paced.mul_f64(0.9), "{CLIENTS} clients were accepted in {took:?} at {RATE}/s");
     node.shutdown().await;
 }

@@ -8,60 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::pki::Pki;
 use common::process::Broker;
-
-/// A CA, and per name a certificate it signed (for 127.0.0.1 and localhost) with its key.
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn new(ca_name: &str, names: &[&str]) -> Pki {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(rcgen::DnType::CommonName, ca_name);
-        ca_params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
-        let ca_key = rcgen::KeyPair::generate().expect("key");
-        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).expect("CA");
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).expect("write");
-        for (serial, name) in names.iter().enumerate() {
-            let mut params =
-                rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).expect("params");
-            params.distinguished_name.push(rcgen::DnType::CommonName, *name);
-            params.serial_number = Some(rcgen::SerialNumber::from((serial as u64 + 1).to_be_bytes().to_vec()));
-            params.extended_key_usages =
-                vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-            let key = rcgen::KeyPair::generate().expect("key");
-            let cert = params.signed_by(&key, &*ca).expect("signed");
-            std::fs::write(dir.path().join(format!("{name}.pem")), cert.pem()).expect("write");
-            std::fs::write(dir.path().join(format!("{name}.key")), key.serialize_pem()).expect("write");
-        }
-        // A revocation list naming the certificate of `names[1]`, if any.
-        if names.len() > 1 {
-            let crl = rcgen::CertificateRevocationListParams {
-                this_update: rcgen::date_time_ymd(2024, 1, 1),
-                next_update: rcgen::date_time_ymd(2099, 1, 1),
-                crl_number: rcgen::SerialNumber::from(1u64.to_be_bytes().to_vec()),
-                issuing_distribution_point: None,
-                revoked_certs: vec![rcgen::RevokedCertParams {
-                    serial_number: rcgen::SerialNumber::from(2u64.to_be_bytes().to_vec()),
-                    revocation_time: rcgen::date_time_ymd(2024, 6, 1),
-                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
-                    invalidity_date: None,
-                }],
-                key_identifier_method: rcgen::KeyIdMethod::Sha256,
-            };
-            let crl = crl.signed_by(&*ca).expect("CRL");
-            std::fs::write(dir.path().join("crl.pem"), crl.pem().expect("pem")).expect("write");
-        }
-        Pki { dir }
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.dir.path().join(file)
-    }
-}
 
 /// A broker with one TLS listener `extra` configures further (its port is logged).
 fn tls_broker(server: &Pki, extra: &str) -> (Broker, u16) {
@@ -242,4 +190,203 @@ fn use_identity_as_username_makes_the_certificates_common_name_the_user_the_acl_
         .expect("mosquitto_sub runs");
     let said = String::from_utf8_lossy(&out.stderr).to_lowercase();
     assert!(said.contains("denied"), "bob, claiming to be alice, was not refused: {said}");
+}
+
+/// `openssl s_client` to `port` trusting `cafile`, with `options` (`-tls1_2`, `-cipher ...`).
+fn handshake(port: u16, cafile: &Path, options: &[&str]) -> Output {
+    Command::new("openssl")
+        .args(["s_client", "-connect", &format!("127.0.0.1:{port}"), "-verify_return_error"])
+        .args(options)
+        .arg("-CAfile")
+        .arg(cafile)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl runs")
+}
+
+/// The first log line containing `needle`, from startup or waited for.
+fn logged(broker: &Broker, needle: &str) -> String {
+    match broker.early.iter().find(|line| common::process::strip_ansi(line).contains(needle)) {
+        Some(line) => line.clone(),
+        None => broker.wait_for_line(needle),
+    }
+}
+
+/// Runs a node with a TLS listener (`server`'s certificate) that `extra` configures further,
+/// expecting it to stop at startup; returns what it printed.
+fn refused_to_start(server: &Pki, extra: &str) -> String {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let conf = dir.path().join("vernemq.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "listener.tcp.default = 127.0.0.1:0\nlistener.ssl.default = 127.0.0.1:0\n\
+             listener.ssl.certfile = {}\nlistener.ssl.keyfile = {}\n\
+             listener.vmq.clustering = 127.0.0.1:0\nplatform_data_dir = {}\n{extra}",
+            server.path("server.pem").display(),
+            server.path("server.key").display(),
+            dir.path().join("data").display()
+        ),
+    )
+    .expect("write");
+    let output = std::fs::File::create(dir.path().join("output")).expect("create");
+    let bin = std::env::var("VERNEMQ_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_vernemq").to_string());
+    let mut node = Command::new(bin)
+        .args(["console", "-c"])
+        .arg(&conf)
+        .env("NO_COLOR", "1")
+        .stdout(output.try_clone().expect("clone"))
+        .stderr(output)
+        .spawn()
+        .expect("runs");
+    let deadline = Instant::now() + common::process::WAIT;
+    let status = loop {
+        if let Some(status) = node.try_wait().expect("node state") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            node.kill().expect("kill");
+            node.wait().expect("wait");
+            panic!("the node started with {extra:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(!status.success(), "the node exited successfully with {extra:?}");
+    std::fs::read_to_string(dir.path().join("output")).expect("read")
+}
+
+#[test]
+fn ciphers_limit_the_tls12_suites_and_leave_tls13_its_own() {
+    let server = Pki::new("server CA", &["server"]);
+    let cafile = server.path("ca.pem");
+    // The test certificates have EC P-256 keys: ECDSA suites.
+    let (_b, port) = tls_broker(
+        &server,
+        "listener.ssl.ciphers = ECDHE-ECDSA-AES256-GCM-SHA384\nlistener.ssl.tls_version = tlsv1.2\n",
+    );
+    let listed = handshake(port, &cafile, &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES256-GCM-SHA384"]);
+    assert!(listed.status.success(), "the listed suite was refused: {}", String::from_utf8_lossy(&listed.stderr));
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("Cipher is ECDHE-ECDSA-AES256-GCM-SHA384"));
+    let unlisted = handshake(port, &cafile, &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]);
+    assert!(refused(&unlisted), "a suite the list leaves out was negotiated");
+    assert!(publish(port, &cafile, None, "t", "m").status.success());
+    // An OpenSSL cipher list is about TLS 1.2: TLS 1.3 keeps its suites where it is allowed.
+    let (_b, port) = tls_broker(&server, "listener.ssl.ciphers = ECDHE-ECDSA-AES256-GCM-SHA384\n");
+    assert!(handshake(port, &cafile, &["-tls1_3"]).status.success(), "TLS 1.3 was refused");
+    assert!(refused(&handshake(port, &cafile, &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"])));
+}
+
+#[test]
+fn eccs_limit_the_key_exchange_curves_skipping_those_not_provided() {
+    let server = Pki::new("server CA", &["server"]);
+    let cafile = server.path("ca.pem");
+    // VerneMQ's example value: brainpool and binary curves are not provided.
+    let (b, port) = tls_broker(
+        &server,
+        "listener.ssl.eccs = [brainpoolP384r1, secp384r1, sect283k1]\nlistener.ssl.tls_version = tlsv1.2\n",
+    );
+    let warning = logged(&b, "eccs: skipping");
+    assert!(warning.contains("brainpoolP384r1, sect283k1"), "{warning}");
+    assert!(refused(&handshake(port, &cafile, &["-tls1_2", "-curves", "prime256v1"])), "P-256 was accepted");
+    // In TLS 1.2 a client's curves also bound the server certificate's key, here on P-256.
+    let listed = handshake(port, &cafile, &["-tls1_2", "-curves", "secp384r1:prime256v1"]);
+    assert!(listed.status.success(), "P-384 was refused: {}", String::from_utf8_lossy(&listed.stderr));
+    let said = String::from_utf8_lossy(&listed.stdout);
+    assert!(said.lines().any(|l| l.starts_with("Server Temp Key") && l.contains("secp384r1")), "{said}");
+    let err = refused_to_start(&server, "listener.ssl.eccs = sect571k1:brainpoolP512r1\n");
+    assert!(err.contains("listener.ssl.default") && err.contains("eccs"), "{err}");
+}
+
+/// A client CA whose certificates are issued by an intermediate CA: `ca.pem` (the root),
+/// `client-chain.pem` (the client certificate, then the intermediate's) and `client.key`.
+struct IntermediatePki {
+    dir: tempfile::TempDir,
+}
+
+impl IntermediatePki {
+    fn new() -> IntermediatePki {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ca = |name: &str| {
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            params.distinguished_name.push(rcgen::DnType::CommonName, name);
+            params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
+            params
+        };
+        let root = rcgen::CertifiedIssuer::self_signed(ca("client root CA"), rcgen::KeyPair::generate().expect("key"))
+            .expect("root");
+        let intermediate = rcgen::CertifiedIssuer::signed_by(
+            ca("client intermediate CA"),
+            rcgen::KeyPair::generate().expect("key"),
+            &root,
+        )
+        .expect("intermediate");
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params.distinguished_name.push(rcgen::DnType::CommonName, "client");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().expect("key");
+        let client = params.signed_by(&key, &intermediate).expect("client");
+        std::fs::write(dir.path().join("ca.pem"), root.pem()).expect("write");
+        std::fs::write(dir.path().join("client-chain.pem"), format!("{}{}", client.pem(), intermediate.pem()))
+            .expect("write");
+        std::fs::write(dir.path().join("client.key"), key.serialize_pem()).expect("write");
+        IntermediatePki { dir }
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.dir.path().join(file)
+    }
+}
+
+#[test]
+fn depth_bounds_the_intermediate_cas_of_a_client_chain() {
+    let server = Pki::new("server CA", &["server"]);
+    let clients = IntermediatePki::new();
+    let cafile = server.path("ca.pem");
+    let publish_with_chain = |port: u16| {
+        Command::new("mosquitto_pub")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-t", "t", "-m", "m"])
+            .arg("--cafile")
+            .arg(&cafile)
+            .arg("--cert")
+            .arg(clients.path("client-chain.pem"))
+            .arg("--key")
+            .arg(clients.path("client.key"))
+            .output()
+            .expect("mosquitto_pub runs")
+    };
+    let settings = |depth: &str| {
+        format!(
+            "listener.ssl.cafile = {}\nlistener.ssl.require_certificate = on\nlistener.ssl.depth = {depth}\n",
+            clients.path("ca.pem").display()
+        )
+    };
+    let (b, port) = tls_broker(&server, &settings("0"));
+    assert!(refused(&publish_with_chain(port)), "a chain with an intermediate CA got in with depth = 0");
+    b.wait_for_line("depth allows 0");
+    let (_b, port) = tls_broker(&server, &settings("1"));
+    let out = publish_with_chain(port);
+    assert!(out.status.success(), "refused with depth = 1: {}", String::from_utf8_lossy(&out.stderr));
+    let err = refused_to_start(&server, &settings("-1"));
+    assert!(err.contains("listener.ssl.default") && err.contains("depth"), "{err}");
+}
+
+#[test]
+fn a_cipher_list_of_legacy_suites_only_stops_the_node_and_a_mixed_one_skips_them() {
+    let server = Pki::new("server CA", &["server"]);
+    let err = refused_to_start(&server, "listener.ssl.ciphers = AES256-SHA:DES-CBC3-SHA\n");
+    assert!(err.contains("listener.ssl.default") && err.contains("ciphers"), "{err}");
+    // RSA suites for an ECDSA key: no TLS 1.2 handshake could succeed.
+    let err = refused_to_start(
+        &server,
+        "listener.ssl.ciphers = ECDHE-RSA-AES256-GCM-SHA384\nlistener.ssl.tls_version = tlsv1.2\n",
+    );
+    assert!(err.contains("listener.ssl.default") && err.contains("ciphers") && err.contains("ECDSA"), "{err}");
+    let (b, port) =
+        tls_broker(&server, "listener.ssl.ciphers = AES256-SHA:ECDHE-ECDSA-AES128-GCM-SHA256:DES-CBC3-SHA\n");
+    let warning = logged(&b, "ciphers: skipping");
+    assert!(warning.contains("AES256-SHA, DES-CBC3-SHA") && warning.contains("listener.ssl.default"), "{warning}");
+    let cafile = server.path("ca.pem");
+    assert!(handshake(port, &cafile, &["-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256"]).status.success());
+    assert!(publish(port, &cafile, None, "t", "m").status.success());
 }

@@ -155,6 +155,11 @@ pub static SETTINGS: &[Setting] = &[
         apply: |c, v| set(&mut c.mqtt.receive_max_client, values::parse_u16_from(v, 1)),
     },
     Setting {
+        key: "max_ws_frame_size",
+        default: "268435456",
+        apply: |c, v| set(&mut c.mqtt.max_ws_frame_size, values::parse_integer_or_infinity(v)),
+    },
+    Setting {
         key: "topic_alias_max_broker",
         default: "0",
         apply: |c, v| set(&mut c.mqtt.topic_alias_max_broker, values::parse_u16_from(v, 0)),
@@ -349,7 +354,6 @@ const ERLANG: Unsupported = Unsupported::NoEquivalent("Erlang VM setting");
 pub static KNOWN_UNSUPPORTED: &[KnownKey] = &[
     known("logging.obfuscation_secret", Unsupported::NotYet("credential obfuscation in logs")),
     known("logging.keepalive_as_warning", Unsupported::NotYet("keep-alive log level")),
-    known("max_ws_frame_size", Unsupported::NotYet("WebSocket listeners")),
     known("systree_enabled", SYS),
     known("systree_interval", SYS),
     known("systree_mountpoint", SYS),

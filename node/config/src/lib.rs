@@ -21,7 +21,7 @@ mod error;
 pub mod http;
 mod keys;
 mod listeners;
-pub use listeners::TLS_IMPLEMENTED;
+pub use listeners::{TLS_IMPLEMENTED, WEBSOCKET_IMPLEMENTED};
 mod parser;
 mod values;
 
@@ -34,7 +34,7 @@ pub use error::{ConfigError, ConfigWarning};
 pub use values::{ValueError, parse_bytes};
 
 use keys::KeyClass;
-use listeners::{Handled, ListenerBuilder};
+use listeners::{DEFAULT_MAX_WS_FRAME_SIZE, Handled, ListenerBuilder};
 use vmq_mqtt::ProtocolVersion;
 
 /// The node's whole configuration. Build it with [`Config::load`], [`Config::parse`] or
@@ -91,10 +91,15 @@ pub struct ListenerConfig {
     pub transport: Transport,
     /// The `<name>` in `listener.<transport>.<name>`.
     pub name: String,
-    /// The address to bind.
-    pub addr: SocketAddr,
+    /// The address to bind: an IP address and port, or a Unix domain socket.
+    pub addr: ListenAddr,
     /// `max_connections`: concurrent connections; `None` = `infinity`. Default 10000.
     pub max_connections: Option<usize>,
+    /// `max_connection_rate`: connections accepted per second at most, with a burst of one
+    /// second's worth; beyond it accepting waits and clients wait in the kernel's backlog.
+    /// `None` = `infinity` (default). Not a VerneMQ setting: VerneMQ leaves this to load
+    /// balancers.
+    pub max_connection_rate: Option<u32>,
     /// `mountpoint`: prefix isolating this listener's topics; `""` = none (VerneMQ's `off`).
     pub mountpoint: String,
     /// `allowed_protocol_versions`, sorted, without duplicates. Default `3,4,5`.
@@ -111,9 +116,20 @@ pub struct ListenerConfig {
     /// name from the PROXY v2 header. Default off.
     pub proxy_protocol_use_cn_as_username: bool,
     /// The TLS and WebSocket settings (`certfile`, `keyfile`, `cafile`, `ciphers`,
-    /// `require_certificate`, ...) by setting name, unvalidated: their transports are not
-    /// implemented yet, and the node does not start such a listener. Empty for TCP.
+    /// `require_certificate`, `max_header_value_length`, ...) by setting name, validated by
+    /// the transport that reads them when the listener starts. Empty for TCP.
     pub transport_settings: BTreeMap<String, String>,
+    /// The global `max_ws_frame_size`, for WebSocket listeners; `None` = `infinity`.
+    pub max_ws_frame_size: Option<usize>,
+}
+
+/// Where a listener accepts connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// An IP address and TCP port (port 0: any free port).
+    Inet(SocketAddr),
+    /// A Unix domain socket, VerneMQ's `local:<path>:0`.
+    Local(PathBuf),
 }
 
 /// What a listener's MQTT connections run over: the `<transport>` of `listener.<transport>.*`.
@@ -121,11 +137,11 @@ pub struct ListenerConfig {
 pub enum Transport {
     /// `tcp`: plain TCP.
     Tcp,
-    /// `ssl`: TLS over TCP (not implemented yet).
+    /// `ssl`: TLS over TCP.
     Ssl,
-    /// `ws`: WebSocket (not implemented yet).
+    /// `ws`: MQTT over WebSocket.
     Ws,
-    /// `wss`: WebSocket over TLS (not implemented yet).
+    /// `wss`: MQTT over WebSocket over TLS.
     Wss,
 }
 
@@ -176,6 +192,10 @@ pub struct MqttConfig {
     /// `suppress_lwt_on_session_takeover`: do not publish the will when another connection
     /// takes the session over. Default off.
     pub suppress_lwt_on_session_takeover: bool,
+    /// `max_ws_frame_size`: largest WebSocket frame a client may send, in bytes; `None` =
+    /// `infinity`. Default 268435456. Copied into every listener
+    /// ([`ListenerConfig::max_ws_frame_size`]).
+    pub max_ws_frame_size: Option<usize>,
     /// `topic_alias_max_broker`: Topic Alias Maximum the broker announces to MQTT 5 clients.
     /// Default 0 (no aliases).
     pub topic_alias_max_broker: u16,
@@ -213,6 +233,7 @@ impl Default for MqttConfig {
             persistent_client_expiration: None,
             max_last_will_delay: None,
             suppress_lwt_on_session_takeover: false,
+            max_ws_frame_size: Some(DEFAULT_MAX_WS_FRAME_SIZE),
             topic_alias_max_broker: 0,
             topic_alias_max_client: 0,
             shared_subscription_policy: SharedSubscriptionPolicy::PreferLocal,
@@ -485,6 +506,9 @@ impl Config {
             }
         }
         config.listeners = listeners.finish().map_err(|e| invalid(e.line, &e.key, e.error))?;
+        for listener in &mut config.listeners {
+            listener.max_ws_frame_size = config.mqtt.max_ws_frame_size;
+        }
         config.warn_other_backend_keys();
         Ok(config)
     }
@@ -521,7 +545,11 @@ impl Config {
             platform_data_dir: PathBuf::from("./data"),
             log_console_level: LogLevel::Info,
             metadata_plugin: MetadataPlugin::VmqSwc,
-            listeners: vec![ListenerConfig::new(Transport::Tcp, "default", SocketAddr::from(([127, 0, 0, 1], 1883)))],
+            listeners: vec![ListenerConfig::new(
+                Transport::Tcp,
+                "default",
+                SocketAddr::from(([127, 0, 0, 1], 1883)).into(),
+            )],
             mqtt: MqttConfig::default(),
             netsplit: NetsplitConfig::default(),
             auth_files: AuthFilesConfig::default(),

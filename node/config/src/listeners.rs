@@ -19,21 +19,24 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::keys::Unsupported;
 use super::values::{self, ValueError};
-use super::{ListenerConfig, Transport};
+use super::{ListenAddr, ListenerConfig, Transport};
 use vmq_mqtt::ProtocolVersion;
 
 /// Key patterns of the hierarchy, for suggestions (`*` is a listener name).
 pub static PATTERNS: &[&str] = &[
     "listener.max_connections",
+    "listener.max_connection_rate",
     "listener.max_connection_lifetime",
     "listener.mountpoint",
     "listener.nr_of_acceptors",
     "listener.tcp.*",
     "listener.tcp.max_connections",
+    "listener.tcp.max_connection_rate",
     "listener.tcp.max_connection_lifetime",
     "listener.tcp.mountpoint",
     "listener.tcp.nr_of_acceptors",
@@ -43,6 +46,7 @@ pub static PATTERNS: &[&str] = &[
     "listener.tcp.proxy_protocol_use_cn_as_username",
     "listener.tcp.buffer_sizes",
     "listener.tcp.*.max_connections",
+    "listener.tcp.*.max_connection_rate",
     "listener.tcp.*.max_connection_lifetime",
     "listener.tcp.*.mountpoint",
     "listener.tcp.*.nr_of_acceptors",
@@ -62,12 +66,14 @@ pub static PATTERNS: &[&str] = &[
 ];
 
 /// Settings that exist on every level (`listener.<setting>` too).
-const GLOBAL_SETTINGS: &[&str] = &["max_connections", "max_connection_lifetime", "mountpoint", "nr_of_acceptors"];
+const GLOBAL_SETTINGS: &[&str] =
+    &["max_connections", "max_connection_rate", "max_connection_lifetime", "mountpoint", "nr_of_acceptors"];
 
 /// Settings of every transport, on the transport and the listener level; they become
 /// fields of [`ListenerConfig`].
 const LISTENER_SETTINGS: &[&str] = &[
     "max_connections",
+    "max_connection_rate",
     "max_connection_lifetime",
     "mountpoint",
     "nr_of_acceptors",
@@ -109,6 +115,9 @@ const TRANSPORT_SETTINGS: &[&str] = &[
 /// bridge variant.
 const DEFAULT_PROTOCOL_VERSIONS: [ProtocolVersion; 3] = [ProtocolVersion::V3, ProtocolVersion::V4, ProtocolVersion::V5];
 
+/// VerneMQ's default `max_ws_frame_size`: 256 MiB.
+pub(crate) const DEFAULT_MAX_WS_FRAME_SIZE: usize = 268_435_456;
+
 /// VerneMQ's default `listener.max_connections`.
 const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 
@@ -127,6 +136,7 @@ pub enum Handled {
 #[derive(Debug, Default, Clone)]
 struct Level {
     max_connections: Option<Option<usize>>,
+    max_connection_rate: Option<Option<u32>>,
     max_connection_lifetime: Option<Option<Duration>>,
     mountpoint: Option<String>,
     allowed_protocol_versions: Option<Vec<ProtocolVersion>>,
@@ -150,7 +160,7 @@ struct NamedSettings {
 struct Definition {
     transport: Transport,
     name: String,
-    addr: SocketAddr,
+    addr: ListenAddr,
     line: usize,
 }
 
@@ -162,8 +172,6 @@ pub struct ListenerBuilder {
     named: BTreeMap<(Transport, String), NamedSettings>,
     /// In file order.
     defined: Vec<Definition>,
-    /// Listeners that were defined but skipped (Unix sockets), so their settings are not errors.
-    skipped: Vec<(Transport, String)>,
 }
 
 /// A listener error found only once the whole file is read.
@@ -227,20 +235,20 @@ impl ListenerBuilder {
     }
 
     fn define(&mut self, transport: Transport, name: &str, value: &str, line: usize) -> Result<Handled, ValueError> {
-        if value.starts_with("local:") {
-            self.skipped.push((transport, name.to_string()));
-            return Ok(Handled::Warning(Unsupported::NotYet("Unix domain socket listeners").message()));
-        }
-        let addr = values::parse_socket_addr(value).map_err(|mut e| {
-            // `listener.tcp.max_conections = 500` reads as a listener named
-            // `max_conections`; point at the setting the user most likely meant.
-            let mut settings = LISTENER_SETTINGS.iter().chain(TRANSPORT_SETTINGS);
-            if let Some(close) = settings.find(|s| transport.accepts(s) && near(s, name)) {
-                let transport = transport.key();
-                e.message.push_str(&format!(" (did you mean listener.{transport}.{close}?)"));
-            }
-            e
-        })?;
+        let addr = if value.starts_with("local:") {
+            ListenAddr::Local(parse_local(value)?)
+        } else {
+            ListenAddr::Inet(values::parse_socket_addr(value).map_err(|mut e| {
+                // `listener.tcp.max_conections = 500` reads as a listener named
+                // `max_conections`; point at the setting the user most likely meant.
+                let mut settings = LISTENER_SETTINGS.iter().chain(TRANSPORT_SETTINGS);
+                if let Some(close) = settings.find(|s| transport.accepts(s) && near(s, name)) {
+                    let transport = transport.key();
+                    e.message.push_str(&format!(" (did you mean listener.{transport}.{close}?)"));
+                }
+                e
+            })?)
+        };
         self.defined.retain(|d| !(d.transport == transport && d.name == name));
         self.defined.push(Definition { transport, name: name.to_string(), addr, line });
         Ok(Handled::Done)
@@ -250,12 +258,11 @@ impl ListenerBuilder {
     /// and two listeners on the same address.
     pub fn finish(self) -> Result<Vec<ListenerConfig>, LateError> {
         for ((transport, name), settings) in &self.named {
-            let id = (*transport, name.clone());
             let defined = self.defined.iter().any(|d| d.transport == *transport && d.name == *name);
             // Only TCP listeners: VerneMQ's template sets
             // `listener.ssl.name.allow_anonymous_override = off` without defining `ssl.name`,
             // and every other such key was warned about when read.
-            if !defined && !self.skipped.contains(&id) && *transport == Transport::Tcp {
+            if !defined && *transport == Transport::Tcp {
                 let names: Vec<&str> =
                     self.defined.iter().filter(|d| d.transport == *transport).map(|d| d.name.as_str()).collect();
                 return Err(LateError {
@@ -275,28 +282,27 @@ impl ListenerBuilder {
         }
         let mut defined = self.defined.clone();
         let tcp_given = |t: &Transport| *t == Transport::Tcp;
-        if !defined.iter().any(|d| tcp_given(&d.transport)) && !self.skipped.iter().any(|(t, _)| tcp_given(t)) {
+        if !defined.iter().any(|d| tcp_given(&d.transport)) {
             defined.insert(
                 0,
                 Definition {
                     transport: Transport::Tcp,
                     name: "default".to_string(),
-                    addr: SocketAddr::from(([127, 0, 0, 1], 1883)),
+                    addr: ListenAddr::Inet(SocketAddr::from(([127, 0, 0, 1], 1883))),
                     line: 0,
                 },
             );
         }
         let mut listeners: Vec<ListenerConfig> = Vec::with_capacity(defined.len());
         for d in defined {
-            if d.addr.port() != 0
-                && let Some(other) = listeners.iter().find(|l| l.addr == d.addr)
-            {
+            let any_port = matches!(d.addr, ListenAddr::Inet(a) if a.port() == 0);
+            if !any_port && let Some(other) = listeners.iter().find(|l| l.addr == d.addr) {
                 return Err(LateError {
                     line: d.line,
                     key: format!("listener.{}.{}", d.transport.key(), d.name),
                     error: ValueError {
                         message: format!("address {} is already used by {}", d.addr, other.key()),
-                        accepted: "a different address or port for each listener".into(),
+                        accepted: "a different address, port or socket path for each listener".into(),
                     },
                 });
             }
@@ -313,6 +319,9 @@ impl ListenerBuilder {
         let mut listener = ListenerConfig::new(d.transport, d.name, d.addr);
         if let Some(v) = levels.clone().find_map(|l| l.max_connections) {
             listener.max_connections = v;
+        }
+        if let Some(v) = levels.clone().find_map(|l| l.max_connection_rate) {
+            listener.max_connection_rate = v;
         }
         if let Some(v) = levels.clone().find_map(|l| l.mountpoint.clone()) {
             listener.mountpoint = v;
@@ -379,12 +388,13 @@ impl Transport {
 
 impl ListenerConfig {
     /// A listener `name` of `transport` on `addr`, with VerneMQ's defaults for every setting.
-    pub fn new(transport: Transport, name: impl Into<String>, addr: SocketAddr) -> ListenerConfig {
+    pub fn new(transport: Transport, name: impl Into<String>, addr: ListenAddr) -> ListenerConfig {
         ListenerConfig {
             transport,
             name: name.into(),
             addr,
             max_connections: Some(DEFAULT_MAX_CONNECTIONS),
+            max_connection_rate: None,
             mountpoint: String::new(),
             allowed_protocol_versions: DEFAULT_PROTOCOL_VERSIONS.to_vec(),
             max_connection_lifetime: None,
@@ -392,6 +402,7 @@ impl ListenerConfig {
             proxy_protocol: false,
             proxy_protocol_use_cn_as_username: false,
             transport_settings: BTreeMap::new(),
+            max_ws_frame_size: Some(DEFAULT_MAX_WS_FRAME_SIZE),
         }
     }
 
@@ -401,36 +412,100 @@ impl ListenerConfig {
     }
 }
 
+/// Parses VerneMQ's Unix domain socket address, `local:/var/run/app.sock:0` (the port is
+/// always 0).
+fn parse_local(value: &str) -> Result<PathBuf, ValueError> {
+    const ACCEPTED: &str = "an IP address and port, or local:<socket path>:0";
+    let path = value.strip_prefix("local:").and_then(|v| v.strip_suffix(":0")).unwrap_or_default();
+    if path.is_empty() {
+        return Err(ValueError::new(value, "is not a Unix domain socket address", ACCEPTED));
+    }
+    Ok(PathBuf::from(path))
+}
+
+impl ListenAddr {
+    /// The IP address and port; `None` for a Unix domain socket.
+    pub fn inet(&self) -> Option<SocketAddr> {
+        match self {
+            ListenAddr::Inet(addr) => Some(*addr),
+            ListenAddr::Local(_) => None,
+        }
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = ValueError;
+
+    /// `ip:port`, or `local:<path>:0` for a Unix domain socket.
+    fn from_str(value: &str) -> Result<ListenAddr, ValueError> {
+        if value.starts_with("local:") {
+            parse_local(value).map(ListenAddr::Local)
+        } else {
+            values::parse_socket_addr(value).map(ListenAddr::Inet)
+        }
+    }
+}
+
+impl From<SocketAddr> for ListenAddr {
+    fn from(addr: SocketAddr) -> ListenAddr {
+        ListenAddr::Inet(addr)
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Inet(addr) => addr.fmt(f),
+            ListenAddr::Local(path) => write!(f, "local:{}", path.display()),
+        }
+    }
+}
+
 /// The transport of a `listener.<transport>...` key.
 fn transport_of(key: &str) -> Option<Transport> {
     key.split('.').nth(1).and_then(Transport::from_key)
 }
 
-/// The settings of a TLS listener (`listener.ssl.*`) that take effect; its other transport
-/// settings (`ciphers`, `eccs`, `depth`, TLS-PSK, ...) are
-/// accepted with a warning.
-pub const TLS_IMPLEMENTED: [&str; 7] =
-    ["certfile", "keyfile", "cafile", "require_certificate", "use_identity_as_username", "crlfile", "tls_version"];
+/// The settings of a TLS listener (`listener.ssl.*`, `listener.wss.*`) that take effect; its
+/// other transport settings (`capath`, TLS-PSK, ...) are accepted with a warning.
+pub const TLS_IMPLEMENTED: [&str; 10] = [
+    "certfile",
+    "keyfile",
+    "cafile",
+    "require_certificate",
+    "use_identity_as_username",
+    "crlfile",
+    "tls_version",
+    "ciphers",
+    "eccs",
+    "depth",
+];
+
+/// The settings of a WebSocket listener (`listener.ws.*`) that take effect, besides those of
+/// every transport; a secure WebSocket listener (`listener.wss.*`) takes these and
+/// [`TLS_IMPLEMENTED`].
+pub const WEBSOCKET_IMPLEMENTED: [&str; 2] = ["max_request_line_length", "max_header_value_length"];
 
 /// Whether an accepted listener key takes effect: every TCP key, and a TLS listener's
 /// definition and settings but the TLS settings not implemented yet.
 fn takes_effect(key: &str) -> bool {
     match transport_of(key) {
         Some(Transport::Tcp) | None => true,
-        Some(Transport::Ssl) => {
+        Some(transport) => {
             let last = key.rsplit('.').next().unwrap_or_default();
-            !TRANSPORT_SETTINGS.contains(&last) || TLS_IMPLEMENTED.contains(&last)
+            let tls = matches!(transport, Transport::Ssl | Transport::Wss) && TLS_IMPLEMENTED.contains(&last);
+            let websocket =
+                matches!(transport, Transport::Ws | Transport::Wss) && WEBSOCKET_IMPLEMENTED.contains(&last);
+            !TRANSPORT_SETTINGS.contains(&last) || tls || websocket
         }
-        Some(Transport::Ws | Transport::Wss) => false,
     }
 }
 
 /// The feature a key without effect belongs to, for its warning.
 fn not_implemented(key: &str) -> &'static str {
     match transport_of(key) {
-        Some(Transport::Ssl) => "this TLS setting",
-        Some(Transport::Ws) => "WebSocket listeners",
-        Some(Transport::Wss) => "secure WebSocket listeners",
+        Some(Transport::Ssl | Transport::Wss) => "this TLS setting",
+        Some(Transport::Ws) => "this WebSocket setting",
         Some(Transport::Tcp) | None => "this listener setting",
     }
 }
@@ -440,6 +515,15 @@ fn apply(level: &mut Level, setting: &str, value: &str) -> Result<Handled, Value
     match setting {
         "max_connections" => {
             level.max_connections = Some(values::parse_integer_or_infinity(value)?);
+        }
+        "max_connection_rate" => {
+            let rate = match value {
+                "infinity" => None,
+                _ => Some(values::parse_integer_in(value, 1, i64::from(u32::MAX)).and_then(|n| {
+                    u32::try_from(n).map_err(|_| ValueError::new(value, "is too large", "1 to 4294967295"))
+                })?),
+            };
+            level.max_connection_rate = Some(rate);
         }
         "max_connection_lifetime" => {
             let secs = values::parse_integer_in(value, 0, i64::from(u32::MAX))?;
@@ -561,7 +645,7 @@ mod tests {
         assert_eq!(listeners.len(), 1);
         let l = &listeners[0];
         assert_eq!(l.name, "default");
-        assert_eq!(l.addr, "127.0.0.1:1883".parse().unwrap());
+        assert_eq!(l.addr, ListenAddr::Inet("127.0.0.1:1883".parse().unwrap()));
         assert_eq!(l.max_connections, Some(10_000));
         assert_eq!(l.mountpoint, "");
         assert_eq!(l.allowed_protocol_versions, DEFAULT_PROTOCOL_VERSIONS);
@@ -675,12 +759,21 @@ mod tests {
     }
 
     #[test]
-    fn unix_socket_is_skipped_with_warning() {
+    fn a_unix_socket_listener_takes_its_settings_and_replaces_the_default_one() {
         let mut b = ListenerBuilder::default();
-        let handled = b.handle("listener.tcp.local", "local:/var/run/app.sock:0", 1).unwrap();
-        assert!(matches!(handled, Handled::Warning(w) if w.contains("Unix domain socket")));
+        assert_eq!(b.handle("listener.tcp.local", "local:/var/run/app.sock:0", 1), Ok(Handled::Done));
         b.handle("listener.tcp.local.max_connections", "5", 2).unwrap();
-        assert!(b.finish().unwrap().is_empty());
+        let listeners = b.finish().unwrap();
+        assert_eq!(listeners.len(), 1);
+        assert_eq!(listeners[0].addr, ListenAddr::Local(PathBuf::from("/var/run/app.sock")));
+        assert_eq!(listeners[0].addr.to_string(), "local:/var/run/app.sock");
+        assert_eq!(listeners[0].max_connections, Some(5));
+        let mut b = ListenerBuilder::default();
+        for bad in ["local:", "local:/x.sock", "local::0", "local:/x.sock:1"] {
+            assert!(b.handle("listener.tcp.local", bad, 1).is_err(), "{bad}");
+        }
+        let err = build(&[("listener.tcp.a", "local:/run/a.sock:0"), ("listener.ws.b", "local:/run/a.sock:0")]);
+        assert!(err.unwrap_err().contains("already used by listener.tcp.a"));
     }
 
     #[test]
@@ -690,9 +783,11 @@ mod tests {
         // TLS listeners run with the settings they implement; the others warn.
         assert_eq!(b.handle("listener.ssl.default", "127.0.0.1:8883", 1), Ok(Handled::Done));
         assert_eq!(b.handle("listener.ssl.cafile", "./etc/cacerts.pem", 2), Ok(Handled::Done));
-        assert!(warn(b.handle("listener.ssl.default.ciphers", "ECDHE-RSA-AES256-SHA", 2)));
-        assert!(warn(b.handle("listener.ssl.depth", "3", 2)));
-        assert!(warn(b.handle("listener.wss.wss_default.certfile", "./etc/cert.pem", 3)));
+        assert_eq!(b.handle("listener.ssl.default.ciphers", "ECDHE-RSA-AES256-GCM-SHA384", 2), Ok(Handled::Done));
+        assert_eq!(b.handle("listener.ssl.eccs", "[secp384r1, x25519]", 2), Ok(Handled::Done));
+        assert_eq!(b.handle("listener.ssl.depth", "3", 2), Ok(Handled::Done));
+        assert!(warn(b.handle("listener.ssl.psk_support", "on", 2)));
+        assert_eq!(b.handle("listener.wss.wss_default.certfile", "./etc/cert.pem", 3), Ok(Handled::Done));
         assert!(warn(b.handle("listener.https.mgmt.http_module.vmq_mgmt_http.auth.mode", "apikey", 4)));
         assert_eq!(b.handle("listener.ssl.name.allow_anonymous_override", "off", 5), Ok(Handled::Done));
         assert_eq!(b.handle("listener.ssl.default.cafiel", "x", 6), Ok(Handled::Unknown));
@@ -779,6 +874,6 @@ mod tests {
         let listeners =
             build(&[("listener.tcp.default", "127.0.0.1:1883"), ("listener.tcp.default", "0.0.0.0:1884")]).unwrap();
         assert_eq!(listeners.len(), 1);
-        assert_eq!(listeners[0].addr, "0.0.0.0:1884".parse().unwrap());
+        assert_eq!(listeners[0].addr, ListenAddr::Inet("0.0.0.0:1884".parse().unwrap()));
     }
 }

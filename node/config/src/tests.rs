@@ -57,13 +57,12 @@ fn example_parses_with_only_warnings() {
     for w in &config.warnings {
         assert_eq!(w.line, Some(line_of(EXAMPLE, &w.key)), "{w}");
     }
-    // The TLS listener runs; a TLS setting without effect yet says so.
-    let tls = parse("listener.ssl.default = 127.0.0.1:8883\nlistener.ssl.default.ciphers = ECDHE-RSA-AES256-SHA\n")
-        .expect("parses");
+    // The TLS listener runs; a TLS setting without effect says so.
+    let tls = parse("listener.ssl.default = 127.0.0.1:8883\nlistener.ssl.default.psk_support = on\n").expect("parses");
     let warned: Vec<String> = tls.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(
         warned,
-        ["vernemq.conf:2: 'listener.ssl.default.ciphers' (this TLS setting) is not supported yet, ignored"]
+        ["vernemq.conf:2: 'listener.ssl.default.psk_support' (this TLS setting) is not supported yet, ignored"]
     );
 
     let delegated: Vec<(&str, &str)> = config.delegated.iter().map(|e| (e.key.as_str(), e.value.as_str())).collect();
@@ -107,7 +106,7 @@ fn embedded_default_is_a_laptop_broker() {
     assert!(config.mqtt.allow_anonymous);
     assert_eq!(config.listeners.len(), 1);
     assert_eq!(config.listeners[0].name, "default");
-    assert_eq!(config.listeners[0].addr, "127.0.0.1:1883".parse().unwrap());
+    assert_eq!(config.listeners[0].addr, ListenAddr::Inet("127.0.0.1:1883".parse().unwrap()));
     assert_eq!(config.platform_data_dir, Path::new("./data"));
     assert_eq!(config.nodename, "VerneMQ@127.0.0.1");
     assert_eq!(config.distributed_cookie, "vmq");
@@ -244,7 +243,7 @@ fn load_reads_the_file_and_keeps_its_path() {
     let config = Config::load(&path).unwrap();
     assert_eq!(config.source.as_deref(), Some(path.as_path()));
     assert!(config.mqtt.allow_anonymous);
-    assert_eq!(config.listeners[0].addr, "0.0.0.0:1883".parse().unwrap());
+    assert_eq!(config.listeners[0].addr, ListenAddr::Inet("0.0.0.0:1883".parse().unwrap()));
     assert_eq!(config.file_label(), path.display().to_string());
 
     std::fs::write(&path, b"allow_anonymous = on\nbad = \xff\n").unwrap();
@@ -281,6 +280,9 @@ fn every_implemented_key_takes_a_non_default_value() {
         ("max_offline_messages", "0", |c| c.mqtt.max_offline_messages == Some(0)),
         ("override_max_online_messages", "on", |c| c.mqtt.override_max_online_messages),
         ("max_message_size", "64KB", |c| c.mqtt.max_message_size == 65_536),
+        ("max_ws_frame_size", "infinity", |c| {
+            c.mqtt.max_ws_frame_size.is_none() && c.listeners.iter().all(|l| l.max_ws_frame_size.is_none())
+        }),
         ("upgrade_outgoing_qos", "on", |c| c.mqtt.upgrade_outgoing_qos),
         ("max_message_rate", "100", |c| c.mqtt.max_message_rate == 100),
         ("queue_type", "lifo", |c| c.mqtt.queue_type == QueueType::Lifo),
@@ -361,7 +363,7 @@ fn ipv6_listener_and_bridge_versions() {
     let config =
         parse("listener.tcp.v6 = [::1]:1883\nlistener.tcp.v6.allowed_protocol_versions = 3,4,5,131\n").unwrap();
     assert_eq!(config.listeners.len(), 1);
-    assert_eq!(config.listeners[0].addr, "[::1]:1883".parse().unwrap());
+    assert_eq!(config.listeners[0].addr, ListenAddr::Inet("[::1]:1883".parse().unwrap()));
     assert_eq!(config.warnings.len(), 1);
     assert_eq!(config.warnings[0].key, "listener.tcp.v6.allowed_protocol_versions");
 }

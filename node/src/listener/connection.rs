@@ -5,7 +5,6 @@
 
 use std::future::{Future, poll_fn};
 use std::mem::MaybeUninit;
-use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,7 +16,7 @@ use tracing::{Instrument, Span, debug, info, warn};
 use vmq_storage::QueueKey;
 
 use super::verdicts::Held;
-use super::{ConnectionContext, KillSwitch, ListenerSpec, Tenancy};
+use super::{ConnectionContext, KillSwitch, ListenerSpec, Peer, Tenancy};
 use crate::authorize::{RegisterIntent, Subject};
 use crate::broker::{ConnectionHandle, Kick};
 use crate::session::connect::{self, Accepted, ListenerRules, Refused};
@@ -197,7 +196,7 @@ struct Serving<S> {
 /// connection's span.
 pub(super) fn run<S>(
     stream: S,
-    peer: SocketAddr,
+    peer: Peer,
     identity: Option<String>,
     spec: Arc<ListenerSpec>,
     ctx: Arc<ConnectionContext>,
@@ -469,6 +468,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Serving<S> {
                     match r {
                         Ok(0) => return End::Gone("connection closed by client".into()),
                         Ok(_) => {}
+                        // Bytes the transport refused (a WebSocket text frame or oversized
+                        // frame, a bad TLS record): the client's fault, worth a log line.
+                        Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                            info!(error = %e, "connection closed: the client broke its transport's framing");
+                            return End::Gone(format!("read failed: {e}"));
+                        }
                         Err(e) => return End::Gone(format!("read failed: {e}")),
                     }
                     // One clock read per batch read from the socket, not per packet.
@@ -600,6 +605,7 @@ fn packet_name(p: &Packet) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
     use std::sync::Mutex;
 
     use tokio::io::duplex;
@@ -669,7 +675,7 @@ mod tests {
         let addr: SocketAddr = "127.0.0.1:1883".parse().unwrap();
         (
             Arc::new(ConnectionContext { broker, mqtt, authorizer }),
-            Arc::new(ListenerSpec::new(Transport::Tcp, "test", addr)),
+            Arc::new(ListenerSpec::new(Transport::Tcp, "test", addr.into())),
         )
     }
 
@@ -680,8 +686,8 @@ mod tests {
     ) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<()>) {
         let (client, server) = duplex(64 * 1024);
         let tenancy = Tenancy::detached(ctx.broker.clone());
-        let addr = spec.addr;
-        (client, tokio::spawn(run(server, addr, None, spec, ctx, Arc::new(KillSwitch::default()), tenancy)))
+        let peer = Peer::Local(Arc::from("in-memory"));
+        (client, tokio::spawn(run(server, peer, None, spec, ctx, Arc::new(KillSwitch::default()), tenancy)))
     }
 
     #[tokio::test]
@@ -837,7 +843,7 @@ mod tests {
         let (ctx, _) = context(None);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let spec = Arc::new(ListenerSpec::new(Transport::Tcp, "test", addr));
+        let spec = Arc::new(ListenerSpec::new(Transport::Tcp, "test", addr.into()));
         let stop = Arc::new(KillSwitch::default());
 
         let mut client = tokio::net::TcpStream::connect(addr).await.unwrap();
@@ -862,7 +868,7 @@ mod tests {
         let _second = tokio::net::TcpStream::connect(addr).await.unwrap();
         let (server, _) = listener.accept().await.unwrap();
         let tenancy = Tenancy::detached(ctx.broker.clone());
-        let future = std::mem::size_of_val(&run(server, addr, None, spec, ctx, stop, tenancy));
+        let future = std::mem::size_of_val(&run(server, Peer::Inet(addr), None, spec, ctx, stop, tenancy));
         eprintln!("connection future: {future} B: the served connection {served} B, its serving loop {serve} B");
         assert!(future <= 1600, "the connection future grew to {future} B (served {served} B, loop {serve} B)");
     }

@@ -6,39 +6,32 @@
 //! have the connections it accepted closed later: stopping only stops accepting, as in
 //! VerneMQ, unless `kill_sessions` asks to close those connections too.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::info;
-use vmq_config::{ListenerConfig, Transport};
+use vmq_config::{ListenAddr, ListenerConfig, Transport};
 
 use super::tls::{TlsListener, TlsSetupError};
-use super::{Accept, ConnectionContext, KillSwitch};
+use super::websocket::WsSettings;
+use super::{Accept, ConnectionContext, KillSwitch, Socket};
 
 /// Why a listener could not be started or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum ListenerError {
-    /// The listener's transport is not implemented.
-    #[error("{key} = {addr} not started: {} listeners are not implemented yet", transport.description())]
-    NotImplemented {
-        /// `listener.<transport>.<name>`.
-        key: String,
-        /// Its address.
-        addr: SocketAddr,
-        /// Its transport.
-        transport: Transport,
-    },
+    /// A setting of the listener is unusable.
+    #[error("{0}")]
+    Setting(String),
     /// The address could not be bound.
     #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
         /// `listener.<transport>.<name>`.
         key: String,
         /// The address.
-        addr: SocketAddr,
+        addr: ListenAddr,
         /// The OS error.
         source: std::io::Error,
     },
@@ -68,17 +61,19 @@ pub enum ListenerError {
 /// A listener's socket, bound but not accepting yet ([`Listeners::bind`]).
 #[derive(Debug)]
 pub struct Bound {
-    socket: TcpListener,
+    socket: Socket,
     /// Its configuration, with the address actually bound (port 0 resolved).
     spec: ListenerConfig,
     /// A TLS listener's certificates and settings.
     tls: Option<Arc<TlsListener>>,
+    /// A WebSocket listener's settings.
+    websocket: Option<Arc<WsSettings>>,
 }
 
 impl Bound {
     /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.spec.addr
+    pub fn local_addr(&self) -> &ListenAddr {
+        &self.spec.addr
     }
 
     /// Its configuration, with the bound address.
@@ -158,29 +153,35 @@ impl Listeners {
     /// listeners before it starts any.
     pub async fn bind(spec: ListenerConfig) -> Result<Bound, ListenerError> {
         let tls = match spec.transport {
-            Transport::Tcp => None,
-            Transport::Ssl => Some(Arc::new(TlsListener::new(&spec)?)),
+            Transport::Tcp | Transport::Ws => None,
+            Transport::Ssl | Transport::Wss => Some(Arc::new(TlsListener::new(&spec)?)),
+        };
+        let websocket = match spec.transport {
+            Transport::Tcp | Transport::Ssl => None,
             Transport::Ws | Transport::Wss => {
-                return Err(ListenerError::NotImplemented {
-                    key: spec.key(),
-                    addr: spec.addr,
-                    transport: spec.transport,
-                });
+                Some(Arc::new(WsSettings::new(&spec, spec.max_ws_frame_size).map_err(ListenerError::Setting)?))
             }
         };
-        let socket = TcpListener::bind(spec.addr).await.map_err(|source| ListenerError::Bind {
-            key: spec.key(),
-            addr: spec.addr,
-            source,
-        })?;
+        let failed = |source| ListenerError::Bind { key: spec.key(), addr: spec.addr.clone(), source };
+        let (socket, bound) = match &spec.addr {
+            ListenAddr::Inet(addr) => {
+                let socket = TcpListener::bind(addr).await.map_err(failed)?;
+                let bound = socket.local_addr().map_or(spec.addr.clone(), ListenAddr::Inet);
+                (Socket::Tcp(socket), bound)
+            }
+            ListenAddr::Local(path) => {
+                remove_stale_socket(path).await;
+                (Socket::Unix(UnixListener::bind(path).map_err(failed)?), spec.addr.clone())
+            }
+        };
         let mut spec = spec;
-        spec.addr = socket.local_addr().unwrap_or(spec.addr);
-        Ok(Bound { socket, spec, tls })
+        spec.addr = bound;
+        Ok(Bound { socket, spec, tls, websocket })
     }
 
     /// Binds and starts `spec`; returns the bound address. A stopped listener of the same
     /// transport and name is replaced (its open connections stay).
-    pub async fn start(&self, spec: ListenerConfig) -> Result<SocketAddr, ListenerError> {
+    pub async fn start(&self, spec: ListenerConfig) -> Result<ListenAddr, ListenerError> {
         if let Some(e) = self.lock().entries.iter().find(|e| same(&e.spec, spec.transport, &spec.name))
             && e.running()
         {
@@ -191,9 +192,9 @@ impl Listeners {
     }
 
     /// Starts accepting on a listener bound by [`Listeners::bind`]; returns its address.
-    pub fn start_bound(&self, bound: Bound) -> Result<SocketAddr, ListenerError> {
-        let Bound { socket, spec, tls } = bound;
-        let addr = spec.addr;
+    pub fn start_bound(&self, bound: Bound) -> Result<ListenAddr, ListenerError> {
+        let Bound { socket, spec, tls, websocket } = bound;
+        let addr = spec.addr.clone();
         let spec = Arc::new(spec);
         let mut state = self.lock();
         // Under the lock, so that a listener started during shutdown is not missed by it.
@@ -224,6 +225,7 @@ impl Listeners {
         let accept = Accept {
             socket,
             tls,
+            websocket,
             spec: spec.clone(),
             ctx: self.ctx.clone(),
             stop: stop_rx,
@@ -301,6 +303,18 @@ impl Listeners {
         // The sections under this lock leave the state consistent at every step, so one
         // that panicked left nothing half done.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Removes a socket file nobody listens on any more (a node that was killed leaves its
+/// socket behind, and binding over it fails); a live one stays, and binding reports it.
+async fn remove_stale_socket(path: &std::path::Path) {
+    let is_socket = std::fs::symlink_metadata(path).is_ok_and(|m| {
+        use std::os::unix::fs::FileTypeExt;
+        m.file_type().is_socket()
+    });
+    if is_socket && tokio::net::UnixStream::connect(path).await.is_err() {
+        let _ = std::fs::remove_file(path);
     }
 }
 

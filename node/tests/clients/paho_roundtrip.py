@@ -1,16 +1,38 @@
 #!/usr/bin/env python3
 """Round trip through the broker with Eclipse paho-mqtt: MQTT 3.1.1 and 5.0, QoS 0, 1 and 2.
 
-Usage: paho_roundtrip.py HOST PORT. Exits 0 when every message came back as sent.
+Usage: paho_roundtrip.py HOST PORT [--websockets] [--cafile CA.pem]. With --websockets the
+clients speak MQTT over WebSocket on the /mqtt path; with --cafile over TLS, trusting that CA.
+Exits 0 when every message came back as sent.
 """
-import sys
+import argparse
 import threading
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-HOST, PORT = sys.argv[1], int(sys.argv[2])
+ARGS = argparse.ArgumentParser()
+ARGS.add_argument("host")
+ARGS.add_argument("port", type=int)
+ARGS.add_argument("--websockets", action="store_true")
+ARGS.add_argument("--cafile")
+ARGS = ARGS.parse_args()
+HOST, PORT = ARGS.host, ARGS.port
 TIMEOUT = 10
+
+
+def client(client_id, protocol):
+    c = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=protocol,
+        transport="websockets" if ARGS.websockets else "tcp",
+    )
+    if ARGS.websockets:
+        c.ws_set_options(path="/mqtt")
+    if ARGS.cafile:
+        c.tls_set(ca_certs=ARGS.cafile)
+    return c
 
 
 def run(protocol, name):
@@ -27,7 +49,7 @@ def run(protocol, name):
     def on_subscribe(*_args):
         subscribed.set()
 
-    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"paho-sub-{name}", protocol=protocol)
+    sub = client(f"paho-sub-{name}", protocol)
     sub.on_message = on_message
     sub.on_subscribe = on_subscribe
     sub.connect(HOST, PORT)
@@ -35,7 +57,7 @@ def run(protocol, name):
     sub.subscribe(f"paho/{name}/#", qos=2)
     assert subscribed.wait(TIMEOUT), f"{name}: no SUBACK"
 
-    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"paho-pub-{name}", protocol=protocol)
+    pub = client(f"paho-pub-{name}", protocol)
     pub.connect(HOST, PORT)
     pub.loop_start()
     for qos in (0, 1, 2):

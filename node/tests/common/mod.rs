@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod nodes;
+pub mod pki;
 pub mod process;
 
 use std::net::SocketAddr;
