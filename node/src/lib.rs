@@ -6,6 +6,9 @@ pub mod authorize;
 pub mod broker;
 pub mod cluster;
 pub mod file_auth;
+// Public for the fuzzers outside the crate (`node/tests/fuzz.rs`, `node/fuzz/`), not an API.
+#[doc(hidden)]
+pub mod fuzz;
 pub mod http;
 pub mod listener;
 mod pem;

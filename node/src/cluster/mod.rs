@@ -16,7 +16,7 @@
 //! [`Cluster`] implements, and the HTTP layer sees it through [`ClusterView`].
 
 mod leave;
-mod membership;
+pub(crate) mod membership;
 mod metadata;
 mod migration;
 mod outbox;
@@ -26,7 +26,7 @@ mod router;
 mod rpc;
 pub mod transport;
 pub mod view;
-mod wire;
+pub(crate) mod wire;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

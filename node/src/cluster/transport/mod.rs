@@ -90,11 +90,11 @@
 mod config;
 mod connection;
 mod endpoint;
-mod frame;
+pub(crate) mod frame;
 mod handshake;
-mod hello;
+pub(crate) mod hello;
 mod queue;
-mod reliable;
+pub(crate) mod reliable;
 mod tls;
 
 use std::collections::BTreeMap;
