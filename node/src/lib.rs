@@ -15,3 +15,4 @@ mod pem;
 pub mod server;
 pub mod session;
 pub mod storage;
+pub mod systree;

@@ -148,6 +148,7 @@ impl Node {
             http_addrs.push((l.name.clone(), socket.local_addr().unwrap_or(l.addr)));
             tokio::spawn(http::serve(socket, l.name, http_state.clone(), shutdown_rx.clone()));
         }
+        tokio::spawn(crate::systree::run(http_state.clone(), cfg.systree.clone(), shutdown_rx.clone()));
         tokio::spawn(sweep_sessions(broker.clone(), shutdown_rx, tasks_tx));
         Ok(Node { broker, local_addrs, http_addrs, listeners, shutdown_tx, tasks_rx, storage, cluster })
     }

@@ -35,6 +35,26 @@ pub static SETTINGS: &[Setting] = &[
         default: "off",
         apply: |c, v| set(&mut c.mqtt.allow_anonymous, values::parse_flag(v)),
     },
+    Setting { key: "systree_enabled", default: "on", apply: |c, v| set(&mut c.systree.enabled, values::parse_flag(v)) },
+    Setting {
+        key: "systree_interval",
+        default: "20000",
+        apply: |c, v| {
+            let ms = values::parse_integer_in(v, 0, i64::from(u32::MAX))?;
+            set(&mut c.systree.interval, Ok(Duration::from_millis(u64::try_from(ms).unwrap_or(0))))
+        },
+    },
+    Setting {
+        key: "systree_mountpoint",
+        default: "off",
+        apply: |c, v| set(&mut c.systree.mountpoint, Ok(if v == "off" { String::new() } else { v.to_string() })),
+    },
+    Setting {
+        key: "systree_qos",
+        default: "0",
+        apply: |c, v| set(&mut c.systree.qos, values::parse_integer_in(v, 0, 2).map(|q| u8::try_from(q).unwrap_or(0))),
+    },
+    Setting { key: "systree_retain", default: "off", apply: |c, v| set(&mut c.systree.retain, values::parse_flag(v)) },
     Setting {
         key: "allow_register_during_netsplit",
         default: "off",
@@ -345,7 +365,6 @@ const fn known(pattern: &'static str, why: Unsupported) -> KnownKey {
     KnownKey { pattern, why, quiet: &[] }
 }
 
-const SYS: Unsupported = Unsupported::NotYet("the $SYS tree");
 const GRAPHITE: Unsupported = Unsupported::NotYet("Graphite reporting");
 const LOG_FILES: Unsupported = Unsupported::NotYet("log files and syslog; vmq-rs logs to the console");
 const ERLANG: Unsupported = Unsupported::NoEquivalent("Erlang VM setting");
@@ -354,12 +373,7 @@ const ERLANG: Unsupported = Unsupported::NoEquivalent("Erlang VM setting");
 pub static KNOWN_UNSUPPORTED: &[KnownKey] = &[
     known("logging.obfuscation_secret", Unsupported::NotYet("credential obfuscation in logs")),
     known("logging.keepalive_as_warning", Unsupported::NotYet("keep-alive log level")),
-    known("systree_enabled", SYS),
-    known("systree_interval", SYS),
-    known("systree_mountpoint", SYS),
-    known("systree_qos", SYS),
-    known("systree_retain", SYS),
-    known("systree_reg_view", SYS),
+    known("systree_reg_view", Unsupported::NoEquivalent("routing views of VerneMQ internals")),
     known("prometheus_namespace", Unsupported::NotYet("Prometheus metric prefix")),
     known("graphite_enabled", GRAPHITE),
     known("graphite_host", GRAPHITE),

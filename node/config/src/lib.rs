@@ -60,6 +60,8 @@ pub struct Config {
     pub mqtt: MqttConfig,
     /// What is allowed while the cluster is partitioned.
     pub netsplit: NetsplitConfig,
+    /// The `$SYS` tree (`systree_*`).
+    pub systree: SysTreeConfig,
     /// The file-based authentication and authorisation plugins (`vmq_passwd`, `vmq_acl`).
     pub auth_files: AuthFilesConfig,
     /// Entries for other subsystems, in file order, unvalidated; see
@@ -239,6 +241,35 @@ impl Default for MqttConfig {
             shared_subscription_policy: SharedSubscriptionPolicy::PreferLocal,
             max_keepalive: None,
             mqtt_connect_timeout: Duration::from_millis(30_000),
+        }
+    }
+}
+
+/// The `$SYS` tree: the node's figures published as MQTT messages (VerneMQ docs "$SYSTree").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SysTreeConfig {
+    /// `systree_enabled`. Default on.
+    pub enabled: bool,
+    /// `systree_interval` (milliseconds in the file): time between two publications; zero
+    /// switches publishing off. Default 20 s.
+    pub interval: Duration,
+    /// `systree_mountpoint`: the mountpoint the messages are published in; `""` = none
+    /// (default).
+    pub mountpoint: String,
+    /// `systree_qos`: 0, 1 or 2. Default 0.
+    pub qos: u8,
+    /// `systree_retain`: publish retained. Default off.
+    pub retain: bool,
+}
+
+impl Default for SysTreeConfig {
+    fn default() -> Self {
+        SysTreeConfig {
+            enabled: true,
+            interval: Duration::from_secs(20),
+            mountpoint: String::new(),
+            qos: 0,
+            retain: false,
         }
     }
 }
@@ -552,6 +583,7 @@ impl Config {
             )],
             mqtt: MqttConfig::default(),
             netsplit: NetsplitConfig::default(),
+            systree: SysTreeConfig::default(),
             auth_files: AuthFilesConfig::default(),
             delegated: Vec::new(),
             warnings: Vec::new(),

@@ -17,6 +17,8 @@
 
 mod metrics;
 
+pub(crate) use metrics::node_figures;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 

@@ -83,28 +83,7 @@ impl Collector for NodeCollector {
         let s = &self.state;
         let c = &s.broker.counters;
         let node = s.nodename.as_str();
-        let (detected, resolved) = s.cluster.netsplit_counts();
-        let (sent, received, dropped) = s.cluster.cluster_bytes();
-        let values = [
-            (MQTT_PUBLISH_RECEIVED, load(&c.publish_received)),
-            (ROUTER_MATCHES_LOCAL, load(&c.messages_routed)),
-            (ROUTER_MATCHES_NONE, load(&c.router_matches_none)),
-            (QUEUE_MESSAGE_DROP, load(&c.queue_message_drop)),
-            (QUEUE_SESSION_EXPIRED, load(&c.sessions_expired)),
-            (SOCKET_OPEN, load(&c.socket_open)),
-            (SOCKET_CLOSE, load(&c.socket_close)),
-            (MQTT_RATE_LIMITED, load(&c.rate_limited)),
-            (QUEUE_PROCESSES, s.broker.session_count() as u64),
-            (ROUTER_SUBSCRIPTIONS, s.broker.subscription_count() as u64),
-            (NETSPLIT_DETECTED, detected),
-            (NETSPLIT_RESOLVED, resolved),
-            (CLUSTER_BYTES_SENT, sent),
-            (CLUSTER_BYTES_RECEIVED, received),
-            (CLUSTER_BYTES_DROPPED, dropped),
-            (RETAIN_MESSAGES, s.broker.retained_count() as u64),
-            (CLUSTER_FORWARD_FAILED, s.cluster.forward_failures()),
-        ];
-        debug_assert_eq!(values.len(), NODE.len(), "every node-wide definition is read");
+        let values = node_figures(s);
         let mut families: Vec<MetricFamily> =
             values.iter().map(|(def, v)| family(def.name.to_string(), def, node, [(NO_LABELS, *v as f64)])).collect();
         let refused = NETSPLIT_REQUESTS
@@ -115,6 +94,34 @@ impl Collector for NodeCollector {
         families.extend(exchange_families(node, &s.cluster.metadata_exchanges()));
         families
     }
+}
+
+/// The node-wide figures, read now: every series `/metrics` exports with no label but `node`,
+/// which is also what the `$SYS` tree publishes.
+pub(crate) fn node_figures(s: &HttpState) -> [(Def, u64); defs::NODE.len()] {
+    use defs::*;
+    let c = &s.broker.counters;
+    let (detected, resolved) = s.cluster.netsplit_counts();
+    let (sent, received, dropped) = s.cluster.cluster_bytes();
+    [
+        (MQTT_PUBLISH_RECEIVED, load(&c.publish_received)),
+        (ROUTER_MATCHES_LOCAL, load(&c.messages_routed)),
+        (ROUTER_MATCHES_NONE, load(&c.router_matches_none)),
+        (QUEUE_MESSAGE_DROP, load(&c.queue_message_drop)),
+        (QUEUE_SESSION_EXPIRED, load(&c.sessions_expired)),
+        (SOCKET_OPEN, load(&c.socket_open)),
+        (SOCKET_CLOSE, load(&c.socket_close)),
+        (MQTT_RATE_LIMITED, load(&c.rate_limited)),
+        (QUEUE_PROCESSES, s.broker.session_count() as u64),
+        (ROUTER_SUBSCRIPTIONS, s.broker.subscription_count() as u64),
+        (NETSPLIT_DETECTED, detected),
+        (NETSPLIT_RESOLVED, resolved),
+        (CLUSTER_BYTES_SENT, sent),
+        (CLUSTER_BYTES_RECEIVED, received),
+        (CLUSTER_BYTES_DROPPED, dropped),
+        (RETAIN_MESSAGES, s.broker.retained_count() as u64),
+        (CLUSTER_FORWARD_FAILED, s.cluster.forward_failures()),
+    ]
 }
 
 /// The label values of a sample labelled `node` only.
