@@ -96,7 +96,12 @@ fn init_logging(cfg: &Config) {
     let level: tracing::level_filters::LevelFilter = cfg.log_console_level.into();
     // RUST_LOG, when set, refines the level from the file (e.g. `vmq_node::session=debug`).
     let filter = EnvFilter::builder().with_default_directive(level.into()).from_env_lossy();
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let logger = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    if cfg.log_console_json {
+        logger.json().init();
+    } else {
+        logger.init();
+    }
 }
 
 fn run(cfg: Config) -> anyhow::Result<()> {

@@ -90,3 +90,23 @@ fn misspelt_config_key_names_file_line_and_key_and_the_node_does_not_start() {
     assert!(err.contains("max_inflight_mesages"), "{err}");
     assert!(err.contains("max_inflight_messages"), "suggests the right key: {err}");
 }
+
+#[test]
+fn json_log_lines_carry_the_message_and_the_clients_fields() {
+    let broker = Broker::start("log.console.console.format = json\n");
+    // Every line from the start is one JSON object.
+    for line in &broker.early {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
+    }
+    let out = Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &broker.addr.port().to_string(), "-i", "json-logger", "-t", "t", "-m", "x"])
+        .output()
+        .expect("mosquitto_pub runs");
+    assert!(out.status.success());
+    let line = broker.wait_for_line("json-logger");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert!(v["fields"]["message"].is_string(), "{line}");
+    assert_eq!(v["span"]["client_id"], "json-logger", "{line}");
+    assert!(broker.stop().success());
+}

@@ -265,6 +265,18 @@ pub static SETTINGS: &[Setting] = &[
         apply: |c, v| set(&mut c.platform_data_dir, values::parse_text(v).map(Into::into)),
     },
     Setting {
+        key: "log.console.console.format",
+        default: "text",
+        apply: |c, v| {
+            let json = match v {
+                "text" => false,
+                "json" => true,
+                _ => return Err(ValueError::new(v, "is not a log format", "text or json")),
+            };
+            set(&mut c.log_console_json, Ok(json))
+        },
+    },
+    Setting {
         key: "log.console.level",
         default: "info",
         apply: |c, v| {
@@ -397,7 +409,6 @@ pub static KNOWN_UNSUPPORTED: &[KnownKey] = &[
     known("remote_enqueue_timeout", Unsupported::NotYet("remote enqueue timeout")),
     KnownKey { pattern: "log.console", why: LOG_FILES, quiet: &["console"] },
     known("log.console.file", LOG_FILES),
-    KnownKey { pattern: "log.console.console.format", why: Unsupported::NotYet("JSON log format"), quiet: &["text"] },
     known("log.console.file.format", LOG_FILES),
     known("log.console.rotation.**", LOG_FILES),
     known("log.error", LOG_FILES),

@@ -51,6 +51,9 @@ pub struct Config {
     pub platform_data_dir: PathBuf,
     /// `log.console.level`. Default `info`.
     pub log_console_level: LogLevel,
+    /// `log.console.console.format = json`: one JSON object per log line (time, level,
+    /// message, fields, spans), for log collectors. Default `text`.
+    pub log_console_json: bool,
     /// `metadata_plugin`: how subscriptions and retained messages are replicated.
     pub metadata_plugin: MetadataPlugin,
     /// The MQTT listeners of every transport (`listener.tcp|ssl|ws|wss.<name>` and their
@@ -575,6 +578,7 @@ impl Config {
             distributed_cookie: "vmq".into(),
             platform_data_dir: PathBuf::from("./data"),
             log_console_level: LogLevel::Info,
+            log_console_json: false,
             metadata_plugin: MetadataPlugin::VmqSwc,
             listeners: vec![ListenerConfig::new(
                 Transport::Tcp,

@@ -300,6 +300,7 @@ fn every_implemented_key_takes_a_non_default_value() {
         ("distributed_cookie", "s3cret", |c| c.distributed_cookie == "s3cret"),
         ("platform_data_dir", "/var/lib/vernemq", |c| c.platform_data_dir == Path::new("/var/lib/vernemq")),
         ("log.console.level", "debug", |c| c.log_console_level == LogLevel::Debug),
+        ("log.console.console.format", "json", |c| c.log_console_json),
         ("plugins.vmq_passwd", "off", |c| !c.auth_files.passwd),
         ("vmq_passwd.password_file", "./etc/vmq.passwd", |c| {
             c.auth_files.password_file == Path::new("./etc/vmq.passwd")

@@ -111,6 +111,10 @@ impl Broker {
 }
 
 fn logged_addr(line: &str) -> Option<SocketAddr> {
+    // `log.console.console.format = json`: the address is a field.
+    if let Ok(json) = serde_json::from_str::<serde_json::Value>(line) {
+        return json["fields"]["addr"].as_str()?.parse().ok();
+    }
     let value = strip_ansi(line).split("addr=").nth(1)?.split_whitespace().next()?.to_string();
     // `addr=Some(..)` where the address is logged as an `Option`.
     let value = value.strip_prefix("Some(").and_then(|v| v.strip_suffix(')')).unwrap_or(&value);
