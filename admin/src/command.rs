@@ -164,6 +164,37 @@ mod tests {
         assert!(node.accept().is_err(), "the node was asked to leave");
     }
 
+    /// `listener show --format=json` prints the API's answer as it is, one line, in VerneMQ's
+    /// column order; `listener start` and the others print their text.
+    #[test]
+    fn listener_answers_render_as_vernemq_prints_them() {
+        let table = serde_json::json!({"type": "table", "table": [
+            {"type": "vmq", "status": "running", "address": "0.0.0.0", "port": "44053", "mountpoint": "",
+             "max_conns": "infinity", "active_conns": 0, "all_conns": null},
+            {"type": "mqtt", "status": "stopped", "address": "127.0.0.1", "port": "1883", "mountpoint": "",
+             "max_conns": 10000, "active_conns": 1, "all_conns": 5},
+        ]});
+        let want = concat!(
+            r#"{"type":"table","table":["#,
+            r#"{"type":"vmq","status":"running","address":"0.0.0.0","port":"44053","mountpoint":"","#,
+            r#""max_conns":"infinity","active_conns":0,"all_conns":null},"#,
+            r#"{"type":"mqtt","status":"stopped","address":"127.0.0.1","port":"1883","mountpoint":"","#,
+            r#""max_conns":10000,"active_conns":1,"all_conns":5}]}"#,
+            "\n"
+        );
+        assert_eq!(render(&table, Format::Json), want);
+        let human = render(&table, Format::Human);
+        assert_eq!(
+            human.lines().nth(3),
+            Some("| vmq  | running | 0.0.0.0   | 44053 |            | infinity  | 0            |           |")
+        );
+        let started = serde_json::json!({"type": "text", "text": "Done: listening on 127.0.0.1:43567",
+                                         "address": "127.0.0.1", "port": "43567"});
+        assert_eq!(render(&started, Format::Human), "Done: listening on 127.0.0.1:43567\n");
+        let inv = parse(&words("listener stop address=::1 port=1883 -k"), Format::Human).unwrap();
+        assert_eq!(url(&inv.command.path(), &inv.args), "/api/v1/listener/stop?address=%3A%3A1&port=1883&-k");
+    }
+
     #[test]
     fn urls_keep_argument_order_and_encode_values() {
         let inv = parse(&words("cluster leave node=a@127.0.0.1 -k --timeout=5"), Format::Human).unwrap();

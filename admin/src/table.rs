@@ -68,4 +68,39 @@ mod tests {
         assert_eq!(render(&rows), want);
         assert_eq!(render(&[]), "");
     }
+
+    /// `listener show`: VerneMQ's columns; counts the node does not keep (null) are empty.
+    #[test]
+    fn renders_listener_show_table() {
+        let row = |kind: &str,
+                   status: &str,
+                   address: &str,
+                   port: &str,
+                   mountpoint: &str,
+                   max: Value,
+                   active: Value,
+                   all: Value| {
+            json!({"type": kind, "status": status, "address": address, "port": port, "mountpoint": mountpoint,
+                   "max_conns": max, "active_conns": active, "all_conns": all})
+        };
+        let rows = vec![
+            row("vmq", "running", "0.0.0.0", "44053", "", json!("infinity"), json!(2), Value::Null),
+            row("mqtt", "running", "127.0.0.1", "1883", "", json!(10000), json!(12), json!(340)),
+            row("mqttws", "stopped", "::1", "8080", "/ws", json!("infinity"), json!(0), json!(7)),
+            row("mqtt", "running", "local:/run/vernemq/mqtt.sock", "0", "", json!(10000), json!(1), json!(1)),
+            row("http", "running", "127.0.0.1", "8888", "", json!("infinity"), Value::Null, Value::Null),
+        ];
+        let want = "\
++--------+---------+------------------------------+-------+------------+-----------+--------------+-----------+
+| type   | status  | address                      | port  | mountpoint | max_conns | active_conns | all_conns |
++--------+---------+------------------------------+-------+------------+-----------+--------------+-----------+
+| vmq    | running | 0.0.0.0                      | 44053 |            | infinity  | 2            |           |
+| mqtt   | running | 127.0.0.1                    | 1883  |            | 10000     | 12           | 340       |
+| mqttws | stopped | ::1                          | 8080  | /ws        | infinity  | 0            | 7         |
+| mqtt   | running | local:/run/vernemq/mqtt.sock | 0     |            | 10000     | 1            | 1         |
+| http   | running | 127.0.0.1                    | 8888  |            | infinity  |              |           |
++--------+---------+------------------------------+-------+------------+-----------+--------------+-----------+
+";
+        assert_eq!(render(&rows), want);
+    }
 }

@@ -164,6 +164,11 @@ commands:
   cluster leave         node=<Node> [-k] [-i <secs>] [-t <secs>]: stops <Node>'s MQTT listeners; -k also disconnects its clients, moves its remaining queues after -t seconds (default 60) with progress every -i seconds (default 5), and removes it from the cluster. A node that is down is removed at once.
   cluster leave-status  node=<Node>: prints how far the leave of <Node> is.
   set                   KEY=VALUE ...: changes settings at runtime, not written back to vernemq.conf (allow_register|publish|subscribe|unsubscribe_during_netsplit=on|off).
+  listener show         [-t] [-m]: prints every listener: type (mqtt, mqtts, mqttws, mqttwss, vmq, http), status, address, port, mountpoint, max_conns, active_conns and all_conns (connections accepted since it was first started).
+  listener start        address=<IpAddr> port=<Port> [arguments]: creates and starts an MQTT listener on <IpAddr>:<Port> (port 0: a free port, printed), until the node stops: it is not written to vernemq.conf. Settings not given take VerneMQ's defaults.
+  listener stop         address=<IpAddr> port=<Port> [-k]: stops accepting new connections on the listener at <IpAddr>:<Port>; its connections go on unless -k closes them.
+  listener restart      address=<IpAddr> port=<Port>: accepts new connections again on a stopped listener, with the settings it had.
+  listener delete       address=<IpAddr> port=<Port>: removes a stopped listener (closing the connections it still has) until the node restarts.
 ";
     for args in [&["--help"][..], &["-h"], &[]] {
         let out = admin(args);
@@ -190,6 +195,37 @@ arguments:
         assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout), want, "{args:?}");
     }
+}
+
+#[test]
+fn listener_start_help_lists_vernemq_options() {
+    let out = admin(&["listener", "start", "--help"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.starts_with(
+        "usage: vmq-admin [options] listener start address=<IpAddr> port=<Port> [arguments] [--format=json]\n"
+    ));
+    for line in [
+        "  -m <Mountpoint>, --mountpoint=<Mountpoint>  the prefix isolating this listener's topics",
+        "  --nr_of_acceptors=<n>                       accepted for VerneMQ's command line and ignored: one task accepts per listener",
+        "  --websocket                                 MQTT over WebSocket (on /mqtt)",
+        "  --certfile=<file>                           with --ssl: the PEM server certificate (required)",
+    ] {
+        assert!(help.lines().any(|l| l == line), "no line {line:?} in\n{help}");
+    }
+}
+
+#[test]
+fn listener_show_prints_vernemq_columns() {
+    let node = Node::start();
+    let out = admin(&["--url", &node.http, "listener", "show"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let table = String::from_utf8_lossy(&out.stdout);
+    let header: Vec<&str> = table.lines().nth(1).expect("a header").split('|').map(str::trim).collect();
+    let columns = ["", "type", "status", "address", "port", "mountpoint", "max_conns", "active_conns", "all_conns", ""];
+    assert_eq!(header, columns);
+    let types: Vec<&str> = table.lines().skip(3).filter_map(|l| l.split('|').nth(1)).map(str::trim).collect();
+    assert_eq!(types, ["vmq", "mqtt", "http"]);
 }
 
 #[test]

@@ -6,8 +6,10 @@
 //! Arguments follow VerneMQ's command line and travel as query pairs in the order given:
 //! - `key=value` ([`ParamKind::KeyValue`], or any key for [`ParamKind::Pairs`]) goes as it is;
 //! - a flag, `-k` or `--kill_sessions` ([`ParamKind::Flag`]), goes as the word typed with no
-//!   value;
-//! - an option, `-t 120` or `--timeout=120` ([`ParamKind::Option`]), goes as `timeout=120`.
+//!   value; `--require_certificate=true` (or `=false`, VerneMQ 2.1's form for some flags) goes
+//!   as `require_certificate=true`;
+//! - an option, `-t 120`, `--timeout 120` or `--timeout=120` ([`ParamKind::Option`]), goes as
+//!   `timeout=120`.
 //!
 //! A new command is a row in [`COMMANDS`] and a variant of [`CommandId`]; the node does not
 //! compile until it serves the new variant.
@@ -25,6 +27,16 @@ pub enum CommandId {
     ClusterLeaveStatus,
     /// `set`.
     Set,
+    /// `listener show`.
+    ListenerShow,
+    /// `listener start`.
+    ListenerStart,
+    /// `listener stop`.
+    ListenerStop,
+    /// `listener restart`.
+    ListenerRestart,
+    /// `listener delete`.
+    ListenerDelete,
 }
 
 /// One admin command.
@@ -63,9 +75,9 @@ pub enum ParamKind {
         /// The command is refused without it.
         required: bool,
     },
-    /// `-k` or `--name`, no value.
+    /// `-k` or `--name`, no value; `--name=true` or `--name=false` too.
     Flag,
-    /// `-t <value>` or `--name=<value>`, sent as `name=<value>`.
+    /// `-t <value>`, `--name <value>` or `--name=<value>`, sent as `name=<value>`.
     Option {
         /// The value's placeholder in the help (`<secs>`).
         value: &'static str,
@@ -83,6 +95,30 @@ const NODE: Param = Param {
     kind: ParamKind::KeyValue { value: "<Node>", required: true },
     help: "the node, as `cluster show` names it",
 };
+
+/// `address=<IpAddr>` with [`PORT`]: how the `listener` commands name a listener, as VerneMQ
+/// does (a Unix socket listener: `address=local:<path> port=0`).
+const ADDRESS: Param = Param {
+    name: "address",
+    short: None,
+    kind: ParamKind::KeyValue { value: "<IpAddr>", required: true },
+    help: "the IP address the listener is bound to, or local:<path> for a Unix socket",
+};
+
+const PORT: Param = Param {
+    name: "port",
+    short: None,
+    kind: ParamKind::KeyValue { value: "<Port>", required: true },
+    help: "its port (0 for a Unix socket)",
+};
+
+const fn flag(name: &'static str, help: &'static str) -> Param {
+    Param { name, short: None, kind: ParamKind::Flag, help }
+}
+
+const fn option(name: &'static str, value: &'static str, help: &'static str) -> Param {
+    Param { name, short: None, kind: ParamKind::Option { value }, help }
+}
 
 /// Every admin command.
 pub const COMMANDS: &[Command] = &[
@@ -149,6 +185,95 @@ pub const COMMANDS: &[Command] = &[
             help: "a runtime setting and its value",
         }],
     },
+    Command {
+        id: CommandId::ListenerShow,
+        words: "listener show",
+        summary: "prints every listener: type (mqtt, mqtts, mqttws, mqttwss, vmq, http), status, address, port, \
+                  mountpoint, max_conns, active_conns and all_conns (connections accepted since it was first \
+                  started).",
+        params: &[
+            Param {
+                name: "tls",
+                short: Some('t'),
+                kind: ParamKind::Flag,
+                help: "also print the TLS settings (tls_version, certfile, cafile, keyfile, ...)",
+            },
+            Param {
+                name: "mqtt",
+                short: Some('m'),
+                kind: ParamKind::Flag,
+                help: "also print allowed_protocol_versions and allow_anonymous_override",
+            },
+        ],
+    },
+    Command {
+        id: CommandId::ListenerStart,
+        words: "listener start",
+        summary: "creates and starts an MQTT listener on <IpAddr>:<Port> (port 0: a free port, printed), until the \
+                  node stops: it is not written to vernemq.conf. Settings not given take VerneMQ's defaults.",
+        params: &[
+            ADDRESS,
+            PORT,
+            Param {
+                name: "mountpoint",
+                short: Some('m'),
+                kind: ParamKind::Option { value: "<Mountpoint>" },
+                help: "the prefix isolating this listener's topics",
+            },
+            option("max_connections", "<n|infinity>", "concurrent connections at most (default 10000)"),
+            option(
+                "nr_of_acceptors",
+                "<n>",
+                "accepted for VerneMQ's command line and ignored: one task accepts per listener",
+            ),
+            option("allowed_protocol_versions", "<3,4,5>", "the MQTT versions accepted (default 3,4,5)"),
+            flag("allow_anonymous_override", "accept clients without credentials on this listener"),
+            flag("proxy_protocol", "connections start with a PROXY protocol (v1 or v2) header"),
+            flag(
+                "proxy_protocol_use_cn_as_username",
+                "with --proxy_protocol: the client certificate's common name from the header is the user name",
+            ),
+            flag("websocket", "MQTT over WebSocket (on /mqtt)"),
+            flag("ssl", "TLS; with --websocket, secure WebSocket. The options below need it"),
+            option("certfile", "<file>", "with --ssl: the PEM server certificate (required)"),
+            option("keyfile", "<file>", "with --ssl: the PEM key of certfile (required)"),
+            option("cafile", "<file>", "with --ssl: the PEM CA certificates client certificates are checked against"),
+            option("crlfile", "<file>", "with --ssl: a PEM revocation list for client certificates"),
+            option("ciphers", "<list>", "with --ssl: the cipher suites allowed, separated by colons"),
+            option("eccs", "<list>", "with --ssl: the elliptic curves allowed"),
+            option("tls_version", "<tlsv1.2|tlsv1.3>", "with --ssl: the only TLS version accepted (default both)"),
+            flag("require_certificate", "with --ssl: refuse clients without a certificate signed by cafile"),
+            flag("use_identity_as_username", "with --ssl: the client certificate's common name is the user name"),
+        ],
+    },
+    Command {
+        id: CommandId::ListenerStop,
+        words: "listener stop",
+        summary: "stops accepting new connections on the listener at <IpAddr>:<Port>; its connections go on unless \
+                  -k closes them.",
+        params: &[
+            ADDRESS,
+            PORT,
+            Param {
+                name: "kill_sessions",
+                short: Some('k'),
+                kind: ParamKind::Flag,
+                help: "also disconnect the clients it accepted",
+            },
+        ],
+    },
+    Command {
+        id: CommandId::ListenerRestart,
+        words: "listener restart",
+        summary: "accepts new connections again on a stopped listener, with the settings it had.",
+        params: &[ADDRESS, PORT],
+    },
+    Command {
+        id: CommandId::ListenerDelete,
+        words: "listener delete",
+        summary: "removes a stopped listener (closing the connections it still has) until the node restarts.",
+        params: &[ADDRESS, PORT],
+    },
 ];
 
 /// Why a command line or an API request was refused.
@@ -172,8 +297,16 @@ pub enum CommandError {
     #[error("missing {0}")]
     MissingArgument(String),
     /// An option came last, without its value.
-    #[error("-{0} needs a value")]
-    MissingValue(char),
+    #[error("{0} needs a value")]
+    MissingValue(String),
+    /// A flag was given a value other than `true` or `false`.
+    #[error("{flag} takes no value, or true or false, not '{value}'")]
+    FlagValue {
+        /// The flag as given.
+        flag: String,
+        /// The value given.
+        value: String,
+    },
     /// A word that is not an argument came after the arguments.
     #[error("unexpected word '{0}' after arguments")]
     UnexpectedWord(String),
@@ -212,21 +345,30 @@ impl Command {
         self.words.replace(' ', "/")
     }
 
-    /// The arguments as the help shows them: `node=<Node> [-k] [-i <secs>] [-t <secs>]`.
+    /// The arguments as the help shows them: `node=<Node> [-k] [-i <secs>] [-t <secs>]`. A
+    /// command with many optional arguments shows them as `[arguments]` (its `--help` lists
+    /// them), so that the list of commands stays readable.
     pub fn usage(&self) -> String {
-        let parts: Vec<String> = self
+        let optional = self.params.iter().filter(|p| !p.required()).count();
+        let collapse = optional > MAX_INLINE_OPTIONAL;
+        let mut parts: Vec<String> = self
             .params
             .iter()
+            .filter(|p| !collapse || p.required())
             .map(|p| {
-                let (text, required) = match p.kind {
-                    ParamKind::KeyValue { value, required } => (format!("{}={value}", p.name), required),
-                    ParamKind::Flag => (flag_form(p), false),
-                    ParamKind::Option { value } => (format!("{} {value}", flag_form(p)), false),
-                    ParamKind::Pairs { required } => (format!("{}=VALUE ...", p.name), required),
+                let text = match p.kind {
+                    ParamKind::KeyValue { value, .. } => format!("{}={value}", p.name),
+                    ParamKind::Flag => flag_form(p),
+                    ParamKind::Option { value } if p.short.is_some() => format!("{} {value}", flag_form(p)),
+                    ParamKind::Option { value } => format!("--{}={value}", p.name),
+                    ParamKind::Pairs { .. } => format!("{}=VALUE ...", p.name),
                 };
-                if required { text } else { format!("[{text}]") }
+                if p.required() { text } else { format!("[{text}]") }
             })
             .collect();
+        if collapse {
+            parts.push("[arguments]".to_string());
+        }
         parts.join(" ")
     }
 
@@ -242,9 +384,10 @@ impl Command {
     /// command does not take and checking what it requires.
     pub fn parse_args(&self, words: &[String]) -> Result<Vec<(String, String)>, CommandError> {
         let mut args = Vec::with_capacity(words.len());
-        let mut pending: Option<&Param> = None;
+        // An option waiting for its value in the next word, and the word that named it.
+        let mut pending: Option<(&Param, &String)> = None;
         for w in words {
-            if let Some(p) = pending.take() {
+            if let Some((p, _)) = pending.take() {
                 args.push((p.name.to_string(), w.clone()));
                 continue;
             }
@@ -255,14 +398,20 @@ impl Command {
             if let Some(c) = short {
                 match self.params.iter().find(|p| p.short == Some(c)) {
                     Some(p) if p.kind == ParamKind::Flag => args.push((w.clone(), String::new())),
-                    Some(p) => pending = Some(p),
+                    Some(p) => pending = Some((p, w)),
                     None => return Err(self.unknown(w)),
                 }
             } else if let Some(long) = w.strip_prefix("--") {
                 let (name, value) = long.split_once('=').map_or((long, None), |(n, v)| (n, Some(v)));
-                match (self.param(name).map(|p| p.kind), value) {
-                    (Some(ParamKind::Flag), None) => args.push((w.clone(), String::new())),
-                    (Some(ParamKind::Option { .. }), Some(v)) => args.push((name.to_string(), v.to_string())),
+                let Some(p) = self.param(name) else { return Err(self.unknown(w)) };
+                match (p.kind, value) {
+                    (ParamKind::Flag, None) => args.push((w.clone(), String::new())),
+                    (ParamKind::Flag, Some(v)) => {
+                        check_flag_value(&format!("--{name}"), v)?;
+                        args.push((name.to_string(), v.to_string()));
+                    }
+                    (ParamKind::Option { .. }, None) => pending = Some((p, w)),
+                    (ParamKind::Option { .. }, Some(v)) => args.push((name.to_string(), v.to_string())),
                     _ => return Err(self.unknown(w)),
                 }
             } else if let Some((k, v)) = w.split_once('=') {
@@ -279,20 +428,25 @@ impl Command {
                 return Err(CommandError::UnexpectedWord(w.clone()));
             }
         }
-        if let Some(p) = pending {
-            return Err(CommandError::MissingValue(p.short.unwrap_or('?')));
+        if let Some((_, typed)) = pending {
+            return Err(CommandError::MissingValue(typed.clone()));
         }
         self.check(&args)?;
         Ok(args)
     }
 
-    /// Checks query pairs as the API receives them: every key is one the command takes, and
-    /// every required argument is there with a value.
+    /// Checks query pairs as the API receives them: every key is one the command takes, a
+    /// flag's value is empty, `true` or `false`, and every required argument is there with a
+    /// value.
     pub fn check(&self, args: &[(String, String)]) -> Result<(), CommandError> {
         for (k, v) in args {
-            if !self.params.iter().any(|p| p.takes_pair(k)) {
-                let argument = if v.is_empty() { k.clone() } else { format!("{k}={v}") };
-                return Err(self.unknown(&argument));
+            match self.params.iter().find(|p| p.takes_pair(k)) {
+                None => {
+                    let argument = if v.is_empty() { k.clone() } else { format!("{k}={v}") };
+                    return Err(self.unknown(&argument));
+                }
+                Some(p) if p.kind == ParamKind::Flag && !v.is_empty() => check_flag_value(k, v)?,
+                Some(_) => {}
             }
         }
         for p in self.params {
@@ -314,9 +468,12 @@ impl Command {
         args.iter().rev().find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.as_str())
     }
 
-    /// True when the flag `name` is among the query pairs, in any of its forms.
+    /// True when the flag `name` is among the query pairs, in any of its forms, and its last
+    /// occurrence is not `name=false`.
     pub fn flag(&self, args: &[(String, String)], name: &str) -> bool {
-        self.param(name).is_some_and(|p| args.iter().any(|(k, _)| p.takes_pair(k)))
+        self.param(name)
+            .and_then(|p| args.iter().rev().find(|(k, _)| p.takes_pair(k)))
+            .is_some_and(|(_, v)| v != "false")
     }
 
     fn param(&self, name: &str) -> Option<&'static Param> {
@@ -329,6 +486,11 @@ impl Command {
 }
 
 impl Param {
+    /// True when the command is refused without it.
+    fn required(&self) -> bool {
+        matches!(self.kind, ParamKind::KeyValue { required: true, .. } | ParamKind::Pairs { required: true })
+    }
+
     /// True when a query key is this argument: its name, or for a flag also `-k` / `--name`.
     fn takes_pair(&self, key: &str) -> bool {
         match self.kind {
@@ -343,6 +505,18 @@ impl Param {
             }
             ParamKind::KeyValue { .. } | ParamKind::Option { .. } => key == self.name,
         }
+    }
+}
+
+/// More optional arguments than this are shown as `[arguments]` in a command's usage.
+const MAX_INLINE_OPTIONAL: usize = 4;
+
+/// A flag's value, when one is given: `true` or `false` (VerneMQ 2.1 writes
+/// `--require_certificate=true`).
+fn check_flag_value(flag: &str, value: &str) -> Result<(), CommandError> {
+    match value {
+        "true" | "false" => Ok(()),
+        _ => Err(CommandError::FlagValue { flag: flag.to_string(), value: value.to_string() }),
     }
 }
 
@@ -388,10 +562,14 @@ mod tests {
         let long = leave.parse_args(&words("node=a@b --kill_sessions")).unwrap();
         assert!(leave.flag(&long, "kill_sessions"));
         assert!(!leave.flag(&leave.parse_args(&words("node=a@b")).unwrap(), "kill_sessions"));
-        assert_eq!(leave.parse_args(&words("node=a@b -t")), Err(CommandError::MissingValue('t')));
+        assert_eq!(leave.parse_args(&words("node=a@b -t")), Err(CommandError::MissingValue("-t".into())));
+        assert_eq!(leave.parse_args(&words("node=a@b --timeout")), Err(CommandError::MissingValue("--timeout".into())));
         assert_eq!(leave.parse_args(&words("-k")), Err(CommandError::MissingArgument("node=<Node>".into())));
         assert!(matches!(leave.parse_args(&words("node=a@b -x")), Err(CommandError::UnknownArgument { .. })));
-        assert!(matches!(leave.parse_args(&words("node=a@b --timeout")), Err(CommandError::UnknownArgument { .. })));
+        assert!(matches!(
+            leave.parse_args(&words("node=a@b --kill_sessions=yes")),
+            Err(CommandError::FlagValue { .. })
+        ));
         assert_eq!(leave.parse_args(&words("node=a@b stray")), Err(CommandError::UnexpectedWord("stray".into())));
     }
 
@@ -411,11 +589,60 @@ mod tests {
     }
 
     #[test]
+    fn listener_start_takes_vernemq_forms_of_options_and_flags() {
+        let start = command("listener start");
+        let line = "address=127.0.0.1 port=1884 --mountpoint /test -m /other --nr_of_acceptors=10 \
+                    --max_connections=1000 --websocket --ssl --certfile=c.pem --keyfile k.pem --require_certificate=true \
+                    --use_identity_as_username=false";
+        let args = start.parse_args(&words(line)).unwrap();
+        assert_eq!(start.value(&args, "address"), Some("127.0.0.1"));
+        assert_eq!(start.value(&args, "mountpoint"), Some("/other"));
+        assert_eq!(start.value(&args, "nr_of_acceptors"), Some("10"));
+        assert_eq!(start.value(&args, "keyfile"), Some("k.pem"));
+        assert!(start.flag(&args, "websocket") && start.flag(&args, "ssl") && start.flag(&args, "require_certificate"));
+        assert!(!start.flag(&args, "use_identity_as_username") && !start.flag(&args, "proxy_protocol"));
+        let err = start.parse_args(&words("address=127.0.0.1 port=1 --ssl=yes")).unwrap_err();
+        assert_eq!(err.to_string(), "--ssl takes no value, or true or false, not 'yes'");
+        assert_eq!(
+            start.parse_args(&words("port=1884")),
+            Err(CommandError::MissingArgument("address=<IpAddr>".into()))
+        );
+        assert_eq!(start.parse_args(&words("address=a port=1 -m")), Err(CommandError::MissingValue("-m".into())));
+        let err = start.parse_args(&words("address=a port=1 --http")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "'listener start' takes no argument '--http' (usage: listener start address=<IpAddr> port=<Port> [arguments])"
+        );
+    }
+
+    #[test]
+    fn listener_commands_name_a_listener_by_address_and_port() {
+        for words_ in ["listener stop", "listener restart", "listener delete"] {
+            let c = command(words_);
+            assert_eq!(c.usage().split(' ').take(2).collect::<Vec<_>>(), ["address=<IpAddr>", "port=<Port>"]);
+            assert_eq!(c.parse_args(&words("address=::1")), Err(CommandError::MissingArgument("port=<Port>".into())));
+        }
+        let stop = command("listener stop");
+        assert!(stop.flag(&stop.parse_args(&words("address=127.0.0.1 port=1 -k")).unwrap(), "kill_sessions"));
+        let pairs =
+            |list: &[(&str, &str)]| list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+        assert_eq!(
+            stop.check(&pairs(&[("address", "a"), ("port", "1"), ("kill_sessions", "maybe")])),
+            Err(CommandError::FlagValue { flag: "kill_sessions".into(), value: "maybe".into() })
+        );
+        let show = command("listener show");
+        assert_eq!(show.usage(), "[-t] [-m]");
+        assert!(show.flag(&show.parse_args(&words("--tls")).unwrap(), "tls"));
+    }
+
+    #[test]
     fn help_lines_show_usage_then_summary() {
         assert_eq!(command("cluster show").help_line(), "Prints the cluster members and whether each is running.");
         let join = "discovery-node=<Node>: joins this node to the cluster of <Node>.";
         assert_eq!(command("cluster join").help_line(), join);
         let leave = "node=<Node> [-k] [-i <secs>] [-t <secs>]: stops <Node>'s";
         assert!(command("cluster leave").help_line().starts_with(leave));
+        let start = "address=<IpAddr> port=<Port> [arguments]: creates and starts";
+        assert!(command("listener start").help_line().starts_with(start));
     }
 }

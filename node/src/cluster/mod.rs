@@ -50,7 +50,9 @@ use crate::broker::message::Msg;
 use crate::broker::queue::Durable;
 use crate::broker::{Broker, ClusterLink, Forward, GrantFuture, RemoteMatches, SessionAnnounce};
 use crate::storage::NodeStorage;
-use view::{AdminFuture, ClusterView, LeaveStatus, LeaveStatusFuture, MemberStatus, MetadataExchanges};
+use view::{
+    AdminFuture, ClusterListener, ClusterView, LeaveStatus, LeaveStatusFuture, MemberStatus, MetadataExchanges,
+};
 use vmq_config::{Config, ConfigError, MetadataPlugin};
 use vmq_mqtt::QoS;
 
@@ -347,6 +349,11 @@ impl ClusterView for Shared {
 
     fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+
+    fn listener(&self) -> Option<ClusterListener> {
+        let addr = self.transport.local_addr().ok()?;
+        Some(ClusterListener { addr, connections: self.transport.open_connections() })
     }
 
     fn join(&self, discovery_node: &str) -> AdminFuture {

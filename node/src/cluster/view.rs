@@ -11,6 +11,15 @@ pub struct MemberStatus {
     pub running: bool,
 }
 
+/// The cluster endpoint (`listener.vmq.clustering`) as `vmq-admin listener show` lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterListener {
+    /// The address it is bound to.
+    pub addr: std::net::SocketAddr,
+    /// Connections with other nodes open on it now.
+    pub connections: usize,
+}
+
 /// Anti-entropy of the metadata backend with one peer, for `/metrics`.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PeerExchange {
@@ -61,6 +70,10 @@ pub type LeaveStatusFuture = std::pin::Pin<Box<dyn std::future::Future<Output = 
 pub trait ClusterView: Send + Sync + 'static {
     /// Every member with its reachability.
     fn members(&self) -> Vec<MemberStatus>;
+    /// The cluster endpoint; `None` when there is none to show.
+    fn listener(&self) -> Option<ClusterListener> {
+        None
+    }
     /// True when every member is reachable.
     fn is_ready(&self) -> bool {
         self.members().iter().all(|m| m.running)

@@ -13,8 +13,9 @@
 //!   arguments are those of the table in `vmq-admin-commands`, which `vmq-admin` parses with;
 //!   an unknown one is refused with its error (404 for a command, 400 for an argument).
 //!   Requests from loopback addresses are served; others need an API key (HTTP basic auth
-//!   user name).
+//!   user name). The `listener` commands are in [`listeners`].
 
+mod listeners;
 mod metrics;
 
 pub(crate) use metrics::node_figures;
@@ -73,10 +74,17 @@ pub fn router(state: Arc<HttpState>) -> Router {
 
 /// Serves `router` on `listener` until `shutdown` turns true.
 pub async fn serve(listener: TcpListener, name: String, state: Arc<HttpState>, mut shutdown: watch::Receiver<bool>) {
-    match listener.local_addr() {
-        Ok(addr) => info!(listener = %name, %addr, "HTTP listener ready"),
-        Err(e) => info!(listener = %name, error = %e, "HTTP listener ready, its address unknown"),
-    }
+    // Listed by `vmq-admin listener show` while it is served.
+    let _listed = match listener.local_addr() {
+        Ok(addr) => {
+            info!(listener = %name, %addr, "HTTP listener ready");
+            Some(state.listeners.list_http(addr))
+        }
+        Err(e) => {
+            info!(listener = %name, error = %e, "HTTP listener ready, its address unknown");
+            None
+        }
+    };
     let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
@@ -236,6 +244,11 @@ async fn api(
             Err(missing) => bad_request(&missing),
         },
         CommandId::Set => set_runtime(&s, &args),
+        CommandId::ListenerShow => listeners::show(&s, command, &args),
+        CommandId::ListenerStart => listeners::start(&s, command, &args).await,
+        CommandId::ListenerStop => listeners::stop(&s, command, &args).await,
+        CommandId::ListenerRestart => listeners::restart(&s, command, &args).await,
+        CommandId::ListenerDelete => listeners::delete(&s, command, &args).await,
     }
 }
 

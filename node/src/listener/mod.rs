@@ -10,7 +10,7 @@ mod verdicts;
 pub(crate) mod websocket;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -21,7 +21,7 @@ use crate::authorize::Authorizer;
 use crate::broker::Broker;
 use crate::session::SessionConfig;
 
-pub use registry::{Bound, ListenerError, ListenerInfo, Listeners};
+pub use registry::{Bound, HttpListed, ListenerError, ListenerInfo, Listeners};
 /// The session harness drives its clients' requests as the connection does.
 #[cfg(test)]
 pub(crate) use verdicts::Held;
@@ -108,6 +108,8 @@ struct Accept {
     kill: Arc<KillSwitch>,
     /// Open connections of the listener.
     connections: Arc<AtomicUsize>,
+    /// Connections the listener has served since it was first started (`all_conns`).
+    accepted: Arc<AtomicU64>,
     /// Held by this task and every connection for the node's shutdown to wait on.
     tasks: mpsc::Sender<()>,
 }
@@ -163,6 +165,7 @@ impl Accept {
                 },
                 None => None,
             };
+            self.accepted.fetch_add(1, Ordering::Relaxed);
             let tenancy = Tenancy {
                 _permit: permit,
                 _open: Some(OpenConnection::new(&self.connections)),

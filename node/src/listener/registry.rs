@@ -4,9 +4,16 @@
 //!
 //! A stopped listener stays in the registry, so that it can be listed, started again and
 //! have the connections it accepted closed later: stopping only stops accepting, as in
-//! VerneMQ, unless `kill_sessions` asks to close those connections too.
+//! VerneMQ, unless `kill_sessions` asks to close those connections too. Deleting removes a
+//! stopped listener.
+//!
+//! `vmq-admin` names a listener by its address and port; [`Listeners::at`] finds it, and
+//! [`Listeners::start_named_by_address`] names the listeners it starts after their address.
+//! The node's HTTP listeners are served elsewhere and only listed here
+//! ([`Listeners::list_http`]), so that `vmq-admin listener show` prints them too.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::net::{TcpListener, UnixListener};
@@ -44,6 +51,28 @@ pub enum ListenerError {
     /// No listener of that transport and name was ever started.
     #[error("there is no listener {key}")]
     Unknown {
+        /// `listener.<transport>.<name>`.
+        key: String,
+    },
+    /// No MQTT listener is bound to that address.
+    #[error("there is no MQTT listener on {addr}")]
+    NoneAt {
+        /// The address asked for.
+        addr: ListenAddr,
+    },
+    /// A listener is at the address a new one was asked for.
+    #[error("{addr} is taken by {key}, {}", occupied(.running))]
+    Occupied {
+        /// `listener.<transport>.<name>` of the listener there.
+        key: String,
+        /// The address.
+        addr: ListenAddr,
+        /// Whether it accepts connections.
+        running: bool,
+    },
+    /// A running listener cannot be deleted.
+    #[error("{key} is running: stop it first")]
+    NotStopped {
         /// `listener.<transport>.<name>`.
         key: String,
     },
@@ -91,6 +120,8 @@ pub struct ListenerInfo {
     pub running: bool,
     /// Its connections that are open now, from this and earlier runs.
     pub connections: usize,
+    /// The connections it has served since it was first started (VerneMQ's `all_conns`).
+    pub accepted: u64,
 }
 
 /// The listeners of a node.
@@ -104,6 +135,8 @@ pub struct Listeners {
 #[derive(Debug)]
 struct State {
     entries: Vec<Entry>,
+    /// The node's HTTP listeners, for listing: address and whether it is served.
+    http: Vec<(SocketAddr, Arc<AtomicBool>)>,
     /// The node's task tracker: every accept task and every connection holds a clone, and the
     /// node's shutdown waits for all of them to be dropped. `None` once shutting down.
     tasks: Option<mpsc::Sender<()>>,
@@ -122,6 +155,8 @@ struct Entry {
     kill: Vec<Arc<KillSwitch>>,
     /// Open connections, across runs.
     connections: Arc<AtomicUsize>,
+    /// Connections served, across runs.
+    accepted: Arc<AtomicU64>,
 }
 
 impl Entry {
@@ -133,6 +168,25 @@ impl Entry {
         for kill in &self.kill {
             kill.pull();
         }
+    }
+
+    fn info(&self) -> ListenerInfo {
+        ListenerInfo {
+            spec: self.spec.clone(),
+            running: self.running(),
+            connections: self.connections.load(Ordering::Relaxed),
+            accepted: self.accepted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Keeps an HTTP listener listed as running ([`Listeners::list_http`]).
+#[derive(Debug)]
+pub struct HttpListed(Arc<AtomicBool>);
+
+impl Drop for HttpListed {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Relaxed);
     }
 }
 
@@ -146,34 +200,15 @@ impl Drop for Entry {
 impl Listeners {
     /// An empty registry whose connections share `ctx`; `tasks` is the node's task tracker.
     pub fn new(ctx: Arc<ConnectionContext>, tasks: mpsc::Sender<()>) -> Listeners {
-        Listeners { ctx, state: Mutex::new(State { entries: Vec::new(), tasks: Some(tasks) }) }
+        Listeners { ctx, state: Mutex::new(State { entries: Vec::new(), http: Vec::new(), tasks: Some(tasks) }) }
     }
 
     /// Binds `spec`'s address without accepting yet, so that a node can bind all its
-    /// listeners before it starts any.
+    /// listeners before it starts any. The TLS and WebSocket settings are checked first, so
+    /// that unusable ones bind nothing.
     pub async fn bind(spec: ListenerConfig) -> Result<Bound, ListenerError> {
-        let tls = match spec.transport {
-            Transport::Tcp | Transport::Ws => None,
-            Transport::Ssl | Transport::Wss => Some(Arc::new(TlsListener::new(&spec)?)),
-        };
-        let websocket = match spec.transport {
-            Transport::Tcp | Transport::Ssl => None,
-            Transport::Ws | Transport::Wss => {
-                Some(Arc::new(WsSettings::new(&spec, spec.max_ws_frame_size).map_err(ListenerError::Setting)?))
-            }
-        };
-        let failed = |source| ListenerError::Bind { key: spec.key(), addr: spec.addr.clone(), source };
-        let (socket, bound) = match &spec.addr {
-            ListenAddr::Inet(addr) => {
-                let socket = TcpListener::bind(addr).await.map_err(failed)?;
-                let bound = socket.local_addr().map_or(spec.addr.clone(), ListenAddr::Inet);
-                (Socket::Tcp(socket), bound)
-            }
-            ListenAddr::Local(path) => {
-                remove_stale_socket(path).await;
-                (Socket::Unix(UnixListener::bind(path).map_err(failed)?), spec.addr.clone())
-            }
-        };
+        let (tls, websocket) = transport_settings(&spec)?;
+        let (socket, bound) = bind_socket(&spec).await?;
         let mut spec = spec;
         spec.addr = bound;
         Ok(Bound { socket, spec, tls, websocket })
@@ -189,6 +224,28 @@ impl Listeners {
         }
         let bound = Listeners::bind(spec).await?;
         self.start_bound(bound)
+    }
+
+    /// Binds and starts `spec` named after the address it is bound to (`127.0.0.1:1884`,
+    /// `[::1]:1884`, `local:/run/mqtt.sock`), as `vmq-admin listener start` names the listeners
+    /// it starts; `spec.name` is replaced. Port 0 binds a free port. An address another
+    /// listener of the registry has, running or stopped, is refused.
+    pub async fn start_named_by_address(&self, mut spec: ListenerConfig) -> Result<ListenAddr, ListenerError> {
+        spec.name = spec.addr.to_string();
+        let picks_port = spec.addr.inet().is_some_and(|a| a.port() == 0);
+        if !picks_port {
+            if let Some(e) = self.lock().entries.iter().find(|e| e.spec.addr == spec.addr) {
+                return Err(ListenerError::Occupied { key: e.spec.key(), addr: spec.addr, running: e.running() });
+            }
+            return self.start(spec).await;
+        }
+        // The name holds the port, which only binding tells: the socket is bound before the
+        // settings are read under the final name (and closed again if they are unusable).
+        let (socket, bound) = bind_socket(&spec).await?;
+        spec.addr = bound;
+        spec.name = spec.addr.to_string();
+        let (tls, websocket) = transport_settings(&spec)?;
+        self.start_bound(Bound { socket, spec, tls, websocket })
     }
 
     /// Starts accepting on a listener bound by [`Listeners::bind`]; returns its address.
@@ -212,6 +269,7 @@ impl Listeners {
                     accept: None,
                     kill: Vec::new(),
                     connections: Arc::new(AtomicUsize::new(0)),
+                    accepted: Arc::new(AtomicU64::new(0)),
                 });
                 entries.len() - 1
             }
@@ -231,6 +289,7 @@ impl Listeners {
             stop: stop_rx,
             kill: kill.clone(),
             connections: entry.connections.clone(),
+            accepted: entry.accepted.clone(),
             tasks,
         };
         entry.spec = spec;
@@ -266,17 +325,67 @@ impl Listeners {
         Ok(())
     }
 
+    /// Starts a stopped listener again with the settings and the address it had; one that
+    /// is running is left as it is. Returns its address.
+    pub async fn restart(&self, transport: Transport, name: &str) -> Result<ListenAddr, ListenerError> {
+        let spec = {
+            let state = self.lock();
+            let Some(entry) = state.entries.iter().find(|e| same(&e.spec, transport, name)) else {
+                return Err(ListenerError::Unknown { key: format!("listener.{}.{name}", transport.key()) });
+            };
+            if entry.running() {
+                return Ok(entry.spec.addr.clone());
+            }
+            entry.spec.clone()
+        };
+        self.start(ListenerConfig::clone(&spec)).await
+    }
+
+    /// Removes a stopped listener; the connections it still has are closed, as nothing could
+    /// close them later. A running listener is refused: it has to be stopped first.
+    pub async fn delete(&self, transport: Transport, name: &str) -> Result<(), ListenerError> {
+        let entry = {
+            let mut state = self.lock();
+            let key = || format!("listener.{}.{name}", transport.key());
+            let Some(index) = state.entries.iter().position(|e| same(&e.spec, transport, name)) else {
+                return Err(ListenerError::Unknown { key: key() });
+            };
+            if state.entries[index].running() {
+                return Err(ListenerError::NotStopped { key: key() });
+            }
+            state.entries.remove(index)
+        };
+        if let ListenAddr::Local(path) = &entry.spec.addr {
+            remove_stale_socket(path).await;
+        }
+        info!(listener = %entry.spec.key(), "MQTT listener deleted");
+        drop(entry);
+        Ok(())
+    }
+
     /// Every listener started since the node started, running or stopped, in start order.
     pub fn list(&self) -> Vec<ListenerInfo> {
-        self.lock()
-            .entries
-            .iter()
-            .map(|e| ListenerInfo {
-                spec: e.spec.clone(),
-                running: e.running(),
-                connections: e.connections.load(Ordering::Relaxed),
-            })
-            .collect()
+        self.lock().entries.iter().map(Entry::info).collect()
+    }
+
+    /// The listener bound to `addr`: the running one, else a stopped one.
+    pub fn at(&self, addr: &ListenAddr) -> Option<ListenerInfo> {
+        let state = self.lock();
+        let here = || state.entries.iter().filter(|e| &e.spec.addr == addr);
+        here().find(|e| e.running()).or_else(|| here().next()).map(Entry::info)
+    }
+
+    /// Lists the HTTP listener at `addr` among the node's listeners while the returned guard
+    /// lives, as running; as stopped once it is dropped.
+    pub fn list_http(&self, addr: SocketAddr) -> HttpListed {
+        let serving = Arc::new(AtomicBool::new(true));
+        self.lock().http.push((addr, serving.clone()));
+        HttpListed(serving)
+    }
+
+    /// The HTTP listeners: address and whether it is served, in start order.
+    pub fn http(&self) -> Vec<(SocketAddr, bool)> {
+        self.lock().http.iter().map(|(addr, serving)| (*addr, serving.load(Ordering::Relaxed))).collect()
     }
 
     /// True when the node is not shutting down and every listener accepts connections
@@ -306,6 +415,40 @@ impl Listeners {
     }
 }
 
+/// A TLS listener's certificates and a WebSocket listener's settings.
+type TransportSettings = (Option<Arc<TlsListener>>, Option<Arc<WsSettings>>);
+
+/// `spec`'s [`TransportSettings`], read and checked.
+fn transport_settings(spec: &ListenerConfig) -> Result<TransportSettings, ListenerError> {
+    let tls = match spec.transport {
+        Transport::Tcp | Transport::Ws => None,
+        Transport::Ssl | Transport::Wss => Some(Arc::new(TlsListener::new(spec)?)),
+    };
+    let websocket = match spec.transport {
+        Transport::Tcp | Transport::Ssl => None,
+        Transport::Ws | Transport::Wss => {
+            Some(Arc::new(WsSettings::new(spec, spec.max_ws_frame_size).map_err(ListenerError::Setting)?))
+        }
+    };
+    Ok((tls, websocket))
+}
+
+/// Binds `spec`'s address; returns the socket and the address bound (port 0 resolved).
+async fn bind_socket(spec: &ListenerConfig) -> Result<(Socket, ListenAddr), ListenerError> {
+    let failed = |source| ListenerError::Bind { key: spec.key(), addr: spec.addr.clone(), source };
+    match &spec.addr {
+        ListenAddr::Inet(addr) => {
+            let socket = TcpListener::bind(addr).await.map_err(failed)?;
+            let bound = socket.local_addr().map_or(spec.addr.clone(), ListenAddr::Inet);
+            Ok((Socket::Tcp(socket), bound))
+        }
+        ListenAddr::Local(path) => {
+            remove_stale_socket(path).await;
+            Ok((Socket::Unix(UnixListener::bind(path).map_err(failed)?), spec.addr.clone()))
+        }
+    }
+}
+
 /// Removes a socket file nobody listens on any more (a node that was killed leaves its
 /// socket behind, and binding over it fails); a live one stays, and binding reports it.
 async fn remove_stale_socket(path: &std::path::Path) {
@@ -316,6 +459,11 @@ async fn remove_stale_socket(path: &std::path::Path) {
     if is_socket && tokio::net::UnixStream::connect(path).await.is_err() {
         let _ = std::fs::remove_file(path);
     }
+}
+
+/// What [`ListenerError::Occupied`] says of the listener there.
+fn occupied(running: &bool) -> &'static str {
+    if *running { "which is running" } else { "which is stopped: restart it, or delete it first" }
 }
 
 fn same(spec: &ListenerConfig, transport: Transport, name: &str) -> bool {
@@ -331,7 +479,10 @@ mod tests {
     #[allow(dead_code)]
     fn start_and_stop_are_send(listeners: &Listeners, spec: ListenerConfig) {
         fn send<T: Send>(_: T) {}
-        send(listeners.start(spec));
+        send(listeners.start(spec.clone()));
+        send(listeners.start_named_by_address(spec));
         send(listeners.stop(Transport::Tcp, "default", true));
+        send(listeners.restart(Transport::Tcp, "default"));
+        send(listeners.delete(Transport::Tcp, "default"));
     }
 }
