@@ -137,6 +137,7 @@ impl Node {
             cluster: cluster.view(),
             listeners: listeners.clone(),
             api_keys: Vec::new(),
+            systree: watch::channel(crate::systree::Schedule::from(&cfg.systree)).0,
         });
         let mut http_addrs = Vec::new();
         for l in vmq_config::http::http_listeners(cfg)? {

@@ -3,10 +3,12 @@
 //! `$SYS/<nodename>/<metric name, '/' for '_'>`, the value as text. VerneMQ does the same, so
 //! `mqtt_publish_received` is `$SYS/<nodename>/mqtt/publish/received`.
 //!
-//! The messages are routed like any publish, to subscribers on every node; nothing waits for
+//! `vmq-admin set systree_enabled=.. systree_interval=..` changes the schedule at runtime, as
+//! in VerneMQ. The messages are routed like any publish, to subscribers on every node; nothing waits for
 //! their delivery.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -26,13 +28,30 @@ fn topics(nodename: &str, state: &HttpState) -> Vec<Arc<str>> {
         .collect()
 }
 
-/// Publishes the tree every `cfg.interval` until `shutdown` turns true; returns at once when
-/// the tree is switched off (`systree_enabled = off` or `systree_interval = 0`).
-pub async fn run(state: Arc<HttpState>, cfg: SysTreeConfig, mut shutdown: watch::Receiver<bool>) {
-    if !cfg.enabled || cfg.interval.is_zero() {
-        info!("$SYS tree off");
-        return;
+/// When the tree is published; `vmq-admin set` changes it at runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    /// `systree_enabled`.
+    pub enabled: bool,
+    /// `systree_interval`; zero switches publishing off.
+    pub interval: Duration,
+}
+
+impl Schedule {
+    fn on(&self) -> bool {
+        self.enabled && !self.interval.is_zero()
     }
+}
+
+impl From<&SysTreeConfig> for Schedule {
+    fn from(cfg: &SysTreeConfig) -> Schedule {
+        Schedule { enabled: cfg.enabled, interval: cfg.interval }
+    }
+}
+
+/// Publishes the tree on the schedule in `state.systree` until `shutdown` turns true. A new
+/// schedule takes effect at once: the next publication is one new interval away.
+pub async fn run(state: Arc<HttpState>, cfg: SysTreeConfig, mut shutdown: watch::Receiver<bool>) {
     let topics = topics(&state.nodename, &state);
     let mountpoint: Arc<str> = Arc::from(cfg.mountpoint.as_str());
     let qos = match cfg.qos {
@@ -40,27 +59,42 @@ pub async fn run(state: Arc<HttpState>, cfg: SysTreeConfig, mut shutdown: watch:
         1 => QoS::AtLeastOnce,
         _ => QoS::ExactlyOnce,
     };
-    info!(interval = ?cfg.interval, topics = %format!("$SYS/{}/#", state.nodename), "publishing the $SYS tree");
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + cfg.interval, cfg.interval);
-    // A node paused for a while publishes once, not once per missed interval.
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut schedules = state.systree.subscribe();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = shutdown.wait_for(|stop| *stop) => return,
+        let schedule = schedules.borrow_and_update().clone();
+        if schedule.on() {
+            info!(interval = ?schedule.interval, topics = %format!("$SYS/{}/#", state.nodename), "publishing the $SYS tree");
+        } else {
+            info!("$SYS tree off");
         }
-        for (topic, (_, value)) in topics.iter().zip(node_figures(&state)) {
-            let msg = Msg {
-                mountpoint: mountpoint.clone(),
-                topic: topic.clone(),
-                payload: Bytes::from(value.to_string()),
-                qos,
-                retain: cfg.retain,
-                properties: None,
-                expires_at: None,
-                publisher: None,
-            };
-            state.broker.publish(Arc::new(msg));
+        let mut tick = tokio::time::interval_at(
+            tokio::time::Instant::now() + schedule.interval,
+            schedule.interval.max(Duration::from_millis(1)),
+        );
+        // A node paused for a while publishes once, not once per missed interval.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick(), if schedule.on() => {}
+                changed = schedules.changed() => match changed {
+                    Ok(()) => break,
+                    Err(_) => return,
+                },
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            }
+            for (topic, (_, value)) in topics.iter().zip(node_figures(&state)) {
+                let msg = Msg {
+                    mountpoint: mountpoint.clone(),
+                    topic: topic.clone(),
+                    payload: Bytes::from(value.to_string()),
+                    qos,
+                    retain: cfg.retain,
+                    properties: None,
+                    expires_at: None,
+                    publisher: None,
+                };
+                state.broker.publish(Arc::new(msg));
+            }
         }
     }
 }

@@ -58,3 +58,26 @@ fn retained_figures_reach_a_late_subscriber_at_once_and_an_off_tree_publishes_no
     assert_eq!(sys_messages(off.addr.port(), 1, 1, &[]), Vec::<String>::new());
     assert!(off.stop().success());
 }
+
+#[test]
+fn vmq_admin_set_switches_the_tree_on_and_changes_its_interval_at_runtime() {
+    let broker =
+        Broker::start(&format!("nodename = {NODE}\nsystree_enabled = off\nlistener.http.default = 127.0.0.1:0\n"));
+    let admin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_vernemq")).with_file_name("vmq-admin");
+    assert!(admin.exists(), "build vmq-admin first (`cargo test --workspace` does)");
+    let url = broker.logged_addr("HTTP listener ready").to_string();
+    let set = |args: &[&str]| {
+        let out = Command::new(&admin).arg("--url").arg(&url).arg("set").args(args).output().expect("vmq-admin runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    assert_eq!(sys_messages(broker.addr.port(), 1, 1, &[]), Vec::<String>::new(), "published while off");
+    let (ok, text) = set(&["systree_interval=abc"]);
+    assert!(!ok && text.contains("not milliseconds"), "{text}");
+    let (ok, text) = set(&["systree_enabled=on", "systree_interval=100"]);
+    assert!(ok, "{text}");
+    assert_eq!(sys_messages(broker.addr.port(), 20, 10, &[]).len(), 20);
+    assert!(broker.stop().success());
+}

@@ -177,7 +177,7 @@ pub const COMMANDS: &[Command] = &[
         id: CommandId::Set,
         words: "set",
         summary: "changes settings at runtime, not written back to vernemq.conf \
-                  (allow_register|publish|subscribe|unsubscribe_during_netsplit=on|off).",
+                  (allow_register|publish|subscribe|unsubscribe_during_netsplit=on|off, systree_enabled=on|off, systree_interval=<ms>).",
         params: &[Param {
             name: "KEY",
             short: None,

@@ -51,6 +51,9 @@ pub struct HttpState {
     pub listeners: Arc<Listeners>,
     /// API keys accepted from non-loopback clients.
     pub api_keys: Vec<String>,
+    /// When the `$SYS` tree is published: `systree_enabled` and `systree_interval`, which
+    /// `vmq-admin set` changes at runtime.
+    pub systree: watch::Sender<crate::systree::Schedule>,
 }
 
 impl std::fmt::Debug for HttpState {
@@ -150,6 +153,9 @@ fn set_runtime(s: &HttpState, args: &[(String, String)]) -> Response {
     if args.is_empty() {
         return text_error(StatusCode::BAD_REQUEST, "nothing to set: give KEY=VALUE pairs");
     }
+    if args.iter().any(|(k, _)| k.starts_with("systree_")) {
+        return set_systree(s, args);
+    }
     let mut changes = Vec::with_capacity(args.len());
     for (key, value) in args {
         let action = match key.as_str() {
@@ -170,6 +176,36 @@ fn set_runtime(s: &HttpState, args: &[(String, String)]) -> Response {
         s.broker.netsplit.set(action, on);
         info!(setting = %key, value = if on { "on" } else { "off" }, "runtime setting changed");
     }
+    text_result(Ok("Done".into()))
+}
+
+/// `vmq-admin set systree_enabled=on|off systree_interval=<ms>`: the `$SYS` tree's schedule,
+/// taking effect at once. Every pair is checked before any is applied.
+fn set_systree(s: &HttpState, args: &[(String, String)]) -> Response {
+    let mut schedule = s.systree.borrow().clone();
+    for (key, value) in args {
+        match key.as_str() {
+            "systree_enabled" => match value.as_str() {
+                "on" | "true" => schedule.enabled = true,
+                "off" | "false" => schedule.enabled = false,
+                other => return text_error(StatusCode::BAD_REQUEST, &format!("{key}: '{other}' is not on or off")),
+            },
+            "systree_interval" => match value.parse::<u64>() {
+                Ok(ms) => schedule.interval = std::time::Duration::from_millis(ms),
+                Err(_) => {
+                    return text_error(StatusCode::BAD_REQUEST, &format!("{key}: '{value}' is not milliseconds"));
+                }
+            },
+            other => {
+                return text_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("'{other}' cannot be set together with systree_enabled or systree_interval"),
+                );
+            }
+        }
+    }
+    info!(enabled = schedule.enabled, interval = ?schedule.interval, "runtime setting changed: $SYS tree");
+    s.systree.send_replace(schedule);
     text_result(Ok("Done".into()))
 }
 
