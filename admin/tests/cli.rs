@@ -163,7 +163,7 @@ commands:
   cluster join          discovery-node=<Node>: joins this node to the cluster of <Node>.
   cluster leave         node=<Node> [-k] [-i <secs>] [-t <secs>]: stops <Node>'s MQTT listeners; -k also disconnects its clients, moves its remaining queues after -t seconds (default 60) with progress every -i seconds (default 5), and removes it from the cluster. A node that is down is removed at once.
   cluster leave-status  node=<Node>: prints how far the leave of <Node> is.
-  set                   KEY=VALUE ...: changes settings at runtime, not written back to vernemq.conf (allow_register|publish|subscribe|unsubscribe_during_netsplit=on|off).
+  set                   KEY=VALUE ...: changes settings at runtime, not written back to vernemq.conf (allow_register|publish|subscribe|unsubscribe_during_netsplit=on|off, systree_enabled=on|off, systree_interval=<ms>).
   listener show         [-t] [-m]: prints every listener: type (mqtt, mqtts, mqttws, mqttwss, vmq, http), status, address, port, mountpoint, max_conns, active_conns and all_conns (connections accepted since it was first started).
   listener start        address=<IpAddr> port=<Port> [arguments]: creates and starts an MQTT listener on <IpAddr>:<Port> (port 0: a free port, printed), until the node stops: it is not written to vernemq.conf. Settings not given take VerneMQ's defaults.
   listener stop         address=<IpAddr> port=<Port> [-k]: stops accepting new connections on the listener at <IpAddr>:<Port>; its connections go on unless -k closes them.
