@@ -37,6 +37,8 @@ pub enum CommandId {
     ListenerRestart,
     /// `listener delete`.
     ListenerDelete,
+    /// `metrics show`.
+    MetricsShow,
 }
 
 /// One admin command.
@@ -184,6 +186,33 @@ pub const COMMANDS: &[Command] = &[
             kind: ParamKind::Pairs { required: true },
             help: "a runtime setting and its value",
         }],
+    },
+    Command {
+        id: CommandId::MetricsShow,
+        words: "metrics show",
+        summary: "prints the node's metrics, one `counter.<name> = <value>` or `gauge.<name> = <value>` line per \
+                  series (labelled series with their labels); -d adds each metric's description; a label option \
+                  keeps the series with that label value.",
+        params: &[
+            Param {
+                name: "describe",
+                short: Some('d'),
+                kind: ParamKind::Flag,
+                help: "print each metric's description above it",
+            },
+            Param {
+                name: "request",
+                short: None,
+                kind: ParamKind::Option { value: "<connect|publish|subscribe|unsubscribe>" },
+                help: "only series with this request label (netsplit_refused)",
+            },
+            Param {
+                name: "peer",
+                short: None,
+                kind: ParamKind::Option { value: "<Node>" },
+                help: "only series with this peer label (the metadata exchanges)",
+            },
+        ],
     },
     Command {
         id: CommandId::ListenerShow,

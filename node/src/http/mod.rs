@@ -281,6 +281,14 @@ async fn api(
         },
         CommandId::Set => set_runtime(&s, &args),
         CommandId::ListenerShow => listeners::show(&s, command, &args),
+        CommandId::MetricsShow => {
+            let labels: Vec<(&str, &str)> = args
+                .iter()
+                .filter(|(k, _)| k == "request" || k == "peer")
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            text_result(Ok(metrics::show(s.clone(), command.flag(&args, "describe"), &labels)))
+        }
         CommandId::ListenerStart => listeners::start(&s, command, &args).await,
         CommandId::ListenerStop => listeners::stop(&s, command, &args).await,
         CommandId::ListenerRestart => listeners::restart(&s, command, &args).await,

@@ -40,6 +40,45 @@ impl Metrics {
     }
 }
 
+/// `vmq-admin metrics show`: one `<type>.<name> = <value>` line per series, VerneMQ's format,
+/// a labelled series with its labels (`counter.netsplit_refused{request="publish"} = 0`); with
+/// `describe`, each metric's help above it. Only series carrying every one of `labels` (name,
+/// value) are shown.
+pub(super) fn show(state: Arc<HttpState>, describe: bool, labels: &[(&str, &str)]) -> String {
+    let mut out = String::new();
+    for family in Metrics::new(state).registry.gather() {
+        let kind = if family.get_field_type() == MetricType::GAUGE { "gauge" } else { "counter" };
+        for metric in family.get_metric() {
+            let own: Vec<(&str, &str)> =
+                metric.get_label().iter().filter(|l| l.name() != "node").map(|l| (l.name(), l.value())).collect();
+            if !labels.iter().all(|wanted| own.contains(wanted)) {
+                continue;
+            }
+            let value = if kind == "gauge" { metric.get_gauge().get_value() } else { metric.get_counter().get_value() };
+            if describe {
+                out.push_str(&format!("# {}\n", family.help()));
+            }
+            out.push_str(&format!("{kind}.{}", family.name()));
+            if !own.is_empty() {
+                let pairs: Vec<String> = own.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+                out.push_str(&format!("{{{}}}", pairs.join(",")));
+            }
+            // Counts print as integers, as VerneMQ's do.
+            if value.fract() == 0.0 && value.abs() < 1e15 {
+                out.push_str(&format!(" = {}\n", value as i64));
+            } else {
+                out.push_str(&format!(" = {value}\n"));
+            }
+            if describe {
+                out.push('\n');
+            }
+        }
+    }
+    // The CLI ends the text with its own newline.
+    out.truncate(out.trim_end().len());
+    out
+}
+
 /// `GET /metrics`.
 pub(super) async fn prometheus(State(m): State<Arc<Metrics>>) -> Response {
     let mut out = String::with_capacity(4096);
