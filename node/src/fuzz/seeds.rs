@@ -1,9 +1,9 @@
 //! The seed corpora in `node/fuzz/corpus/<target>/`: real packets, headers, frames and
 //! messages, written with the project's own encoders (so they follow the formats as they are
-//! now), plus a few near misses (truncated, one field off). Written once by the ignored test
-//! `write_seed_corpora` in `node/tests/fuzz.rs`; the committed files are what fuzzers start
-//! from, and they are not rewritten by CI.
-
+//! now), plus a few near misses (truncated, one field off). The test
+//! `the_committed_corpora_hold_every_seed_as_encoded_today` in `node/tests/fuzz.rs` checks that
+//! the committed files are these seeds, and writes them with `VMQ_FUZZ_WRITE_SEEDS=1`; they are
+//! what fuzzers start from.
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
