@@ -62,19 +62,7 @@ fn mosquitto_clients_round_trip_every_version_and_qos() {
 #[test]
 fn paho_python_round_trip_v311_and_v5() {
     let broker = Broker::start("");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/paho_roundtrip.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg("127.0.0.1")
-        .arg(broker.addr.port().to_string())
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "paho round trip failed (.ci/run installs paho-mqtt):\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    common::process::paho_round_trip(broker.addr.port(), &[]);
     assert!(broker.stop().success());
 }
 

@@ -5,35 +5,25 @@
 
 mod common;
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use common::process::Broker;
+use common::process::{Broker, Subscribed};
 
-/// Publishes through the socket until the TCP subscriber (which needs a moment to subscribe)
-/// got the message.
+/// Publishes through the socket to a subscriber on TCP; checks it got the message.
 fn publish_through(socket: &Path, tcp_port: u16, message: &str) {
-    let mut sub = Command::new("mosquitto_sub")
-        .args(["-h", "127.0.0.1", "-p", &tcp_port.to_string(), "-q", "1", "-t", "local/t", "-C", "1", "-W", "10"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mosquitto_sub runs");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sub.try_wait().expect("mosquitto_sub state").is_none() {
-        assert!(Instant::now() < deadline, "mosquitto_sub got nothing within 10 s");
-        let out = Command::new("mosquitto_pub")
-            .arg("--unix")
-            .arg(socket)
-            .args(["-q", "1", "-t", "local/t", "-m", message])
-            .output()
-            .expect("mosquitto_pub runs");
-        assert!(out.status.success(), "mosquitto_pub --unix failed: {}", String::from_utf8_lossy(&out.stderr));
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = sub.wait_with_output().expect("mosquitto_sub ends");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), message);
+    let port = tcp_port.to_string();
+    let args = ["-h", "127.0.0.1", "-p", &port, "-q", "1", "-t", "local/t", "-C", "1", "-W", "10"];
+    let sub = Subscribed::start(&args.map(OsStr::new));
+    let out = Command::new("mosquitto_pub")
+        .arg("--unix")
+        .arg(socket)
+        .args(["-q", "1", "-t", "local/t", "-m", message])
+        .output()
+        .expect("mosquitto_pub runs");
+    assert!(out.status.success(), "mosquitto_pub --unix failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(sub.messages(), [message]);
 }
 
 #[test]

@@ -4,12 +4,13 @@
 
 mod common;
 
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use common::pki::Pki;
-use common::process::Broker;
+use common::process::{Broker, Subscribed};
 
 /// A broker with one TLS listener `extra` configures further (its port is logged).
 fn tls_broker(server: &Pki, extra: &str) -> (Broker, u16) {
@@ -35,29 +36,28 @@ fn publish(port: u16, cafile: &Path, client: Option<(&Pki, &str)>, topic: &str, 
 }
 
 /// `mosquitto_sub` over TLS waiting for one message on `topic`, started before the publish.
-fn subscriber(port: u16, cafile: &Path, client: Option<(&Pki, &str)>, topic: &str) -> std::process::Child {
-    let mut cmd = Command::new("mosquitto_sub");
-    cmd.args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1", "-t", topic, "-C", "1", "-W", "10"]);
-    cmd.arg("--cafile").arg(cafile);
+/// `mosquitto_sub` over TLS for one message on `topic`, subscribed when this returns.
+fn subscriber(port: u16, cafile: &Path, client: Option<(&Pki, &str)>, topic: &str) -> Subscribed {
+    let port = port.to_string();
+    let mut args: Vec<OsString> =
+        ["-h", "127.0.0.1", "-p", &port, "-q", "1", "-t", topic, "-C", "1", "-W", "10", "--cafile"]
+            .map(OsString::from)
+            .to_vec();
+    args.push(cafile.into());
     if let Some((pki, name)) = client {
-        cmd.arg("--cert").arg(pki.path(&format!("{name}.pem"))).arg("--key").arg(pki.path(&format!("{name}.key")));
+        args.extend(["--cert".into(), pki.path(&format!("{name}.pem")).into()]);
+        args.extend(["--key".into(), pki.path(&format!("{name}.key")).into()]);
     }
-    cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().expect("mosquitto_sub runs")
+    let args: Vec<&OsStr> = args.iter().map(OsString::as_os_str).collect();
+    Subscribed::start(&args)
 }
 
-/// Publishes until the subscriber (which needs a moment to subscribe) got the message;
-/// returns what it printed.
+/// Subscribes, publishes once, and returns what the subscriber printed.
 fn round_trip(port: u16, cafile: &Path, client: Option<(&Pki, &str)>) -> String {
-    let mut sub = subscriber(port, cafile, client, "tls/t");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while sub.try_wait().expect("mosquitto_sub state").is_none() {
-        assert!(Instant::now() < deadline, "mosquitto_sub got nothing within 10 s");
-        let published = publish(port, cafile, client, "tls/t", "over-tls");
-        assert!(published.status.success(), "mosquitto_pub failed: {}", String::from_utf8_lossy(&published.stderr));
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let out = sub.wait_with_output().expect("mosquitto_sub ends");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    let sub = subscriber(port, cafile, client, "tls/t");
+    let published = publish(port, cafile, client, "tls/t", "over-tls");
+    assert!(published.status.success(), "mosquitto_pub failed: {}", String::from_utf8_lossy(&published.stderr));
+    sub.messages().join("\n")
 }
 
 fn refused(out: &Output) -> bool {

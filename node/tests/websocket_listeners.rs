@@ -8,31 +8,12 @@ mod common;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::pki::Pki;
 use common::process::Broker;
 use vmq_mqtt::{self as mqtt, Packet, ProtocolVersion, ReasonCode};
-
-const PAHO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/paho_roundtrip.py");
-
-/// Runs the paho round trip (MQTT 3.1.1 and 5.0, QoS 0, 1, 2) with `args` after host and port.
-fn paho_round_trip(port: u16, args: &[&str]) {
-    let out = Command::new("python3")
-        .arg(PAHO)
-        .args(["127.0.0.1", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("python3 runs");
-    assert!(
-        out.status.success(),
-        "paho round trip failed (.ci/run installs paho-mqtt):\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn ws_broker(extra: &str) -> (Broker, SocketAddr) {
     let broker = Broker::start(&format!("listener.ws.default = 127.0.0.1:0\n{extra}"));
@@ -151,7 +132,7 @@ fn closed_by_server(stream: &mut TcpStream) -> bool {
 #[test]
 fn paho_round_trips_over_websocket_on_the_mqtt_path() {
     let (broker, addr) = ws_broker("");
-    paho_round_trip(addr.port(), &["--websockets"]);
+    common::process::paho_round_trip(addr.port(), &["--websockets"]);
     assert!(broker.stop().success());
 }
 
@@ -166,7 +147,7 @@ fn paho_round_trips_over_secure_websocket_trusting_the_servers_ca() {
     let broker = Broker::start(&config);
     let port = broker.logged_addr("listening for MQTT over secure WebSocket").port();
     let ca = pki.path("ca.pem");
-    paho_round_trip(port, &["--websockets", "--cafile", ca.to_str().expect("utf-8 path")]);
+    common::process::paho_round_trip(port, &["--websockets", "--cafile", ca.to_str().expect("utf-8 path")]);
     assert!(broker.stop().success());
 }
 

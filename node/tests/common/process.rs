@@ -137,3 +137,70 @@ pub fn strip_ansi(s: &str) -> String {
     }
     out
 }
+
+/// Runs `tests/clients/paho_roundtrip.py` (Eclipse paho, MQTT 3.1.1 and 5.0, QoS 0, 1, 2)
+/// against 127.0.0.1:`port`, with `args` after host and port (`--websockets`, `--cafile F`).
+pub fn paho_round_trip(port: u16, args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/paho_roundtrip.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(["127.0.0.1", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "paho round trip failed (.ci/run installs paho-mqtt):\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A `mosquitto_sub -d` (debug output) that is subscribed: [`Subscribed::start`] returns once
+/// its SUBACK arrived, so a message published after that reaches it.
+pub struct Subscribed {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Subscribed {
+    /// Runs `mosquitto_sub -d <args>` (give it `-C <count>` so it ends) and waits for its SUBACK.
+    pub fn start(args: &[&std::ffi::OsStr]) -> Subscribed {
+        // Line-buffered: piped, mosquitto_sub would hold its SUBACK line until it exits.
+        let mut child = Command::new("stdbuf")
+            .args(["-oL", "mosquitto_sub", "-d"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mosquitto_sub runs");
+        let (tx, lines) = mpsc::channel();
+        let stdout = child.stdout.take().expect("piped stdout");
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match lines.recv_timeout(left) {
+                Ok(line) if line.contains("received SUBACK") => return Subscribed { child, lines },
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = child.kill();
+                    let out = child.wait_with_output().expect("mosquitto_sub ends");
+                    panic!("mosquitto_sub got no SUBACK: {}", String::from_utf8_lossy(&out.stderr));
+                }
+            }
+        }
+    }
+
+    /// Waits for it to end; the messages it printed (its lines that are not debug output).
+    pub fn messages(mut self) -> Vec<String> {
+        let status = self.child.wait().expect("mosquitto_sub ends");
+        assert!(status.success(), "mosquitto_sub failed: {status}");
+        // The reader ends at the end of its output, which the exit has closed.
+        self.lines.iter().filter(|l| !l.starts_with("Client ") && !l.starts_with("Subscribed (mid")).collect()
+    }
+}

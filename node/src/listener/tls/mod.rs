@@ -151,28 +151,21 @@ impl TlsListener {
             Some(other) => return Err(err(format!("tls_version: '{other}' is not one of tlsv1.2, tlsv1.3"))),
         };
         let mut provider = rustls::crypto::ring::default_provider();
+        // Names rustls lacks are skipped with a warning, so that a list written for VerneMQ
+        // (full of CBC and PSK suites) still starts.
+        let warn_skipped = |setting: &str, skipped: &[&str], available: String| {
+            if !skipped.is_empty() {
+                warn!(listener = %key, "{setting}: skipping {}: this server has only {available}", skipped.join(", "));
+            }
+        };
         if let Some(list) = setting("ciphers") {
             let (chosen, skipped) = choose_cipher_suites(list, &provider.cipher_suites, versions).map_err(&err)?;
-            if !skipped.is_empty() {
-                warn!(
-                    listener = %key,
-                    "ciphers: skipping {}: not among this server's cipher suites ({})",
-                    skipped.join(", "),
-                    cipher_suite_names(&provider.cipher_suites)
-                );
-            }
+            warn_skipped("ciphers", &skipped, cipher_suite_names(&provider.cipher_suites));
             provider.cipher_suites = chosen;
         }
         if let Some(list) = setting("eccs") {
             let (chosen, skipped) = choose_kx_groups(list, &provider.kx_groups).map_err(&err)?;
-            if !skipped.is_empty() {
-                warn!(
-                    listener = %key,
-                    "eccs: skipping {}: not among this server's curves ({})",
-                    skipped.join(", "),
-                    kx_group_names(&provider.kx_groups)
-                );
-            }
+            warn_skipped("eccs", &skipped, kx_group_names(&provider.kx_groups));
             provider.kx_groups = chosen;
         }
         let max_intermediates = setting("depth").map(parse_depth).transpose().map_err(&err)?;

@@ -66,19 +66,7 @@ pub(super) fn choose_cipher_suites<'a>(
     available: &[SupportedCipherSuite],
     versions: &[&SupportedProtocolVersion],
 ) -> Result<(Vec<SupportedCipherSuite>, Vec<&'a str>), String> {
-    let mut chosen: Vec<SupportedCipherSuite> = Vec::new();
-    let mut skipped = Vec::new();
-    for name in list_items(list) {
-        let known = CIPHER_SUITE_NAMES
-            .iter()
-            .find(|(_, names)| names.iter().any(|n| n.eq_ignore_ascii_case(name)))
-            .and_then(|(id, _)| available.iter().find(|suite| suite.suite() == *id));
-        match known {
-            Some(suite) if chosen.iter().any(|c| c.suite() == suite.suite()) => {}
-            Some(suite) => chosen.push(*suite),
-            None => skipped.push(name),
-        }
-    }
+    let (mut chosen, skipped) = pick(list, CIPHER_SUITE_NAMES, available, SupportedCipherSuite::suite);
     if chosen.is_empty() {
         return Err(format!(
             "ciphers: none of '{list}' is among this server's cipher suites ({})",
@@ -107,43 +95,55 @@ pub(super) fn choose_kx_groups<'a>(
     list: &'a str,
     available: &[&'static dyn SupportedKxGroup],
 ) -> Result<(Vec<&'static dyn SupportedKxGroup>, Vec<&'a str>), String> {
-    let mut chosen: Vec<&'static dyn SupportedKxGroup> = Vec::new();
-    let mut skipped = Vec::new();
-    for name in list_items(list) {
-        let known = KX_GROUP_NAMES
-            .iter()
-            .find(|(_, names)| names.iter().any(|n| n.eq_ignore_ascii_case(name)))
-            .and_then(|(id, _)| available.iter().find(|group| group.name() == *id));
-        match known {
-            Some(group) if chosen.iter().any(|c| c.name() == group.name()) => {}
-            Some(group) => chosen.push(*group),
-            None => skipped.push(name),
-        }
-    }
+    let (chosen, skipped) = pick(list, KX_GROUP_NAMES, available, |group| group.name());
     if chosen.is_empty() {
         return Err(format!("eccs: none of '{list}' is among this server's curves ({})", kx_group_names(available)));
     }
     Ok((chosen, skipped))
 }
 
+/// The items of `available` that `list` names (any name `names` gives an item's id, ignoring
+/// case), in the list's order and without repeats, and the names that matched none.
+fn pick<'a, Id: PartialEq, T: Copy>(
+    list: &'a str,
+    names: &[(Id, &[&str])],
+    available: &[T],
+    id: impl Fn(&T) -> Id,
+) -> (Vec<T>, Vec<&'a str>) {
+    let mut chosen: Vec<T> = Vec::new();
+    let mut skipped = Vec::new();
+    for name in list_items(list) {
+        let known = names
+            .iter()
+            .find(|(_, aliases)| aliases.iter().any(|n| n.eq_ignore_ascii_case(name)))
+            .and_then(|(wanted, _)| available.iter().find(|item| id(item) == *wanted));
+        match known {
+            Some(item) if chosen.iter().any(|c| id(c) == id(item)) => {}
+            Some(item) => chosen.push(*item),
+            None => skipped.push(name),
+        }
+    }
+    (chosen, skipped)
+}
+
+/// The first names `names` gives the ids of `items`, joined by `separator`, for messages.
+fn names_of<Id: PartialEq, T>(items: &[T], names: &[(Id, &[&str])], id: impl Fn(&T) -> Id, separator: &str) -> String {
+    let found: Vec<&str> = items
+        .iter()
+        .filter_map(|item| names.iter().find(|(wanted, _)| *wanted == id(item)))
+        .filter_map(|(_, aliases)| aliases.first().copied())
+        .collect();
+    found.join(separator)
+}
+
 /// The OpenSSL names of `suites`, for messages.
 pub(super) fn cipher_suite_names(suites: &[SupportedCipherSuite]) -> String {
-    let names: Vec<&str> = suites
-        .iter()
-        .filter_map(|suite| CIPHER_SUITE_NAMES.iter().find(|(id, _)| *id == suite.suite()))
-        .filter_map(|(_, names)| names.first().copied())
-        .collect();
-    names.join(":")
+    names_of(suites, CIPHER_SUITE_NAMES, SupportedCipherSuite::suite, ":")
 }
 
 /// The names of `groups`, for messages.
 pub(super) fn kx_group_names(groups: &[&'static dyn SupportedKxGroup]) -> String {
-    let names: Vec<&str> = groups
-        .iter()
-        .filter_map(|group| KX_GROUP_NAMES.iter().find(|(id, _)| *id == group.name()))
-        .filter_map(|(_, names)| names.first().copied())
-        .collect();
-    names.join(", ")
+    names_of(groups, KX_GROUP_NAMES, |group| group.name(), ", ")
 }
 
 #[cfg(test)]
